@@ -1,0 +1,1 @@
+"""The OCF resource agents: each module declares one agent as ``AGENT``."""

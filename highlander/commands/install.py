@@ -1,0 +1,157 @@
+"""Installing the agents where Pacemaker and pcs look for them.
+
+OCF agents go to ``<ocf-root>/resource.d/highlander/``, fence agents to
+``<prefix>/sbin`` (pcs lists fence agents from there). Each installed file
+is the executable pip placed in this environment's ``bin``, whose first line
+names this environment's interpreter, so the agent runs the same code as
+the ``highlander`` command. A manifest records what was written, so that
+``--uninstall`` removes exactly that and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OCF_PROVIDER = "highlander"
+OCF_AGENTS = ("validator",)
+FENCE_AGENTS: tuple[str, ...] = ()
+MANIFEST = "var/lib/highlander/installed.json"
+
+
+class InstallError(RuntimeError):
+    """Installing or uninstalling cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class Layout:
+    """Where things go. ``destdir`` stages an install for packaging."""
+
+    prefix: Path = Path("/usr")
+    ocf_root: Path | None = None
+    destdir: Path = Path("/")
+
+    def staged(self, path: Path) -> Path:
+        return self.destdir / path.relative_to("/")
+
+    @property
+    def provider_dir(self) -> Path:
+        root = self.ocf_root or self.prefix / "lib/ocf"
+        return self.staged(root / "resource.d" / OCF_PROVIDER)
+
+    @property
+    def sbin_dir(self) -> Path:
+        return self.staged(self.prefix / "sbin")
+
+    @property
+    def manifest(self) -> Path:
+        return self.destdir / MANIFEST
+
+
+@dataclass
+class Manifest:
+    """Files written (with their digest) and directories created by installs."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    directories: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        if not path.exists():
+            return cls()
+        try:
+            data = json.loads(path.read_text())
+            return cls(dict(data["files"]), list(data["directories"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InstallError(f"{path} is not a highlander install manifest ({exc}); remove it by hand") from None
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"files": self.files, "directories": self.directories}, indent=2))
+        os.replace(temporary, path)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sources(scripts_dir: Path | None = None) -> dict[str, Path]:
+    """The agent executables of this environment, by name."""
+    where = scripts_dir or Path(sysconfig.get_path("scripts"))
+    found = {name: where / name for name in OCF_AGENTS + FENCE_AGENTS}
+    missing = [str(p) for p in found.values() if not p.is_file()]
+    if missing:
+        raise InstallError(
+            f"agent executables missing: {', '.join(missing)}; reinstall the package "
+            "(pip install highlander) into this environment"
+        )
+    return found
+
+
+def not_readable_by_all(path: Path) -> Path | None:
+    """The first part of ``path`` other users cannot reach, if any.
+
+    Pacemaker runs agents with a bare environment and ocf-tester runs
+    meta-data as ``nobody``: an interpreter under /root does not work.
+    """
+    current = Path(os.path.realpath(path))
+    for part in [current, *current.parents]:
+        mode = part.stat().st_mode
+        needed = 0o005 if part.is_dir() else 0o004
+        if mode & needed != needed:
+            return part
+    return None
+
+
+def install(layout: Layout, scripts_dir: Path | None = None) -> list[Path]:
+    """Copy every agent into place; returns the paths written."""
+    targets = {name: layout.provider_dir / name for name in OCF_AGENTS}
+    targets.update({name: layout.sbin_dir / name for name in FENCE_AGENTS})
+    manifest = Manifest.load(layout.manifest)
+    written = []
+    for name, source in sources(scripts_dir).items():
+        target = targets[name]
+        for directory in reversed([target.parent, *target.parent.parents]):
+            if not directory.exists():
+                directory.mkdir(mode=0o755)
+                manifest.directories.append(str(directory))
+        temporary = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(source, temporary)
+        temporary.chmod(0o755)
+        os.replace(temporary, target)
+        manifest.files[str(target)] = _digest(target)
+        written.append(target)
+    manifest.save(layout.manifest)
+    return written
+
+
+def uninstall(layout: Layout) -> tuple[list[Path], list[Path]]:
+    """Remove what the manifest lists; returns (removed, kept because changed)."""
+    manifest = Manifest.load(layout.manifest)
+    removed, kept = [], []
+    for name, digest in manifest.files.items():
+        path = Path(name)
+        if not path.exists():
+            continue
+        if _digest(path) != digest:
+            kept.append(path)
+            continue
+        path.unlink()
+        removed.append(path)
+    for name in reversed(manifest.directories):
+        directory = Path(name)
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+    if kept:
+        manifest.files = {str(p): manifest.files[str(p)] for p in kept}
+        manifest.directories = []
+        manifest.save(layout.manifest)
+    elif layout.manifest.exists():
+        layout.manifest.unlink()
+    return removed, kept
