@@ -60,11 +60,20 @@ def _http_url(value: object) -> str | None:
     return None if ok else "must be an http:// or https:// URL"
 
 
-def _command_line(value: object) -> str | None:
+def split_words(text: str) -> list[str]:
+    """Split a command line like a shell. Without quotes or backslashes that
+    is ``str.split``; ``shlex`` (and ``re`` with it) is loaded only otherwise,
+    since every monitor checks the parameters."""
+    if not any(c in text for c in "'\"\\"):
+        return text.split()
     import shlex
 
+    return shlex.split(text)
+
+
+def _command_line(value: object) -> str | None:
     try:
-        words = shlex.split(str(value))
+        words = split_words(str(value))
     except ValueError as exc:
         return f"cannot be split into words ({exc})"
     return None if words else "is empty"
@@ -182,9 +191,7 @@ def _logfile(res: Resource) -> str:
 
 
 def _words(res: Resource, name: str) -> list[str]:
-    import shlex
-
-    return shlex.split(str(res.params[name]))
+    return split_words(str(res.params[name]))
 
 
 def _read_environment_file(path: str) -> dict[str, str]:
