@@ -86,3 +86,23 @@ def demo_chain_command(listen: str, block_time: float, catch_up: float, network:
         serve(host or "127.0.0.1", int(port), block_time, catch_up, network)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen}: {exc.strerror}") from None
+
+
+@main.command("demo")
+def demo_command() -> None:
+    """Show Pacemaker recovering a crashed validator on a one-node cluster (root)."""
+    import os
+    import signal
+
+    from highlander.commands import demo
+
+    if os.geteuid() != 0:
+        raise click.ClickException("the demo creates namespaces and starts Pacemaker: run it as root")
+    # SIGTERM unwinds like Ctrl-C, so the cluster is stopped either way.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        demo.run(click.echo)
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; everything the demo started is stopped") from None
+    except Exception as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,0 +1,47 @@
+"""ocf:highlander:validator under a real Pacemaker: created with pcs, started,
+crashed with SIGKILL and recovered by the cluster."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from highlander.commands import demo
+from highlander.lab.cluster import LocalCluster
+
+pytestmark = pytest.mark.cluster
+
+
+def test_pacemaker_recovers_a_killed_validator(one_node_cluster: LocalCluster) -> None:
+    runner = one_node_cluster.runner
+    demo.create_validator(runner)
+    status = demo.wait_started(one_node_cluster.pacemaker)
+    assert status.started_on(demo.RESOURCE) == ("node1",)
+    assert status.resource(demo.RESOURCE).agent == "ocf:highlander:validator"
+
+    old, new, _, _ = demo.crash_and_recover(runner)
+
+    assert new != old
+    status = one_node_cluster.pacemaker.status()
+    assert status.started_on(demo.RESOURCE) == ("node1",)
+    assert status.fail_count(demo.RESOURCE) == 1
+    # Pacemaker's own one-off monitor agrees, and the daemon answers from inside the node.
+    assert runner.run(["crm_resource", "--force-check", "--resource", demo.RESOURCE]).ok
+    url = f"http://127.0.0.1:{demo.STATUS_PORT}/status"
+    probe = f"from highlander.adapters.health import check_url; print(check_url({url!r}, 5))"
+    assert "catching_up=False" in runner.run([sys.executable, "-c", probe], check=True).stdout
+
+
+def test_stopping_the_resource_leaves_no_daemon(one_node_cluster: LocalCluster) -> None:
+    runner = one_node_cluster.runner
+    demo.create_validator(runner)
+    demo.wait_started(one_node_cluster.pacemaker)
+    pid = demo.daemon_pid(runner)
+    assert pid is not None
+
+    runner.run(["pcs", "resource", "disable", demo.RESOURCE, "--wait=60"], check=True)
+
+    assert not one_node_cluster.pacemaker.status().started_on(demo.RESOURCE)
+    assert not runner.run(["kill", "-0", str(pid)]).ok
+    assert demo.daemon_pid(runner) is None
