@@ -284,7 +284,7 @@ def _health(res: Resource) -> Health | None:
     """Ask the configured health check; None when none is configured."""
     from highlander.adapters import health
 
-    budget = min(float(res.params["health_timeout"]), max(res.time_left() - 1.0, 0.1))
+    budget = min(res.integer("health_timeout"), max(res.time_left() - 1.0, 0.1))
     try:
         if res.params["health_url"]:
             return health.check_url(str(res.params["health_url"]), budget)
@@ -328,13 +328,19 @@ def start(res: Resource) -> int:
     for gate in START_GATES:
         gate(res)
     argv = _words(res, "command")
-    daemon = process.spawn(
-        argv,
-        env=_daemon_environment(res),
-        cwd=str(res.params["directory"]),
-        logfile=_logfile(res),
-        user=str(res.params["user"]) if res.params["user"] else None,
-    )
+    try:
+        daemon = process.spawn(
+            argv,
+            env=_daemon_environment(res),
+            cwd=str(res.params["directory"]),
+            logfile=_logfile(res),
+            user=str(res.params["user"]) if res.params["user"] else None,
+        )
+    except OSError as exc:
+        # Permission problems are the host's; anything else (exec format
+        # error, a broken interpreter line) means the program is not usable.
+        code = codes.ERR_PERM if isinstance(exc, PermissionError) else codes.ERR_INSTALLED
+        raise OCFError(code, f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
     process.write_pidfile(_pidfile(res), daemon.pid)
     res.log.info(f"started {argv[0]} as PID {daemon.pid}; waiting until it is healthy")
     try:
@@ -393,8 +399,8 @@ def stop(res: Resource) -> int:
         return codes.SUCCESS
     kill_reserve = min(5.0, res.timeout * 0.25)
     grace = max(res.time_left() - kill_reserve, 0.0)
-    if res.params["stop_timeout"]:
-        grace = min(grace, float(res.params["stop_timeout"]))  # type: ignore[arg-type]
+    if res.integer("stop_timeout"):
+        grace = min(grace, res.integer("stop_timeout"))
     left = _terminate(res, grace)
     if left:
         raise OCFError(codes.ERR_GENERIC, f"processes {left} survived SIGKILL")

@@ -71,7 +71,6 @@ class Manifest:
             raise InstallError(f"{path} is not a highlander install manifest ({exc}); remove it by hand") from None
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps({"files": self.files, "directories": self.directories}, indent=2))
         os.replace(temporary, path)
@@ -109,18 +108,25 @@ def not_readable_by_all(path: Path) -> Path | None:
     return None
 
 
+def _make_directories(directory: Path, manifest: Manifest) -> None:
+    """Create ``directory`` and missing parents, recording each one created."""
+    for part in reversed([directory, *directory.parents]):
+        if not part.exists():
+            part.mkdir(mode=0o755)
+            manifest.directories.append(str(part))
+
+
 def install(layout: Layout, scripts_dir: Path | None = None) -> list[Path]:
     """Copy every agent into place; returns the paths written."""
     targets = {name: layout.provider_dir / name for name in OCF_AGENTS}
     targets.update({name: layout.sbin_dir / name for name in FENCE_AGENTS})
+    found = sources(scripts_dir)  # before anything is written: fail leaving nothing
     manifest = Manifest.load(layout.manifest)
+    _make_directories(layout.manifest.parent, manifest)
     written = []
-    for name, source in sources(scripts_dir).items():
+    for name, source in found.items():
         target = targets[name]
-        for directory in reversed([target.parent, *target.parent.parents]):
-            if not directory.exists():
-                directory.mkdir(mode=0o755)
-                manifest.directories.append(str(directory))
+        _make_directories(target.parent, manifest)
         temporary = target.with_name(f".{target.name}.tmp")
         shutil.copyfile(source, temporary)
         temporary.chmod(0o755)
@@ -144,14 +150,13 @@ def uninstall(layout: Layout) -> tuple[list[Path], list[Path]]:
             continue
         path.unlink()
         removed.append(path)
+    if kept:
+        manifest.files = {str(p): manifest.files[str(p)] for p in kept}
+        manifest.save(layout.manifest)
+        return removed, kept
+    layout.manifest.unlink(missing_ok=True)
     for name in reversed(manifest.directories):
         directory = Path(name)
         if directory.is_dir() and not any(directory.iterdir()):
             directory.rmdir()
-    if kept:
-        manifest.files = {str(p): manifest.files[str(p)] for p in kept}
-        manifest.directories = []
-        manifest.save(layout.manifest)
-    elif layout.manifest.exists():
-        layout.manifest.unlink()
     return removed, kept

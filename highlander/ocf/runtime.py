@@ -57,6 +57,8 @@ class Resource:
 
     def _check_level(self) -> int:
         raw = self.environ.get("OCF_CHECK_LEVEL", "")
+        if self.action not in ("monitor", "validate-all"):
+            return 0  # the API defines check levels for these two only
         if raw == "":
             return DEFAULT_CHECK_LEVEL.get(self.action, 0)
         try:
@@ -79,6 +81,13 @@ class Resource:
         ]
         action = self.agent.action(self.action)
         return float(declared[0] if declared else action.timeout if action else 20)
+
+    def integer(self, name: str) -> int:
+        """An integer parameter's parsed value, typed for the handler."""
+        value = self.params[name]
+        if not isinstance(value, int):
+            raise TypeError(f"parameter {name!r} is not declared as an integer")
+        return value
 
     def time_left(self) -> float:
         """Seconds until Pacemaker gives up on this action."""

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from highlander.ocf.runtime import Resource
 
     Handler = Callable[[Resource], int]
+    Validator = Callable[[Resource], None]
     Check = Callable[[object], "str | None"]
 
 PARAMETER_TYPES = ("string", "integer", "boolean", "select")
@@ -87,7 +88,21 @@ class Parameter:
         if not self.shortdesc or not self.longdesc:
             raise DeclarationError(f"{where}: shortdesc and longdesc are both needed")
         if self.default is not None:
+            self._check_default(where)
+
+    def _check_default(self, where: str) -> None:
+        expected = {"integer": int, "boolean": bool}.get(self.type, str)
+        wrong_kind = not isinstance(self.default, expected) or (
+            expected is int and isinstance(self.default, bool)
+        )
+        if wrong_kind:
+            raise DeclarationError(
+                f"{where}: default {self.default!r} must be a {expected.__name__} for type {self.type!r}"
+            )
+        try:
             self.parse(self.format(self.default))
+        except ValueError as exc:
+            raise DeclarationError(f"{where}: bad default: {exc}") from None
 
     @property
     def env_name(self) -> str:
@@ -185,7 +200,7 @@ class Agent:
         longdesc: str,
         parameters: Iterable[Parameter],
         actions: Iterable[Action],
-        validate: Handler | None = None,
+        validate: Validator | None = None,
     ) -> None:
         self.name = name
         self.version = version

@@ -1,0 +1,31 @@
+"""Fixtures shared by the unit and integration tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+# The OCF 1.1 RelaxNG schema lives next to the repository, in ../shared.
+OCF_SCHEMA = Path(__file__).parents[1].parent / "shared/schemas/ocf-ra-api-1.1.rng"
+
+
+@pytest.fixture
+def ocf_schema() -> Path:
+    if not OCF_SCHEMA.is_file():
+        # CI always has shared/ beside the clone: there a missing schema is a failure.
+        message = f"OCF RelaxNG schema not found at {OCF_SCHEMA}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return OCF_SCHEMA
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
