@@ -16,7 +16,6 @@ import pwd
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import NamedTuple
 
 from highlander import templates
@@ -99,7 +98,7 @@ def seed_cib(runner: CommandRunner, path: Path, properties: Mapping[str, str]) -
 
 
 class LocalCluster:
-    """A one-node cluster in ``workdir``; use it as a context manager.
+    """A one-node cluster in ``workdir``; :meth:`stop` it whatever happens.
 
     ``disable_stonith`` sets ``stonith-enabled=false`` after the DC is
     elected. It is never implied: a single node has nobody to fence, and a
@@ -225,15 +224,3 @@ class LocalCluster:
     def stop(self) -> None:
         """Power the node off and remove its namespaces; idempotent."""
         self.node.stop()
-
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -31,7 +31,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 from xml.etree import ElementTree
 
@@ -524,22 +523,6 @@ class Node:
             self.power_off()
         finally:
             self.delete_netns()
-
-    def __enter__(self) -> Node:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- diagnostics -------------------------------------------------------
 
