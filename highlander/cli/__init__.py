@@ -106,3 +106,9 @@ def demo_command() -> None:
         raise click.ClickException("interrupted; everything the demo started is stopped") from None
     except Exception as exc:
         raise click.ClickException(str(exc)) from None
+
+
+# Sub-command groups live in their own modules.
+from highlander.cli.signstate import signstate  # noqa: E402
+
+main.add_command(signstate)

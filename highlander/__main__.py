@@ -1,0 +1,5 @@
+"""``python -m highlander``: the same as the ``highlander`` command."""
+
+from highlander.cli import main
+
+main()

@@ -1,0 +1,184 @@
+"""``highlander signstate ...``: the sign-state register from the shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from highlander.signstate.client import DEFAULT_SOCKET, Refused, SignerClient
+from highlander.signstate.register import HRS, KeyId, Record
+
+socket_option = click.option(
+    "--socket", "socket_path", type=click.Path(path_type=Path), default=DEFAULT_SOCKET, show_default=True,
+    help="The local sign-state daemon's Unix socket.",
+)  # fmt: skip
+key_options = (
+    click.option("--chain-id", required=True, help="Chain the key signs for."),
+    click.option("--key-id", required=True, help="Name of the signing key."),
+)
+
+
+def with_key(function):  # type: ignore[no-untyped-def]
+    for option in reversed(key_options):
+        function = option(function)
+    return function
+
+
+def _client(socket_path: Path) -> SignerClient:
+    try:
+        return SignerClient(socket_path)
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _record_json(record: Record | str) -> dict[str, object]:
+    if isinstance(record, str):
+        return {"error": record}
+    h, r, s = record.hwm
+    return {"promised_epoch": record.promised_epoch, "height": h, "round": r, "step": s, "digest": record.digest}
+
+
+@click.group()
+def signstate() -> None:
+    """The sign-state register: the last signed height/round/step of each
+    key, replicated to a majority of the trio before every signature."""
+
+
+@signstate.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
+              help="The node's signstate.toml.")  # fmt: skip
+def serve(config_path: Path) -> None:
+    """Run this node's replica and coordinator (until SIGTERM)."""
+    from highlander.commands.signstate import serve as run
+    from highlander.signstate.config import ConfigError
+    from highlander.signstate.pki import PKIError
+    from highlander.signstate.store import StoreError
+
+    try:
+        run(config_path)
+    except (ConfigError, PKIError, StoreError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@signstate.command("init-ca")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--cluster", required=True, help="Cluster name, written into the CA certificate.")
+def init_ca(directory: Path, cluster: str) -> None:
+    """Create the cluster CA (ca.key, ca.crt) in DIRECTORY."""
+    from highlander.signstate import pki
+
+    try:
+        pki.init_ca(directory, cluster)
+    except pki.PKIError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created {directory / 'ca.crt'} and {directory / 'ca.key'} (keep ca.key off the cluster nodes)")
+
+
+@signstate.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("node")
+@click.option("--address", "addresses", multiple=True, help="An IP address of the node (repeatable).")
+def issue(directory: Path, node: str, addresses: tuple[str, ...]) -> None:
+    """Issue NODE's key and certificate from the CA in DIRECTORY."""
+    from highlander.signstate import pki
+
+    try:
+        path = pki.issue(directory, node, addresses=addresses)
+    except pki.PKIError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"issued {path} and its key for {node}")
+
+
+@signstate.command()
+@socket_option
+@with_key
+def status(socket_path: Path, chain_id: str, key_id: str) -> None:
+    """Each replica's record for a key, as JSON."""
+    with _client(socket_path) as client:
+        try:
+            found = client.status(KeyId(chain_id, key_id))
+        except Refused as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({name: _record_json(record) for name, record in found.items()}, indent=2))
+
+
+@signstate.command()
+@socket_option
+@with_key
+def promote(socket_path: Path, chain_id: str, key_id: str) -> None:
+    """Make this node the signer of a key: prints the epoch and the mark to continue above."""
+    with _client(socket_path) as client:
+        try:
+            session = client.promote(KeyId(chain_id, key_id))
+        except Refused as exc:
+            raise click.ClickException(f"not promoted: {exc}") from None
+    h, r, s = session.hwm
+    click.echo(json.dumps({"epoch": session.epoch, "height": h, "round": r, "step": s, "digest": session.digest}))
+
+
+@signstate.command()
+@socket_option
+@with_key
+@click.option("--epoch", type=click.IntRange(min=1), required=True, help="The epoch promote returned.")
+@click.option("--height", type=click.IntRange(min=1), required=True)
+@click.option("--round", "round_", type=click.IntRange(min=0), required=True)
+@click.option("--step", type=click.IntRange(1, 3), required=True, help="1 propose, 2 prevote, 3 precommit.")
+@click.option("--digest", required=True, help="Hex SHA-256 of the sign bytes.")
+def advance(socket_path: Path, chain_id: str, key_id: str, epoch: int, height: int, round_: int, step: int,
+            digest: str) -> None:  # fmt: skip
+    """Ask the majority to accept a mark before signing it (exit 0: sign)."""
+    with _client(socket_path) as client:
+        try:
+            client.advance(KeyId(chain_id, key_id), epoch, HRS(height, round_, step), digest)
+        except Refused as exc:
+            raise click.ClickException(f"do not sign: {exc}") from None
+    click.echo("OK: a majority accepted; sign")
+
+
+@signstate.command()
+@socket_option
+@with_key
+@click.option("--format", "kind", type=click.Choice(["cometbft", "tmkms"]), default="cometbft", show_default=True)
+@click.option("--height-margin", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Heights to add above the quorum's mark (CometBFT FilePV mode).")  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Raise this state file (never lowers).")
+def export(socket_path: Path, chain_id: str, key_id: str, kind: str, height_margin: int, out: Path | None) -> None:
+    """The quorum's highest mark as a signer state file (stdout, or raise --out)."""
+    from highlander.commands import signstate as commands
+
+    with _client(socket_path) as client:
+        found = client.status(KeyId(chain_id, key_id))
+    records = [r for r in found.values() if isinstance(r, Record)]
+    if len(records) < 2:
+        raise click.ClickException(f"only {len(records)} of {len(found)} replicas answered; a majority is needed")
+    hwm = max(r.hwm for r in records)
+    if height_margin and hwm.height:
+        hwm = HRS(hwm.height + height_margin, 0, 0)
+    if out is None:
+        click.echo(commands.render_state(kind, hwm), nl=False)
+        return
+    try:
+        held = commands.raise_state_file(out, kind, hwm)
+    except commands.StateFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{out} holds {held}")
+
+
+@signstate.command("import")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="The local replica's state_dir (stop its daemon first).")  # fmt: skip
+@with_key
+@click.option("--format", "kind", type=click.Choice(["cometbft", "tmkms"]), default="cometbft", show_default=True)
+@click.argument("state_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+def import_(state_dir: Path, chain_id: str, key_id: str, kind: str, state_file: Path) -> None:
+    """Raise the local replica's record to a signer state file's mark."""
+    from highlander.commands import signstate as commands
+    from highlander.signstate.store import StoreError
+
+    try:
+        record = commands.import_state_file(state_dir, KeyId(chain_id, key_id), state_file, kind)
+    except (commands.StateFileError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(_record_json(record)))
