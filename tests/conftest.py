@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from highlander.signstate.localtrio import LocalTrio
 
 # The OCF 1.1 RelaxNG schema lives next to the repository, in ../shared.
 OCF_SCHEMA = Path(__file__).parents[1].parent / "shared/schemas/ocf-ra-api-1.1.rng"
@@ -29,3 +32,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[LocalTrio]:
+    """Three real sign-state daemons on loopback, stopped by PID whatever happens."""
+    daemons = LocalTrio(tmp_path / "trio")
+    try:
+        daemons.start()
+        yield daemons
+    finally:
+        daemons.stop()

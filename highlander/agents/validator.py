@@ -6,6 +6,11 @@ SIGKILL in time and succeeds only when no process of the resource is left;
 monitor looks deeper with the check level: 0 the process, 10 the health
 check (answering and not catching up), 20 the chain height advancing.
 
+Before the daemon starts, the sign-state gate makes this node the signer in
+the register: a majority of the trio must promise it a new epoch, and a
+signer state file (CometBFT FilePV mode) is raised to the majority's
+high-water mark. Without a majority the validator does not start.
+
 Only ``os`` and ``/proc`` are touched at depth 0; everything heavier is
 imported by the action that needs it.
 """
@@ -15,68 +20,23 @@ from __future__ import annotations
 import os
 
 from highlander.adapters import process
-from highlander.ocf import codes
+from highlander.agents.daemon import RUN_DIR, Daemon
+from highlander.ocf import checks, codes
 from highlander.ocf.codes import OCFError
 from highlander.ocf.spec import Action, Agent, Parameter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from subprocess import Popen
-
     from highlander.adapters.health import Health
     from highlander.ocf.runtime import Resource
+    from highlander.signstate.register import HRS
 
 NAME = "validator"
-RUN_DIR = "/run/highlander"
-LOG_DIR = "/var/log/highlander"
 DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SIGNSTATE_SOCKET = "/run/highlander/signstate.sock"
 # Without a health check, a daemon that is still alive this long after its
 # start counts as started: it catches a wrong flag or a missing file at once.
 SETTLE_SECONDS = 1.0
-POLL_SECONDS = 0.25
-
-# Checks that must pass before the daemon may start, in order; each raises
-# OCFError to refuse the start. The sign-state gate (promote to a new epoch,
-# then raise the service's state file to the quorum's high-water mark) is
-# one of them: a validator must not start without a majority behind it.
-START_GATES: tuple[Callable[[Resource], None], ...] = ()
-
-
-def _absolute_path(value: object) -> str | None:
-    return None if str(value).startswith("/") else "must be an absolute path"
-
-
-def _positive(value: object) -> str | None:
-    return None if isinstance(value, int) and value > 0 else "must be a positive number of seconds"
-
-
-def _not_negative(value: object) -> str | None:
-    return None if isinstance(value, int) and value >= 0 else "must be 0 or a positive number of seconds"
-
-
-def _http_url(value: object) -> str | None:
-    ok = str(value).startswith(("http://", "https://"))
-    return None if ok else "must be an http:// or https:// URL"
-
-
-def split_words(text: str) -> list[str]:
-    """Split a command line like a shell. Without quotes or backslashes that
-    is ``str.split``; ``shlex`` (and ``re`` with it) is loaded only otherwise,
-    since every monitor checks the parameters."""
-    if not any(c in text for c in "'\"\\"):
-        return text.split()
-    import shlex
-
-    return shlex.split(text)
-
-
-def _command_line(value: object) -> str | None:
-    try:
-        words = split_words(str(value))
-    except ValueError as exc:
-        return f"cannot be split into words ({exc})"
-    return None if words else "is empty"
 
 
 PARAMETERS = (
@@ -88,7 +48,7 @@ PARAMETERS = (
         "daemon must stay in the foreground; the agent detaches it, records its PID "
         "and sends its output to the log file.",
         required=True,
-        check=_command_line,
+        check=checks.command_line,
     ),
     Parameter(
         "user",
@@ -102,7 +62,7 @@ PARAMETERS = (
         "Working directory",
         "Absolute path of the directory the daemon starts in.",
         default="/",
-        check=_absolute_path,
+        check=checks.absolute_path,
     ),
     Parameter(
         "environment_file",
@@ -111,7 +71,7 @@ PARAMETERS = (
         "comments and an 'export ' prefix are allowed; values may be quoted). The "
         "daemon gets these on top of a minimal environment (PATH, HOME, USER, LANG); "
         "nothing of the cluster's environment is passed on.",
-        check=_absolute_path,
+        check=checks.absolute_path,
     ),
     Parameter(
         "pidfile",
@@ -119,7 +79,7 @@ PARAMETERS = (
         "Absolute path of the file where the agent records the daemon's PID. "
         f"Empty: {RUN_DIR}/validator-<resource>.pid.",
         unique_group="pidfile",
-        check=_absolute_path,
+        check=checks.absolute_path,
     ),
     Parameter(
         "health_url",
@@ -129,7 +89,7 @@ PARAMETERS = (
         "http://127.0.0.1:26657/status. https certificates are verified. Used by "
         "start (healthy = answering and not catching up) and by monitor at depth "
         "10 and 20. Set this or health_command, not both.",
-        check=_http_url,
+        check=checks.http_url,
     ),
     Parameter(
         "health_command",
@@ -137,7 +97,7 @@ PARAMETERS = (
         "Command line run with the daemon's environment instead of health_url: "
         "exit status 0 means healthy; when the last line it prints is a whole "
         "number, that is the block height used by the depth 20 monitor.",
-        check=_command_line,
+        check=checks.command_line,
     ),
     Parameter(
         "health_timeout",
@@ -145,7 +105,7 @@ PARAMETERS = (
         "How long one health request may take before it counts as failed.",
         type="integer",
         default=5,
-        check=_positive,
+        check=checks.positive,
     ),
     Parameter(
         "stop_timeout",
@@ -155,14 +115,77 @@ PARAMETERS = (
         "SIGKILL is always sent in time for stop to finish within its timeout.",
         type="integer",
         default=0,
-        check=_not_negative,
+        check=checks.not_negative,
     ),
     Parameter(
         "logfile",
         "Log file of the daemon",
         "Absolute path of the file the daemon's standard output and error are "
-        f"appended to. Empty: {LOG_DIR}/validator-<resource>.log.",
-        check=_absolute_path,
+        "appended to. Empty: /var/log/highlander/validator-<resource>.log.",
+        check=checks.absolute_path,
+    ),
+    Parameter(
+        "signstate",
+        "Ask the sign-state register before starting",
+        "Before the daemon starts, make this node the signer in the sign-state "
+        "register: a majority of the trio must promise it a new epoch (and with "
+        "state_file, the file is raised to the majority's high-water mark). "
+        "Without a majority the start fails. Turn off only for a service that "
+        "cannot double-sign.",
+        type="boolean",
+        default=True,
+    ),
+    Parameter(
+        "chain_id",
+        "Chain id of the signing key",
+        "The chain the daemon signs for, as registered in the sign-state "
+        "register. Required while signstate is on.",
+        unique_group="signing_key",
+    ),
+    Parameter(
+        "key_id",
+        "Name of the signing key",
+        "The signing key's name in the sign-state register. Required while "
+        "signstate is on.",
+        unique_group="signing_key",
+    ),
+    Parameter(
+        "signstate_socket",
+        "Sign-state daemon socket",
+        "Unix socket of this node's sign-state daemon (ocf:highlander:signstate).",
+        default=SIGNSTATE_SOCKET,
+        check=checks.absolute_path,
+    ),
+    Parameter(
+        "state_file",
+        "Signer state file (FilePV mode)",
+        "For a daemon that signs on its own (CometBFT FilePV): its state file "
+        "(priv_validator_state.json, or a tmkms state file). Before start it is "
+        "raised to the register's high-water mark plus height_margin, never "
+        "lowered; while the daemon runs every change to it is replicated to the "
+        "register, and if another node was promoted meanwhile the daemon is "
+        "killed at once. A signature made between the file's change and its "
+        "replication (about 0.1 s) is not guarded by the register: that residual "
+        "window is what height_margin covers on the next promotion.",
+        check=checks.absolute_path,
+    ),
+    Parameter(
+        "state_format",
+        "Format of state_file",
+        "cometbft (priv_validator_state.json) or tmkms.",
+        default="cometbft",
+        check=checks.one_of("cometbft", "tmkms"),
+    ),
+    Parameter(
+        "height_margin",
+        "Heights to skip after a promotion (FilePV mode)",
+        "How many heights above the register's high-water mark the state file "
+        "is raised to on promotion, so that a signature of the previous signer "
+        "that the register had not seen yet (the FilePV residual window) can "
+        "never be repeated with other content.",
+        type="integer",
+        default=0,
+        check=checks.not_negative,
     ),
 )
 
@@ -170,28 +193,20 @@ PARAMETERS = (
 # --- derived settings ---------------------------------------------------------
 
 
-def _tag(res: Resource) -> str:
-    return process.marker(NAME, res.instance)
-
-
-def _safe_name(res: Resource) -> str:
-    return res.instance.replace("/", "_")
-
-
-def _pidfile(res: Resource) -> str:
-    return str(res.params["pidfile"] or f"{RUN_DIR}/{NAME}-{_safe_name(res)}.pid")
+def _daemon(res: Resource) -> Daemon:
+    return Daemon(NAME, res, res.params["pidfile"], res.params["logfile"])
 
 
 def _heightfile(res: Resource) -> str:
-    return _pidfile(res) + ".height"
+    return _daemon(res).pidfile + ".height"
 
 
-def _logfile(res: Resource) -> str:
-    return str(res.params["logfile"] or f"{LOG_DIR}/{NAME}-{_safe_name(res)}.log")
+def _followerfile(res: Resource) -> str:
+    return _daemon(res).pidfile + ".follow"
 
 
 def _words(res: Resource, name: str) -> list[str]:
-    return split_words(str(res.params[name]))
+    return checks.split_words(str(res.params[name]))
 
 
 def _read_environment_file(path: str) -> dict[str, str]:
@@ -231,8 +246,6 @@ def _daemon_environment(res: Resource) -> dict[str, str]:
     }
     if res.params["environment_file"]:
         env.update(_read_environment_file(str(res.params["environment_file"])))
-    key, _, value = _tag(res).partition("=")
-    env[key] = value
     return env
 
 
@@ -275,6 +288,11 @@ def validate(res: Resource) -> None:
     if not os.path.isdir(directory):
         raise OCFError(codes.ERR_ARGS, f"directory={directory!r} does not exist on this host")
     _daemon_environment(res)  # reads and checks environment_file
+    if res.params["signstate"] and not (res.params["chain_id"] and res.params["key_id"]):
+        raise OCFError(
+            codes.ERR_CONFIGURED,
+            "chain_id and key_id are required while signstate=true (the register guards that key)",
+        )
 
 
 # --- health -------------------------------------------------------------------
@@ -317,112 +335,122 @@ def _height_advanced(res: Resource, found: Health | None) -> None:
         )
 
 
+# --- the sign-state gate ------------------------------------------------------
+
+
+def _promote(res: Resource) -> tuple[int, HRS]:
+    """Make this node the key's signer; retried while there is no majority
+    (a peer may be rebooting), until half of the start timeout is spent."""
+    import time
+
+    from highlander.signstate.client import Refused, SignerClient
+    from highlander.signstate.register import NO_QUORUM, KeyId
+
+    key = KeyId(str(res.params["chain_id"]), str(res.params["key_id"]))
+    give_up = time.monotonic() + res.time_left() / 2
+    while True:
+        try:
+            with SignerClient(str(res.params["signstate_socket"]), timeout=10) as client:
+                session = client.promote(key)
+            res.log.info(f"sign-state: promoted to epoch {session.epoch} for {key}, high-water mark {session.hwm}")
+            return session.epoch, session.hwm
+        except Refused as exc:
+            if exc.status != NO_QUORUM:
+                raise OCFError(codes.ERR_GENERIC, f"sign-state refused the promotion of {key}: {exc}") from None
+            reason = str(exc)
+        except (ConnectionError, OSError) as exc:
+            reason = str(exc)
+        if time.monotonic() >= give_up:
+            raise OCFError(
+                codes.ERR_GENERIC,
+                f"sign-state: no majority promised a new epoch for {key}; the validator must not start "
+                f"without one ({reason})",
+            )
+        time.sleep(1.0)
+
+
+def _raise_state_file(res: Resource, hwm: HRS) -> None:
+    """FilePV mode: the state file says at least the register's mark (+ margin)."""
+    import pwd
+    from pathlib import Path
+
+    from highlander.commands.signstate import StateFileError, raise_state_file
+
+    path = str(res.params["state_file"])
+    margin = res.integer("height_margin")
+    # Precommit of round 0 at the raised height: nothing at or below it is signed.
+    target = hwm._replace(height=hwm.height + margin, round=0, step=3) if margin and hwm.height else hwm
+    existed = os.path.exists(path)
+    try:
+        held = raise_state_file(Path(path), str(res.params["state_format"]), target)
+    except StateFileError as exc:
+        raise OCFError(codes.ERR_GENERIC, f"state_file: {exc}") from None
+    if not existed and res.params["user"]:
+        entry = pwd.getpwnam(str(res.params["user"]))
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    res.log.info(f"sign-state: {path} holds {held}")
+
+
+def _follow(res: Resource, daemon: Daemon, epoch: int) -> None:
+    """FilePV mode: replicate the state file's changes while the daemon runs."""
+    import sys
+
+    follower = Daemon(NAME, res, _followerfile(res), daemon.logfile)
+    follower.spawn(
+        [
+            sys.executable, "-m", "highlander", "signstate", "follow",
+            "--socket", str(res.params["signstate_socket"]),
+            "--chain-id", str(res.params["chain_id"]), "--key-id", str(res.params["key_id"]),
+            "--epoch", str(epoch), "--state-file", str(res.params["state_file"]),
+            "--format", str(res.params["state_format"]), "--guard-pid", str(daemon.pid()),
+        ],
+        env={"PATH": DAEMON_PATH, "LANG": "C.UTF-8"},
+    )  # fmt: skip
+
+
 # --- actions --------------------------------------------------------------------
 
 
 def start(res: Resource) -> int:
-    res.validate()
-    if process.running_pid(_pidfile(res), _tag(res)) is not None:
-        res.log.info("already running")
-        return codes.SUCCESS
-    for gate in START_GATES:
-        gate(res)
-    argv = _words(res, "command")
-    try:
-        daemon = process.spawn(
-            argv,
-            env=_daemon_environment(res),
-            cwd=str(res.params["directory"]),
-            logfile=_logfile(res),
-            user=str(res.params["user"]) if res.params["user"] else None,
-        )
-    except OSError as exc:
-        # Permission problems are the host's; anything else (exec format
-        # error, a broken interpreter line) means the program is not usable.
-        code = codes.ERR_PERM if isinstance(exc, PermissionError) else codes.ERR_INSTALLED
-        raise OCFError(code, f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
-    process.write_pidfile(_pidfile(res), daemon.pid)
-    res.log.info(f"started {argv[0]} as PID {daemon.pid}; waiting until it is healthy")
-    try:
-        _wait_healthy(res, daemon)
-    except OCFError:
-        _terminate(res, grace=min(5.0, max(res.time_left() - 1.0, 0.0)))
-        raise
-    return codes.SUCCESS
-
-
-def _wait_healthy(res: Resource, daemon: Popen[bytes]) -> None:
     import time
 
-    margin = min(5.0, res.timeout * 0.1)
-    settle_until = time.monotonic() + SETTLE_SECONDS
-    last = "no answer yet"
-    while True:
-        status = daemon.poll()
-        if status is not None:
-            raise OCFError(
-                codes.ERR_GENERIC,
-                f"daemon exited with status {status} during start; see {_logfile(res)}",
-            )
-        try:
-            if _healthy(res) is not None or time.monotonic() >= settle_until:
-                res.log.info("daemon is healthy")
-                return
-        except OCFError as exc:
-            last = exc.reason
-        if res.time_left() <= margin:
-            raise OCFError(codes.ERR_GENERIC, f"daemon not healthy within the start timeout: {last}")
-        time.sleep(POLL_SECONDS)
-
-
-def _terminate(res: Resource, grace: float) -> list[int]:
-    """SIGTERM every process of the resource, SIGKILL what is left after
-    ``grace`` seconds; returns the processes that survived even that."""
-    import signal
-
-    tag = _tag(res)
-    leader = process.running_pid(_pidfile(res), tag)
-    process.signal_processes(process.find_tagged(tag), signal.SIGTERM, leader)
-    left = process.wait_gone(tag, grace)
-    if left:
-        res.log.warning(f"processes {left} still running {grace:.0f} s after SIGTERM; sending SIGKILL")
-        process.signal_processes(left, signal.SIGKILL, leader)
-        left = process.wait_gone(tag, min(5.0, max(res.time_left() - 0.5, 0.5)))
-    return left
+    res.validate()
+    daemon = _daemon(res)
+    if daemon.pid() is not None:
+        res.log.info("already running")
+        return codes.SUCCESS
+    epoch = 0
+    if res.params["signstate"]:
+        epoch, hwm = _promote(res)
+        if res.params["state_file"]:
+            _raise_state_file(res, hwm)
+    child = daemon.spawn(
+        _words(res, "command"),
+        env=_daemon_environment(res),
+        cwd=str(res.params["directory"]),
+        user=str(res.params["user"]) if res.params["user"] else None,
+    )
+    settled = time.monotonic() + SETTLE_SECONDS
+    daemon.wait_ready(child, lambda: _healthy(res) is not None or time.monotonic() >= settled, "healthy")
+    if res.params["signstate"] and res.params["state_file"]:
+        _follow(res, daemon, epoch)
+    res.log.info("daemon is healthy")
+    return codes.SUCCESS
 
 
 def stop(res: Resource) -> int:
-    tag = _tag(res)
-    if process.running_pid(_pidfile(res), tag) is None and not process.find_tagged(tag):
-        process.remove_file(_pidfile(res))
-        res.log.info("already stopped")
-        return codes.SUCCESS
-    kill_reserve = min(5.0, res.timeout * 0.25)
-    grace = max(res.time_left() - kill_reserve, 0.0)
-    if res.integer("stop_timeout"):
-        grace = min(grace, res.integer("stop_timeout"))
-    left = _terminate(res, grace)
-    if left:
-        raise OCFError(codes.ERR_GENERIC, f"processes {left} survived SIGKILL")
-    process.remove_file(_pidfile(res))
+    code = _daemon(res).stop(res.integer("stop_timeout"))
     process.remove_file(_heightfile(res))
-    res.log.info("stopped")
-    return codes.SUCCESS
+    process.remove_file(_followerfile(res))
+    return code
 
 
 def monitor(res: Resource) -> int:
-    tag = _tag(res)
-    pidfile = _pidfile(res)
-    if process.running_pid(pidfile, tag) is None:
-        strays = process.find_tagged(tag)
-        if strays:
-            raise OCFError(
-                codes.ERR_GENERIC, f"processes {strays} of this resource run without a valid PID file"
-            )
-        recorded = process.read_pidfile(pidfile)
-        if recorded is not None and not res.is_probe:
-            raise OCFError(codes.NOT_RUNNING, f"daemon (PID {recorded} in {pidfile}) is gone")
+    if not _daemon(res).running():
         return codes.NOT_RUNNING
+    if res.params["signstate"] and res.params["state_file"]:
+        if Daemon(NAME, res, _followerfile(res)).pid() is None:
+            raise OCFError(codes.ERR_GENERIC, "the state file's replication to the sign-state register stopped")
     if res.check_level >= 10:
         found = _healthy(res)
         if res.check_level >= 20:

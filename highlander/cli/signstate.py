@@ -182,3 +182,30 @@ def import_(state_dir: Path, chain_id: str, key_id: str, kind: str, state_file: 
     except (commands.StateFileError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(_record_json(record)))
+
+
+@signstate.command()
+@socket_option
+@with_key
+@click.option("--epoch", type=click.IntRange(min=1), required=True, help="The epoch of this node's promotion.")
+@click.option("--state-file", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("--format", "kind", type=click.Choice(["cometbft", "tmkms"]), default="cometbft", show_default=True)
+@click.option("--guard-pid", type=click.IntRange(min=1), help="Signer to SIGKILL when it has been superseded.")
+def follow(socket_path: Path, chain_id: str, key_id: str, epoch: int, state_file: Path, kind: str,
+           guard_pid: int | None) -> None:  # fmt: skip
+    """Replicate a FilePV signer's state file to the register while it runs."""
+    import logging
+    import signal
+    import sys
+    import threading
+
+    from highlander.signstate.follow import follow as run
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        sys.exit(run(socket_path, KeyId(chain_id, key_id), epoch, state_file, kind, guard_pid, stop))
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None

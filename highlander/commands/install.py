@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OCF_PROVIDER = "highlander"
-OCF_AGENTS = ("validator",)
+OCF_AGENTS = ("signstate", "validator")
 FENCE_AGENTS: tuple[str, ...] = ()
 MANIFEST = "var/lib/highlander/installed.json"
 

@@ -106,6 +106,12 @@ class SignerClient:
         )  # fmt: skip
         _raise_for(answer)
 
+    def ping(self) -> str:
+        """The name of the node whose daemon answers."""
+        answer = self.call({"op": "ping"})
+        _raise_for(answer)
+        return str(answer.get("node"))
+
     def status(self, key: KeyId) -> dict[str, Record | str]:
         """Each replica's record, or why it did not answer."""
         answer = self.call({"op": "status", "chain_id": key.chain_id, "key_id": key.key_id})

@@ -17,6 +17,7 @@ Two listeners:
       ``NO_QUORUM``: a majority did not answer: do not sign.
   ``{"op": "status", "chain_id": C, "key_id": K}``
       -> ``{"status": "OK", "replicas": {NODE: {record} | {"error": text}}}``
+  ``{"op": "ping"}`` -> ``{"status": "OK", "node": NODE}`` (the daemon answers)
 
   An ``"id"`` in a request is echoed in its answer. Errors answer
   ``{"status": "ERROR", "error": text}`` and change nothing.
@@ -61,7 +62,7 @@ log = logging.getLogger("highlander.signstate")
 HANDSHAKE_TIMEOUT = 5.0
 IDLE_TIMEOUT = 300.0
 MAX_CONNECTIONS = 64
-SIGNER_OPS = ("promote", "advance", "status")
+SIGNER_OPS = ("promote", "advance", "status", "ping")
 
 
 class _Bounded(socketserver.ThreadingMixIn):
@@ -203,6 +204,8 @@ class SignStateNode:
             op = document.get("op")
             if op not in SIGNER_OPS:
                 raise WireError(f"op must be one of {', '.join(SIGNER_OPS)}, got {op!r}")
+            if op == "ping":
+                return {"status": "OK", "node": self.config.node, **({"id": request_id} if request_id is not None else {})}
             key = parse_key(document)
             if op == "promote":
                 answer = _outcome_document(self.coordinator.promote(key))

@@ -1,4 +1,4 @@
-"""The installed validator agent judged by Pacemaker's own tools: ocf-tester,
+"""The installed agents judged by Pacemaker's own tools: ocf-tester,
 crm_resource --validate, meta-data as user nobody with a bare environment,
 and the OCF 1.1 RelaxNG schema."""
 
@@ -18,6 +18,9 @@ from uuid import uuid4
 import pytest
 
 from highlander.adapters import process
+from highlander.signstate.client import SignerClient
+from highlander.signstate.localtrio import LocalTrio
+from highlander.signstate.register import KeyId, Record
 
 AGENT_PATH = Path("/usr/lib/ocf/resource.d/highlander/validator")
 _CLI = Path(sys.executable).parent / "highlander"
@@ -25,22 +28,17 @@ HIGHLANDER = (
     [str(_CLI)] if _CLI.is_file() else [sys.executable, "-c", "from highlander.cli import main; main()"]
 )
 
-pytestmark = [
-    pytest.mark.skipif(
-        os.geteuid() != 0, reason="ocf-tester, runuser and crm_resource's agent runs need root"
-    ),
-    pytest.mark.skipif(
-        any(
-            shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None
-            for tool in ("ocf-tester", "crm_resource", "xmllint", "runuser")
-        ),
-        reason="needs ocf-tester (resource-agents), crm_resource (pacemaker-cli-utils), xmllint and runuser",
-    ),
-]
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="ocf-tester, runuser and crm_resource's agent runs need root"
+)
+OCF_DIR = Path("/usr/lib/ocf/resource.d/highlander")
+TOOLS = ("ocf-tester", "crm_resource", "xmllint", "runuser")
 
 
 @pytest.fixture(scope="module")
 def agent() -> Path:
+    missing = [t for t in TOOLS if shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
+    assert not missing, f"not installed: {', '.join(missing)} (./bootstrap installs them)"
     assert AGENT_PATH.is_file(), f"{AGENT_PATH} is missing: run 'highlander install' first"
     return AGENT_PATH
 
@@ -75,7 +73,8 @@ def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, **kwargs)  # type: ignore[call-overload]
 
 
-def test_ocf_tester_passes(agent: Path, instance: Instance, free_port: int) -> None:
+def test_ocf_tester_passes(agent: Path, instance: Instance, free_port: int, trio: LocalTrio) -> None:
+    """With the sign-state gate on: every start promotes through a real trio."""
     command = shlex.join(
         [
             *HIGHLANDER,
@@ -101,12 +100,60 @@ def test_ocf_tester_passes(agent: Path, instance: Instance, free_port: int) -> N
             f"pidfile={instance.pidfile}",
             "-o",
             f"logfile={instance.logfile}",
+            "-o",
+            "chain_id=test-chain",
+            "-o",
+            "key_id=ocf-tester",
+            "-o",
+            f"signstate_socket={trio.socket('node-a')}",
             str(agent),
         ]
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "passed all tests" in done.stdout
     assert process.find_tagged(instance.tag) == []  # ocf-tester ends with stop
+    # Each start was a promotion: the register's epoch moved on.
+    with SignerClient(trio.socket("node-a")) as client:
+        records = client.status(KeyId("test-chain", "ocf-tester"))
+    assert all(isinstance(r, Record) and r.promised_epoch >= 2 for r in records.values()), records
+
+
+def test_the_validator_does_not_start_without_a_sign_state_majority(
+    agent: Path, instance: Instance, trio: LocalTrio
+) -> None:
+    trio.kill("node-b")
+    trio.kill("node-c")
+    env = {
+        "OCF_ROOT": "/usr/lib/ocf",
+        "OCF_RESOURCE_INSTANCE": instance.name,
+        "OCF_RESKEY_CRM_meta_timeout": "6000",
+        "OCF_RESKEY_command": "sleep 600",
+        "OCF_RESKEY_pidfile": str(instance.pidfile),
+        "OCF_RESKEY_logfile": str(instance.logfile),
+        "OCF_RESKEY_chain_id": "test-chain",
+        "OCF_RESKEY_key_id": "no-majority",
+        "OCF_RESKEY_signstate_socket": str(trio.socket("node-a")),
+    }
+    done = run([str(agent), "start"], env=env)
+    assert done.returncode == 1, done.stderr
+    assert "no majority" in done.stderr and "must not start" in done.stderr
+    assert process.find_tagged(instance.tag) == []
+
+
+def test_ocf_tester_passes_for_the_signstate_agent(trio: LocalTrio, tmp_path: Path) -> None:
+    trio.stop("node-a")  # the agent runs node-a's daemon itself
+    agent = OCF_DIR / "signstate"
+    done = run(
+        [
+            "ocf-tester", "-n", f"ss-{uuid4().hex[:8]}",
+            "-o", f"config={trio.config('node-a')}",
+            "-o", f"pidfile={tmp_path / 'signstate.pid'}",
+            "-o", f"logfile={tmp_path / 'signstate.log'}",
+            str(agent),
+        ]
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "passed all tests" in done.stdout
 
 
 def crm_validate(*options: str, level: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -118,8 +165,17 @@ def crm_validate(*options: str, level: str | None = None) -> subprocess.Complete
 
 
 def test_crm_resource_validate_accepts_a_good_configuration(agent: Path) -> None:
-    done = crm_validate("command=sleep 600", "health_url=http://127.0.0.1:26657/status")
+    done = crm_validate(
+        "command=sleep 600", "health_url=http://127.0.0.1:26657/status", "chain_id=c", "key_id=k"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_crm_resource_validate_wants_the_signing_key_while_the_gate_is_on(agent: Path) -> None:
+    done = crm_validate("command=sleep 600")
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert "chain_id and key_id are required" in done.stdout + done.stderr
+    assert crm_validate("command=sleep 600", "signstate=false").returncode == 0
 
 
 def test_crm_resource_validate_without_command_is_not_configured(agent: Path) -> None:
@@ -129,7 +185,7 @@ def test_crm_resource_validate_without_command_is_not_configured(agent: Path) ->
 
 
 def test_crm_resource_validate_with_a_missing_program_is_not_installed(agent: Path) -> None:
-    done = crm_validate("command=no-such-daemon-hl")
+    done = crm_validate("command=no-such-daemon-hl", "signstate=false")
     assert done.returncode == 5, done.stdout + done.stderr
 
 
@@ -138,20 +194,25 @@ def test_crm_resource_validate_at_level_0_checks_only_the_parameters(agent: Path
     assert crm_validate("command=sleep 1", "pidfile=relative.pid", level="0").returncode == 6
 
 
+@pytest.fixture(params=["validator", "signstate"])
+def any_agent(request: pytest.FixtureRequest, agent: Path) -> Path:
+    return OCF_DIR / request.param
+
+
 def meta_data_as_nobody(agent: Path) -> subprocess.CompletedProcess[str]:
     # Pacemaker's bare environment: no PATH, no PYTHONPATH.
     return run(["env", "-i", "/usr/sbin/runuser", "-u", "nobody", "--", str(agent), "meta-data"], cwd="/")
 
 
-def test_meta_data_as_nobody_in_a_bare_environment(agent: Path) -> None:
-    done = meta_data_as_nobody(agent)
+def test_meta_data_as_nobody_in_a_bare_environment(any_agent: Path) -> None:
+    done = meta_data_as_nobody(any_agent)
     assert done.returncode == 0, done.stderr
     root = ET.fromstring(done.stdout)
-    assert root.tag == "resource-agent" and root.get("name") == "validator"
+    assert root.tag == "resource-agent" and root.get("name") == any_agent.name
 
 
-def test_meta_data_as_nobody_validates_against_the_ocf_schema(agent: Path, ocf_schema: Path) -> None:
-    done = meta_data_as_nobody(agent)
+def test_meta_data_as_nobody_validates_against_the_ocf_schema(any_agent: Path, ocf_schema: Path) -> None:
+    done = meta_data_as_nobody(any_agent)
     assert done.returncode == 0, done.stderr
     lint = run(["xmllint", "--noout", "--relaxng", str(ocf_schema), "-"], input=done.stdout)
     assert lint.returncode == 0, lint.stderr

@@ -18,6 +18,13 @@ AGENT_TEXT = "#!/usr/bin/python3\nprint('agent')\n"
 
 
 @pytest.fixture(autouse=True)
+def one_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install mechanics do not depend on how many agents there are."""
+    monkeypatch.setattr(inst, "OCF_AGENTS", ("validator",))
+    monkeypatch.setattr(inst, "FENCE_AGENTS", ())
+
+
+@pytest.fixture(autouse=True)
 def usual_umask() -> Iterator[None]:
     previous = os.umask(0o022)
     try:

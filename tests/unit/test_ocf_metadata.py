@@ -172,6 +172,13 @@ def test_the_validator_declares_its_parameters() -> None:
         "health_timeout",
         "stop_timeout",
         "logfile",
+        "signstate",
+        "chain_id",
+        "key_id",
+        "signstate_socket",
+        "state_file",
+        "state_format",
+        "height_margin",
     ]
     required = [e.get("name") for e in parse(VALIDATOR).findall("parameters/parameter[@required='1']")]
     assert required == ["command"]

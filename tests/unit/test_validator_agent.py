@@ -73,6 +73,7 @@ class Validator:
         self.logfile = tmp_path / "log" / "validator.log"
         self.params: dict[str, str | None] = {
             "command": "sleep 600",
+            "signstate": "false",  # the sign-state gate has tests of its own
             "pidfile": str(self.pidfile),
             "logfile": str(self.logfile),
         }
