@@ -112,3 +112,8 @@ def demo_command() -> None:
 from highlander.cli.signstate import signstate  # noqa: E402
 
 main.add_command(signstate)
+
+from highlander.cli.demo import check_journals, demo_signer  # noqa: E402
+
+main.add_command(demo_signer)
+main.add_command(check_journals)

@@ -108,7 +108,11 @@ def status(socket_path: Path, chain_id: str, key_id: str) -> None:
 @socket_option
 @with_key
 def promote(socket_path: Path, chain_id: str, key_id: str) -> None:
-    """Make this node the signer of a key: prints the epoch and the mark to continue above."""
+    """Make this node the signer of a key: prints the epoch and the mark to continue above.
+
+    Even a promotion that fails (no majority) supersedes the running signer
+    on the replicas that promised: do not run it by hand on an active node.
+    """
     with _client(socket_path) as client:
         try:
             session = client.promote(KeyId(chain_id, key_id))

@@ -20,7 +20,7 @@ import json
 import socket
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from highlander.signstate.register import HRS, OK, KeyId, Record
 from highlander.signstate.wire import MAX_LINE, WireError, encode_line, parse_record
@@ -67,23 +67,38 @@ class SignerClient:
 
     def __init__(self, path: Path | str = DEFAULT_SOCKET, timeout: float = 10.0) -> None:
         self.path = Path(path)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._reader: BinaryIO | None = None
+        self._connect()
+
+    def _connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
         try:
-            self._sock.connect(str(self.path))
+            sock.connect(str(self.path))
         except OSError as exc:
-            self._sock.close()
+            sock.close()
             raise ConnectionError(
                 f"cannot reach the sign-state daemon at {self.path}: {exc.strerror or exc} "
                 "(is 'highlander signstate serve' running?)"
             ) from None
-        self._reader = self._sock.makefile("rb")
+        self._sock, self._reader = sock, sock.makefile("rb")
 
     def call(self, document: dict[str, object]) -> dict[str, object]:
-        """Send one request, return the answer as it came."""
-        self._sock.sendall(encode_line(document))
-        line = self._reader.readline(MAX_LINE + 1)
+        """Send one request, return the answer as it came. After a failure
+        the connection is dropped; the next call opens a new one."""
+        if self._sock is None:
+            self._connect()
+        assert self._sock is not None and self._reader is not None
+        try:
+            self._sock.sendall(encode_line(document))
+            line = self._reader.readline(MAX_LINE + 1)
+        except OSError as exc:
+            self.close()
+            raise ConnectionError(f"the sign-state daemon at {self.path} did not answer: {exc}") from None
         if not line:
+            self.close()
             raise ConnectionError(f"the sign-state daemon at {self.path} closed the connection")
         answer = json.loads(line)
         if not isinstance(answer, dict):
@@ -125,8 +140,11 @@ class SignerClient:
         }
 
     def close(self) -> None:
-        self._reader.close()
-        self._sock.close()
+        if self._reader is not None:
+            self._reader.close()
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self._reader = None
 
     def __enter__(self) -> SignerClient:
         return self

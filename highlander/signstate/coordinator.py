@@ -71,18 +71,26 @@ class PeerLink:
             raise
 
     def call(self, request: Request) -> Reply:
+        """One request and its reply. A connection kept from earlier may have
+        died with a peer's restart: then the request is sent once more on a
+        fresh one (advance and status are idempotent; a promise sent twice is
+        at worst refused, and the promotion retries with a higher epoch)."""
         with self._lock:
-            self._next_id += 1
-            request = request._replace(id=self._next_id)
-            try:
-                if self._sock is None:
-                    self._sock = self._connect()
-                self._sock.settimeout(self.timeout)
-                write_frame(self._sock, request_document(request))
-                return parse_reply(read_frame(self._sock), request.id)
-            except (OSError, EOFError, WireError, ssl.SSLError) as exc:
-                self.close_locked()
-                raise PeerError(f"{self.address}: {exc or type(exc).__name__}") from None
+            for attempt in (1, 2):
+                reused = self._sock is not None
+                self._next_id += 1
+                request = request._replace(id=self._next_id)
+                try:
+                    if self._sock is None:
+                        self._sock = self._connect()
+                    self._sock.settimeout(self.timeout)
+                    write_frame(self._sock, request_document(request))
+                    return parse_reply(read_frame(self._sock), request.id)
+                except (OSError, EOFError, WireError, ssl.SSLError) as exc:
+                    self.close_locked()
+                    if not (reused and attempt == 1 and not isinstance(exc, (WireError, TimeoutError))):
+                        raise PeerError(f"{self.address}: {exc or type(exc).__name__}") from None
+            raise AssertionError("unreachable")
 
     def close_locked(self) -> None:
         if self._sock is not None:
@@ -165,7 +173,7 @@ class Coordinator:
         tally = Advance(key, epoch, hrs, digest, self.replicas)
         problems = self._fan_out(Request(0, "advance", key, epoch, hrs, digest), tally.on_reply)
         status = tally.outcome or tally.give_up()
-        detail = self._explain(tally.replies, problems)
+        detail = self._explain(tally.replies, problems, status)
         log.info("event=advance key=%s epoch=%d hrs=%s outcome=%s %s", key, epoch, hrs, status, detail)
         if status == register.CONFLICT:
             log.error("event=conflict key=%s hrs=%s: a different digest was accepted at this mark before", key, hrs)
@@ -183,7 +191,7 @@ class Coordinator:
                 epoch = register.next_epoch(max(epoch, promotion.highest_epoch))
                 continue
             if status != OK:
-                detail = self._explain(promotion.replies, problems)
+                detail = self._explain(promotion.replies, problems, status)
                 log.warning("event=promote key=%s epoch=%d outcome=%s %s", key, epoch, status, detail)
                 return Outcome(status, epoch, detail=detail)
             best = promotion.best
@@ -205,14 +213,14 @@ class Coordinator:
         results.update(self._fan_out(Request(0, "status", key), collect))
         return results
 
-    def _explain(self, replies: dict[str, Reply], problems: dict[str, str]) -> str:
+    def _explain(self, replies: dict[str, Reply], problems: dict[str, str], status: str) -> str:
         """One line for logs and signers: who answered what, who did not and why."""
         answered = ", ".join(f"{name}={reply.status}" for name, reply in sorted(replies.items()))
         needed = register.majority(len(self.replicas))
         text = f"{len(replies)} of {len(self.replicas)} replicas answered, {needed} needed"
         text += f": {answered}" if answered else ""
         text += "".join(f"; {name}: {problem}" for name, problem in sorted(problems.items()))
-        return f"({text})"
+        return f"no majority answered ({text})" if status == register.NO_QUORUM else f"({text})"
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,326 @@
+"""The register with real processes: three daemons on loopback and real
+``demo-signer`` processes, crashed, frozen and starved of a majority; the
+journals are then checked with ``highlander check-journals``.
+
+Everything runs on loopback as the invoking user. Every process a test
+starts is stopped by its fixture by PID, also when the test fails. Waits are
+bounded; nothing asserts on how long anything took.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from highlander.adapters.waiting import wait_until
+from highlander.demo.journals import Entry, parse_journal
+from highlander.demo.signer import chain_height, lateness
+from highlander.signstate.localtrio import NODES, LocalTrio, free_ports
+from highlander.signstate.register import HRS
+
+pytestmark = pytest.mark.signstate
+
+BLOCK_TIME = 0.05
+CHAIN_ID = "drill-chain"
+KEY_ID = "validator"
+HIGHLANDER = [sys.executable, "-m", "highlander"]
+
+
+class SignerProcess:
+    """One ``demo-signer`` process, its journal and its log."""
+
+    def __init__(self, name: str, node: str, process: subprocess.Popen[bytes], journal: Path, log: Path) -> None:
+        self.name = name
+        self.node = node
+        self.process = process
+        self.journal = journal
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def entries(self) -> list[Entry]:
+        if not self.journal.exists():
+            return []
+        entries, _ = parse_journal(self.journal.read_bytes(), str(self.journal))
+        return entries
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def alive(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"signer {self.name} exited with {self.process.returncode}:\n{self.log_text()}")
+        return True
+
+    def wait_entries(self, count: int, timeout: float = 20) -> list[Entry]:
+        """Until the journal holds ``count`` entries (the signer must stay alive)."""
+
+        def enough() -> list[Entry] | None:
+            self.alive()
+            entries = self.entries()
+            return entries if len(entries) >= count else None
+
+        return wait_until(enough, timeout=timeout, what=f"{count} signatures by {self.name}", interval=0.05)
+
+    def kill(self) -> None:
+        """SIGKILL by PID: a crash of the signer."""
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM by PID and the exit status (SIGKILL if it does not stop)."""
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+class Signers:
+    """Starts demo-signer processes for one synthetic chain; :meth:`stop_all` by PID."""
+
+    def __init__(self, workdir: Path, trio: LocalTrio | None) -> None:
+        self.workdir = workdir
+        self.trio = trio
+        self.genesis = time.time()
+        self.key_file = workdir / "validator.pem"
+        self.started: list[SignerProcess] = []
+
+    def start(self, node: str, *, guard: bool = True, status_port: int | None = None) -> SignerProcess:
+        name = f"{len(self.started) + 1:02d}-{node}"
+        journal = self.workdir / f"{name}.jsonl"
+        log = self.workdir / f"{name}.log"
+        socket_path = self.trio.socket(node) if self.trio else self.workdir / "no-daemon.sock"
+        argv = [
+            *HIGHLANDER, "demo-signer", "--socket", str(socket_path), "--chain-id", CHAIN_ID, "--key-id", KEY_ID,
+            "--node", node, "--journal", str(journal), "--block-time", str(BLOCK_TIME),
+            "--genesis", repr(self.genesis), "--key-file", str(self.key_file),
+        ]  # fmt: skip
+        if not guard:
+            argv.append("--no-guard")
+        if status_port is not None:
+            argv += ["--status-listen", f"127.0.0.1:{status_port}"]
+        with open(log, "ab") as out:
+            process = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        signer = SignerProcess(name, node, process, journal, log)
+        self.started.append(signer)
+        return signer
+
+    def height_now(self) -> int:
+        return chain_height(time.time(), self.genesis, BLOCK_TIME)
+
+    def journals(self) -> list[Path]:
+        return [s.journal for s in self.started if s.journal.exists()]
+
+    def stop_all(self) -> None:
+        for signer in self.started:
+            signer.terminate(timeout=5)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {s.name} (exit {s.process.poll()})\n{s.log_text()[-3000:]}" for s in self.started)
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[LocalTrio]:
+    """Three sign-state daemons on loopback, stopped by PID whatever happens."""
+    trio = LocalTrio(tmp_path / "trio", timeout=1.0)
+    try:
+        trio.start()
+        yield trio
+    finally:
+        trio.stop()
+
+
+@pytest.fixture
+def signers(tmp_path: Path, trio: LocalTrio) -> Iterator[Signers]:
+    started = Signers(tmp_path, trio)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+@pytest.fixture
+def unguarded(tmp_path: Path) -> Iterator[Signers]:
+    """Signers without any daemon: they never ask the register."""
+    started = Signers(tmp_path, None)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+def check_journals(journals: list[Path]) -> tuple[int, dict]:  # type: ignore[type-arg]
+    done = subprocess.run(
+        [*HIGHLANDER, "check-journals", "--json", *map(str, journals)], check=False, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def mark(entry: dict) -> tuple[int, int, int]:  # type: ignore[type-arg]
+    return entry["height"], entry["round"], entry["step"]
+
+
+def assert_marks_continue(report: dict) -> None:  # type: ignore[type-arg]
+    """Each signer strictly above itself, and each new signer above the one before it."""
+    assert not report["regressions"], report["regressions"]
+    runs = sorted(report["signers"], key=lambda s: s["epoch"])
+    for before, after in itertools.pairwise(runs):
+        assert mark(after["first"]) > mark(before["last"]), (before, after)
+        assert after["first"]["time"] > before["last"]["time"], (before, after)
+
+
+def test_crashes_of_replicas_and_signers_never_double_sign(trio: LocalTrio, signers: Signers) -> None:
+    """(a) A few rounds of: kill -9 a replica and the active signer at random
+    points, restart the replica and start a signer on another node."""
+    rng = random.Random(0x4D1C)
+    active = signers.start("node-a")
+    active.wait_entries(5)
+    for _ in range(3):
+        replica = rng.choice(NODES)
+        crashes: list[Callable[[], None]] = [partial(trio.kill, replica), active.kill]
+        rng.shuffle(crashes)
+        for crash in crashes:
+            time.sleep(rng.uniform(0, 0.3))
+            crash()
+        successor = rng.choice([n for n in NODES if n != active.node])
+        restart_first = rng.random() < 0.5
+        if restart_first:
+            trio.start(replica)
+        active = signers.start(successor)  # promotes with two replicas when the third is still down
+        if not restart_first:
+            time.sleep(rng.uniform(0, 0.3))
+            trio.start(replica)
+        active.wait_entries(5)
+    assert active.terminate() == 0, signers.logs()
+
+    status, report = check_journals(signers.journals())
+    assert status == 0, report["double_signs"]
+    assert report["ok"] and not report["double_signs"]
+    assert [s["node"] for s in sorted(report["signers"], key=lambda s: s["epoch"])] == [
+        s.node for s in signers.started
+    ], signers.logs()
+    assert_marks_continue(report)
+
+
+def test_a_frozen_signer_is_superseded_and_signs_nothing_more(trio: LocalTrio, signers: Signers) -> None:
+    """(b) SIGSTOP the active signer, promote another, SIGCONT the first:
+    its next advance is refused with STALE_EPOCH and it exits with 3."""
+    first = signers.start("node-a")
+    first.wait_entries(5)
+    os.kill(first.pid, signal.SIGSTOP)
+    frozen_at = signers.height_now()
+    signed_before = len(first.entries())
+
+    second = signers.start("node-b")
+    # Let the chain move far enough that whatever the frozen signer was about
+    # to sign is too late to sign: then only the register's answer matters.
+    past = frozen_at + math.ceil(lateness(BLOCK_TIME) / BLOCK_TIME) + 5
+    wait_until(
+        lambda: second.alive() and second.entries() and second.entries()[-1].hrs.height >= past,
+        timeout=30, what=f"node-b signing height {past}", interval=0.05,
+    )  # fmt: skip
+    assert len(first.entries()) == signed_before
+
+    os.kill(first.pid, signal.SIGCONT)
+    assert first.process.wait(timeout=30) == 3, first.log_text()
+    assert len(first.entries()) == signed_before
+    assert "event=superseded status=STALE_EPOCH" in first.log_text()
+    assert second.terminate() == 0, second.log_text()
+
+    status, report = check_journals(signers.journals())
+    assert status == 0, report["double_signs"]
+    assert_marks_continue(report)
+
+
+def _highlander(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HIGHLANDER, *args], check=False, capture_output=True, text=True, timeout=60)
+
+
+def test_without_a_majority_nothing_is_promoted_or_signed(trio: LocalTrio, signers: Signers) -> None:
+    """(c) With two replicas down, promote and advance fail and say why;
+    a signer waits, signs nothing, and starts once a majority is back."""
+    key = ["--socket", str(trio.socket("node-a")), "--chain-id", CHAIN_ID, "--key-id", KEY_ID]
+    promoted = _highlander("signstate", "promote", *key)
+    assert promoted.returncode == 0, promoted.stderr
+    epoch = json.loads(promoted.stdout)["epoch"]
+
+    trio.kill("node-b")
+    trio.kill("node-c")
+    # The advance first: a promotion, even a failed one, raises the local
+    # replica's promise above ``epoch``, and the advance would be STALE_EPOCH.
+    advance = _highlander(
+        "signstate", "advance", *key, "--epoch", str(epoch), "--height", "5", "--round", "0", "--step", "1",
+        "--digest", "ab" * 32,
+    )  # fmt: skip
+    promote = _highlander("signstate", "promote", *key)
+    for done, said in ((promote, "not promoted"), (advance, "do not sign")):
+        assert done.returncode != 0
+        message = done.stderr
+        assert said in message and "NO_QUORUM" in message, message
+        assert "1 of 3 replicas answered, 2 needed" in message, message
+        assert "node-b:" in message and "node-c:" in message, message
+
+    [port] = free_ports(1)
+    waiting = signers.start("node-a", status_port=port)
+    wait_until(
+        lambda: waiting.alive() and waiting.log_text().count("event=no-quorum op=promote") >= 2,
+        timeout=20, what="the signer retrying its promotion",
+    )  # fmt: skip
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as answer:
+        sync = json.load(answer)["result"]["sync_info"]
+    assert sync == {"latest_block_height": "0", "catching_up": True}
+    assert waiting.entries() == []
+
+    trio.start("node-b")
+    signed = waiting.wait_entries(3)
+    assert signed[0].epoch > epoch
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as answer:
+        sync = json.load(answer)["result"]["sync_info"]
+    assert sync["catching_up"] is False and int(sync["latest_block_height"]) >= signed[-1].hrs.height
+    assert waiting.terminate() == 0, waiting.log_text()
+
+
+def test_the_checker_catches_unguarded_signers(unguarded: Signers) -> None:
+    """(d) The negative control: two signers without the register sign the
+    same heights on two nodes, and check-journals reports the double sign."""
+    a = unguarded.start("node-a", guard=False)
+    b = unguarded.start("node-b", guard=False)
+
+    def common_marks() -> set[HRS]:
+        a.alive()
+        b.alive()
+        both = {e.hrs for e in a.entries()} & {e.hrs for e in b.entries()}
+        return both if len(both) >= 3 else set()
+
+    wait_until(common_marks, timeout=30, what="both unguarded signers signing the same marks", interval=0.05)
+    assert a.terminate() == 0 and b.terminate() == 0, unguarded.logs()
+    signed_twice = {e.hrs for e in a.entries()} & {e.hrs for e in b.entries()}
+
+    status, report = check_journals(unguarded.journals())
+    assert status == 1
+    assert not report["ok"]
+    assert {HRS(*mark(d)) for d in report["double_signs"]} == signed_twice
+    assert all({e["node"] for e in d["entries"]} == {"node-a", "node-b"} for d in report["double_signs"])
