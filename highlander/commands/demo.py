@@ -1,9 +1,13 @@
-"""The single-node demo: Pacemaker recovers a crashed validator.
+"""The single-node demo: Pacemaker recovers a crashed validator, and the
+sign-state register keeps it from ever signing twice.
 
-A real one-node cluster in namespaces runs ``ocf:highlander:validator``
-managing the demo chain; the demo kills the daemon with SIGKILL and shows
-Pacemaker detecting the failure and starting it again. The steps are
-separate functions because the integration tests take the same ones.
+Three sign-state daemons run on loopback; a real one-node cluster in
+namespaces runs ``ocf:highlander:validator`` with the sign-state gate,
+managing ``highlander demo-signer``. The demo kills the signer with SIGKILL,
+shows Pacemaker detecting the failure and starting it again (a new
+promotion, signing on above the last mark), and checks the signature
+journal for double signs. The steps are separate functions because the
+integration tests take the same ones.
 """
 
 from __future__ import annotations
@@ -17,31 +21,38 @@ from pathlib import Path
 
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
 from highlander.adapters.runner import CommandRunner
+from highlander.demo import journals
 from highlander.lab.cluster import LocalCluster
+from highlander.signstate.localtrio import LocalTrio
 
 RESOURCE = "validator"
-PIDFILE = "/run/highlander/demo-chain.pid"
+PIDFILE = "/run/highlander/demo-signer.pid"
 STATUS_PORT = 26657
+CHAIN_ID = "highlander-demo"
+KEY_ID = "validator"
 
 
-def chain_command(block_time: float = 1.0, catch_up: float = 3.0) -> str:
-    """The demo chain daemon, run by this environment's ``highlander``."""
+def signer_command(socket: Path, journal: Path, node: str = "demo1", block_time: float = 0.5) -> str:
+    """The demo signer, run by this environment's ``highlander``."""
     highlander = Path(sys.prefix) / "bin" / "highlander"
     return (
-        f"{highlander} demo-chain --listen 127.0.0.1:{STATUS_PORT} "
-        f"--block-time {block_time:g} --catch-up {catch_up:g}"
+        f"{highlander} demo-signer --socket {socket} --chain-id {CHAIN_ID} --key-id {KEY_ID} "
+        f"--node {node} --journal {journal} --block-time {block_time:g} "
+        f"--status-listen 127.0.0.1:{STATUS_PORT}"
     )
 
 
-def create_validator(runner: CommandRunner, resource: str = RESOURCE, command: str | None = None) -> None:
-    """``pcs resource create`` the validator with a process monitor every 2 s
-    and a health monitor every 5 s."""
+def create_validator(runner: CommandRunner, socket: Path, journal: Path, resource: str = RESOURCE) -> None:
+    """``pcs resource create`` the validator, guarded by the sign-state
+    register at ``socket``, with a process monitor every 2 s and a health
+    monitor every 5 s."""
     runner.run(
         [
             "pcs", "resource", "create", resource, "ocf:highlander:validator",
-            f"command={command or chain_command()}",
+            f"command={signer_command(socket, journal)}",
             f"health_url=http://127.0.0.1:{STATUS_PORT}/status",
             f"pidfile={PIDFILE}",
+            f"chain_id={CHAIN_ID}", f"key_id={KEY_ID}", f"signstate_socket={socket}",
             "op", "monitor", "interval=2s", "timeout=20s",
             "op", "monitor", "interval=5s", "timeout=20s", "OCF_CHECK_LEVEL=10",
         ],
@@ -90,26 +101,39 @@ def run(say: Callable[[str], None]) -> None:
     """The whole demo; everything it started is stopped when it ends,
     fails or is interrupted."""
     workdir = Path(tempfile.mkdtemp(prefix="highlander-demo-"))
+    trio = LocalTrio(workdir / "signstate")
     cluster = LocalCluster(workdir, cluster_name="highlander-demo", node_name="demo1", disable_stonith=True)
-    say("Starting a one-node Pacemaker/Corosync cluster in its own namespaces ...")
-    say("(one node has nobody to fence, so this demo alone runs with stonith-enabled=false)")
+    journal = workdir / "journal-demo1.jsonl"
+    socket = trio.socket("node-a")
     try:
+        say("Starting three sign-state replicas on loopback (mutual TLS under a fresh cluster CA) ...")
+        trio.start()
+        say("Starting a one-node Pacemaker/Corosync cluster in its own namespaces ...")
+        say("(one node has nobody to fence, so this demo alone runs with stonith-enabled=false)")
         cluster.start()
         say(f"Cluster up in {cluster.startup_seconds:.1f} s; node demo1 is the DC.")
-        say("Creating ocf:highlander:validator with pcs, managing the demo chain ...")
-        create_validator(cluster.runner)
+        say("Creating ocf:highlander:validator with pcs: demo-signer behind the sign-state gate ...")
+        create_validator(cluster.runner, socket, journal)
         wait_started(cluster.pacemaker)
         say(cluster.pacemaker.show())
-        say(f"The daemon runs as PID {daemon_pid(cluster.runner)} inside the node. Killing it with SIGKILL ...")
+        say(f"The signer runs as PID {daemon_pid(cluster.runner)} inside the node. Killing it with SIGKILL ...")
         old, new, detected, recovered = crash_and_recover(cluster.runner)
         say(f"Pacemaker's monitor noticed PID {old} was gone after {detected:.1f} s;")
-        say(f"the validator runs again as PID {new}, healthy, {recovered:.1f} s after the kill.")
+        say(f"the validator was promoted again and signs as PID {new}, {recovered:.1f} s after the kill.")
+        time.sleep(2)  # a few more signatures for the journal
         say(cluster.pacemaker.show())
+        say("Checking the signature journal for double signs:")
+        report = journals.check_journals([journal])
+        for line in report.lines():
+            say(f"  {line}")
+        if not report.ok:
+            raise RuntimeError("the journal shows a double sign")
     except BaseException:
-        say(f"The demo failed; the node's logs are kept in {workdir}")
+        say(f"The demo failed; its logs are kept in {workdir}")
         raise
     finally:
-        say("Stopping the cluster ...")
+        say("Stopping the cluster and the sign-state replicas ...")
         cluster.stop()
+        trio.stop()
     shutil.rmtree(workdir, ignore_errors=True)
     say("Done: every process, namespace and mount the demo started is gone.")

@@ -27,6 +27,7 @@ from highlander.signstate.register import (
     KeyId,
     Promotion,
     Record,
+    Repair,
     Reply,
 )
 from highlander.signstate.replica import Replica
@@ -170,14 +171,17 @@ class Coordinator:
         """Ask a majority to accept ``hrs``/``digest`` before it is signed."""
         if epoch < self.newest_epoch(key):
             return Outcome(register.STALE_EPOCH, epoch, detail=f"epoch {self.newest_epoch(key)} superseded {epoch}")
-        tally = Advance(key, epoch, hrs, digest, self.replicas)
-        problems = self._fan_out(Request(0, "advance", key, epoch, hrs, digest), tally.on_reply)
+        return self._run_advance(Advance(key, epoch, hrs, digest, self.replicas), "advance")
+
+    def _run_advance(self, tally: Advance, event: str) -> Outcome:
+        request = Request(0, "advance", tally.key, tally.epoch, tally.hrs, tally.digest)
+        problems = self._fan_out(request, tally.on_reply)
         status = tally.outcome or tally.give_up()
         detail = self._explain(tally.replies, problems, status)
-        log.info("event=advance key=%s epoch=%d hrs=%s outcome=%s %s", key, epoch, hrs, status, detail)
+        log.info("event=%s key=%s epoch=%d hrs=%s outcome=%s %s", event, tally.key, tally.epoch, tally.hrs, status, detail)
         if status == register.CONFLICT:
-            log.error("event=conflict key=%s hrs=%s: a different digest was accepted at this mark before", key, hrs)
-        return Outcome(status, epoch, _best_record(tally.replies), detail)
+            log.error("event=conflict key=%s hrs=%s: another digest was accepted at this mark", tally.key, tally.hrs)
+        return Outcome(status, tally.epoch, _best_record(tally.replies), detail)
 
     def promote(self, key: KeyId) -> Outcome:
         """Make this node the signer for ``key``: a new epoch promised by a
@@ -196,7 +200,7 @@ class Coordinator:
                 return Outcome(status, epoch, detail=detail)
             best = promotion.best
             if best.hwm != register.ZERO:
-                repair = self.advance(key, epoch, best.hwm, best.digest)
+                repair = self._run_advance(Repair(key, epoch, best.hwm, best.digest, self.replicas), "repair")
                 if repair.status != OK:
                     return Outcome(repair.status, epoch, best, f"read repair failed: {repair.detail}")
             log.info("event=promote key=%s epoch=%d outcome=OK hwm=%s", key, epoch, best.hwm)

@@ -218,6 +218,23 @@ class Advance(_Tally):
         return self.outcome
 
 
+class Repair(Advance):
+    """A promotion's read repair: the highest mark a majority reported,
+    written back to a majority before the new signer signs above it.
+
+    A replica that answers CONFLICT at exactly that mark holds the mark
+    already, with the digest of an advance that never reached a majority
+    (a superseded signer's last, unsigned attempt: at most one digest per
+    mark can ever reach a majority). It counts as holding the mark; treating
+    it as a failure would block every failover on an unsigned leftover.
+    """
+
+    def on_reply(self, replica: str, reply: Reply) -> str | None:
+        if reply.status == CONFLICT and reply.record.hwm == self.hrs:
+            reply = Reply(OK, reply.record)
+        return super().on_reply(replica, reply)
+
+
 def next_epoch(seen: int) -> int:
     """An epoch above every one seen."""
     return seen + 1
