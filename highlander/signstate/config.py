@@ -50,7 +50,7 @@ def parse_address(text: object, where: str) -> Address:
         raise ConfigError(f"{where}: expected \"HOST:PORT\", got {text!r}")
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}: {text!r} is not HOST:PORT with a port from 1 to 65535")
     return Address(host, int(port))
 

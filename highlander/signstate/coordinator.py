@@ -152,6 +152,10 @@ class Coordinator:
                 except (PeerError, StoreError) as exc:
                     problems[name] = str(exc)
                     continue
+                except Exception as exc:  # a replica that fails counts as missing, with the reason
+                    log.exception("event=replica-error replica=%s", name)
+                    problems[name] = f"internal error: {type(exc).__name__}: {exc}"
+                    continue
                 self._note_epoch(request.key, reply.record.promised_epoch)
                 decided = on_reply(name, reply) is not None or decided
             if decided:
@@ -168,9 +172,19 @@ class Coordinator:
             return self._newest.get(key, 0)
 
     def advance(self, key: KeyId, epoch: int, hrs: HRS, digest: str) -> Outcome:
-        """Ask a majority to accept ``hrs``/``digest`` before it is signed."""
-        if epoch < self.newest_epoch(key):
-            return Outcome(register.STALE_EPOCH, epoch, detail=f"epoch {self.newest_epoch(key)} superseded {epoch}")
+        """Ask a majority to accept ``hrs``/``digest`` before it is signed.
+
+        Only an epoch that was promoted is accepted: a signer must not push
+        the replicas to an epoch nobody promised, which would lock every
+        later promotion out.
+        """
+        newest = self.newest_epoch(key)
+        if epoch < newest:
+            return Outcome(register.STALE_EPOCH, epoch, detail=f"epoch {newest} superseded {epoch}")
+        if epoch > newest:
+            newest = max(newest, self.replica.handle(Request(0, "status", key)).record.promised_epoch)
+            if epoch > newest:
+                return Outcome(register.REFUSED, epoch, detail=f"epoch {epoch} was never promoted; run promote first")
         return self._run_advance(Advance(key, epoch, hrs, digest, self.replicas), "advance")
 
     def _run_advance(self, tally: Advance, event: str) -> Outcome:

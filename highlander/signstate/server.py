@@ -48,6 +48,7 @@ from highlander.signstate.wire import (
     decode_line,
     encode_line,
     error_document,
+    integer,
     parse_key,
     parse_mark,
     parse_request,
@@ -138,6 +139,9 @@ class PeerHandler(socketserver.BaseRequestHandler):
         except (WireError, StoreError) as exc:
             log.warning("event=bad-request peer=%s reason=%r", name, str(exc))
             answer = error_document(request_id if isinstance(request_id, int) else None, str(exc))
+        except Exception as exc:  # log it, answer it, keep serving
+            log.exception("event=internal-error peer=%s", name)
+            answer = error_document(None, f"internal error: {type(exc).__name__}")
         else:
             answer = reply_document(request.id, reply)
         write_frame(tls, answer)
@@ -210,9 +214,7 @@ class SignStateNode:
             if op == "promote":
                 answer = _outcome_document(self.coordinator.promote(key))
             elif op == "advance":
-                epoch = document.get("epoch")
-                if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
-                    raise WireError(f"epoch must be the positive integer promote returned, got {epoch!r}")
+                epoch = integer(document, "epoch", 1)
                 hrs, digest = parse_mark(document)
                 answer = _outcome_document(self.coordinator.advance(key, epoch, hrs, digest))
             else:
@@ -221,8 +223,11 @@ class SignStateNode:
                     for name, found in self.coordinator.status(key).items()
                 }
                 answer = {"status": "OK", "replicas": replicas}
-        except WireError as exc:
+        except (WireError, StoreError) as exc:
             answer = {"status": "ERROR", "error": str(exc)}
+        except Exception as exc:  # the signer gets an answer, whatever broke
+            log.exception("event=internal-error")
+            answer = {"status": "ERROR", "error": f"internal error: {type(exc).__name__}: {exc}"}
         if request_id is not None:
             answer["id"] = request_id
         return answer

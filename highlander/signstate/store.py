@@ -141,13 +141,13 @@ class Store:
 
     def save(self, key: KeyId, record: Record) -> None:
         path = self.path(key)
-        if not path.parent.is_dir():
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fsync_directory(path.parent.parent)
         try:
+            if not path.parent.is_dir():
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fsync_directory(path.parent.parent)
             write_durably(path, encode(key, record))
         except OSError as exc:
-            raise StoreError(f"{path}: cannot write: {exc.strerror}") from None
+            raise StoreError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
     def keys(self) -> list[KeyId]:
         """Every key with a record, for status and export."""

@@ -39,7 +39,8 @@ class Request(NamedTuple):
     digest: str = ""
 
 
-def _integer(document: dict[str, object], name: str, minimum: int = 0) -> int:
+def integer(document: dict[str, object], name: str, minimum: int = 0) -> int:
+    """A field that must be an integer in [minimum, 2^63): what every replica stores."""
     value = document.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum or value >= 2**63:
         raise WireError(f"{name} must be an integer from {minimum} to 2^63-1, got {value!r}")
@@ -62,7 +63,7 @@ def parse_key(document: dict[str, object]) -> KeyId:
 
 
 def parse_mark(document: dict[str, object]) -> tuple[HRS, str]:
-    hrs = HRS(_integer(document, "height"), _integer(document, "round"), _integer(document, "step"))
+    hrs = HRS(integer(document, "height"), integer(document, "round"), integer(document, "step"))
     digest = _text(document, "digest")
     problem = check_mark(hrs, digest)
     if problem:
@@ -74,17 +75,17 @@ def parse_request(document: object) -> Request:
     """A replica request from a peer, checked field by field."""
     if not isinstance(document, dict):
         raise WireError("a request must be a JSON object")
-    if document.get("v") != VERSION:
+    if type(document.get("v")) is not int or document.get("v") != VERSION:
         raise WireError(f"protocol version {document.get('v')!r} is not supported (this node speaks {VERSION})")
     op = document.get("op")
     if op not in REPLICA_OPS:
         raise WireError(f"op must be one of {', '.join(REPLICA_OPS)}, got {op!r}")
-    request = Request(_integer(document, "id"), str(op), parse_key(document))
+    request = Request(integer(document, "id"), str(op), parse_key(document))
     if op == "promise":
-        return request._replace(epoch=_integer(document, "epoch", 1))
+        return request._replace(epoch=integer(document, "epoch", 1))
     if op == "advance":
         hrs, digest = parse_mark(document)
-        return request._replace(epoch=_integer(document, "epoch", 1), hrs=hrs, digest=digest)
+        return request._replace(epoch=integer(document, "epoch", 1), hrs=hrs, digest=digest)
     return request
 
 
@@ -112,8 +113,8 @@ def record_document(record: Record) -> dict[str, object]:
 def parse_record(document: object) -> Record:
     if not isinstance(document, dict):
         raise WireError("record must be a JSON object")
-    hwm = HRS(_integer(document, "height"), _integer(document, "round"), _integer(document, "step"))
-    return Record(_integer(document, "promised_epoch"), hwm, _text(document, "digest"))
+    hwm = HRS(integer(document, "height"), integer(document, "round"), integer(document, "step"))
+    return Record(integer(document, "promised_epoch"), hwm, _text(document, "digest"))
 
 
 def reply_document(request_id: int, reply: Reply) -> dict[str, object]:
@@ -161,6 +162,8 @@ def read_frame(sock: socket.socket) -> object:
         return json.loads(_read_exactly(sock, length))
     except (UnicodeDecodeError, ValueError):
         raise WireError("frame is not valid UTF-8 JSON") from None
+    except RecursionError:
+        raise WireError("frame is nested too deeply") from None
 
 
 def write_frame(sock: socket.socket, document: dict[str, object]) -> None:
@@ -180,6 +183,8 @@ def decode_line(line: bytes) -> dict[str, object]:
         document = json.loads(line)
     except (UnicodeDecodeError, ValueError):
         raise WireError("a line must be one JSON object") from None
+    except RecursionError:
+        raise WireError("the line is nested too deeply") from None
     if not isinstance(document, dict):
         raise WireError("a line must be one JSON object")
     return document

@@ -1,0 +1,605 @@
+"""Hostile and broken input against real sign-state daemons.
+
+Three ``highlander signstate serve`` processes run on loopback (a
+:class:`LocalTrio`). The tests speak to node-a's peer port and to its local
+signer socket directly, byte by byte, the way a buggy or malicious peer or
+signer would:
+
+- (a) as an authenticated peer (node-b's certificate): broken frames and
+  requests with each field wrong are answered with ERROR and a message (or,
+  when the framing is lost, the connection is dropped);
+- (b) unauthenticated: plain TCP, TLS without a certificate, a certificate of
+  another CA, a cluster certificate of a node that is not a peer: rejected;
+- (c) replayed: the same advance sent again, an older one after a newer one,
+  one of a superseded epoch: nothing moves;
+- (d) afterwards the daemon still serves promote and advance.
+
+Every attack carries a request that *would* move node-a's record if it were
+accepted (a higher mark at the current epoch), and node-a's record is
+compared before and after, both through the signer API and on disk (the
+state file's bytes and inode: a rewrite would replace the inode).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from highlander.adapters.waiting import wait_until
+from highlander.signstate import pki
+from highlander.signstate.client import SignerClient
+from highlander.signstate.localtrio import LocalTrio
+from highlander.signstate.register import HRS, KeyId, Record
+from highlander.signstate.wire import (
+    HEADER,
+    MAX_FRAME,
+    MAX_LINE,
+    Request,
+    read_frame,
+    request_document,
+)
+
+pytestmark = pytest.mark.signstate
+
+TARGET = "node-a"
+TIMEOUT = 10.0
+CHAIN = "bad-input-1"
+_names = itertools.count(1)
+
+
+# --- the trio -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTrio]:
+    """Three daemons for the whole module; stopped by PID even when a test fails."""
+    trio = LocalTrio(tmp_path_factory.mktemp("signstate-bad-input"), timeout=2.0)
+    try:
+        trio.start()
+        yield trio
+    finally:
+        trio.stop()
+
+
+class Marked(NamedTuple):
+    """A key promoted and advanced through node-a's signer API, and its state then."""
+
+    key: KeyId
+    epoch: int
+    hwm: HRS
+    snapshot: tuple[object, ...]
+
+
+def state_file(trio: LocalTrio, key: KeyId, node: str = TARGET) -> Path:
+    return trio.state_dir(node) / key.chain_id / f"{key.key_id}.json"
+
+
+def snapshot(trio: LocalTrio, key: KeyId) -> tuple[object, ...]:
+    """node-a's record as its signer API reports it, and its file's bytes and inode."""
+    with SignerClient(trio.socket(TARGET), timeout=TIMEOUT) as client:
+        records = client.status(key)
+    path = state_file(trio, key)
+    return records[TARGET], path.read_bytes(), path.stat().st_ino
+
+
+def assert_unchanged(trio: LocalTrio, marked: Marked) -> None:
+    assert snapshot(trio, marked.key) == marked.snapshot, "node-a's record changed"
+
+
+def assert_serving(trio: LocalTrio) -> None:
+    """node-a's process is alive, and promote + advance through it succeed."""
+    process = trio.processes[TARGET]
+    assert process.poll() is None, f"node-a exited with {process.returncode}: {trio.log_tail(TARGET)}"
+    key = KeyId(CHAIN, f"alive-{next(_names)}")
+    with SignerClient(trio.socket(TARGET), timeout=TIMEOUT) as client:
+        session = client.promote(key)
+        client.advance(key, session.epoch, HRS(1, 0, 1), "01")
+        client.advance(key, session.epoch, HRS(1, 0, 2), "02")
+        assert client.status(key)[TARGET] == Record(session.epoch, HRS(1, 0, 2), "02")
+
+
+@pytest.fixture
+def marked(trio: LocalTrio) -> Iterator[Marked]:
+    """A fresh key at mark 100/0/1; afterwards node-a must still serve."""
+    key = KeyId(CHAIN, f"key-{next(_names)}")
+    with SignerClient(trio.socket(TARGET), timeout=TIMEOUT) as client:
+        session = client.promote(key)
+        client.advance(key, session.epoch, HRS(100, 0, 1), "aa")
+    yield Marked(key, session.epoch, HRS(100, 0, 1), snapshot(trio, key))
+    assert_serving(trio)
+
+
+def log_text(trio: LocalTrio, node: str = TARGET) -> str:
+    return trio.log(node).read_text(errors="replace")
+
+
+# --- speaking to node-a's peer port ----------------------------------------------------------
+
+
+def tcp(trio: LocalTrio) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", trio.ports[TARGET]), timeout=TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def tls(trio: LocalTrio, context: ssl.SSLContext) -> ssl.SSLSocket:
+    raw = tcp(trio)
+    try:
+        return context.wrap_socket(raw, server_hostname=TARGET)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def as_peer(trio: LocalTrio, node: str = "node-b") -> ssl.SSLSocket:
+    """Mutual TLS to node-a with the cluster certificate of ``node``."""
+    return tls(trio, pki.client_context(trio.pki_dir, node))
+
+
+def frame(document: object) -> bytes:
+    data = json.dumps(document, separators=(",", ":")).encode()
+    return HEADER.pack(len(data)) + data
+
+
+def exchange(sock: ssl.SSLSocket, data: bytes) -> dict[str, object]:
+    sock.sendall(data)
+    answer = read_frame(sock)
+    assert isinstance(answer, dict)
+    return answer
+
+
+def advance_request(marked: Marked, request_id: int = 1, **changes: object) -> dict[str, object]:
+    """A valid advance one step above ``marked``'s mark: it would move the record."""
+    hrs = marked.hwm._replace(step=marked.hwm.step + 1)
+    document = request_document(Request(request_id, "advance", marked.key, marked.epoch, hrs, "bb"))
+    document.update(changes)
+    return {k: v for k, v in document.items() if v is not DROP}
+
+
+DROP = object()
+
+
+def assert_dropped(sock: ssl.SSLSocket | socket.socket) -> None:
+    """The daemon closes the connection: no further frame comes."""
+    with pytest.raises((EOFError, OSError)):
+        read_frame(sock)
+
+
+# --- (a) an authenticated peer sending garbage ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (HEADER.pack(8) + b'{"v":1,"', "frame is not valid UTF-8 JSON"),
+        (HEADER.pack(9) + b"{not json", "frame is not valid UTF-8 JSON"),
+        (HEADER.pack(4) + b"\xff\xfe\xfd\xfc", "frame is not valid UTF-8 JSON"),
+        (HEADER.pack(MAX_FRAME + 1), f"frame of {MAX_FRAME + 1} bytes refused (limit {MAX_FRAME})"),
+        (HEADER.pack(2**32 - 1), f"frame of {2**32 - 1} bytes refused (limit {MAX_FRAME})"),
+        (HEADER.pack(0), f"frame of 0 bytes refused (limit {MAX_FRAME})"),
+    ],
+    ids=["json-fragment", "malformed-json", "not-utf8", "oversized", "oversized-4g", "empty"],
+)
+def test_framing_errors_are_answered_then_dropped(trio: LocalTrio, marked: Marked, data: bytes, message: str) -> None:
+    with as_peer(trio) as sock:
+        answer = exchange(sock, data)
+        assert answer == {"id": None, "status": "ERROR", "error": message}
+        assert_dropped(sock)
+    assert_unchanged(trio, marked)
+
+
+def test_truncated_frame_then_close_changes_nothing(trio: LocalTrio, marked: Marked) -> None:
+    body = json.dumps(advance_request(marked)).encode()
+    with as_peer(trio) as sock:
+        sock.sendall(HEADER.pack(len(body)) + body[: len(body) // 2])
+    # and a frame cut inside its header
+    with as_peer(trio) as sock:
+        sock.sendall(HEADER.pack(len(body))[:2])
+    assert_unchanged(trio, marked)
+
+
+def test_a_complete_frame_after_a_truncated_one_on_a_new_connection_works(trio: LocalTrio, marked: Marked) -> None:
+    body = json.dumps(advance_request(marked)).encode()
+    with as_peer(trio) as sock:
+        sock.sendall(HEADER.pack(len(body)) + body[:-1])
+    with as_peer(trio) as sock:
+        status = request_document(Request(7, "status", marked.key))
+        answer = exchange(sock, frame(status))
+    assert answer["status"] == "OK" and answer["id"] == 7
+    assert_unchanged(trio, marked)
+
+
+def test_deeply_nested_frame_is_refused_cleanly(trio: LocalTrio, marked: Marked) -> None:
+    before = log_text(trio).count("Traceback")
+    body = b"[" * 8000 + b"]" * 8000
+    assert len(body) <= MAX_FRAME
+    with as_peer(trio) as sock:
+        sock.sendall(HEADER.pack(len(body)) + body)
+        try:
+            answer = read_frame(sock)
+        except (EOFError, OSError):
+            answer = None  # dropped: allowed for a framing error
+        if answer is not None:
+            assert isinstance(answer, dict) and answer["status"] == "ERROR" and answer["error"]
+    assert_unchanged(trio, marked)
+    # An ERROR answer or a quiet hang-up, not an unhandled exception in the daemon.
+    # (A handler thread's traceback is printed after its socket is closed: give it time.)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert log_text(trio).count("Traceback") == before, trio.log_tail(TARGET, 30)
+        time.sleep(0.05)
+
+
+# Each of these is a valid advance above node-a's mark with one thing wrong.
+BAD_REQUESTS: list[tuple[str, dict[str, object], str]] = [
+    ("array", {"__document__": [1, 2, 3]}, "a request must be a JSON object"),
+    ("string", {"__document__": "advance"}, "a request must be a JSON object"),
+    ("version-2", {"v": 2}, "protocol version 2 is not supported (this node speaks 1)"),
+    ("version-missing", {"v": DROP}, "protocol version None is not supported"),
+    ("version-text", {"v": "1"}, "protocol version '1' is not supported"),
+    ("op-unknown", {"op": "restore"}, "op must be one of promise, advance, status, got 'restore'"),
+    ("op-signer", {"op": "promote"}, "op must be one of promise, advance, status, got 'promote'"),
+    ("op-missing", {"op": DROP}, "op must be one of promise, advance, status, got None"),
+    ("id-text", {"id": "1"}, "id must be an integer from 0 to 2^63-1, got '1'"),
+    ("id-negative", {"id": -5}, "id must be an integer from 0 to 2^63-1, got -5"),
+    ("epoch-text", {"epoch": "1"}, "epoch must be an integer from 1 to 2^63-1, got '1'"),
+    ("epoch-float", {"epoch": 1.0}, "epoch must be an integer from 1 to 2^63-1, got 1.0"),
+    ("epoch-bool", {"epoch": True}, "epoch must be an integer from 1 to 2^63-1, got True"),
+    ("epoch-negative", {"epoch": -1}, "epoch must be an integer from 1 to 2^63-1, got -1"),
+    ("epoch-zero", {"epoch": 0}, "epoch must be an integer from 1 to 2^63-1, got 0"),
+    ("epoch-huge", {"epoch": 2**63}, f"epoch must be an integer from 1 to 2^63-1, got {2**63}"),
+    ("epoch-missing", {"epoch": DROP}, "epoch must be an integer from 1 to 2^63-1, got None"),
+    ("height-text", {"height": "101"}, "height must be an integer from 0 to 2^63-1, got '101'"),
+    ("height-list", {"height": [101]}, "height must be an integer from 0 to 2^63-1, got [101]"),
+    ("height-zero", {"height": 0}, "height must be at least 1 and round non-negative"),
+    ("round-negative", {"round": -1}, "round must be an integer from 0 to 2^63-1, got -1"),
+    ("step-zero", {"step": 0}, "step must be 1 (propose), 2 (prevote) or 3 (precommit), got 0"),
+    ("step-four", {"step": 4}, "step must be 1 (propose), 2 (prevote) or 3 (precommit), got 4"),
+    ("digest-upper", {"digest": "BB"}, "digest must be 1 to 128 lower-case hex digits"),
+    ("digest-empty", {"digest": ""}, "digest must be 1 to 128 lower-case hex digits"),
+    ("digest-long", {"digest": "b" * 129}, "digest must be 1 to 128 lower-case hex digits"),
+    ("digest-not-hex", {"digest": "zz"}, "digest must be 1 to 128 lower-case hex digits"),
+    ("digest-number", {"digest": 187}, "digest must be a string, got 187"),
+    ("chain-missing", {"chain_id": DROP}, "chain_id must be a string, got None"),
+    ("key-traversal", {"key_id": "../../node-b/state"}, "key_id '../../node-b/state' must be 1 to 64 of"),
+    ("key-number", {"key_id": 5}, "key_id must be a string, got 5"),
+]
+
+
+@pytest.mark.parametrize("changes, message", [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_request_is_answered_with_error_and_changes_nothing(
+    trio: LocalTrio, marked: Marked, changes: dict[str, object], message: str
+) -> None:
+    document = changes["__document__"] if "__document__" in changes else advance_request(marked, 41, **changes)
+    with as_peer(trio) as sock:
+        answer = exchange(sock, frame(document))
+        assert answer["status"] == "ERROR"
+        assert message in str(answer["error"]), answer
+        # The id is echoed when it was a usable one, so a coordinator can match it.
+        expected_id = document.get("id") if isinstance(document, dict) else None
+        assert answer["id"] == (
+            expected_id if isinstance(expected_id, int) and not isinstance(expected_id, bool) else None
+        )
+        # The connection stays usable: a request error does not lose the framing.
+        status = exchange(sock, frame(request_document(Request(42, "status", marked.key))))
+        assert status["status"] == "OK" and status["id"] == 42
+    assert_unchanged(trio, marked)
+
+
+def test_many_bad_requests_on_one_connection(trio: LocalTrio, marked: Marked) -> None:
+    with as_peer(trio) as sock:
+        for number, (_, changes, message) in enumerate(BAD_REQUESTS * 3):
+            document = changes.get("__document__") or advance_request(marked, number, **changes)
+            answer = exchange(sock, frame(document))
+            assert answer["status"] == "ERROR" and message in str(answer["error"])
+    assert_unchanged(trio, marked)
+
+
+# --- (b) unauthenticated ----------------------------------------------------------------------------
+
+
+def _no_answer(sock: socket.socket, data: bytes) -> None:
+    """Send ``data``; the daemon must hang up without any answer."""
+    try:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (ssl.SSLError, OSError):
+        return  # refused in the handshake, or reset
+    assert b"status" not in received, f"an unauthenticated client got an answer: {received!r}"
+
+
+def assert_rejected(trio: LocalTrio, connect: Callable[[], socket.socket], data: bytes) -> None:
+    """``data`` sent over ``connect()`` gets no answer, and node-a logs that *it*
+    rejected the client (not merely that the client gave up on its own)."""
+    before = log_text(trio).count("event=rejected")
+    try:
+        sock = connect()
+    except (ssl.SSLError, OSError):
+        pass  # refused during the handshake
+    else:
+        with sock:
+            _no_answer(sock, data)
+    wait_until(
+        lambda: log_text(trio).count("event=rejected") > before, timeout=TIMEOUT, what="node-a to log the rejection"
+    )
+
+
+def foreign_context(trio: LocalTrio, tmp_path: Path, node: str) -> ssl.SSLContext:
+    """A client that trusts the cluster CA (so it does not abort first) but
+    presents ``node``'s certificate issued by another CA."""
+    other = tmp_path / "other-ca"
+    pki.init_ca(other, "evil-cluster")
+    pki.issue(other, node, addresses=["127.0.0.1"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_verify_locations(cafile=str(trio.pki_dir / "ca.crt"))
+    key_path, cert_path = pki.node_paths(other, node)
+    context.load_cert_chain(str(cert_path), str(key_path))
+    return context
+
+
+def no_certificate_context(trio: LocalTrio) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_verify_locations(cafile=str(trio.pki_dir / "ca.crt"))
+    return context
+
+
+def test_plain_tcp_is_rejected(trio: LocalTrio, marked: Marked) -> None:
+    assert_rejected(trio, lambda: tcp(trio), frame(advance_request(marked)))
+    assert_unchanged(trio, marked)
+
+
+def test_tls_without_a_client_certificate_is_rejected(trio: LocalTrio, marked: Marked) -> None:
+    assert_rejected(trio, lambda: tls(trio, no_certificate_context(trio)), frame(advance_request(marked)))
+    assert_unchanged(trio, marked)
+
+
+def test_certificate_of_another_ca_is_rejected(trio: LocalTrio, marked: Marked, tmp_path: Path) -> None:
+    context = foreign_context(trio, tmp_path, "node-b")  # the right name, the wrong CA
+    assert_rejected(trio, lambda: tls(trio, context), frame(advance_request(marked)))
+    assert_unchanged(trio, marked)
+    assert "event=rejected" in log_text(trio)
+
+
+def test_cluster_certificate_of_a_node_that_is_not_a_peer_is_rejected(trio: LocalTrio, marked: Marked) -> None:
+    key_path, _ = pki.node_paths(trio.pki_dir, "node-x")
+    if not key_path.exists():
+        pki.issue(trio.pki_dir, "node-x", addresses=["127.0.0.1"])
+    assert_rejected(trio, lambda: as_peer(trio, "node-x"), frame(advance_request(marked)))
+    assert_unchanged(trio, marked)
+    assert "name=node-x reason=not-a-configured-peer" in log_text(trio)
+
+
+def test_the_nodes_own_certificate_is_not_a_peer(trio: LocalTrio, marked: Marked) -> None:
+    assert_rejected(trio, lambda: as_peer(trio, "node-a"), frame(advance_request(marked)))
+    assert_unchanged(trio, marked)
+
+
+def test_positive_control_the_same_request_from_a_peer_is_applied(trio: LocalTrio, marked: Marked) -> None:
+    """What the rejected clients sent would have moved the record: the tests above can fail."""
+    with as_peer(trio, "node-c") as sock:
+        answer = exchange(sock, frame(advance_request(marked, 5)))
+    assert answer["status"] == "OK" and answer["id"] == 5
+    record, _, _ = snapshot(trio, marked.key)
+    assert record == Record(marked.epoch, HRS(100, 0, 2), "bb")
+
+
+# --- (c) replay ---------------------------------------------------------------------------------------
+
+
+def test_replayed_advance_changes_nothing(trio: LocalTrio, marked: Marked) -> None:
+    step2 = frame(advance_request(marked, 1))  # 100/0/2
+    step3 = frame(advance_request(marked, 2, step=3))  # 100/0/3
+    with as_peer(trio) as sock:
+        first = exchange(sock, step2)
+        assert first["status"] == "OK"
+        applied = snapshot(trio, marked.key)
+        assert applied[0] == Record(marked.epoch, HRS(100, 0, 2), "bb")
+
+        # The identical bytes again, on the same and on a new connection: an idempotent OK.
+        assert exchange(sock, step2) == first
+    with as_peer(trio) as sock:
+        assert exchange(sock, step2) == first
+    assert snapshot(trio, marked.key) == applied  # not even rewritten (same inode)
+
+    # An older request after a newer one: REGRESSION, nothing moves back.
+    with as_peer(trio) as sock:
+        assert exchange(sock, step3)["status"] == "OK"
+        newer = snapshot(trio, marked.key)
+        replay = exchange(sock, step2)
+    assert replay["status"] == "REGRESSION"
+    assert replay["record"]["step"] == 3  # type: ignore[index]
+    assert snapshot(trio, marked.key) == newer
+
+
+def test_replay_from_a_superseded_epoch_changes_nothing(trio: LocalTrio, marked: Marked) -> None:
+    captured = frame(advance_request(marked, 9, height=200))  # would jump ahead, at the old epoch
+    promise = frame(request_document(Request(10, "promise", marked.key, marked.epoch)))
+    with SignerClient(trio.socket(TARGET), timeout=TIMEOUT) as client:
+        session = client.promote(marked.key)  # a failover: a newer epoch on a majority
+    assert session.epoch > marked.epoch and session.hwm == marked.hwm
+    promoted = snapshot(trio, marked.key)
+    with as_peer(trio) as sock:
+        stale = exchange(sock, captured)
+        refused = exchange(sock, promise)
+    assert stale["status"] == "STALE_EPOCH" and refused["status"] == "REFUSED"
+    assert snapshot(trio, marked.key) == promoted
+
+
+def test_replayed_promise_changes_nothing(trio: LocalTrio, marked: Marked) -> None:
+    promise = frame(request_document(Request(3, "promise", marked.key, marked.epoch)))
+    with as_peer(trio) as sock:
+        assert exchange(sock, promise)["status"] == "REFUSED"  # the epoch was promised already
+        assert exchange(sock, promise)["status"] == "REFUSED"
+    assert_unchanged(trio, marked)
+
+
+# --- the local signer API ---------------------------------------------------------------------------
+
+
+class Line:
+    """A raw connection to node-a's signer socket."""
+
+    def __init__(self, trio: LocalTrio) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect(str(trio.socket(TARGET)))
+        self.reader = self.sock.makefile("rb")
+
+    def send(self, data: bytes) -> dict[str, object] | None:
+        self.sock.sendall(data)
+        line = self.reader.readline(MAX_LINE + 1)
+        return json.loads(line) if line else None
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def signer_advance(marked: Marked, **changes: object) -> dict[str, object]:
+    document: dict[str, object] = {
+        "op": "advance", "chain_id": marked.key.chain_id, "key_id": marked.key.key_id,
+        "epoch": marked.epoch, "height": 100, "round": 0, "step": 2, "digest": "bb",
+    }  # fmt: skip
+    document.update(changes)
+    return {k: v for k, v in document.items() if v is not DROP}
+
+
+def line(document: object) -> bytes:
+    return json.dumps(document).encode() + b"\n"
+
+
+BAD_LINES: list[tuple[str, object, str]] = [
+    ("garbage", b"garbage\n", "a line must be one JSON object"),
+    ("empty", b"\n", "a line must be one JSON object"),
+    ("not-utf8", b"\xff\xfe\xfd\n", "a line must be one JSON object"),
+    ("array", b"[1, 2]\n", "a line must be one JSON object"),
+    ("unclosed", b'{"op": "advance"\n', "a line must be one JSON object"),
+    ("op-missing", {"id": 1}, "op must be one of"),
+    ("op-unknown", {"op": "sign", "chain_id": CHAIN, "key_id": "k"}, "got 'sign'"),
+    ("op-peer", {"op": "promise", "chain_id": CHAIN, "key_id": "k", "epoch": 99}, "got 'promise'"),
+    ("promote-no-key", {"op": "promote", "chain_id": CHAIN}, "key_id must be a string, got None"),
+    ("promote-bad-key", {"op": "promote", "chain_id": CHAIN, "key_id": "../x"}, "key_id '../x' must be 1 to 64"),
+    ("status-no-chain", {"op": "status", "key_id": "k"}, "chain_id must be a string, got None"),
+]
+BAD_ADVANCES: list[tuple[str, dict[str, object], str]] = [
+    ("epoch-missing", {"epoch": DROP}, "epoch must be an integer from 1 to 2^63-1, got None"),
+    ("epoch-text", {"epoch": "1"}, "epoch must be an integer from 1 to 2^63-1, got '1'"),
+    ("epoch-zero", {"epoch": 0}, "epoch must be an integer from 1 to 2^63-1, got 0"),
+    ("epoch-negative", {"epoch": -3}, "epoch must be an integer from 1 to 2^63-1, got -3"),
+    ("epoch-bool", {"epoch": True}, "epoch must be an integer from 1 to 2^63-1, got True"),
+    ("height-missing", {"height": DROP}, "height must be an integer from 0 to 2^63-1, got None"),
+    ("height-huge", {"height": 2**64}, "height must be an integer from 0 to 2^63-1"),
+    ("round-float", {"round": 0.5}, "round must be an integer"),
+    ("step-zero", {"step": 0}, "step must be 1 (propose), 2 (prevote) or 3 (precommit), got 0"),
+    ("digest-missing", {"digest": DROP}, "digest must be a string, got None"),
+    ("digest-upper", {"digest": "BB"}, "digest must be 1 to 128 lower-case hex digits"),
+    ("key-missing", {"key_id": DROP}, "key_id must be a string, got None"),
+]
+
+
+def _check_error(answer: dict[str, object] | None, message: str) -> None:
+    assert answer is not None, "the daemon hung up instead of answering"
+    assert answer["status"] == "ERROR", answer
+    assert message in str(answer["error"]), answer
+
+
+@pytest.mark.parametrize("data, message", [b[1:] for b in BAD_LINES], ids=[b[0] for b in BAD_LINES])
+def test_signer_api_bad_line(trio: LocalTrio, marked: Marked, data: object, message: str) -> None:
+    conn = Line(trio)
+    try:
+        _check_error(conn.send(data if isinstance(data, bytes) else line(data)), message)
+        # the same connection still serves
+        answer = conn.send(line({"op": "status", "chain_id": CHAIN, "key_id": marked.key.key_id, "id": "s"}))
+        assert answer is not None and answer["status"] == "OK" and answer["id"] == "s"
+    finally:
+        conn.close()
+    assert_unchanged(trio, marked)
+
+
+@pytest.mark.parametrize("changes, message", [b[1:] for b in BAD_ADVANCES], ids=[b[0] for b in BAD_ADVANCES])
+def test_signer_api_bad_advance(trio: LocalTrio, marked: Marked, changes: dict[str, object], message: str) -> None:
+    conn = Line(trio)
+    try:
+        answer = conn.send(line({**signer_advance(marked, **changes), "id": 77}))
+        _check_error(answer, message)
+        assert answer is not None and answer["id"] == 77
+    finally:
+        conn.close()
+    assert_unchanged(trio, marked)
+
+
+def test_signer_api_epoch_out_of_the_wire_range_changes_nothing(trio: LocalTrio, marked: Marked) -> None:
+    # The peers refuse epochs >= 2^63 (wire._integer); node-a's own replica must
+    # not take one either, or its record holds an epoch no peer can parse and
+    # no promotion can ever go above.
+    conn = Line(trio)
+    try:
+        answer = conn.send(line(signer_advance(marked, epoch=2**64)))
+    finally:
+        conn.close()
+    assert answer is not None and answer["status"] in ("ERROR", "NO_QUORUM"), answer
+    with SignerClient(trio.socket(TARGET), timeout=TIMEOUT) as client:
+        answer = client.call({"op": "status", "chain_id": CHAIN, "key_id": marked.key.key_id})
+    assert answer["status"] == "OK", answer
+    assert state_file(trio, marked.key).read_bytes() == marked.snapshot[1], "node-a's record changed"
+
+
+def test_signer_api_over_long_line(trio: LocalTrio, marked: Marked) -> None:
+    padding = "x" * (MAX_LINE + 100)
+    conn = Line(trio)
+    try:
+        answer = conn.send(line(signer_advance(marked, padding=padding)))
+        _check_error(answer, f"line longer than {MAX_LINE} bytes")
+        # the line's framing is lost: the daemon hangs up
+        assert conn.reader.readline() == b""
+    finally:
+        conn.close()
+    assert_unchanged(trio, marked)
+
+
+def test_signer_api_deeply_nested_line(trio: LocalTrio, marked: Marked) -> None:
+    conn = Line(trio)
+    try:
+        _check_error(conn.send(b"[" * 10_000 + b"\n"), "nested too deeply")
+    finally:
+        conn.close()
+    assert_unchanged(trio, marked)
+
+
+def test_signer_api_many_bad_lines_on_one_connection(trio: LocalTrio, marked: Marked) -> None:
+    conn = Line(trio)
+    try:
+        for _, data, message in BAD_LINES * 3:
+            _check_error(conn.send(data if isinstance(data, bytes) else line(data)), message)
+        for _, changes, message in BAD_ADVANCES * 3:
+            _check_error(conn.send(line(signer_advance(marked, **changes))), message)
+    finally:
+        conn.close()
+    assert_unchanged(trio, marked)
+
+
+# --- (d) afterwards -----------------------------------------------------------------------------------
+
+
+def test_after_everything_the_daemons_still_serve(trio: LocalTrio) -> None:
+    assert_serving(trio)
+    for node in ("node-b", "node-c"):
+        assert trio.processes[node].poll() is None, trio.log_tail(node)
+    key = KeyId(CHAIN, "final")
+    with SignerClient(trio.socket(TARGET), timeout=TIMEOUT) as client:
+        session = client.promote(key)
+        client.advance(key, session.epoch, HRS(5, 0, 1), "05")
+        records = client.status(key)
+    assert records == {node: Record(session.epoch, HRS(5, 0, 1), "05") for node in ("node-a", "node-b", "node-c")}
