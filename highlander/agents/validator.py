@@ -369,7 +369,7 @@ def _promote(res: Resource) -> tuple[int, HRS]:
         time.sleep(1.0)
 
 
-def _raise_state_file(res: Resource, hwm: HRS) -> None:
+def _raise_state_file(res: Resource, hwm: HRS) -> HRS:
     """FilePV mode: the state file says at least the register's mark (+ margin)."""
     import pwd
     from pathlib import Path
@@ -389,9 +389,10 @@ def _raise_state_file(res: Resource, hwm: HRS) -> None:
         entry = pwd.getpwnam(str(res.params["user"]))
         os.chown(path, entry.pw_uid, entry.pw_gid)
     res.log.info(f"sign-state: {path} holds {held}")
+    return held
 
 
-def _follow(res: Resource, daemon: Daemon, epoch: int) -> None:
+def _follow(res: Resource, daemon: Daemon, epoch: int, since: HRS) -> None:
     """FilePV mode: replicate the state file's changes while the daemon runs."""
     import sys
 
@@ -402,7 +403,8 @@ def _follow(res: Resource, daemon: Daemon, epoch: int) -> None:
             "--socket", str(res.params["signstate_socket"]),
             "--chain-id", str(res.params["chain_id"]), "--key-id", str(res.params["key_id"]),
             "--epoch", str(epoch), "--state-file", str(res.params["state_file"]),
-            "--format", str(res.params["state_format"]), "--guard-pid", str(daemon.pid()),
+            "--format", str(res.params["state_format"]), "--since", str(since),
+            "--guard-pid", str(daemon.pid()),
         ],
         env={"PATH": DAEMON_PATH, "LANG": "C.UTF-8"},
     )  # fmt: skip
@@ -419,11 +421,11 @@ def start(res: Resource) -> int:
     if daemon.pid() is not None:
         res.log.info("already running")
         return codes.SUCCESS
-    epoch = 0
+    epoch, held = 0, None
     if res.params["signstate"]:
         epoch, hwm = _promote(res)
         if res.params["state_file"]:
-            _raise_state_file(res, hwm)
+            held = _raise_state_file(res, hwm)
     child = daemon.spawn(
         _words(res, "command"),
         env=_daemon_environment(res),
@@ -432,8 +434,8 @@ def start(res: Resource) -> int:
     )
     settled = time.monotonic() + SETTLE_SECONDS
     daemon.wait_ready(child, lambda: _healthy(res) is not None or time.monotonic() >= settled, "healthy")
-    if res.params["signstate"] and res.params["state_file"]:
-        _follow(res, daemon, epoch)
+    if held is not None:
+        _follow(res, daemon, epoch, held)
     res.log.info("daemon is healthy")
     return codes.SUCCESS
 

@@ -194,8 +194,10 @@ def import_(state_dir: Path, chain_id: str, key_id: str, kind: str, state_file: 
 @click.option("--epoch", type=click.IntRange(min=1), required=True, help="The epoch of this node's promotion.")
 @click.option("--state-file", type=click.Path(path_type=Path, dir_okay=False), required=True)
 @click.option("--format", "kind", type=click.Choice(["cometbft", "tmkms"]), default="cometbft", show_default=True)
+@click.option("--since", default="0/0/0", show_default=True, metavar="H/R/S",
+              help="The mark the promotion wrote into the file; what is above it gets replicated.")  # fmt: skip
 @click.option("--guard-pid", type=click.IntRange(min=1), help="Signer to SIGKILL when it has been superseded.")
-def follow(socket_path: Path, chain_id: str, key_id: str, epoch: int, state_file: Path, kind: str,
+def follow(socket_path: Path, chain_id: str, key_id: str, epoch: int, state_file: Path, kind: str, since: str,
            guard_pid: int | None) -> None:  # fmt: skip
     """Replicate a FilePV signer's state file to the register while it runs."""
     import logging
@@ -209,7 +211,11 @@ def follow(socket_path: Path, chain_id: str, key_id: str, epoch: int, state_file
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    words = since.split("/")
+    if len(words) != 3 or not all(w.isascii() and w.isdigit() for w in words):
+        raise click.BadParameter(f"{since!r} is not HEIGHT/ROUND/STEP", param_hint="--since")
+    mark = HRS(*(int(w) for w in words))
     try:
-        sys.exit(run(socket_path, KeyId(chain_id, key_id), epoch, state_file, kind, guard_pid, stop))
+        sys.exit(run(socket_path, KeyId(chain_id, key_id), epoch, state_file, kind, mark, guard_pid, stop))
     except ConnectionError as exc:
         raise click.ClickException(str(exc)) from None

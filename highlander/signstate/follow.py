@@ -20,7 +20,7 @@ from pathlib import Path
 
 from highlander.signstate import formats
 from highlander.signstate.client import Conflict, Refused, SignerClient, Superseded
-from highlander.signstate.register import ZERO, KeyId
+from highlander.signstate.register import HRS, KeyId
 
 log = logging.getLogger("highlander.signstate.follow")
 
@@ -45,17 +45,18 @@ def follow(
     epoch: int,
     state_file: Path,
     kind: str,
+    since: HRS,
     guard_pid: int | None,
     stop: threading.Event,
     interval: float = 0.1,
 ) -> int:
     """Run until ``stop`` is set; the exit status (3 superseded, 4 conflict).
 
-    Marks up to what the file holds now were set by the promotion itself;
-    only what the signer writes afterwards is replicated.
+    ``since`` is the mark the promotion wrote into the file: everything the
+    signer writes above it is replicated, including what it wrote before
+    this process got to look.
     """
-    initial = _read(state_file, kind)
-    last = initial.hrs if initial is not None else ZERO
+    last = since
     with SignerClient(socket_path) as client:
         while not stop.wait(interval):
             state = _read(state_file, kind)

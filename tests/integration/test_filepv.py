@@ -4,9 +4,10 @@ signer runs, and a superseded signer is killed at once."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,14 +62,13 @@ def test_the_follower_replicates_and_kills_a_superseded_signer(
         [
             sys.executable, "-m", "highlander", "signstate", "follow",
             "--socket", str(trio.socket("node-a")), "--chain-id", KEY.chain_id, "--key-id", KEY.key_id,
-            "--epoch", str(session.epoch), "--state-file", str(state), "--guard-pid", str(signer.pid),
+            "--epoch", str(session.epoch), "--state-file", str(state), "--since", str(session.hwm),
+            "--guard-pid", str(signer.pid),
         ],
         stderr=subprocess.PIPE,
     )  # fmt: skip
     processes.append(follower)
-    time.sleep(0.5)  # let it read the file as the promotion left it
-
-    signed(state, HRS(5, 0, 1), b"vote-5-1")
+    signed(state, HRS(5, 0, 1), b"vote-5-1")  # at once: replicated even before the follower looks
     digest = formats.digest_of(read_state_file(state, "cometbft"))
 
     def replicated() -> bool:
@@ -85,3 +85,81 @@ def test_the_follower_replicates_and_kills_a_superseded_signer(
     assert follower.wait(timeout=10) == 3
     assert signer.wait(timeout=10) == -9  # SIGKILLed the moment the register said STALE_EPOCH
     assert b"STALE_EPOCH" in follower.stderr.read()  # type: ignore[union-attr]
+
+
+def test_the_validator_agent_in_filepv_mode(trio: LocalTrio, tmp_path: Path) -> None:
+    """Start through the agent: promoted, the state file raised by the margin
+    above the register's mark, a follower replicating; stop ends both."""
+    from highlander.adapters import process
+
+    with SignerClient(trio.socket("node-b")) as client:  # an earlier signer left a mark
+        session = client.promote(KEY)
+        client.advance(KEY, session.epoch, HRS(40, 0, 3), "ab" * 32)
+    state = tmp_path / "priv_validator_state.json"
+    instance = f"filepv-{tmp_path.name[-8:]}"
+    env = {
+        "OCF_ROOT": "/usr/lib/ocf",
+        "OCF_RESOURCE_INSTANCE": instance,
+        "OCF_RESKEY_CRM_meta_timeout": "30000",
+        "OCF_RESKEY_command": "sleep 600",
+        "OCF_RESKEY_pidfile": str(tmp_path / "v.pid"),
+        "OCF_RESKEY_logfile": str(tmp_path / "v.log"),
+        "OCF_RESKEY_chain_id": KEY.chain_id,
+        "OCF_RESKEY_key_id": KEY.key_id,
+        "OCF_RESKEY_signstate_socket": str(trio.socket("node-a")),
+        "OCF_RESKEY_state_file": str(state),
+        "OCF_RESKEY_height_margin": "5",
+    }
+    agent = "/usr/lib/ocf/resource.d/highlander/validator"
+    tag = process.marker("validator", instance)
+    try:
+        started = subprocess.run([agent, "start"], env=env, capture_output=True, text=True, timeout=60)
+        assert started.returncode == 0, started.stderr
+        assert read_state_file(state, "cometbft").hrs == HRS(45, 0, 3)
+        assert len(process.find_tagged(tag)) == 2  # the daemon and its follower
+        assert subprocess.run([agent, "monitor"], env=env, timeout=30).returncode == 0
+
+        signed(state, HRS(46, 0, 1), b"vote-46-1")  # the daemon signs on its own
+
+        def replicated() -> bool:
+            with SignerClient(trio.socket("node-c")) as client:
+                records = client.status(KEY)
+            return sum(isinstance(r, Record) and r.hwm == HRS(46, 0, 1) for r in records.values()) >= 2
+
+        wait_until(replicated, timeout=10, what="the daemon's new mark on a majority")
+        stopped = subprocess.run([agent, "stop"], env=env, capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        assert process.find_tagged(tag) == []
+    finally:
+        for pid in process.find_tagged(tag):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_export_and_import_through_the_cli(trio: LocalTrio, tmp_path: Path) -> None:
+    highlander = [sys.executable, "-m", "highlander", "signstate"]
+    key = ["--chain-id", KEY.chain_id, "--key-id", "exported"]
+    with SignerClient(trio.socket("node-a")) as client:
+        session = client.promote(KeyId(KEY.chain_id, "exported"))
+        client.advance(KeyId(KEY.chain_id, "exported"), session.epoch, HRS(7, 1, 2), "cd" * 32)
+    out = tmp_path / "exported.json"
+    done = subprocess.run(
+        [*highlander, "export", "--socket", str(trio.socket("node-b")), *key, "--out", str(out)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert read_state_file(out, "cometbft").hrs == HRS(7, 1, 2)
+
+    # Import raises a (stopped) replica from a signer's file, and refuses a running one's.
+    signed(out, HRS(9, 0, 1), b"vote-9-1")
+    refused = subprocess.run(
+        [*highlander, "import", "--state-dir", str(trio.state_dir("node-c")), *key, str(out)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "in use by another process" in refused.stderr
+    trio.stop("node-c")
+    imported = subprocess.run(
+        [*highlander, "import", "--state-dir", str(trio.state_dir("node-c")), *key, str(out)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    assert '"height": 9' in imported.stdout
