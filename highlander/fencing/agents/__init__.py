@@ -1,0 +1,1 @@
+"""The fence agents: each module declares one as ``AGENT``."""
