@@ -1,0 +1,345 @@
+"""The trio as the operator describes it once, checked completely.
+
+:func:`parse` turns the YAML document (already loaded into Python values)
+into an :class:`Inventory`, or raises :class:`InventoryError` listing every
+problem with its path and the fix, e.g.
+``nodes[2].fence[0].address: not an IP address or host name ('10.0.0.999')``.
+Pure: no file, network or clock, so every rule is unit-tested.
+
+Secrets are references only: a fence device names a file (mode 0600 on the
+node) or an Ansible Vault variable holding its password, never the password.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+METHODS = ("ipmi", "ilo_ssh", "redfish")
+DEFAULT_FENCE_PORTS = {"ipmi": 623, "ilo_ssh": 22, "redfish": 443}
+ROLES = ("active", "witness")
+QUORUM = ("votequorum", "qdevice")
+HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+KEY_PART = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class InventoryError(ValueError):
+    """Every problem found, one per line, each with its path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class FenceDevice:
+    method: str
+    address: str
+    port: int
+    username: str
+    password_file: str | None = None
+    password_vault: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def agent(self) -> str:
+        return f"fence_highlander_{self.method}"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    role: str
+    addresses: tuple[str, ...]
+    fence: tuple[FenceDevice, ...]
+    ssh_host: str  # where Ansible reaches it (default: the first address)
+
+    @property
+    def active(self) -> bool:
+        return self.role == "active"
+
+
+@dataclass(frozen=True)
+class SignState:
+    port: int = 7480
+    pki_dir: str = "/etc/highlander/pki"
+    state_dir: str = "/var/lib/highlander/signstate"
+    socket: str = "/run/highlander/signstate.sock"
+    socket_group: str | None = None
+
+
+@dataclass(frozen=True)
+class Validator:
+    command: str
+    chain_id: str
+    key_id: str
+    health_url: str
+    user: str | None = None
+    state_file: str | None = None
+    state_format: str = "cometbft"
+    height_margin: int = 0
+    environment_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    token_ms: int = 3000
+    monitor_interval: int = 10
+    health_interval: int = 30
+
+
+@dataclass(frozen=True)
+class Inventory:
+    cluster_name: str
+    quorum: str
+    nodes: tuple[Node, ...]
+    signstate: SignState
+    validator: Validator
+    timeouts: Timeouts
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"no node {name!r} in the inventory (nodes: {', '.join(n.name for n in self.nodes)})")
+
+    @property
+    def members(self) -> tuple[Node, ...]:
+        """The corosync/Pacemaker members: all three, or with a qdevice the two active nodes."""
+        return self.nodes if self.quorum == "votequorum" else tuple(n for n in self.nodes if n.active)
+
+    @property
+    def witness(self) -> Node | None:
+        return next((n for n in self.nodes if n.role == "witness"), None)
+
+
+# --- checking -------------------------------------------------------------------
+
+
+class _Checker:
+    """Collects problems while reading a document, so all are reported at once."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def mapping(self, value: object, path: str, known: tuple[str, ...]) -> Mapping[str, object]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.problem(path, f"expected a mapping of {', '.join(known)}, got {type(value).__name__}")
+            return {}
+        for key in value:
+            if key not in known:
+                self.problem(f"{path}.{key}" if path else str(key), f"unknown setting (known: {', '.join(known)})")
+        return value
+
+    def text(
+        self, document: Mapping[str, object], key: str, path: str, *, required: bool = False,
+        default: str | None = None, pattern: re.Pattern[str] | None = None, what: str = "",
+        check: Callable[[str], str | None] | None = None,
+    ) -> str | None:  # fmt: skip
+        where = f"{path}.{key}" if path else key
+        value = document.get(key)
+        if value is None:
+            if required:
+                self.problem(where, f"required{f' ({what})' if what else ''}")
+            return default
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            self.problem(where, f"expected text, got {value!r}")
+            return default
+        text = str(value)
+        if pattern is not None and not pattern.match(text):
+            self.problem(where, f"not {what} ({text!r})")
+            return default
+        if check is not None:
+            problem = check(text)
+            if problem:
+                self.problem(where, f"{problem} ({text!r})")
+                return default
+        return text
+
+    def number(
+        self, document: Mapping[str, object], key: str, path: str, default: int, low: int, high: int
+    ) -> int:
+        where = f"{path}.{key}" if path else key
+        value = document.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            self.problem(where, f"expected a whole number from {low} to {high}, got {value!r}")
+            return default
+        return value
+
+    def choice(self, document: Mapping[str, object], key: str, path: str, choices: tuple[str, ...],
+               default: str | None = None) -> str:  # fmt: skip
+        where = f"{path}.{key}" if path else key
+        value = document.get(key, default)
+        if value not in choices:
+            self.problem(where, f"must be one of {', '.join(choices)}, got {value!r}")
+            return choices[0]
+        return str(value)
+
+
+def _host(text: str) -> str | None:
+    try:
+        ipaddress.ip_address(text)
+        return None
+    except ValueError:
+        pass
+    if text.replace(".", "").isdigit() or not HOSTNAME.match(text):
+        return "not an IP address or host name"
+    return None
+
+
+def _absolute(text: str) -> str | None:
+    return None if text.startswith("/") else "must be an absolute path"
+
+
+def _url(text: str) -> str | None:
+    return None if text.startswith(("http://", "https://")) else "must be an http:// or https:// URL"
+
+
+def _fence(c: _Checker, raw: object, path: str) -> FenceDevice | None:
+    keys = ("method", "address", "port", "username", "password_file", "password_vault", "password", "options")
+    d = c.mapping(raw, path, keys)
+    if "password" in d:
+        c.problem(f"{path}.password", "inline passwords are not accepted: use password_file (a 0600 file on "
+                                      "the nodes) or password_vault (an Ansible Vault variable)")  # fmt: skip
+    method = c.choice(d, "method", path, METHODS)
+    address = c.text(d, "address", path, required=True, check=_host, what="the BMC's address")
+    port = c.number(d, "port", path, DEFAULT_FENCE_PORTS.get(method, 623), 1, 65535)
+    username = c.text(d, "username", path, required=True, what="the BMC user")
+    password_file = c.text(d, "password_file", path, check=_absolute)
+    password_vault = c.text(d, "password_vault", path, pattern=IDENTIFIER, what="a variable name")
+    if not password_file and not password_vault and "password" not in d:
+        c.problem(f"{path}.password_file", "required: a password_file or a password_vault variable")
+    options = d.get("options", {})
+    if not isinstance(options, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in options.items()
+    ):
+        c.problem(f"{path}.options", "expected a mapping of agent option names to values")
+        options = {}
+    options = {str(k): str(v) for k, v in options.items()}
+    if method == "ilo_ssh" and not ({"ssh_fingerprint", "known_hosts"} & set(options)):
+        c.problem(f"{path}.options", "an ilo_ssh device needs ssh_fingerprint or known_hosts: host keys "
+                                     "are checked, never accepted blindly")  # fmt: skip
+    if address is None or username is None:
+        return None
+    return FenceDevice(method, address, port, username, password_file, password_vault, options)
+
+
+def _node(c: _Checker, raw: object, path: str) -> Node | None:
+    d = c.mapping(raw, path, ("name", "role", "addresses", "fence", "ssh_host"))
+    name = c.text(d, "name", path, required=True, pattern=NODE_NAME, what="a lower-case host name")
+    role = c.choice(d, "role", path, ROLES, default="active")
+    addresses_raw = d.get("addresses")
+    addresses: list[str] = []
+    if not isinstance(addresses_raw, list) or not 1 <= len(addresses_raw) <= 2:
+        c.problem(f"{path}.addresses", "expected one or two addresses (one per corosync link)")
+    else:
+        for i, value in enumerate(addresses_raw):
+            problem = _host(str(value))
+            if problem:
+                c.problem(f"{path}.addresses[{i}]", f"{problem} ({value!r})")
+            else:
+                addresses.append(str(value))
+    fence_raw = d.get("fence", [])
+    fences = []
+    if not isinstance(fence_raw, list):
+        c.problem(f"{path}.fence", "expected a list of fence devices (first level first)")
+    else:
+        for i, device in enumerate(fence_raw):
+            found = _fence(c, device, f"{path}.fence[{i}]")
+            if found:
+                fences.append(found)
+    ssh_host = c.text(d, "ssh_host", path, check=_host)
+    if name is None or not addresses:
+        return None
+    return Node(name, role, tuple(addresses), tuple(fences), ssh_host or addresses[0])
+
+
+def parse(document: object) -> Inventory:
+    """The inventory, or InventoryError with every problem."""
+    c = _Checker()
+    top = c.mapping(document, "", ("cluster", "nodes", "signstate", "validator", "timeouts"))
+    cluster = c.mapping(top.get("cluster"), "cluster", ("name", "quorum"))
+    name = c.text(cluster, "name", "cluster", required=True, pattern=NODE_NAME, what="a lower-case name")
+    quorum = c.choice(cluster, "quorum", "cluster", QUORUM, default="votequorum")
+
+    nodes_raw = top.get("nodes")
+    indexed: list[tuple[int, Node]] = []
+    if not isinstance(nodes_raw, list) or len(nodes_raw) != 3:
+        c.problem("nodes", "expected exactly three nodes: two active-capable and a witness")
+    else:
+        for i, raw in enumerate(nodes_raw):
+            node = _node(c, raw, f"nodes[{i}]")
+            if node:
+                indexed.append((i, node))
+    _check_trio(c, indexed, quorum)
+    nodes = [node for _, node in indexed]
+
+    s = c.mapping(top.get("signstate"), "signstate", ("port", "pki_dir", "state_dir", "socket", "socket_group"))
+    signstate = SignState(
+        port=c.number(s, "port", "signstate", 7480, 1, 65535),
+        pki_dir=c.text(s, "pki_dir", "signstate", default=SignState.pki_dir, check=_absolute) or SignState.pki_dir,
+        state_dir=c.text(s, "state_dir", "signstate", default=SignState.state_dir, check=_absolute)
+        or SignState.state_dir,
+        socket=c.text(s, "socket", "signstate", default=SignState.socket, check=_absolute) or SignState.socket,
+        socket_group=c.text(s, "socket_group", "signstate", pattern=USER, what="a group name"),
+    )
+    v = c.mapping(top.get("validator"), "validator", (
+        "command", "user", "chain_id", "key_id", "health_url", "state_file", "state_format",
+        "height_margin", "environment_file",
+    ))  # fmt: skip
+    validator = Validator(
+        command=c.text(v, "command", "validator", required=True, what="the signing daemon's command line") or "",
+        chain_id=c.text(v, "chain_id", "validator", required=True, pattern=KEY_PART, what="a chain id") or "",
+        key_id=c.text(v, "key_id", "validator", required=True, pattern=KEY_PART, what="a key name") or "",
+        health_url=c.text(v, "health_url", "validator", required=True, check=_url) or "",
+        user=c.text(v, "user", "validator", pattern=USER, what="a user name"),
+        state_file=c.text(v, "state_file", "validator", check=_absolute),
+        state_format=c.choice(v, "state_format", "validator", ("cometbft", "tmkms"), default="cometbft"),
+        height_margin=c.number(v, "height_margin", "validator", 0, 0, 1_000_000),
+        environment_file=c.text(v, "environment_file", "validator", check=_absolute),
+    )
+    t = c.mapping(top.get("timeouts"), "timeouts", ("token_ms", "monitor_interval", "health_interval"))
+    timeouts = Timeouts(
+        token_ms=c.number(t, "token_ms", "timeouts", 3000, 500, 60000),
+        monitor_interval=c.number(t, "monitor_interval", "timeouts", 10, 1, 3600),
+        health_interval=c.number(t, "health_interval", "timeouts", 30, 1, 3600),
+    )
+    if c.problems or name is None:
+        raise InventoryError(c.problems or ["cluster.name: required"])
+    return Inventory(name, quorum, tuple(nodes), signstate, validator, timeouts)
+
+
+def _check_trio(c: _Checker, indexed: list[tuple[int, Node]], quorum: str) -> None:
+    """Rules across nodes; ``indexed`` keeps each node's place in the file for the paths."""
+    nodes = [node for _, node in indexed]
+    names = [n.name for n in nodes]
+    for i, node in indexed:
+        if names.count(node.name) > 1:
+            c.problem(f"nodes[{i}].name", f"{node.name!r} is used by more than one node")
+    if len(nodes) == 3:
+        roles = sorted(n.role for n in nodes)
+        if roles != ["active", "active", "witness"]:
+            c.problem("nodes", f"expected two active-capable nodes and one witness, got roles {roles}")
+    links = {len(n.addresses) for n in nodes}
+    if len(links) > 1:
+        c.problem("nodes", "every node needs the same number of addresses (one per corosync link)")
+    seen: dict[str, str] = {}
+    for i, node in indexed:
+        for j, address in enumerate(node.addresses):
+            if address in seen:
+                c.problem(f"nodes[{i}].addresses[{j}]", f"{address} is also {seen[address]}'s address")
+            seen[address] = node.name
+        member = quorum == "votequorum" or node.active
+        if member and not node.fence:
+            c.problem(f"nodes[{i}].fence", f"{node.name} is a cluster member and needs a fence device "
+                                           "(fencing stays on)")  # fmt: skip
