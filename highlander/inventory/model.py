@@ -26,6 +26,19 @@ NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KEY_PART = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
+OPTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}$")
+# Where the rendered known_hosts (the ilo_ssh devices' host_key pins) is installed on the nodes.
+KNOWN_HOSTS = "/etc/highlander/known_hosts"
+# Agent options that carry a secret, and those the inventory sets from the device's own fields.
+SECRET_OPTIONS = ("password", "passwd", "hexadecimal_kg")
+RESERVED_OPTIONS = {
+    "ip": "address", "ipaddr": "address", "ipport": "port", "username": "username", "login": "username",
+    "password_script": "password_file/password_vault", "passwd_script": "password_file/password_vault",
+    "pcmk_host_list": "the node the device fences", "pcmk_host_map": "the node the device fences",
+    "pcmk_host_check": "the node the device fences",
+}  # fmt: skip
 
 
 class InventoryError(ValueError):
@@ -38,6 +51,13 @@ class InventoryError(ValueError):
 
 @dataclass(frozen=True)
 class FenceDevice:
+    """One BMC that powers a node off; ``options`` are its agent's own options.
+
+    An ilo_ssh device pins its SSH host key: ``ssh_fingerprint``,
+    ``known_hosts`` (a file on the nodes), or ``host_key`` (the key itself,
+    rendered into the nodes' known_hosts; the agent gets ``known_hosts`` then).
+    """
+
     method: str
     address: str
     port: int
@@ -128,7 +148,7 @@ class _Checker:
         self.problems: list[str] = []
 
     def problem(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}")
+        self.problems.append(f"{path or '(top level)'}: {message}")
 
     def mapping(self, value: object, path: str, known: tuple[str, ...]) -> Mapping[str, object]:
         if value is None:
@@ -205,6 +225,56 @@ def _url(text: str) -> str | None:
     return None if text.startswith(("http://", "https://")) else "must be an http:// or https:// URL"
 
 
+def _secret_path(text: str) -> str | None:
+    if not text.startswith("/"):
+        return "must be an absolute path"
+    if not SAFE_PATH.match(text):
+        return "must be a path of letters, digits and ._-/ only (it becomes a password_script argument)"
+    return None
+
+
+def _options(c: _Checker, raw: object, path: str, method: str) -> dict[str, str]:
+    """The agent options of one device, checked so that rendering them is safe.
+
+    The device's own fields (address, port, username, password reference)
+    are set from the inventory and cannot be overridden here; a password
+    never gets into the options (it would end up in the CIB).
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in raw.items()
+    ):
+        c.problem(path, "expected a mapping of agent option names to values")
+        return {}
+    options: dict[str, str] = {}
+    for key, value in raw.items():
+        where = f"{path}.{key}"
+        if key in ("password", "passwd"):
+            c.problem(where, "inline passwords are not accepted: use the device's password_file or "
+                             "password_vault")  # fmt: skip
+        elif key in SECRET_OPTIONS:
+            c.problem(where, "a secret, and options end up in the cluster configuration: not accepted")
+        elif key in RESERVED_OPTIONS:
+            c.problem(where, f"set by highlander from {RESERVED_OPTIONS[key]}; remove it from options")
+        elif not OPTION_NAME.match(key):
+            c.problem(where, "not an agent option name (lower-case letters, digits and _)")
+        elif key == "host_key" and method != "ilo_ssh":
+            c.problem(where, "only ilo_ssh devices take a host_key")
+        elif key == "host_key" and not HOST_KEY.match(str(value)):
+            c.problem(where, "not an SSH public key ('<type> <base64>', as in ssh-keyscan's output "
+                             "without the host name)")  # fmt: skip
+        else:
+            options[key] = str(value)
+    if method == "ilo_ssh" and not ({"ssh_fingerprint", "known_hosts", "host_key"} & set(raw)):
+        c.problem(path, "an ilo_ssh device needs ssh_fingerprint, known_hosts or host_key: host keys "
+                        "are checked, never accepted blindly")  # fmt: skip
+    if "host_key" in raw and "known_hosts" in raw:
+        c.problem(f"{path}.host_key", "give host_key or known_hosts, not both (with host_key the agent "
+                                      f"uses {KNOWN_HOSTS})")  # fmt: skip
+    return options
+
+
 def _fence(c: _Checker, raw: object, path: str) -> FenceDevice | None:
     keys = ("method", "address", "port", "username", "password_file", "password_vault", "password", "options")
     d = c.mapping(raw, path, keys)
@@ -215,20 +285,11 @@ def _fence(c: _Checker, raw: object, path: str) -> FenceDevice | None:
     address = c.text(d, "address", path, required=True, check=_host, what="the BMC's address")
     port = c.number(d, "port", path, DEFAULT_FENCE_PORTS.get(method, 623), 1, 65535)
     username = c.text(d, "username", path, required=True, what="the BMC user")
-    password_file = c.text(d, "password_file", path, check=_absolute)
+    password_file = c.text(d, "password_file", path, check=_secret_path)
     password_vault = c.text(d, "password_vault", path, pattern=IDENTIFIER, what="a variable name")
     if not password_file and not password_vault and "password" not in d:
         c.problem(f"{path}.password_file", "required: a password_file or a password_vault variable")
-    options = d.get("options", {})
-    if not isinstance(options, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in options.items()
-    ):
-        c.problem(f"{path}.options", "expected a mapping of agent option names to values")
-        options = {}
-    options = {str(k): str(v) for k, v in options.items()}
-    if method == "ilo_ssh" and not ({"ssh_fingerprint", "known_hosts"} & set(options)):
-        c.problem(f"{path}.options", "an ilo_ssh device needs ssh_fingerprint or known_hosts: host keys "
-                                     "are checked, never accepted blindly")  # fmt: skip
+    options = _options(c, d.get("options", {}), f"{path}.options", method)
     if address is None or username is None:
         return None
     return FenceDevice(method, address, port, username, password_file, password_vault, options)
@@ -314,6 +375,9 @@ def parse(document: object) -> Inventory:
         monitor_interval=c.number(t, "monitor_interval", "timeouts", 10, 1, 3600),
         health_interval=c.number(t, "health_interval", "timeouts", 30, 1, 3600),
     )
+    if timeouts.health_interval == timeouts.monitor_interval:
+        c.problem("timeouts.health_interval", "must differ from monitor_interval: Pacemaker runs one monitor "
+                                              "per interval (depth 0 and depth 10 need two)")  # fmt: skip
     if c.problems or name is None:
         raise InventoryError(c.problems or ["cluster.name: required"])
     return Inventory(name, quorum, tuple(nodes), signstate, validator, timeouts)
