@@ -117,3 +117,11 @@ from highlander.cli.demo import check_journals, demo_signer  # noqa: E402
 
 main.add_command(demo_signer)
 main.add_command(check_journals)
+
+from highlander.cli.render import render  # noqa: E402
+
+main.add_command(render)
+
+from highlander.cli.fence import fence  # noqa: E402
+
+main.add_command(fence)

@@ -20,7 +20,11 @@ from pathlib import Path
 
 OCF_PROVIDER = "highlander"
 OCF_AGENTS = ("signstate", "validator")
-FENCE_AGENTS: tuple[str, ...] = ()
+FENCE_AGENTS: tuple[str, ...] = (
+    "fence_highlander_ipmi",
+    "fence_highlander_ilo_ssh",
+    "fence_highlander_redfish",
+)
 MANIFEST = "var/lib/highlander/installed.json"
 
 

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from highlander.fencing.driver import PowerDriver
 
 OPTION_TYPES = ("string", "integer", "boolean", "second", "select")
+# In fence-agents' order, which is the order of the meta-data's <actions>.
 ACTIONS = (
-    "on", "off", "reboot", "status", "monitor", "list", "list-status",
+    "on", "off", "reboot", "status", "list", "list-status", "monitor",
     "metadata", "manpage", "validate-all",
 )  # fmt: skip
 
@@ -23,7 +24,10 @@ class Option:
 
     ``aliases`` are the deprecated stdin names (``ipaddr`` for ``ip``);
     ``secret`` values are never logged, printed or written to the debug file.
-    A ``second`` is a number of seconds, fractions allowed.
+    A ``second`` is a number of seconds, fractions allowed. ``metavar`` is the
+    placeholder of the value in ``--long=[metavar]`` (meta-data, man page);
+    ``order`` groups options in the meta-data as fence-agents does (device
+    options first, then logging, then timing), ties sorted by name.
     """
 
     def __init__(
@@ -40,6 +44,8 @@ class Option:
         secret: bool = False,
         choices: Iterable[str] = (),
         longdesc: str = "",
+        metavar: str | None = None,
+        order: int = 1,
     ) -> None:
         if type not in OPTION_TYPES:
             raise ValueError(f"option {name!r}: type must be one of {OPTION_TYPES}")
@@ -56,43 +62,58 @@ class Option:
         self.secret = secret
         self.choices = tuple(choices)
         self.longdesc = longdesc or shortdesc
+        self.metavar = metavar or ("seconds" if type == "second" else self.long)
+        self.order = order
 
     def replace(self, **changes: object) -> Option:
         """A copy with some attributes changed (an agent's own default port)."""
         fields = {
             "long": self.long, "short": self.short, "aliases": self.aliases, "type": self.type,
             "default": self.default, "required": self.required, "secret": self.secret,
-            "choices": self.choices, "longdesc": self.longdesc,
+            "choices": self.choices, "longdesc": self.longdesc, "metavar": self.metavar,
+            "order": self.order,
         }  # fmt: skip
         fields.update(changes)
         return Option(self.name, self.shortdesc, **fields)  # type: ignore[arg-type]
 
 
 def _common() -> dict[str, Option]:
+    # Orders as in fence-agents: 1 for the device options, 51/53 for logging,
+    # 200/201 for timing. ``action`` is a string there (the advertised actions
+    # depend on the agent: list only for multi-plug devices); it is checked
+    # when parsed. It has no ``option`` alias: fence-agents 4.12 ignores that
+    # old name, and accepting it would let a stale device attribute
+    # ``option=off`` override the action Pacemaker asks for.
     options = (
-        Option("action", "Fencing action", short="o", aliases=("option",), type="select",
-               choices=ACTIONS, default="reboot"),
+        Option("action", "Fencing action", short="o", default="reboot",
+               longdesc="The action to perform: on, off, reboot (the default), status, monitor, "
+                        "list, list-status (multi-plug devices), validate-all, metadata, manpage."),
         Option("ip", "IP address or hostname of fencing device", short="a", aliases=("ipaddr",),
                required=True),
-        Option("ipport", "TCP/UDP port to use for connection with device", short="u", type="integer"),
-        Option("username", "Login name", short="l", aliases=("login",)),
+        Option("ipport", "TCP/UDP port to use for connection with device", short="u", type="integer",
+               metavar="port"),
+        Option("username", "Login name", short="l", aliases=("login",), metavar="name"),
         Option("password", "Login password or passphrase", short="p", aliases=("passwd",), secret=True),
         Option("password_script", "Script to run to retrieve password", short="S",
-               aliases=("passwd_script",),
+               aliases=("passwd_script",), metavar="script",
                longdesc="Program whose standard output is the password (its first line); run "
                         "without a shell. Keeps the password out of the cluster configuration."),
         Option("plug", "Physical plug number on device, UUID or identification of machine", short="n",
-               aliases=("port",)),
+               aliases=("port",), metavar="id"),
         Option("verbose", "Verbose mode: log every exchange with the device (never a password)",
-               short="v", type="boolean", default=False),
-        Option("debug_file", "Write debug information to given file", short="D", aliases=("debug",)),
-        Option("delay", "Wait X seconds before fencing is started", type="second", default=0),
+               short="v", type="boolean", default=False, order=51),
+        Option("debug_file", "Write debug information to given file", short="D", aliases=("debug",),
+               metavar="debugfile", order=53),
+        Option("delay", "Wait X seconds before fencing is started", type="second", default=0,
+               order=200),
         Option("login_timeout", "Wait X seconds for the device to answer the login", type="second",
-               default=5),
+               default=5, order=200),
         Option("power_timeout", "Test X seconds for status change after ON/OFF", type="second",
-               default=20),
-        Option("power_wait", "Wait X seconds after issuing ON/OFF", type="second", default=0),
-        Option("retry_on", "Count of attempts to retry power on", type="integer", default=1),
+               default=20, order=200),
+        Option("power_wait", "Wait X seconds after issuing ON/OFF", type="second", default=0,
+               order=200),
+        Option("retry_on", "Count of attempts to retry power on", type="integer", default=1,
+               metavar="attempts", order=201),
         Option("method", "Method to fence", short="m", type="select", choices=("onoff", "cycle"),
                default="onoff",
                longdesc="onoff: power off, verify, power on. cycle: one hard reset; quicker, but "
@@ -141,6 +162,14 @@ class FenceAgent:
             if option.name == name:
                 return option
         raise KeyError(name)
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The actions advertised in the meta-data: list and list-status only for
+        multi-plug devices (fence-agents hides them for single-plug ones too)."""
+        if self.multi_plug:
+            return ACTIONS
+        return tuple(a for a in ACTIONS if a not in ("list", "list-status"))
 
     def run(self) -> None:
         """Entry point of a fence agent executable."""
