@@ -155,7 +155,15 @@ class IpmiDriver:
         """Open the RMCP+ session (IPMI 2.0); LoginDenied or Unreachable if not."""
         silent = Unreachable(f"no answer from the BMC at {self.where} within {self.timeout:g} s")
         try:
-            self._session = self._bounded("the login", self._login)
+            try:
+                self._session = self._bounded("the login", self._login)
+            except AttributeError:
+                # pyghmi's logout path can mark a session broken without the
+                # error it keeps beside that flag, and a login racing with it
+                # then fails inside pyghmi: one more login on a fresh session
+                # gets the BMC's real answer.
+                _forget_logins(_session_class(self.cipher), self.host, self.port)
+                self._session = self._bounded("the login", self._login)
         except _Overran:
             # The login goes on in the background; a later connect must not join it.
             _forget_logins(_session_class(self.cipher), self.host, self.port)
