@@ -125,3 +125,7 @@ main.add_command(render)
 from highlander.cli.fence import fence  # noqa: E402
 
 main.add_command(fence)
+
+from highlander.cli.lab import lab  # noqa: E402
+
+main.add_command(lab)

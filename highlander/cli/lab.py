@@ -1,0 +1,121 @@
+"""``highlander lab up|status|exec|down``: the three-node trio on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+dir_option = click.option(
+    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=None,
+    help="The lab's directory (state, logs, node disks).  [default: $HIGHLANDER_LAB_DIR or /var/lib/highlander-lab]",
+)  # fmt: skip
+
+
+def _directory(directory: Path | None) -> Path:
+    from highlander.lab.trio import DEFAULT_DIR
+
+    return (directory or DEFAULT_DIR).absolute()
+
+
+def _root() -> None:
+    if os.geteuid() != 0:
+        raise click.ClickException("the lab creates namespaces and starts Pacemaker: run it as root")
+
+
+@click.group()
+def lab() -> None:
+    """A real three-node Pacemaker/Corosync trio (active, standby, witness)
+    in Linux namespaces on this machine, with simulated IPMI BMCs."""
+
+
+@lab.command()
+@click.option("--inventory", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="The lab inventory.  [default: examples/lab.yml]")  # fmt: skip
+@dir_option
+@click.option("--timeout", type=click.FloatRange(min=10), default=300, show_default=True,
+              help="Seconds until the validator must run.")  # fmt: skip
+def up(inventory: Path | None, directory: Path | None, timeout: float) -> None:
+    """Build the lab and wait until the validator runs (cleans up an earlier run first)."""
+    from highlander.inventory import InventoryError
+    from highlander.lab import trio
+
+    _root()
+    try:
+        state = trio.up(_directory(directory), inventory, click.echo, timeout=timeout)
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; the lab was taken down") from None
+    except (trio.LabError, InventoryError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    timings = state.get("timings", {})
+    click.echo(
+        f"lab up in {state.get('up_seconds')} s (quorate after {timings.get('quorate')} s, validator "
+        f"after {timings.get('validator')} s). Try: highlander lab status; highlander lab exec node-a -- crm_mon -1"
+    )
+
+
+@lab.command()
+@dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(directory: Path | None, as_json: bool) -> None:
+    """crm_mon from a running node, each node's power and each BMC's."""
+    from highlander.lab import trio
+
+    _root()
+    try:
+        report = trio.status(_directory(directory))
+    except trio.LabError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"lab {report['run_id']} in {report['directory']}: {report['phase']}, "
+               f"supervisor {report['supervisor'] or 'not running'}, switch {report['switch']}")  # fmt: skip
+    for name, node in report["nodes"].items():
+        bmc = node["bmc_power"] + ("" if node["bmc_running"] else ", simulator not running")
+        click.echo(f"  {name:8} {node['role']:8} {node['address']:15} {node['state']:8} "
+                   f"BMC {node['bmc']} power {bmc}")  # fmt: skip
+    click.echo(report["crm_mon"] or "(no node answers crm_mon)")
+
+
+@lab.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@dir_option
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(directory: Path | None, node: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside NODE (its network, mounts, host name and PIDs): lab exec node-a -- crm_mon -1"""
+    from highlander.lab import trio
+
+    _root()
+    if command and command[0] == "--":  # click keeps the separator with ignore_unknown_options
+        command = command[1:]
+    if not command:
+        raise click.UsageError("give the command to run after --")
+    try:
+        runner = trio.node_runner(_directory(directory), node)
+    except trio.LabError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        completed = subprocess.run([*runner.prefix, *command], env=runner.env, check=False)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(completed.returncode)
+
+
+@lab.command()
+@dir_option
+def down(directory: Path | None) -> None:
+    """Stop everything of the lab: processes, namespaces, mounts, veths."""
+    from highlander.lab import trio
+
+    _root()
+    done, left = trio.down(_directory(directory))
+    for line in done:
+        click.echo(line)
+    if left:
+        raise click.ClickException("left behind: " + "; ".join(left))
+    click.echo("the lab is down: nothing of it is left" if done else "no lab was running")
