@@ -129,3 +129,7 @@ main.add_command(fence)
 from highlander.cli.lab import lab  # noqa: E402
 
 main.add_command(lab)
+
+from highlander.cli.drill import drill  # noqa: E402
+
+main.add_command(drill)

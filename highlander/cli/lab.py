@@ -39,19 +39,27 @@ def lab() -> None:
 @dir_option
 @click.option("--timeout", type=click.FloatRange(min=10), default=300, show_default=True,
               help="Seconds until the validator must run.")  # fmt: skip
-def up(inventory: Path | None, directory: Path | None, timeout: float) -> None:
+@click.option("--configure/--no-configure", default=True, show_default=True,
+              help="Install the nodes' configuration; --no-configure boots them without it (only the BMC "
+                   "password files) and returns once they answer SSH, for the Ansible rollout.")  # fmt: skip
+def up(inventory: Path | None, directory: Path | None, timeout: float, configure: bool) -> None:
     """Build the lab and wait until the validator runs (cleans up an earlier run first)."""
     from highlander.inventory import InventoryError
     from highlander.lab import trio
 
     _root()
     try:
-        state = trio.up(_directory(directory), inventory, click.echo, timeout=timeout)
+        state = trio.up(_directory(directory), inventory, click.echo, timeout=timeout, configure=configure)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; the lab was taken down") from None
     except (trio.LabError, InventoryError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     timings = state.get("timings", {})
+    if not configure:
+        click.echo(f"lab up in {state.get('up_seconds')} s, unconfigured: the nodes answer SSH "
+                   f"(ip netns exec {state['plan']['switch']} ssh -F {state['plan']['directory']}/ssh/ssh_config "
+                   "node-a); corosync waits for its configuration (ansible/site.yml)")  # fmt: skip
+        return
     click.echo(
         f"lab up in {state.get('up_seconds')} s (quorate after {timings.get('quorate')} s, validator "
         f"after {timings.get('validator')} s). Try: highlander lab status; highlander lab exec node-a -- crm_mon -1"

@@ -19,7 +19,9 @@ Pacemaker directories. Its configuration comes from the same inventory and
 templates as a real rollout: ``highlander render --check``, the sign-state
 PKI, the fence password files; :func:`install_configuration` puts them in
 place (the one step the Ansible rollout replaces), and the rendered CIB is
-loaded on one node once the trio is quorate.
+loaded on one node once the trio is quorate. ``lab up --no-configure`` boots
+the nodes without it (only the BMC password files are written) and returns
+once their sshd listens; corosync waits for its files, for Ansible.
 
 Processes: ``lab up`` starts a *supervisor* (``python -m
 highlander.lab.trio supervise DIR``), detached in its own session, which
@@ -55,12 +57,13 @@ from typing import Any
 
 import highlander
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
-from highlander.adapters.runner import CommandRunner
+from highlander.adapters.runner import CommandError, CommandRunner
 from highlander.adapters.waiting import wait_until
 from highlander.lab.init import InitSpec, Mount, Program
 from highlander.lab.node import (
     RECORD_FILE,
     Node,
+    NodeError,
     StateDir,
     netns_name,
     new_run_id,
@@ -82,6 +85,10 @@ VALIDATOR = "validator"
 SIGNSTATE = "signstate"
 SSH_KEY = "id_ed25519"
 DC_DEADTIME = "5s"
+# `lab up --no-configure`: how long a node's corosync waits for its configuration
+# (the Ansible rollout) before its init gives up.
+UNCONFIGURED_WAIT = 3600.0
+UNCONFIGURED_FLAG = "--no-configure"
 # Directories of a node that are its own (bind-mounted from its work directory),
 # on top of Corosync's and Pacemaker's (highlander.lab.node.STATE_DIRS).
 LAB_DIRS: tuple[StateDir, ...] = (
@@ -249,6 +256,35 @@ class LabNode(Node):
         with self._power_lock:
             super().power_off(timeout)
 
+    def boot_unconfigured(self, timeout: float = 60.0) -> None:
+        """Boot the node and return once its sshd listens, without waiting for
+        corosync (which waits for its configuration) or pacemakerd: the node
+        is then configured over SSH (the Ansible rollout)."""
+        if self.running:
+            return
+        deadline = time.monotonic() + timeout
+        self.power_off()
+        self.prepare()
+        self.create_netns()
+
+        def listening() -> bool:
+            status = self.status() or {}
+            if status.get("phase") in ("stopping", "exited") or not self._init_alive():
+                raise NodeError(f"init stopped: {status.get('detail', 'no status')}")
+            found = self.host.run(["ip", "netns", "exec", self.netns, "ss", "-Hltn", "sport = :22"], timeout=10)
+            return found.ok and bool(found.stdout.strip())
+
+        try:
+            self._launch()
+            self._wait_for_init(deadline)
+            wait_until(listening, timeout=max(deadline - time.monotonic(), 1.0), what=f"sshd on {self.name}")
+        except BaseException as exc:
+            detail = f"node {self.name} did not boot: {exc}\n{self.log_tail()}"
+            self.power_off()
+            if isinstance(exc, (NodeError, TimeoutError, CommandError, OSError)):
+                raise NodeError(detail) from exc
+            raise
+
 
 # --- the lab's description -------------------------------------------------------------
 
@@ -333,10 +369,12 @@ class Plan:
 class Supervisor:
     """Runs in its own process for as long as the lab is up."""
 
-    def __init__(self, directory: Path, inventory: Path, run_id: str, *, timeout: float = 240.0) -> None:
+    def __init__(self, directory: Path, inventory: Path, run_id: str, *, timeout: float = 240.0,
+                 configure: bool = True) -> None:  # fmt: skip
         self.directory = directory
         self.plan = Plan.make(directory, inventory, run_id)
         self.timeout = timeout
+        self.configure = configure
         self.host = CommandRunner(env=system_env())
         self.nodes: dict[str, LabNode] = {}
         self.bmcs: dict[str, Any] = {}
@@ -347,6 +385,7 @@ class Supervisor:
             "bmcs": {},
             "created_dirs": [],
             "timings": {},
+            "configured": configure,
         }
         self.started = time.monotonic()
         self._stop = threading.Event()
@@ -410,6 +449,16 @@ class Supervisor:
         self.check_stop()
         self.step("generating secrets: corosync authkey, sign-state CA and certificates, BMC passwords, SSH keys")
         secrets_ = self.generate_secrets()
+        if not self.configure:
+            self.step("writing only the BMC password files: the rest of the configuration is left to Ansible")
+            install_bmc_passwords(self.nodes, plan, secrets_)
+            self.seed_cibs()
+            self.step("starting the BMCs (ipmi_sim) on the switch")
+            self.start_bmcs(secrets_["bmc_passwords"])
+            self.step("booting the nodes (sshd; corosync waits for its configuration)")
+            self.boot_all(configured=False)
+            self.step("nodes booted and reachable over SSH; corosync waits for corosync.conf and the authkey")
+            return
         self.step("installing the configuration on the nodes")
         install_configuration(self.nodes, plan, rendered, secrets_)
         self.check_stop()
@@ -485,7 +534,7 @@ class Supervisor:
         for n in plan.nodes:
             run(["ip", "-n", sw, "address", "add", f"{n.bmc_address}/{PREFIX_LEN}", "dev", BRIDGE], check=True)
             node = LabNode(n.name, self.directory / "nodes" / n.name, address=n.address, run_id=plan.run_id,
-                           runner=self.host)  # fmt: skip
+                           runner=self.host, config_timeout=300.0 if self.configure else UNCONFIGURED_WAIT)  # fmt: skip
             self.nodes[n.name] = node
             node.create_netns()
             run(["ip", "-n", sw, "link", "add", n.switch_port, "type", "veth",
@@ -557,12 +606,15 @@ class Supervisor:
             }  # fmt: skip
             self.save()
 
-    def boot_all(self) -> None:
+    def boot_all(self, configured: bool = True) -> None:
         errors: dict[str, BaseException] = {}
 
         def boot(node: LabNode) -> None:
             try:
-                node.start(timeout=120)
+                if configured:
+                    node.start(timeout=120)
+                else:
+                    node.boot_unconfigured(timeout=120)
             except BaseException as exc:  # noqa: BLE001 (collected and raised below)
                 errors[node.name] = exc
 
@@ -763,17 +815,30 @@ def install_configuration(nodes: dict[str, LabNode], plan: Plan, rendered: Path,
         _write_file(pki_dir / "ca.crt", (ca / "ca.crt").read_bytes(), 0o644)
         _write_file(pki_dir / f"{n.name}.crt", (ca / f"{n.name}.crt").read_bytes(), 0o644)
         _write_file(pki_dir / f"{n.name}.key", (ca / f"{n.name}.key").read_bytes(), 0o600)
-        for other in plan.nodes:
-            _write_file(node.host_path(other.password_file), secrets_["bmc_passwords"][other.name] + "\n", 0o600)
+        _write_bmc_passwords(node, plan, secrets_)
         # corosync last: it starts as soon as both files are there
         _write_file(node.host_path(AUTHKEY), authkey, 0o400)
         _write_file(node.host_path(COROSYNC_CONF), (source / "corosync.conf").read_text(), 0o644)
 
 
-def supervise(directory: Path, inventory: Path, run_id: str) -> int:
+def _write_bmc_passwords(node: LabNode, plan: Plan, secrets_: dict[str, Any]) -> None:
+    for other in plan.nodes:
+        _write_file(node.host_path(other.password_file), secrets_["bmc_passwords"][other.name] + "\n", 0o600)
+
+
+def install_bmc_passwords(nodes: dict[str, LabNode], plan: Plan, secrets_: dict[str, Any]) -> None:
+    """Only every BMC's password file (0600), on every node: what the operator
+    provisions before a rollout whose inventory names them (password_file)."""
+    for n in plan.nodes:
+        node = nodes[n.name]
+        node.prepare()
+        _write_bmc_passwords(node, plan, secrets_)
+
+
+def supervise(directory: Path, inventory: Path, run_id: str, configure: bool = True) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(threadName)s %(levelname)s %(message)s")  # fmt: skip
-    return Supervisor(directory, inventory, run_id).run()
+    return Supervisor(directory, inventory, run_id, configure=configure).run()
 
 
 def prepare_directory(directory: Path) -> list[str]:
@@ -788,8 +853,14 @@ def prepare_directory(directory: Path) -> list[str]:
     return done
 
 
-def up(directory: Path, inventory: Path | None, say: Callable[[str], None], *, timeout: float = 300.0) -> dict[str, Any]:
-    """Build the lab: returns the state once the validator runs; raises LabError otherwise."""
+def up(directory: Path, inventory: Path | None, say: Callable[[str], None], *, timeout: float = 300.0,
+       configure: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Build the lab: returns the state once the validator runs; raises LabError otherwise.
+
+    With ``configure=False`` the nodes boot without their configuration (only
+    the BMC password files are written) and the state is returned once each
+    node's sshd listens: corosync waits for corosync.conf and the authkey, for
+    the Ansible rollout to install them over SSH."""
     directory = directory.absolute()
     inventory = (inventory or default_inventory()).absolute()
     started = time.monotonic()
@@ -799,7 +870,8 @@ def up(directory: Path, inventory: Path | None, say: Callable[[str], None], *, t
     package_parent = str(Path(highlander.__file__).resolve().parent.parent)
     with open(directory / SUPERVISOR_LOG, "ab") as logfile:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "highlander.lab.trio", "supervise", str(directory), str(inventory), run_id],
+            [sys.executable, "-m", "highlander.lab.trio", "supervise", str(directory), str(inventory), run_id,
+             *([] if configure else [UNCONFIGURED_FLAG])],
             stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, cwd="/", start_new_session=True,
             env={**system_env(), "PYTHONPATH": package_parent},
         )  # fmt: skip
@@ -887,6 +959,29 @@ def bmc_power(directory: Path, name: str) -> str:
     return "on" if text == "1" else "off"
 
 
+def bmc_chassis(directory: Path, name: str, action: str, *, cipher: str = "3", timeout: float = 30.0) -> None:
+    """Ask node ``name``'s simulated BMC for ``chassis power ACTION`` ("off", "on")
+    over IPMI from the switch, as an operator (or a drill) would: "off" runs the
+    BMC's power-off hook, a power cut of the node. The password is the one the
+    lab installed for the cluster's fence agent (given to ipmitool by the
+    environment, never on a command line); cipher suite 3, as ipmi_sim has no 17."""
+    if action not in ("off", "on"):
+        raise LabError(f"chassis power {action!r}: give off or on")
+    plan, _ = load_plan(directory)
+    n = plan.node(name)
+    secret = directory.absolute() / "nodes" / name / "root" / n.password_file.lstrip("/")
+    try:
+        password = secret.read_text().strip()
+    except OSError as exc:
+        raise LabError(f"{name}: cannot read its BMC password {secret}: {exc.strerror}") from None
+    argv = ["ip", "netns", "exec", plan.switch, "ipmitool", "-I", "lanplus", "-H", n.bmc_address,
+            "-p", str(n.bmc_port), "-U", n.bmc_username, "-E", "-C", cipher, "chassis", "power", action]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                            env={**system_env(), "IPMI_PASSWORD": password})  # fmt: skip
+    if result.returncode != 0:
+        raise LabError(f"BMC of {name}: chassis power {action} failed: {(result.stderr or result.stdout).strip()}")
+
+
 def status(directory: Path) -> dict[str, Any]:
     """The lab's phase, each node's and BMC's state, and crm_mon from a running node."""
     plan, state = load_plan(directory)
@@ -914,10 +1009,13 @@ def status(directory: Path) -> dict[str, Any]:
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    configure = UNCONFIGURED_FLAG not in args
+    args = [a for a in args if a != UNCONFIGURED_FLAG]
     if len(args) != 4 or args[0] != "supervise":
-        print("usage: python -m highlander.lab.trio supervise DIR INVENTORY RUN_ID", file=sys.stderr)
+        print(f"usage: python -m highlander.lab.trio supervise DIR INVENTORY RUN_ID [{UNCONFIGURED_FLAG}]",
+              file=sys.stderr)  # fmt: skip
         return 2
-    return supervise(Path(args[1]), Path(args[2]), args[3])
+    return supervise(Path(args[1]), Path(args[2]), args[3], configure=configure)
 
 
 if __name__ == "__main__":

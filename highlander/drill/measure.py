@@ -1,0 +1,154 @@
+"""The phases of one failover, from Pacemaker's logs and the signers' journals.
+
+Pacemaker's detail log (``/var/log/pacemaker/pacemaker.log``) stamps each line
+``Nov 22 01:38:33.881 node-a pacemaker-controld [110] (...) notice: ...`` in
+local time with milliseconds; the journals stamp each signature with
+``time.time()`` on the same host, so both are on one clock.
+
+A failover of ``target`` reads, all nodes' logs merged:
+
+- fence request: ``Requesting fencing (reboot) of node T`` (the DC's
+  controller) or ``wants to fence (reboot) T`` (its fencer);
+- fence done: ``Peer T was terminated (...) ...: OK`` or ``Operation '...'
+  targeting T by ... : OK``;
+- promotion: ``Result of start operation for validator on N: ok`` on N != T
+  (the start returns once the signer runs, so its first signature can come
+  a little before this line: the signing gap is the journals' own measure).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from highlander.demo.journals import Entry
+
+STAMP = re.compile(r"^([A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?) (\S+) ")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    time: float
+    node: str
+    text: str
+
+
+def parse_log_line(line: str, year: int) -> LogLine | None:
+    """A Pacemaker detail-log line with its time (epoch seconds, local time), or None."""
+    match = STAMP.match(line)
+    if not match:
+        return None
+    stamp = " ".join(match.group(1).split())
+    fmt = "%Y %b %d %H:%M:%S.%f" if "." in stamp else "%Y %b %d %H:%M:%S"
+    try:
+        when = datetime.datetime.strptime(f"{year} {stamp}", fmt).timestamp()
+    except ValueError:
+        return None
+    return LogLine(when, match.group(2), line.rstrip("\n"))
+
+
+def parse_log(text: str, year: int) -> list[LogLine]:
+    return [parsed for line in text.splitlines() if (parsed := parse_log_line(line, year)) is not None]
+
+
+def _first(lines: Iterable[LogLine], after: float, pattern: re.Pattern[str]) -> LogLine | None:
+    found = [line for line in lines if line.time >= after and pattern.search(line.text)]
+    return min(found, key=lambda line: line.time, default=None)
+
+
+@dataclass(frozen=True)
+class ClusterEvents:
+    """When the cluster asked to fence ``target``, when that was done, and
+    when the validator started elsewhere (None: not in the logs)."""
+
+    fence_request: LogLine | None
+    fenced: LogLine | None
+    promoted: LogLine | None
+
+    @property
+    def new_node(self) -> str | None:
+        if self.promoted is None:
+            return None
+        match = re.search(r"validator on (\S+): ok", self.promoted.text)
+        return match.group(1) if match else None
+
+
+def cluster_events(lines: Sequence[LogLine], target: str, since: float, resource: str = "validator") -> ClusterEvents:
+    t = re.escape(target)
+    request = _first(lines, since, re.compile(rf"Requesting fencing \(\w+\) of node {t}\b|wants to fence \(\w+\) {t}\b"))
+    fenced = None
+    if request is not None:
+        fenced = _first(lines, request.time, re.compile(
+            rf"Peer {t} was terminated \(\w+\) by \S+ on behalf of \S+: OK|Operation '\w+' targeting {t} by \S+ for \S+: OK"
+        ))  # fmt: skip
+    promoted = _first(
+        lines, fenced.time if fenced else since,
+        re.compile(rf"Result of start operation for {re.escape(resource)} on (?!{t}:)\S+: ok"),
+    )  # fmt: skip
+    return ClusterEvents(request, fenced, promoted)
+
+
+@dataclass(frozen=True)
+class SigningGap:
+    last_before: Entry | None  # the last signature at or before the cut
+    first_after: Entry | None  # the first signature after it, by another node
+
+    @property
+    def seconds(self) -> float | None:
+        if self.last_before is None or self.first_after is None:
+            return None
+        return self.first_after.time - self.last_before.time
+
+
+def signing_gap(entries: Iterable[Entry], cut: float, target: str) -> SigningGap:
+    entries = list(entries)
+    before = [e for e in entries if e.time <= cut]
+    after = [e for e in entries if e.time > cut and e.node != target]
+    return SigningGap(
+        max(before, key=lambda e: e.time, default=None),
+        min(after, key=lambda e: e.time, default=None),
+    )
+
+
+def signed_after(entries: Iterable[Entry], node: str, since: float) -> list[Entry]:
+    """Signatures by ``node`` later than ``since`` (a frozen or cut node must have none)."""
+    return [e for e in entries if e.node == node and e.time > since]
+
+
+def overlapping_signers(entries: Iterable[Entry], since: float) -> int:
+    """Dual-active moments in the journals: pairs of signers (node, epoch) on
+    different nodes whose signing spans after ``since`` overlap in time."""
+    spans: dict[tuple[str, int], list[float]] = {}
+    for e in entries:
+        if e.time > since:
+            span = spans.setdefault(e.signer, [e.time, e.time])
+            span[0], span[1] = min(span[0], e.time), max(span[1], e.time)
+    items = sorted(spans.items())
+    return sum(
+        1
+        for i, (a, (a0, a1)) in enumerate(items)
+        for (b, (b0, b1)) in items[i + 1 :]
+        if a[0] != b[0] and a0 <= b1 and b0 <= a1
+    )
+
+
+def phases(cut: float, events: ClusterEvents, gap: SigningGap) -> dict[str, Any]:
+    """Seconds of each phase (None where an end was not seen)."""
+
+    def between(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(b - a, 3)
+
+    request = events.fence_request.time if events.fence_request else None
+    fenced = events.fenced.time if events.fenced else None
+    promoted = events.promoted.time if events.promoted else None
+    first = gap.first_after.time if gap.first_after else None
+    return {
+        "detection": between(cut, request),
+        "fencing": between(request, fenced),
+        "promotion": between(fenced, promoted),
+        "signing_gap": None if gap.seconds is None else round(gap.seconds, 3),
+        "total": between(cut, first),
+    }

@@ -1,0 +1,155 @@
+"""``highlander drill power-cut-active`` and ``freeze-active`` on the lab trio,
+through the CLI: the validator moves to the other active node, nothing is
+signed twice, the frozen node never signs again, each phase is measured, the
+report is written; ``lab down`` leaves nothing.
+
+The pure parts (log lines, phases, the report) are tested without a lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from highlander.demo.journals import Entry
+from highlander.drill import measure, report
+from highlander.lab import trio
+from highlander.lab.node import system_env
+from highlander.signstate.register import HRS
+
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY = REPO / "examples" / "lab.yml"
+HIGHLANDER = str(Path(sys.prefix) / "bin" / "highlander")
+PROGRAMS = ("ip", "unshare", "nsenter", "corosync", "pacemakerd", "crm_mon", "cibadmin", "stonith_admin",
+            "ipmi_sim", "ipmitool")  # fmt: skip
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HIGHLANDER, *args], capture_output=True, text=True, check=False, timeout=timeout,
+                          env=system_env())  # fmt: skip
+
+
+# --- without a lab --------------------------------------------------------------------
+
+LOG = """\
+Nov 22 01:38:33.873 node-a pacemaker-schedulerd[109] (pe_fence_node) \twarning: Cluster node node-b will be fenced
+Nov 22 01:38:33.881 node-a pacemaker-controld  [110] (controld_execute_fence_action) \tnotice: Requesting fencing (reboot) of node node-b | action=1 timeout=60000
+Nov 22 01:38:33.881 node-a pacemaker-fenced    [106] (handle_fence_request) \tnotice: Client pacemaker-controld.110 wants to fence (reboot) node-b using any device
+Nov 22 01:38:34.157 node-a pacemaker-controld  [110] (handle_fence_notification) \tnotice: Peer node-b was terminated (reboot) by node-a on behalf of pacemaker-controld.110@node-a: OK | event=8f8b1f63
+Nov 22 01:38:34.600 node-a pacemaker-controld  [110] (log_executor_event) \tnotice: Result of start operation for validator on node-a: ok | CIB update 90
+not a log line
+"""
+
+
+def entry(node: str, epoch: int, height: int, when: float) -> Entry:
+    return Entry("j", height, "k", HRS(height, 0, 1), "ab", node, epoch, when, "sig")
+
+
+def test_phases_from_log_lines_and_journals() -> None:
+    lines = measure.parse_log(LOG, 2026)
+    assert len(lines) == 5
+    cut = lines[0].time - 7.0
+    events = measure.cluster_events(lines, "node-b", cut)
+    assert events.fence_request is not None and "Requesting fencing" in events.fence_request.text
+    assert events.fenced is not None and events.new_node == "node-a"
+    assert measure.cluster_events(lines, "node-a", cut).fence_request is None
+    entries = [entry("node-b", 2, 1, cut - 0.5), entry("node-b", 2, 2, cut - 0.1), entry("node-a", 3, 3, cut + 8.5)]
+    gap = measure.signing_gap(entries, cut, "node-b")
+    assert gap.seconds == pytest.approx(8.6)
+    phases = measure.phases(cut, events, gap)
+    assert phases["detection"] == pytest.approx(7.008, abs=1e-3)
+    assert phases["fencing"] == pytest.approx(0.276, abs=1e-3)
+    assert phases["promotion"] == pytest.approx(0.443, abs=1e-3)
+    assert phases["total"] == pytest.approx(8.5, abs=1e-3)
+    assert measure.overlapping_signers(entries, cut - 10) == 0
+    assert measure.overlapping_signers([*entries, entry("node-b", 2, 4, cut + 9)], cut - 10) == 1
+    assert measure.signed_after(entries, "node-b", cut) == []
+
+
+def test_report_table_json_and_availability(tmp_path: Path) -> None:
+    assert report.availability(3600.0, 1.0, 1) == pytest.approx(0.5)
+    assert report.unavailability(9.0, 8760, 2) == pytest.approx((9.0 / (9.0 + 8760 * 3600)) ** 2)
+    its = [{"ok": True, "double_signs": 0, "dual_active": 0,
+            "phases": {"detection": d, "fencing": 0.2, "promotion": 0.5, "signing_gap": d + 1, "total": d + 0.9}}
+           for d in (7.0, 8.0, 9.0)]  # fmt: skip
+    summary = report.summarize(its, 8760)
+    assert summary["phases"]["detection"] == {"min": 7.0, "median": 8.0, "max": 9.0, "n": 3}
+    assert summary["mttr_seconds"] == pytest.approx(8.9)
+    paths = report.write(tmp_path, "power-cut-active", its, summary)
+    assert json.loads(paths[0].read_text())["summary"]["ok"] is True
+    text = paths[1].read_text()
+    assert "detection" in text and "double signs: 0" in text and "a = 1 - " in text
+
+
+# --- on the lab -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the lab creates namespaces and starts Pacemaker")
+    missing = [p for p in PROGRAMS if shutil.which(p, path=system_env()["PATH"]) is None]
+    if missing:
+        pytest.fail(f"lab programs not installed: {', '.join(missing)} (run ./bootstrap test)")
+    directory = tmp_path_factory.mktemp("drill") / "lab"
+    try:
+        result = run("lab", "up", "--inventory", str(INVENTORY), "--dir", str(directory), "--timeout", "240",
+                     timeout=300)  # fmt: skip
+        assert result.returncode == 0, f"lab up failed:\n{result.stdout}\n{result.stderr}"
+        yield directory
+    finally:
+        run("lab", "down", "--dir", str(directory), timeout=180)
+        trio.cleanup(directory)  # by the records, should the CLI have failed
+
+
+@pytest.mark.lab
+def test_power_cut_active_moves_the_validator_without_double_signs(lab: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    started = time.monotonic()
+    result = run("drill", "power-cut-active", "--dir", str(lab), "--iterations", "1", "--report", str(out),
+                 timeout=400)  # fmt: skip
+    print(result.stdout, f"drill took {time.monotonic() - started:.1f} s")
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((out / "power-cut-active.json").read_text())
+    assert (out / "power-cut-active.txt").read_text() in result.stdout + "\n"
+    (it,) = data["iterations"]
+    assert {it["target"], it["new_node"]} == {"node-a", "node-b"}  # the other active node, never the witness
+    assert it["promoted_on"] == it["new_node"]
+    assert it["double_signs"] == 0 and it["dual_active"] == 0 and it["signed_after_cut_by_target"] == 0
+    assert all(v is not None and v > 0 for v in it["phases"].values()), it["phases"]
+    assert it["cut"] < it["fence_request"] < it["fenced"] < it["promoted"]
+    summary = data["summary"]
+    assert summary["ok"] and summary["double_signs"] == 0 and summary["dual_active"] == 0
+    assert 0 < summary["unavailability"] < 1e-6
+    status = json.loads(run("lab", "status", "--dir", str(lab), "--json").stdout)
+    assert {n: v["state"] for n, v in status["nodes"].items()} == dict.fromkeys(("node-a", "node-b", "node-w"), "running")
+    check = run("check-journals", *map(str, sorted(lab.glob("nodes/*/root/var/log/highlander/journal-*.jsonl"))))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.lab
+def test_freeze_active_is_fenced_and_never_signs_again(lab: Path, tmp_path: Path) -> None:
+    result = run("drill", "freeze-active", "--dir", str(lab), "--report", str(tmp_path), timeout=400)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (it,) = json.loads((tmp_path / "freeze-active.json").read_text())["iterations"]
+    assert {it["target"], it["new_node"]} == {"node-a", "node-b"}
+    assert it["double_signs"] == 0 and it["dual_active"] == 0
+    assert it["signed_after_cut_by_target"] == 0  # thawed, it never signed again
+    assert it["phases"]["detection"] > 3.0  # frozen longer than the token (3 s) before the cluster acted
+    assert all(v is not None and v > 0 for v in it["phases"].values()), it["phases"]
+
+
+@pytest.mark.lab
+def test_lab_down_after_the_drill_leaves_nothing(lab: Path) -> None:
+    result = run("lab", "down", "--dir", str(lab), timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert trio.leftovers(lab) == []
