@@ -433,7 +433,9 @@ def test_nothing_of_the_password_in_output_or_logs(
     for secret in (sim.password, wrong):
         assert secret not in caplog.text
         assert secret not in out + err
-    assert "Incorrect password" in caplog.text  # the failure was there to be logged
+    # The wrong password's failure was there to be logged (the BMC's refusal,
+    # or, now and then with ipmi_sim, no answer to the login at all).
+    assert "driver said:" in caplog.text
 
 
 @pytest.fixture
