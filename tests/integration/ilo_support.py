@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fence_agents import SYSTEM_PATH, Run, debian, run, stdin_text  # noqa: F401 - re-exported
 
 from highlander.lab.ilosim import ILOSimulator
 
 FENCE_ILO_SSH = "/usr/sbin/fence_ilo_ssh"
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-AGENT_TIMEOUT = 120  # an upper bound for one agent run, never an assertion
+
+
+def fence_ilo_ssh() -> list[str]:
+    return debian(FENCE_ILO_SSH)
 USERNAME = "fenceuser"
 # Distinctive, so that finding it anywhere it must not be is meaningful.
 PASSWORD = "pw-" + secrets.token_hex(12)
@@ -44,42 +45,6 @@ def running_ilo(workdir: Path, **settings: object) -> Iterator[ILOSimulator]:
 def known_hosts_for(sim: ILOSimulator, path: Path) -> Path:
     path.write_text(sim.known_hosts_line())
     return path
-
-
-@dataclass(frozen=True)
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
-
-
-def stdin_text(options: Mapping[str, object]) -> str:
-    return "".join(f"{k}={v}\n" for k, v in options.items())
-
-
-def run(command: list[str], stdin: str | Mapping[str, object]) -> Run:
-    """Run a fence agent the way pacemaker-fenced does: options on stdin, a bare environment."""
-    text = stdin if isinstance(stdin, str) else stdin_text(stdin)
-    completed = subprocess.run(
-        command,
-        input=text,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
-        timeout=AGENT_TIMEOUT,
-    )
-    return Run(completed.returncode, completed.stdout, completed.stderr)
-
-
-def fence_ilo_ssh() -> list[str]:
-    if not os.access(FENCE_ILO_SSH, os.X_OK):
-        pytest.fail(f"{FENCE_ILO_SSH} is not installed (Debian fence-agents; run ./bootstrap test)")
-    return [FENCE_ILO_SSH]
 
 
 def ssh_options(known_hosts: Path) -> str:

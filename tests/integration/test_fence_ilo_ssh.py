@@ -26,19 +26,17 @@ to check the host key, see :func:`ilo_support.ssh_options`) and
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import shutil
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import paramiko
 import pytest
+from fence_agents import ours
 from ilo_support import (
     PASSWORD,
     SYSTEM_PATH,
@@ -71,6 +69,10 @@ from highlander.lab.ilosim import (
 )
 
 AGENT_NAME = "fence_highlander_ilo_ssh"
+
+
+def our_agent() -> list[str]:
+    return ours(AGENT_NAME)
 
 pytestmark = pytest.mark.usefixtures("user_known_hosts_untouched")
 
@@ -365,18 +367,6 @@ def test_bad_fingerprint_option_is_refused_without_connecting(ilo: ILOSimulator)
 
 
 # -- agent level ---------------------------------------------------------------------------------
-
-
-def our_agent() -> list[str]:
-    if importlib.util.find_spec("highlander.fencing.run") is None:
-        pytest.skip("the fence framework (highlander.fencing.run) is not there yet")
-    for candidate in (Path(sys.executable).parent / AGENT_NAME, Path("/usr/sbin") / AGENT_NAME):
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return [str(candidate)]
-    found = shutil.which(AGENT_NAME)
-    if found is None:
-        pytest.fail(f"{AGENT_NAME} is not installed (run ./bootstrap test)")
-    return [found]
 
 
 def both_options(sim: ILOSimulator, tmp_path: Path, **extra: object) -> dict[str, object]:

@@ -25,18 +25,16 @@ account of the power after an agent ran.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fence_agents import debian, ours, run
 
 from highlander.adapters.waiting import wait_until
 from highlander.lab.cluster import LocalCluster
@@ -44,53 +42,19 @@ from highlander.lab.ipmisim import IpmiSim, free_udp_port, stdin_text
 
 AGENT_NAME = "fence_highlander_ipmi"
 FENCE_IPMILAN = "/usr/sbin/fence_ipmilan"
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-AGENT_TIMEOUT = 120  # an upper bound for one agent run, never an assertion
+
+
+def our_agent() -> list[str]:
+    return ours(AGENT_NAME)
+
+
+def fence_ipmilan() -> list[str]:
+    return debian(FENCE_IPMILAN)
 
 pytestmark = pytest.mark.skipif(shutil.which("ipmi_sim") is None, reason="ipmi_sim (openipmi) missing")
 
 
 # -- running agents ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
-
-
-def our_agent() -> list[str]:
-    if importlib.util.find_spec("highlander.fencing.run") is None:
-        pytest.skip("the fence framework (highlander.fencing.run) is not there yet")
-    for candidate in (Path("/usr/sbin") / AGENT_NAME, Path(sys.executable).parent / AGENT_NAME):
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return [str(candidate)]
-    pytest.fail(f"{AGENT_NAME} is not installed (run ./bootstrap test)")
-
-
-def fence_ipmilan() -> list[str]:
-    if not os.access(FENCE_IPMILAN, os.X_OK):
-        pytest.fail(f"{FENCE_IPMILAN} is not installed (Debian fence-agents; run ./bootstrap test)")
-    return [FENCE_IPMILAN]
-
-
-def run(command: list[str], stdin: str | bytes, env: Mapping[str, str] | None = None) -> Run:
-    """Run a fence agent the way pacemaker-fenced does: options on stdin, a bare environment."""
-    completed = subprocess.run(
-        command,
-        input=stdin.encode() if isinstance(stdin, str) else stdin,
-        capture_output=True,
-        check=False,
-        env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", **(env or {})},
-        timeout=AGENT_TIMEOUT,
-    )
-    return Run(completed.returncode, completed.stdout.decode(errors="replace"),
-               completed.stderr.decode(errors="replace"))  # fmt: skip
 
 
 def without_python_warnings(stderr: str) -> list[str]:

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fence_agents import AGENT_TIMEOUT, SYSTEM_PATH, Run, debian, ours, run
 
 from highlander.adapters.waiting import wait_until
 from highlander.fencing.agents.redfish import RedfishDriver, split_host_port
@@ -51,8 +49,14 @@ from highlander.lab.redfishsim import (
 
 FENCE_REDFISH = "/usr/sbin/fence_redfish"
 AGENT_NAME = "fence_highlander_redfish"
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-AGENT_TIMEOUT = 120  # an upper bound for one agent run, never an assertion
+
+
+def our_agent() -> list[str]:
+    return ours(AGENT_NAME)
+
+
+def fence_redfish() -> list[str]:
+    return debian(FENCE_REDFISH)
 
 # -- fixtures ------------------------------------------------------------------------------------
 
@@ -310,54 +314,6 @@ def test_split_host_port_rejects_bad_ports(port: object) -> None:
 
 
 # -- agent level ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
-
-
-def our_agent() -> list[str]:
-    """The installed executable (the venv's, from this checkout, or the one in /usr/sbin)."""
-    for candidate in (
-        Path(sys.executable).parent / AGENT_NAME,
-        Path("/usr/sbin") / AGENT_NAME,
-    ):
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return [str(candidate)]
-    found = shutil.which(AGENT_NAME)
-    if found is None:
-        pytest.fail(f"{AGENT_NAME} is not installed (run ./bootstrap test)")
-    return [found]
-
-
-def fence_redfish() -> list[str]:
-    if not os.access(FENCE_REDFISH, os.X_OK):
-        pytest.fail(f"{FENCE_REDFISH} is not installed (Debian fence-agents; run ./bootstrap test)")
-    return [FENCE_REDFISH]
-
-
-def run(
-    command: list[str], stdin: str | Mapping[str, object], env: Mapping[str, str] | None = None
-) -> Run:
-    """Run a fence agent the way pacemaker-fenced does: options on stdin, a bare environment."""
-    text = stdin if isinstance(stdin, str) else "".join(f"{k}={v}\n" for k, v in stdin.items())
-    completed = subprocess.run(
-        command,
-        input=text,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", **(env or {})},
-        timeout=AGENT_TIMEOUT,
-    )
-    return Run(completed.returncode, completed.stdout, completed.stderr)
 
 
 def run_variant(variant: tuple[list[str], dict, dict]) -> Run:
