@@ -116,8 +116,11 @@ def test_init_reaps_orphans(one_node_cluster: LocalCluster) -> None:
 
     def orphan() -> int | None:
         for pid in node.pids():
-            with open(f"/proc/{pid}/status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+            except FileNotFoundError:
+                continue  # a short-lived process of the node ended meanwhile
             orphaned = fields["PPid"].strip() == str(node.init_pid)
             if orphaned and fields["NSpid"].split()[-1] == inner:
                 return pid
