@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from highlander.drill import timeline
+
 PHASES = ("detection", "fencing", "promotion", "signing_gap", "total")
 
 
@@ -70,10 +72,13 @@ def table(scenario: str, summary: dict[str, Any]) -> str:
 
 
 def write(directory: Path, scenario: str, iterations: Sequence[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
-    """``<scenario>.json`` and ``<scenario>.txt`` in ``directory``; returns their paths."""
+    """``<scenario>.json``, ``<scenario>.txt`` and the timeline picture ``<scenario>.html``
+    in ``directory``; returns their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     data = directory / f"{scenario}.json"
     text = directory / f"{scenario}.txt"
+    picture = directory / f"{scenario}.html"
     data.write_text(json.dumps({"scenario": scenario, "summary": summary, "iterations": list(iterations)}, indent=2) + "\n")
     text.write_text(table(scenario, summary) + "\n")
-    return [data, text]
+    picture.write_text(timeline.page(scenario, iterations, table(scenario, summary)), encoding="utf-8")
+    return [data, text, picture]
