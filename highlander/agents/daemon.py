@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 RUN_DIR = "/run/highlander"
 LOG_DIR = "/var/log/highlander"
-POLL_SECONDS = 0.25
+# How often start asks whether the daemon is ready: a failover waits on it
+# (each poll is one cheap health request), so well under a block of a chain.
+POLL_SECONDS = 0.1
 
 
 class Daemon:

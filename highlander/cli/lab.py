@@ -10,6 +10,9 @@ from pathlib import Path
 
 import click
 
+from highlander.lab.stacks import DEFAULT as DEFAULT_STACK
+from highlander.lab.stacks import STACKS
+
 dir_option = click.option(
     "--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=None,
     help="The lab's directory (state, logs, node disks).  [default: $HIGHLANDER_LAB_DIR or /var/lib/highlander-lab]",
@@ -42,18 +45,30 @@ def lab() -> None:
 @click.option("--configure/--no-configure", default=True, show_default=True,
               help="Install the nodes' configuration; --no-configure boots them without it (only the BMC "
                    "password files) and returns once they answer SSH, for the Ansible rollout.")  # fmt: skip
-def up(inventory: Path | None, directory: Path | None, timeout: float, configure: bool) -> None:
+@click.option("--stack", type=click.Choice(STACKS), default=DEFAULT_STACK, show_default=True,
+              help="highlander: ours. stock: fence_ipmilan and ocf:heartbeat:anything running the signer "
+                   "unguarded (the benchmark's reference). unguarded: ours with fencing, the sign-state "
+                   "gate and the signer's guard off (the negative control). Both others are NOT safe.")  # fmt: skip
+def up(inventory: Path | None, directory: Path | None, timeout: float, configure: bool, stack: str) -> None:
     """Build the lab and wait until the validator runs (cleans up an earlier run first)."""
+    from highlander.adapters.runner import CommandError
     from highlander.inventory import InventoryError
-    from highlander.lab import trio
+    from highlander.lab import stacks, trio
 
     _root()
+    if stack != DEFAULT_STACK and not configure:
+        raise click.UsageError("--stack needs the lab's configuration: drop --no-configure")
     try:
         state = trio.up(_directory(directory), inventory, click.echo, timeout=timeout, configure=configure)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; the lab was taken down") from None
     except (trio.LabError, InventoryError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        stacks.apply(_directory(directory), stack, click.echo, timeout=timeout)
+    except (trio.LabError, stacks.StackError, CommandError, TimeoutError) as exc:
+        raise click.ClickException(f"the {stack} stack did not settle: {exc}; the lab is still up, in an "
+                                   "unknown state: take it down (highlander lab down)") from None  # fmt: skip
     timings = state.get("timings", {})
     if not configure:
         click.echo(f"lab up in {state.get('up_seconds')} s, unconfigured: the nodes answer SSH "
@@ -70,18 +85,18 @@ def up(inventory: Path | None, directory: Path | None, timeout: float, configure
 @dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(directory: Path | None, as_json: bool) -> None:
-    """crm_mon from a running node, each node's power and each BMC's."""
-    from highlander.lab import trio
+    """crm_mon from a running node, the stack it runs, each node's power and each BMC's."""
+    from highlander.lab import stacks, trio
 
     _root()
     try:
-        report = trio.status(_directory(directory))
+        report = {**trio.status(_directory(directory)), "stack": stacks.current(_directory(directory))}
     except trio.LabError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"lab {report['run_id']} in {report['directory']}: {report['phase']}, "
+    click.echo(f"lab {report['run_id']} in {report['directory']}: {report['phase']}, stack {report['stack']}, "
                f"supervisor {report['supervisor'] or 'not running'}, switch {report['switch']}")  # fmt: skip
     for name, node in report["nodes"].items():
         bmc = node["bmc_power"] + ("" if node["bmc_running"] else ", simulator not running")

@@ -17,7 +17,8 @@ The block hash in the sign bytes depends on the node and the epoch, so two
 signers at the same height/round/step always sign different bytes: a double
 sign is always visible to ``highlander check-journals``. ``guard=False``
 (``--no-guard``) never asks the register, the negative control that shows
-the checker does catch double signs.
+the checker does catch double signs; each such run journals its start time
+in milliseconds as its epoch (:func:`unguarded_run`).
 
 A vote for a block that ended more than :func:`lateness` ago is not signed
 even when the register accepted it: the chain has moved on. This is what
@@ -100,6 +101,14 @@ def block_end(height: int, genesis: float, block_time: float) -> float:
 def lateness(block_time: float) -> float:
     """How long after its block ended a vote is still signed."""
     return max(1.0, 4 * block_time)
+
+
+def unguarded_run(now: float) -> int:
+    """What an unguarded signer journals as its epoch, having none from the
+    register: its start time in milliseconds, so that each run is a signer
+    (node, epoch) of its own in the journals and a restarted signer is never
+    taken for one that signed all along (register epochs are small numbers)."""
+    return int(now * 1000)
 
 
 def next_mark(last: HRS, height: int) -> HRS | None:
@@ -315,8 +324,10 @@ class Signer:
         try:
             self._serve_status()
             if not self.options.guard:
-                log.warning("event=unguarded: --no-guard, signing without the register (negative control)")
-                return self._sign_loop(0, ZERO)
+                run = unguarded_run(self.clock())
+                log.warning("event=unguarded run=%d: --no-guard, signing without the register (negative control)",
+                            run)  # fmt: skip
+                return self._sign_loop(run, ZERO)
             promoted = self.promote()
             if isinstance(promoted, int):
                 return promoted
