@@ -9,30 +9,33 @@ from pathlib import Path
 import click
 
 from highlander.cli.lab import _directory, dir_option
+from highlander.drill.lab import SCENARIOS, DrillError, LabDrill
+
+HELP = (
+    "Run SCENARIO on a running lab (highlander lab up) and check its expected outcome:\n\n\b\n"
+    + "\n".join(f"{s.name}: {s.summary}" for s in SCENARIOS.values())
+    + "\n\nEach iteration reports its phases where they apply: detection (failure -> fence request, or -> "
+    "the monitor's failure), fencing (-> fence done), promotion (-> validator started), the signing gap in "
+    "the journals and the total; check-journals after each iteration (zero double signs), and the "
+    "availability estimate a = 1 - (1 - mtbf/(mttr+mtbf))^2. An iteration whose expected outcome was not "
+    "met fails the drill."
+)
 
 
-@click.command()
-@click.argument("scenario", type=click.Choice(["power-cut-active", "freeze-active"]))
+@click.command(help=HELP)
+@click.argument("scenario", type=click.Choice(list(SCENARIOS)))
 @dir_option
 @click.option("--iterations", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Write <scenario>.json and <scenario>.txt here.")  # fmt: skip
+              help="Write <scenario>.json, <scenario>.txt and the timeline picture <scenario>.html here.")  # fmt: skip
 @click.option("--mtbf-hours", type=click.FloatRange(min=0, min_open=True), default=8760.0, show_default=True,
               help="Mean time between failures of one node, for the availability estimate.")  # fmt: skip
 @click.option("--timeout", type=click.FloatRange(min=10), default=120, show_default=True,
-              help="Seconds the validator may take to sign again.")  # fmt: skip
+              help="Seconds each step of a scenario may take (the validator signing again, a fencing).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def drill(scenario: str, directory: Path | None, iterations: int, report_dir: Path | None, mtbf_hours: float,
           timeout: float, as_json: bool) -> None:  # fmt: skip
-    """Run SCENARIO on a running lab (highlander lab up): power-cut-active cuts
-    the validator's node through its BMC; freeze-active SIGSTOPs all its
-    processes until the validator signs elsewhere, then SIGCONTs them (it must
-    never sign again). Reports each failover's phases: detection (failure -> fence request), fencing
-    (-> fence done), promotion (-> validator started elsewhere), the signing
-    gap in the journals; check-journals after each iteration (zero double
-    signs) and the availability estimate a = 1 - (1 - mtbf/(mttr+mtbf))^2."""
     from highlander.drill import report
-    from highlander.drill.lab import DrillError, LabDrill
     from highlander.lab.trio import LabError
 
     if os.geteuid() != 0:
@@ -51,5 +54,7 @@ def drill(scenario: str, directory: Path | None, iterations: int, report_dir: Pa
     else:
         click.echo(report.table(scenario, summary))
     if not summary["ok"]:
+        failed = sorted({f for it in iterations_ for f in it.get("failed_expectations", [])})
         raise click.ClickException(f"{scenario}: the drill FAILED (double signs {summary['double_signs']}, "
-                                   f"dual-active {summary['dual_active']}); see the iterations above")  # fmt: skip
+                                   f"dual-active {summary['dual_active']}"
+                                   f"{'; not met: ' + '; '.join(failed) if failed else ''}); see the iterations above")  # fmt: skip

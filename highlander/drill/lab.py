@@ -1,38 +1,95 @@
 """Drills on the lab trio (``highlander lab up``).
 
-``power-cut-active``: per iteration, find the node where the validator runs,
-cut its power through its BMC (``chassis power off``: the BMC's power-off
-hook kills the node's PID namespace at once), wait until the validator signs
-on another node, read the phases from the cluster's logs and the journals,
-power the node back on if fencing left it off, wait until it rejoins with its
-sign-state replica, and check every journal: zero double signs.
+Every scenario is one row of :data:`SCENARIOS` (name, one-line summary, the
+method that runs one iteration): the CLI's choices, its help and the dispatch
+all read that table. Each iteration checks its scenario's expected outcome
+and lists what was not met under ``failed_expectations``; its ``ok`` is false
+then, and always when a journal holds a double sign or two signers overlapped.
 
-``freeze-active``: the same, but the node is frozen instead (SIGSTOP to every
-process of its PID namespace) until the validator signs elsewhere, which
-takes longer than the token, then thawed (SIGCONT): the cluster must have
-fenced it, and it must never sign again.
+Failovers (the node where the validator runs fails; it must move to the
+other active node, the failed node must be fenced and never sign again):
+
+- ``power-cut-active``: its power is cut through its BMC (``chassis power
+  off``: the BMC's hook kills the node's PID namespace at once);
+- ``freeze-active``: every process of it is frozen (SIGSTOP to its PID
+  namespace) until the validator signs elsewhere, longer than the token, then
+  thawed (SIGCONT);
+- ``partition-active``: its cable is pulled (its port on the switch down);
+  the majority fences it through its BMC (on the switch), and the cable goes
+  back once the validator signs elsewhere: the port is not the node's, so no
+  reboot puts it back;
+- ``bmc-down-and-power-cut-active``: its BMC stops answering (SIGSTOP to its
+  ipmi_sim), then its power is cut without the BMC. Nothing may take over
+  while it cannot be fenced: for :data:`HOLD` seconds no validator may start
+  and nobody may sign. Then the BMC answers again, the cluster's next fencing
+  attempt succeeds and the failover completes (measured from there too).
+
+The other scenarios:
+
+- ``kill-signer``: SIGKILL to the signer under the validator agent on the
+  active node; the monitor sees it and Pacemaker restarts it on the same node,
+  without fencing anyone;
+- ``power-cut-standby``, ``power-cut-witness``: the power of the other active
+  node or of the witness is cut; the validator keeps signing where it is (the
+  largest pause between signatures stays under :data:`MAX_GAP`), the node is
+  fenced and rejoins;
+- ``two-nodes-down``: the standby and the witness lose power at once; the
+  active node loses quorum and stops the validator, nobody signs after the cut
+  (but within :data:`SIGN_GRACE`); once both are powered on again the
+  validator signs again (measured) and the trio is healthy.
+
+Every iteration ends with the trio healthy again, keeps the journal entries
+from :data:`WINDOW` seconds before the failure to as long after the recovery
+(``signatures``: the timeline is drawn from them) and the phases of
+:data:`highlander.drill.report.PHASES` (None where one does not apply).
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
+import random
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
-from highlander.demo.journals import check_journals, read_journals
+from highlander.demo.journals import Entry, check_journals, read_journals
 from highlander.drill import measure
 from highlander.lab import trio
 from highlander.lab.node import RECORD_FILE, processes_in
 
-SCENARIOS = ("power-cut-active", "freeze-active")
 VALIDATOR = trio.VALIDATOR
 PACEMAKER_LOG = "var/log/pacemaker/pacemaker.log"
+# Where the validator agent records its daemon's PID (inside the node): the
+# resource is named "validator" (highlander.agents.daemon's RUN_DIR layout).
+SIGNER_PIDFILE = "/run/highlander/validator-validator.pid"
+# Longer than detection (token 3 s + consensus 3.6 s, ~8 s measured) and two
+# failed fencing attempts. Measured on the lab: an attempt against a silent BMC
+# fails after ~11 s (the IPMI agent's 5 s login timeout, tried twice) and the
+# controller asks again at once, up to stonith-max-attempts (10, ~110 s) before
+# it gives up until the cluster-recheck-interval (15 min): 30 s spends two or
+# three attempts, and the one under way when the BMC answers again succeeds.
+HOLD = 30.0
+# A signature stamped just after the cut whose advance the sign-state majority
+# answered before it: the one exception two-nodes-down allows.
+SIGN_GRACE = 0.5
+# The largest pause between consecutive signatures allowed while the standby or
+# the witness fails: 6 block times (0.5 s each). Measured on the lab (2 cores):
+# the pause stays near one block time; a replica that stops answering costs the
+# sign-state register no wait, as two of three still answer.
+MAX_GAP = 3.0
+# Journal entries kept around each failure for the timeline.
+WINDOW = 10.0
+REJOIN_TIMEOUT = 180.0
+
+Undo = Callable[[], dict[str, Any]]
 
 
 class DrillError(RuntimeError):
@@ -43,7 +100,41 @@ def journal_paths(directory: Path) -> list[Path]:
     return sorted(directory.glob("nodes/*/root/var/log/highlander/journal-*.jsonl"))
 
 
+def is_signer(argv: Sequence[str], node: str) -> bool:
+    """Whether ``argv`` (a /proc cmdline, the interpreter first) is exactly the lab's
+    signer on ``node``: ``.../highlander demo-signer ... --node <node> ...``."""
+    args = list(argv[1:])
+    return (
+        len(args) > 2 and os.path.basename(args[0]) == "highlander" and args[1] == "demo-signer"
+        and any(a == "--node" and b == node for a, b in zip(args, args[1:]))
+    )  # fmt: skip
+
+
+def unmet(expectations: dict[str, bool]) -> list[str]:
+    """The expectations (each said as it should be) that were not met."""
+    return [what for what, met in expectations.items() if not met]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a failover scenario fails the active node.
+
+    ``inflict(drill, target)`` fails it and returns the time of the failure
+    and what undoes it (None: nothing to undo, fencing power-cycles it). A
+    failure that lets the cluster fail over is undone once the validator signs
+    elsewhere; one that blocks fencing (``hold`` > 0) is held that long, with
+    nothing allowed to move, and then undone so that the failover can happen.
+    """
+
+    action: str
+    inflict: Callable[[LabDrill, str], tuple[float, Undo | None]]
+    hold: float = 0.0
+
+
 class LabDrill:
+    """The scenarios on the lab in ``directory``; ``say`` gets the progress lines,
+    ``timeout`` bounds each wait for the cluster (a takeover, a fencing, a restart)."""
+
     def __init__(self, directory: Path, say: Callable[[str], None] = print, *, timeout: float = 120.0) -> None:
         self.directory = directory.absolute()
         self.plan, _ = trio.load_plan(self.directory)
@@ -73,7 +164,9 @@ class LabDrill:
             offsets[name] = path.stat().st_size if path.exists() else 0
         return offsets
 
-    def log_lines(self, offsets: dict[str, int], year: int) -> list[measure.LogLine]:
+    def log_lines(self, offsets: dict[str, int], since: float) -> list[measure.LogLine]:
+        """Every node's Pacemaker log lines written after ``offsets``."""
+        year = datetime.datetime.fromtimestamp(since).year
         lines: list[measure.LogLine] = []
         for name, offset in offsets.items():
             path = self.directory / "nodes" / name / "root" / PACEMAKER_LOG
@@ -82,6 +175,10 @@ class LabDrill:
                     f.seek(offset)
                     lines += measure.parse_log(f.read().decode(errors="replace"), year)
         return lines
+
+    def entries(self) -> list[Entry]:
+        entries, _, _ = read_journals(journal_paths(self.directory))
+        return entries
 
     def bmc_off_time(self, name: str, since: float) -> float | None:
         """When the BMC recorded the power-off (its hook had killed the node by then)."""
@@ -108,7 +205,42 @@ class LabDrill:
                 raise DrillError(f"{what}: the trio was not healthy after {timeout:g} s")
             time.sleep(0.5)
 
-    # -- the scenario --
+    def monitor_interval(self) -> float:
+        """Seconds between the validator's process monitors, from the lab's inventory."""
+        from highlander.inventory import load
+
+        return float(load(self.plan.inventory).timeouts.monitor_interval)
+
+    def roles(self, active: str) -> dict[str, str]:
+        """Who is who around ``active``: "standby" (the other active-capable node) and "witness"."""
+        standby = [n.name for n in self.plan.nodes if n.role == "active" and n.name != active]
+        witness = [n.name for n in self.plan.nodes if n.role == "witness"]
+        if len(standby) != 1 or len(witness) != 1:
+            raise DrillError("the drill expects two active nodes and one witness")
+        return {"standby": standby[0], "witness": witness[0]}
+
+    # -- failing and restoring nodes --
+
+    def power(self, names: Sequence[str], action: str) -> list[float]:
+        """``chassis power ACTION`` on each BMC at once (one thread each); for
+        "off", when each BMC recorded it."""
+        asked = time.time()
+        errors: list[BaseException] = []
+
+        def one(name: str) -> None:
+            try:
+                trio.bmc_chassis(self.directory, name, action)
+            except BaseException as exc:  # noqa: BLE001 (raised below, in the drill's thread)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return [self.bmc_off_time(name, asked - 1) or time.time() for name in names] if action == "off" else []
 
     def freeze(self, name: str) -> list[tuple[int, int | None]]:
         """SIGSTOP every process of node ``name`` (its PID namespace); returns them (pid, start time)."""
@@ -138,104 +270,388 @@ class LabDrill:
                     pass
         return thawed
 
-    def power_cut_active(self, iteration: int) -> dict[str, Any]:
-        return self.failover(iteration, "power-cut-active")
+    def cut_power(self, target: str) -> tuple[float, Undo | None]:
+        (cut,) = self.power([target], "off")
+        return cut, None
 
-    def freeze_active(self, iteration: int) -> dict[str, Any]:
-        return self.failover(iteration, "freeze-active")
+    def freeze_all(self, target: str) -> tuple[float, Undo | None]:
+        frozen = self.freeze(target)
+        cut = time.time()
 
-    def failover(self, iteration: int, scenario: str) -> dict[str, Any]:
-        """Cut (power-cut-active) or freeze (freeze-active: SIGSTOP its whole PID
-        namespace until the validator signs elsewhere, longer than the token,
-        then SIGCONT) the node where the validator runs, and measure."""
-        before = self.wait_healthy("before the failure", self.timeout)
-        target = before.started_on(VALIDATOR)[0]
-        offsets = self.log_offsets()
-        frozen: list[tuple[int, int | None]] = []
-        if scenario == "freeze-active":
-            self.say(f"[{iteration}] the validator runs on {target}: freezing every process of it (SIGSTOP)")
-            asked = time.time()
-            frozen = self.freeze(target)
-            cut = time.time()
-        else:
-            self.say(f"[{iteration}] the validator runs on {target}: cutting its power through its BMC")
-            asked = time.time()
-            trio.bmc_chassis(self.directory, target, "off")
-            cut = self.bmc_off_time(target, asked - 1) or time.time()
+        def undo() -> dict[str, Any]:
+            thawed = self.thaw(frozen)
+            self.say(f"  {target} thawed after {time.time() - cut:.1f} s (SIGCONT to {thawed} processes fencing left)")
+            time.sleep(2.0)  # time for a thawed signer to try
+            return {"thawed": thawed}
 
-        dual_active_polls = 0
+        return cut, undo
+
+    def pull_cable(self, target: str) -> tuple[float, Undo | None]:
+        trio.set_link(self.directory, target, up=False)
+        cut = time.time()
+
+        def undo() -> dict[str, Any]:
+            trio.set_link(self.directory, target, up=True)
+            self.say(f"  {target}'s cable is back after {time.time() - cut:.1f} s")
+            return {"link_restored": time.time()}
+
+        return cut, undo
+
+    def silence_bmc_and_cut(self, target: str) -> tuple[float, Undo | None]:
+        trio.freeze_bmc(self.directory, target, frozen=True)
+        try:
+            trio.kill_node(self.directory, target)
+        except BaseException:
+            trio.freeze_bmc(self.directory, target, frozen=False)
+            raise
+        cut = time.time()
+
+        def undo() -> dict[str, Any]:
+            trio.freeze_bmc(self.directory, target, frozen=False)
+            self.say(f"  {target}'s BMC answers again after {time.time() - cut:.1f} s")
+            return {"restored": time.time()}
+
+        return cut, undo
+
+    def signer_pid(self, node: str) -> int:
+        """The signer's PID inside ``node``: the one the validator agent recorded,
+        if its command line is exactly the lab's signer on that node."""
+        runner = trio.node_runner(self.directory, node)
+        recorded = runner.run(["cat", SIGNER_PIDFILE], timeout=10)
+        if not recorded.ok or not recorded.stdout.strip().isdigit():
+            raise DrillError(f"{node}: no signer PID in {SIGNER_PIDFILE}")
+        pid = int(recorded.stdout.strip())
+        cmdline = runner.run(["cat", f"/proc/{pid}/cmdline"], timeout=10).stdout
+        if not is_signer(cmdline.split("\0"), node):
+            raise DrillError(f"{node}: PID {pid} in {SIGNER_PIDFILE} is not the signer: {cmdline!r}")
+        return pid
+
+    # -- waiting --
+
+    def wait_takeover(self, iteration: int, target: str, cut: float) -> tuple[str, int]:
+        """Until the validator runs on one node other than ``target`` and has signed
+        there after ``cut``; returns that node and how often crm_mon showed it twice."""
+        dual_polls = 0
         deadline = time.monotonic() + self.timeout
-        new_node = None
         while True:
             s = self.status(avoid=target)
             running = s.started_on(VALIDATOR) if s is not None else ()
             if len(running) > 1:
-                dual_active_polls += 1
+                dual_polls += 1
             if len(running) == 1 and running[0] != target:
-                entries, _, _ = read_journals(journal_paths(self.directory))
-                if measure.signing_gap(entries, cut, target).first_after is not None:
-                    new_node = running[0]
-                    break
+                if measure.signing_gap(self.entries(), cut, target).first_after is not None:
+                    return running[0], dual_polls
             if time.monotonic() > deadline:
                 raise DrillError(f"[{iteration}] the validator did not sign elsewhere within {self.timeout:g} s "
-                                 f"of cutting {target}")  # fmt: skip
+                                 f"of failing {target}")  # fmt: skip
             time.sleep(0.3)
-        self.say(f"[{iteration}] the validator signs on {new_node} again; reading the cluster's logs")
-        thawed = None
-        if frozen:
-            thawed = self.thaw(frozen)
-            self.say(f"[{iteration}] {target} thawed after {time.time() - cut:.1f} s (SIGCONT to {thawed} "
-                     f"processes fencing left)")  # fmt: skip
-            time.sleep(2.0)  # time for a thawed signer to try
-        year = datetime.datetime.fromtimestamp(cut).year
-        events = measure.cluster_events(self.log_lines(offsets, year), target, cut - 1)
-        if events.fenced is None:
-            self.say(f"[{iteration}] no fence confirmation in the logs yet; waiting")
-            until = time.monotonic() + 60
-            while events.fenced is None and time.monotonic() < until:
-                time.sleep(1)
-                events = measure.cluster_events(self.log_lines(offsets, year), target, cut - 1)
 
-        if trio.bmc_power(self.directory, target) != "on":
-            self.say(f"[{iteration}] powering {target} back on through its BMC")
-            trio.bmc_chassis(self.directory, target, "on")
-        else:
-            self.say(f"[{iteration}] fencing rebooted {target}; waiting for it to rejoin")
-        back = time.monotonic()
-        self.wait_healthy(f"[{iteration}] {target} rejoining", 180)
-        rejoin = round(time.monotonic() - back, 2)
+    def wait_fenced(self, offsets: dict[str, int], target: str, cut: float, timeout: float) -> measure.ClusterEvents:
+        """The cluster's fencing of ``target`` from the logs; waits up to ``timeout`` for its confirmation."""
+        until = time.monotonic() + timeout
+        while True:
+            events = measure.cluster_events(self.log_lines(offsets, cut), target, cut - 1)
+            if events.fenced is not None or time.monotonic() > until:
+                return events
+            time.sleep(1.0)
 
-        entries, _, _ = read_journals(journal_paths(self.directory))
-        gap = measure.signing_gap(entries, cut, target)
+    def rejoin(self, iteration: int, nodes: Sequence[str]) -> float:
+        """Power on whichever of ``nodes`` fencing left off, wait until the trio is
+        healthy; returns the seconds that took."""
+        off = [n for n in nodes if trio.bmc_power(self.directory, n) != "on"]
+        if off:
+            self.say(f"[{iteration}] powering {', '.join(off)} back on through the BMC")
+            self.power(off, "on")
+        started = time.monotonic()
+        self.wait_healthy(f"[{iteration}] {', '.join(nodes)} rejoining", REJOIN_TIMEOUT)
+        return round(time.monotonic() - started, 2)
+
+    def hold(self, target: str, cut: float, seconds: float) -> dict[str, Any]:
+        """Watch for ``seconds`` after ``cut`` that nothing takes over from ``target``:
+        polls where the validator ran on another node, signatures after the cut."""
+        self.say(f"  holding {seconds:g} s: nothing may take over while {target} cannot be fenced")
+        started_elsewhere = 0
+        while time.time() < cut + seconds:
+            s = self.status(avoid=target)
+            if s is not None and set(s.started_on(VALIDATOR)) - {target}:
+                started_elsewhere += 1
+            time.sleep(1.0)
+        signed = [e for e in self.entries() if e.time > cut]
+        return {"hold_seconds": round(time.time() - cut, 1), "started_during_hold": started_elsewhere,
+                "signed_during_hold": len(signed)}  # fmt: skip
+
+    # -- the record --
+
+    def finish(self, iteration: int, scenario: str, target: str, asked: float, cut: float, recovered: float,
+               dual_polls: int, failed: list[str], fields: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        """The iteration's record: the scenario's ``fields`` and ``failed`` expectations,
+        the journals checked, the signatures of the window, and one progress line."""
+        time.sleep(max(0.0, recovered + WINDOW - time.time()))  # the window's end is in the journals
+        entries = self.entries()
         report = check_journals(journal_paths(self.directory))
-        ghost = measure.signed_after(entries, target, cut)  # the cut or frozen node must never sign again
-        dual = dual_active_polls + measure.overlapping_signers(entries, asked - 30)
-        phases = measure.phases(cut, events, gap)
-        ok = (
-            report.ok and not ghost and dual == 0 and new_node != target
-            and all(v is not None and v > 0 for v in phases.values())
-        )  # fmt: skip
-        record = {
-            "iteration": iteration, "scenario": scenario, "target": target, "new_node": new_node, "thawed": thawed,
-            "cut": cut, "asked": asked,
+        dual = dual_polls + measure.overlapping_signers(entries, asked - 30)
+        record: dict[str, Any] = {
+            "iteration": iteration, "scenario": scenario, "target": target, "cut": cut, "asked": asked,
+            "new_node": None, "fence_request": None, "fenced": None, "promoted": None, "promoted_on": None,
+            **fields,
+            "double_signs": len(report.double_signs), "regressions": len(report.regressions), "dual_active": dual,
+            "journals": report.entries,
+            "signatures": measure.signature_rows(entries, cut - WINDOW, recovered + WINDOW),
+            "failed_expectations": failed,
+        }  # fmt: skip
+        record["ok"] = report.ok and dual == 0 and not failed
+        shown = ", ".join(f"{k} {v:.2f} s" for k, v in record["phases"].items() if v is not None)
+        verdict = "OK" if record["ok"] else f"FAILED (not met: {'; '.join(failed) or 'clean journals, one signer'})"
+        self.say(f"[{iteration}] {shown}; double signs {record['double_signs']}, dual-active {dual}: {verdict}")
+        return record
+
+    @staticmethod
+    def events_fields(events: measure.ClusterEvents) -> dict[str, Any]:
+        return {
             "fence_request": events.fence_request.time if events.fence_request else None,
             "fenced": events.fenced.time if events.fenced else None,
             "promoted": events.promoted.time if events.promoted else None,
             "promoted_on": events.new_node,
+        }
+
+    # -- the scenarios --
+
+    def failover(self, iteration: int, scenario: str, failure: Failure) -> dict[str, Any]:
+        """Fail the node where the validator runs; it must sign on the other active
+        node, the failed node be fenced and never sign again."""
+        before = self.wait_healthy("before the failure", self.timeout)
+        target = before.started_on(VALIDATOR)[0]
+        offsets = self.log_offsets()
+        self.say(f"[{iteration}] the validator runs on {target}: {failure.action}")
+        asked = time.time()
+        cut, undo = failure.inflict(self, target)
+        fields: dict[str, Any] = {}
+        try:
+            if failure.hold:
+                fields.update(self.hold(target, cut, failure.hold))
+                if undo is not None:
+                    fields.update(undo())
+                    undo = None
+            new_node, dual_polls = self.wait_takeover(iteration, target, cut)
+            self.say(f"  the validator signs on {new_node} {time.time() - cut:.1f} s after the failure")
+        finally:
+            if undo is not None:
+                fields.update(undo())
+        events = self.wait_fenced(offsets, target, cut, 60)
+        rejoin = self.rejoin(iteration, [target])
+        entries = self.entries()
+        gap = measure.signing_gap(entries, cut, target)
+        ghost = measure.signed_after(entries, target, cut)  # the failed node must never sign again
+        phases = measure.phases(cut, events, gap)
+        first = gap.first_after.time if gap.first_after else None
+        if "restored" in fields:  # the BMC answered again: the part of the failover after that
+            fenced = events.fenced.time if events.fenced else None
+            fields["after_restore"] = {"fenced": measure.between(fields["restored"], fenced),
+                                       "signing": measure.between(fields["restored"], first)}  # fmt: skip
+            fields["fence_failures"] = measure.fence_failures(self.log_lines(offsets, cut), target, cut)
+        failed = unmet({
+            "the failed node never signs after the failure": not ghost,
+            "the validator moves to the other active node": new_node != target,
+            "every phase is measured": all(v is not None and v > 0 for v in phases.values()),
+            "nothing takes over while fencing is impossible":
+                not fields.get("started_during_hold") and not fields.get("signed_during_hold"),
+        })  # fmt: skip
+        return self.finish(iteration, scenario, target, asked, cut, first or time.time(), dual_polls, failed, {
+            "new_node": new_node, **self.events_fields(events), **fields,
             "last_signature_before": gap.last_before.to_dict() if gap.last_before else None,
             "first_signature_after": gap.first_after.to_dict() if gap.first_after else None,
-            "phases": phases, "rejoin_seconds": rejoin,
-            "double_signs": len(report.double_signs), "regressions": len(report.regressions),
-            "dual_active": dual, "signed_after_cut_by_target": len(ghost),
-            "journals": report.entries, "ok": ok,
+            "phases": phases, "rejoin_seconds": rejoin, "signed_after_cut_by_target": len(ghost),
+        })  # fmt: skip
+
+    def kill_signer(self, iteration: int, scenario: str) -> dict[str, Any]:
+        """SIGKILL the signer on the active node: Pacemaker must restart it there, fencing nobody."""
+        before = self.wait_healthy("before the failure", self.timeout)
+        target = before.started_on(VALIDATOR)[0]
+        offsets = self.log_offsets()
+        # The kill lands anywhere in the monitor's period: the iterations' own rhythm
+        # (a restart, then the journal window) would otherwise keep it in one place.
+        time.sleep(random.uniform(0.0, self.monitor_interval()))
+        pid = self.signer_pid(target)
+        self.say(f"[{iteration}] the validator runs on {target}: SIGKILL to its signer (PID {pid} in the node)")
+        asked = time.time()
+        trio.node_runner(self.directory, target).run(["kill", "-KILL", str(pid)], check=True, timeout=10)
+        cut = time.time()
+        moved = 0
+        deadline = time.monotonic() + self.timeout
+        while True:
+            s = self.status()
+            if s is not None and set(s.started_on(VALIDATOR)) - {target}:
+                moved += 1
+            restart = measure.restart_events(self.log_lines(offsets, cut), target, cut - 1)
+            gap = measure.signing_gap(self.entries(), cut, None)
+            if restart.started is not None and gap.first_after is not None:
+                break
+            if time.monotonic() > deadline:
+                raise DrillError(f"[{iteration}] the signer was not restarted and signing within {self.timeout:g} s")
+            time.sleep(0.5)
+        self.say(f"  restarted on {target}; signing again {gap.first_after.time - cut:.1f} s after the kill")
+        self.wait_healthy(f"[{iteration}] after the restart", self.timeout)
+        fencing = measure.cluster_events(self.log_lines(offsets, cut), target, cut - 1).fence_request
+        phases = {
+            "detection": measure.between(cut, restart.failed.time if restart.failed else None),
+            "fencing": None,
+            "promotion": measure.between(restart.failed.time if restart.failed else None, restart.started.time),
+            "signing_gap": None if gap.seconds is None else round(gap.seconds, 3),
+            "total": measure.between(cut, gap.first_after.time),
+        }
+        failed = unmet({
+            "the validator never runs on another node": not moved,
+            "nobody is fenced": fencing is None,
+            "the signer signs again on the same node": gap.first_after.node == target,
+            "every phase but fencing is measured": all(v is not None for k, v in phases.items() if k != "fencing"),
+        })  # fmt: skip
+        return self.finish(iteration, scenario, target, asked, cut, gap.first_after.time, 0, failed, {
+            "new_node": target, "promoted": restart.started.time, "promoted_on": target, "signer_pid": pid,
+            "monitor_failed": restart.failed.time if restart.failed else None,
+            "fence_request": fencing.time if fencing else None,
+            "last_signature_before": gap.last_before.to_dict() if gap.last_before else None,
+            "first_signature_after": gap.first_after.to_dict(), "phases": phases,
+        })  # fmt: skip
+
+    def power_cut_bystander(self, iteration: int, scenario: str, role: str) -> dict[str, Any]:
+        """Cut the power of the standby or the witness: the validator must keep
+        signing where it is, the node be fenced and rejoin."""
+        before = self.wait_healthy("before the failure", self.timeout)
+        active = before.started_on(VALIDATOR)[0]
+        target = self.roles(active)[role]
+        offsets = self.log_offsets()
+        self.say(f"[{iteration}] the validator runs on {active}: cutting the power of the {role} {target}")
+        asked = time.time()
+        (cut,) = self.power([target], "off")
+        moved = 0
+        deadline = time.monotonic() + self.timeout
+        while True:
+            s = self.status(avoid=target)
+            if s is not None and set(s.started_on(VALIDATOR)) - {active}:
+                moved += 1
+            events = measure.cluster_events(self.log_lines(offsets, cut), target, cut - 1)
+            if events.fenced is not None:
+                break
+            if time.monotonic() > deadline:
+                raise DrillError(f"[{iteration}] {target} was not fenced within {self.timeout:g} s")
+            time.sleep(0.5)
+        self.say(f"  {target} fenced {events.fenced.time - cut:.1f} s after the cut; waiting for it to rejoin")
+        rejoin = self.rejoin(iteration, [target])
+        recovered = time.time()
+        entries = self.entries()
+        gap = measure.largest_gap(entries, cut, recovered)
+        elsewhere = [e for e in entries if e.time > cut and e.node != active]
+        phases = {
+            "detection": measure.between(cut, events.fence_request.time if events.fence_request else None),
+            "fencing": measure.between(events.fence_request.time if events.fence_request else None,
+                                       events.fenced.time),
+            "promotion": None,
+            "signing_gap": None if gap.seconds is None else round(gap.seconds, 3),
+            "total": None,
         }  # fmt: skip
-        shown = ", ".join(f"{k} {v:.2f} s" if v is not None else f"{k} ?" for k, v in phases.items())
-        self.say(f"[{iteration}] {target} -> {new_node}: {shown}; {target} rejoined in {rejoin} s; "
-                 f"double signs {record['double_signs']}, dual-active {dual}")  # fmt: skip
-        return record
+        failed = unmet({
+            "the validator keeps signing where it runs": not moved and not elsewhere,
+            f"no pause between signatures over {MAX_GAP:g} s": gap.seconds is not None and gap.seconds <= MAX_GAP,
+            "the cut node is fenced": events.fence_request is not None,
+        })  # fmt: skip
+        return self.finish(iteration, scenario, target, asked, cut, recovered, 0, failed, {
+            "new_node": active, **self.events_fields(events), "promoted": None, "promoted_on": None,
+            "max_gap": phases["signing_gap"], "max_gap_bound": MAX_GAP,
+            "max_gap_between": [gap.last_before.to_dict() if gap.last_before else None,
+                                gap.first_after.to_dict() if gap.first_after else None],
+            "phases": phases, "rejoin_seconds": rejoin,
+        })  # fmt: skip
+
+    def two_nodes_down(self, iteration: int, scenario: str) -> dict[str, Any]:
+        """Cut the standby and the witness at once: the active node must lose quorum
+        and stop the validator, nobody sign; both powered on, signing resumes."""
+        before = self.wait_healthy("before the failure", self.timeout)
+        active = before.started_on(VALIDATOR)[0]
+        targets = sorted(self.roles(active).values())
+        offsets = self.log_offsets()
+        self.say(f"[{iteration}] the validator runs on {active}: cutting the power of {' and '.join(targets)}")
+        asked = time.time()
+        cut = max(self.power(targets, "off"))  # quorum is lost with the second one
+        deadline = time.monotonic() + self.timeout
+        while (loss := measure.quorum_loss(self.log_lines(offsets, cut), active, cut - 1)).stopped is None:
+            if time.monotonic() > deadline:
+                self.power(targets, "on")  # the next drill finds the trio whole
+                raise DrillError(f"[{iteration}] {active} did not stop the validator within {self.timeout:g} s")
+            time.sleep(0.5)
+        self.say(f"  {active} stopped the validator {loss.stopped.time - cut:.1f} s after the cut; powering "
+                 f"{' and '.join(targets)} on")  # fmt: skip
+        time.sleep(2.0)  # a last chance for a late signature to show
+        powered = time.time()
+        self.power(targets, "on")
+        deadline = time.monotonic() + REJOIN_TIMEOUT
+        while (gap := measure.signing_gap(self.entries(), powered, None)).first_after is None:
+            if time.monotonic() > deadline:
+                raise DrillError(f"[{iteration}] nobody signed within {REJOIN_TIMEOUT:g} s of powering on")
+            time.sleep(0.5)
+        first = gap.first_after
+        self.say(f"  signing again on {first.node} {first.time - powered:.1f} s after the power-on")
+        self.wait_healthy(f"[{iteration}] {' and '.join(targets)} rejoining", REJOIN_TIMEOUT)
+        entries = self.entries()
+        outage = measure.signing_gap(entries, cut, None)
+        late = [e for e in entries if cut + SIGN_GRACE < e.time < first.time]
+        started = measure.first_start(self.log_lines(offsets, cut), powered)
+        phases = {
+            "detection": measure.between(cut, loss.lost.time if loss.lost else None),
+            "fencing": None,
+            "promotion": measure.between(powered, started.time if started else None),
+            "signing_gap": None if outage.seconds is None else round(outage.seconds, 3),
+            "total": measure.between(cut, first.time),
+        }
+        failed = unmet({
+            f"nobody signs after the cut (but within {SIGN_GRACE:g} s)": not late,
+            f"{active} loses quorum": loss.lost is not None,
+        })
+        return self.finish(iteration, scenario, active, asked, cut, first.time, 0, failed, {
+            "targets": targets, "new_node": first.node, "powered_on": powered,
+            "promoted": started.time if started else None, "promoted_on": first.node,
+            "quorum_lost": loss.lost.time if loss.lost else None, "validator_stopped": loss.stopped.time,
+            "stopped_seconds": measure.between(cut, loss.stopped.time),
+            "resume_seconds": measure.between(powered, first.time),
+            "signed_within_grace": len([e for e in entries if cut < e.time <= cut + SIGN_GRACE]),
+            "last_signature_before": outage.last_before.to_dict() if outage.last_before else None,
+            "first_signature_after": first.to_dict(), "phases": phases,
+        })  # fmt: skip
 
     def run(self, scenario: str, iterations: int) -> list[dict[str, Any]]:
         if scenario not in SCENARIOS:
             raise DrillError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
-        step = {"power-cut-active": self.power_cut_active, "freeze-active": self.freeze_active}[scenario]
-        return [step(i) for i in range(1, iterations + 1)]
+        step = SCENARIOS[scenario].step
+        return [step(self, i, scenario) for i in range(1, iterations + 1)]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str  # one line of the CLI's help
+    step: Callable[[LabDrill, int, str], dict[str, Any]]  # one iteration
+
+
+def _failover(failure: Failure) -> Callable[[LabDrill, int, str], dict[str, Any]]:
+    return functools.partial(LabDrill.failover, failure=failure)
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("power-cut-active", "power off the active node by its BMC: fenced, the validator moves",
+             _failover(Failure("cutting its power through its BMC", LabDrill.cut_power))),
+    Scenario("freeze-active", "SIGSTOP the active node until the validator moves; it never signs again",
+             _failover(Failure("freezing every process of it (SIGSTOP)", LabDrill.freeze_all))),
+    Scenario("partition-active", "pull the active node's cable: the majority fences it, the validator moves",
+             _failover(Failure("pulling its cable (its switch port down)", LabDrill.pull_cable))),
+    Scenario("bmc-down-and-power-cut-active",
+             f"silence its BMC, cut its power: nothing moves for {HOLD:g} s, then the BMC is back",
+             _failover(Failure("silencing its BMC (SIGSTOP) and cutting its power without it",
+                               LabDrill.silence_bmc_and_cut, hold=HOLD))),
+    Scenario("kill-signer", "SIGKILL the signer: restarted on the same node, nobody fenced",
+             LabDrill.kill_signer),
+    Scenario("power-cut-standby", "power off the standby: signing goes on, the standby is fenced",
+             functools.partial(LabDrill.power_cut_bystander, role="standby")),
+    Scenario("power-cut-witness", "power off the witness: signing goes on, the witness is fenced",
+             functools.partial(LabDrill.power_cut_bystander, role="witness")),
+    Scenario("two-nodes-down", "power off standby and witness: quorum lost, nobody signs until back",
+             LabDrill.two_nodes_down),
+)}  # fmt: skip

@@ -14,6 +14,15 @@ A failover of ``target`` reads, all nodes' logs merged:
 - promotion: ``Result of start operation for validator on N: ok`` on N != T
   (the start returns once the signer runs, so its first signature can come
   a little before this line: the signing gap is the journals' own measure).
+
+The scenarios that are not a failover read other lines:
+
+- a restart in place (the signer killed): ``Result of monitor operation for
+  validator on N: not running`` (the monitor saw it), then ``Result of start
+  operation for validator on N: ok`` (recovered on the same node);
+- a loss of quorum: ``Quorum lost`` on the surviving node, then ``Result of
+  stop operation for validator on N: ok`` (no-quorum-policy=stop);
+- a fencing attempt that failed: ``Fence operation <n> for T failed: ...``.
 """
 
 from __future__ import annotations
@@ -92,6 +101,57 @@ def cluster_events(lines: Sequence[LogLine], target: str, since: float, resource
 
 
 @dataclass(frozen=True)
+class RestartEvents:
+    """A resource restarted in place on ``node``: when its monitor failed and
+    when it started again there (None: not in the logs)."""
+
+    failed: LogLine | None
+    started: LogLine | None
+
+
+def restart_events(lines: Sequence[LogLine], node: str, since: float, resource: str = "validator") -> RestartEvents:
+    where = rf"{re.escape(resource)} on {re.escape(node)}"
+    failed = _first(lines, since, re.compile(rf"Result of monitor operation for {where}: (?!ok\b|Cancelled\b)"))
+    started = None
+    if failed is not None:
+        started = _first(lines, failed.time, re.compile(rf"Result of start operation for {where}: ok\b"))
+    return RestartEvents(failed, started)
+
+
+def first_start(lines: Sequence[LogLine], since: float, resource: str = "validator") -> LogLine | None:
+    """The first successful start of ``resource`` on any node since ``since``."""
+    return _first(lines, since, re.compile(rf"Result of start operation for {re.escape(resource)} on \S+: ok\b"))
+
+
+@dataclass(frozen=True)
+class QuorumLoss:
+    """``node`` lost quorum and stopped ``resource`` (None: not in the logs)."""
+
+    lost: LogLine | None
+    stopped: LogLine | None
+
+
+def quorum_loss(lines: Sequence[LogLine], node: str, since: float, resource: str = "validator") -> QuorumLoss:
+    own = [line for line in lines if line.node == node]
+    lost = _first(own, since, re.compile(r"\bQuorum lost\b"))
+    stopped = _first(own, since, re.compile(rf"Result of stop operation for {re.escape(resource)} on "
+                                            rf"{re.escape(node)}: ok\b"))  # fmt: skip
+    return QuorumLoss(lost, stopped)
+
+
+def fence_failures(lines: Iterable[LogLine], target: str, since: float) -> int:
+    """Failed fencing operations against ``target`` since ``since`` (the controller retries
+    each; after stonith-max-attempts it gives up until the next recheck)."""
+    pattern = re.compile(rf"Fence operation \d+ for {re.escape(target)} failed\b")
+    return sum(1 for line in lines if line.time >= since and pattern.search(line.text))
+
+
+def between(a: float | None, b: float | None) -> float | None:
+    """Seconds from ``a`` to ``b``, rounded to the millisecond; None if either is unknown."""
+    return None if a is None or b is None else round(b - a, 3)
+
+
+@dataclass(frozen=True)
 class SigningGap:
     last_before: Entry | None  # the last signature at or before the cut
     first_after: Entry | None  # the first signature after it, by another node
@@ -103,7 +163,9 @@ class SigningGap:
         return self.first_after.time - self.last_before.time
 
 
-def signing_gap(entries: Iterable[Entry], cut: float, target: str) -> SigningGap:
+def signing_gap(entries: Iterable[Entry], cut: float, target: str | None) -> SigningGap:
+    """The last signature at or before ``cut`` and the first after it by a node
+    other than ``target`` (by any node when ``target`` is None: a restart in place)."""
     entries = list(entries)
     before = [e for e in entries if e.time <= cut]
     after = [e for e in entries if e.time > cut and e.node != target]
@@ -111,6 +173,26 @@ def signing_gap(entries: Iterable[Entry], cut: float, target: str) -> SigningGap
         max(before, key=lambda e: e.time, default=None),
         min(after, key=lambda e: e.time, default=None),
     )
+
+
+def largest_gap(entries: Iterable[Entry], start: float, end: float) -> SigningGap:
+    """The longest pause between consecutive signatures (all nodes merged by
+    time) that overlaps ``[start, end]``: the signature just before ``start``
+    counts, so a pause across the failure is seen. Both ends None: fewer than
+    two signatures."""
+    ordered = sorted(entries, key=lambda e: e.time)
+    pairs = [(a, b) for a, b in zip(ordered, ordered[1:]) if b.time > start and a.time <= end]
+    if not pairs:
+        return SigningGap(None, None)
+    a, b = max(pairs, key=lambda pair: pair[1].time - pair[0].time)
+    return SigningGap(a, b)
+
+
+def signature_rows(entries: Iterable[Entry], start: float, end: float) -> list[list[Any]]:
+    """``[node, epoch, height, time]`` of every signature in ``[start, end]``, by
+    time: what a timeline of the drill is drawn from."""
+    inside = sorted((e for e in entries if start <= e.time <= end), key=lambda e: e.time)
+    return [[e.node, e.epoch, e.hrs.height, e.time] for e in inside]
 
 
 def signed_after(entries: Iterable[Entry], node: str, since: float) -> list[Entry]:
@@ -137,10 +219,6 @@ def overlapping_signers(entries: Iterable[Entry], since: float) -> int:
 
 def phases(cut: float, events: ClusterEvents, gap: SigningGap) -> dict[str, Any]:
     """Seconds of each phase (None where an end was not seen)."""
-
-    def between(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else round(b - a, 3)
-
     request = events.fence_request.time if events.fence_request else None
     fenced = events.fenced.time if events.fenced else None
     promoted = events.promoted.time if events.promoted else None

@@ -950,6 +950,41 @@ def node_runner(directory: Path, name: str) -> CommandRunner:
     return CommandRunner(prefix=prefix, env=system_env())
 
 
+def set_link(directory: Path, name: str, up: bool) -> None:
+    """Set node ``name``'s port on the switch up or down: pulling its cable.
+
+    The port lives in the switch's network namespace, which no power cycle of
+    the node touches, so a cable pulled stays pulled until it is put back."""
+    plan, _ = load_plan(directory)
+    port = plan.node(name).switch_port
+    CommandRunner(env=system_env()).run(
+        ["ip", "-n", plan.switch, "link", "set", port, "up" if up else "down"], check=True
+    )
+
+
+def freeze_bmc(directory: Path, name: str, frozen: bool) -> None:
+    """SIGSTOP (``frozen``) or SIGCONT node ``name``'s ipmi_sim, by the PID the
+    lab recorded: a stopped BMC answers nothing, as one that lost its network."""
+    _, state = load_plan(directory)
+    bmc = state.get("bmcs", {}).get(name, {})
+    if not same_process(bmc.get("pid"), bmc.get("start_time")):
+        raise LabError(f"the BMC of {name} is not running")
+    os.kill(bmc["pid"], signal.SIGSTOP if frozen else signal.SIGCONT)
+
+
+def kill_node(directory: Path, name: str, timeout: float = 15.0) -> None:
+    """Cut node ``name``'s power without its BMC: SIGKILL its init (every process
+    of its PID namespace dies with it) and wait until none is left. Its BMC still
+    records "on", as one would after a power supply failed behind it."""
+    init = node_init(directory, name)
+    if init is None:
+        raise LabError(f"node {name} is already powered off")
+    namespace = pid_namespace_of(init)
+    _kill(init)
+    if namespace is not None:
+        wait_until(lambda: not processes_in(namespace), timeout=timeout, what=f"the processes of {name} to exit")
+
+
 def bmc_power(directory: Path, name: str) -> str:
     """What node ``name``'s simulated BMC records: "on" or "off"."""
     try:

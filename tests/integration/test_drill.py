@@ -1,9 +1,14 @@
-"""``highlander drill power-cut-active`` and ``freeze-active`` on the lab trio,
-through the CLI: the validator moves to the other active node, nothing is
-signed twice, the frozen node never signs again, each phase is measured, the
-report is written; ``lab down`` leaves nothing.
+"""Every ``highlander drill`` scenario on one lab trio, through the CLI, one
+iteration each, its expected outcome asserted from the JSON report: the
+failovers (power cut, freeze, partition, BMC down then power cut) move the
+validator to the other active node and the failed node never signs again; a
+killed signer is restarted in place; a standby or witness lost costs no
+signing pause; two nodes lost stop all signing until they are back. Nothing
+is ever signed twice, the trio is healthy after each; ``lab down`` leaves
+nothing. The whole module takes about 4 minutes on two cores.
 
-The pure parts (log lines, phases, the report) are tested without a lab.
+The pure parts (log lines, phases, the report) are tested without a lab here
+and in tests/unit/test_drill_scenarios.py.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,42 +116,100 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         trio.cleanup(directory)  # by the records, should the CLI have failed
 
 
-@pytest.mark.lab
-def test_power_cut_active_moves_the_validator_without_double_signs(lab: Path, tmp_path: Path) -> None:
-    out = tmp_path / "report"
+def drill(lab: Path, report_dir: Path, scenario: str) -> dict[str, Any]:
+    """One iteration of ``scenario`` through the CLI; its JSON report's only iteration,
+    after the checks every scenario shares."""
     started = time.monotonic()
-    result = run("drill", "power-cut-active", "--dir", str(lab), "--iterations", "1", "--report", str(out),
+    result = run("drill", scenario, "--dir", str(lab), "--iterations", "1", "--report", str(report_dir),
                  timeout=400)  # fmt: skip
-    print(result.stdout, f"drill took {time.monotonic() - started:.1f} s")
+    print(result.stdout, f"{scenario} took {time.monotonic() - started:.1f} s")
     assert result.returncode == 0, result.stdout + result.stderr
-    data = json.loads((out / "power-cut-active.json").read_text())
-    assert (out / "power-cut-active.txt").read_text() in result.stdout + "\n"
+    data = json.loads((report_dir / f"{scenario}.json").read_text())
+    assert (report_dir / f"{scenario}.txt").read_text() in result.stdout + "\n"
     (it,) = data["iterations"]
+    assert it["ok"] and it["failed_expectations"] == [] and data["summary"]["ok"]
+    assert it["double_signs"] == 0 and it["dual_active"] == 0 and it["regressions"] == 0
+    assert set(it["phases"]) == set(report.PHASES)
+    rows = it["signatures"]
+    assert rows and all(it["cut"] - 10 <= row[3] for row in rows) and rows == sorted(rows, key=lambda r: r[3])
+    assert {row[0] for row in rows} <= {"node-a", "node-b"}  # never the witness
+    check = run("check-journals", *map(str, sorted(lab.glob("nodes/*/root/var/log/highlander/journal-*.jsonl"))))
+    assert check.returncode == 0, check.stdout + check.stderr
+    return it
+
+
+def assert_failover(it: dict[str, Any]) -> None:
+    """The validator moved to the other active node, after the failed node was fenced."""
     assert {it["target"], it["new_node"]} == {"node-a", "node-b"}  # the other active node, never the witness
-    assert it["promoted_on"] == it["new_node"]
-    assert it["double_signs"] == 0 and it["dual_active"] == 0 and it["signed_after_cut_by_target"] == 0
+    assert it["promoted_on"] == it["new_node"] and it["signed_after_cut_by_target"] == 0
     assert all(v is not None and v > 0 for v in it["phases"].values()), it["phases"]
     assert it["cut"] < it["fence_request"] < it["fenced"] < it["promoted"]
-    summary = data["summary"]
-    assert summary["ok"] and summary["double_signs"] == 0 and summary["dual_active"] == 0
+
+
+@pytest.mark.lab
+def test_power_cut_active_moves_the_validator_without_double_signs(lab: Path, tmp_path: Path) -> None:
+    it = drill(lab, tmp_path, "power-cut-active")
+    assert_failover(it)
+    summary = json.loads((tmp_path / "power-cut-active.json").read_text())["summary"]
     assert 0 < summary["unavailability"] < 1e-6
     status = json.loads(run("lab", "status", "--dir", str(lab), "--json").stdout)
     assert {n: v["state"] for n, v in status["nodes"].items()} == dict.fromkeys(("node-a", "node-b", "node-w"), "running")
-    check = run("check-journals", *map(str, sorted(lab.glob("nodes/*/root/var/log/highlander/journal-*.jsonl"))))
-    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.lab
+def test_partition_active_is_fenced_by_the_majority_and_never_signs(lab: Path, tmp_path: Path) -> None:
+    it = drill(lab, tmp_path, "partition-active")
+    assert_failover(it)
+    assert it["promoted"] < it["link_restored"]  # the cable went back only after the failover
 
 
 @pytest.mark.lab
 def test_freeze_active_is_fenced_and_never_signs_again(lab: Path, tmp_path: Path) -> None:
-    result = run("drill", "freeze-active", "--dir", str(lab), "--report", str(tmp_path), timeout=400)
-    print(result.stdout)
-    assert result.returncode == 0, result.stdout + result.stderr
-    (it,) = json.loads((tmp_path / "freeze-active.json").read_text())["iterations"]
-    assert {it["target"], it["new_node"]} == {"node-a", "node-b"}
-    assert it["double_signs"] == 0 and it["dual_active"] == 0
-    assert it["signed_after_cut_by_target"] == 0  # thawed, it never signed again
+    it = drill(lab, tmp_path, "freeze-active")
+    assert_failover(it)  # thawed, it never signed again
     assert it["phases"]["detection"] > 3.0  # frozen longer than the token (3 s) before the cluster acted
-    assert all(v is not None and v > 0 for v in it["phases"].values()), it["phases"]
+
+
+@pytest.mark.lab
+def test_bmc_down_and_power_cut_active_waits_for_fencing(lab: Path, tmp_path: Path) -> None:
+    it = drill(lab, tmp_path, "bmc-down-and-power-cut-active")
+    assert_failover(it)
+    assert it["hold_seconds"] >= 30 and it["started_during_hold"] == 0 and it["signed_during_hold"] == 0
+    assert it["fence_request"] < it["restored"] < it["fenced"]  # fencing waited for the BMC
+    assert it["fence_failures"] >= 1  # and the cluster kept trying meanwhile
+    assert 0 < it["after_restore"]["fenced"] < it["after_restore"]["signing"]
+
+
+@pytest.mark.lab
+def test_kill_signer_restarts_it_in_place_without_fencing(lab: Path, tmp_path: Path) -> None:
+    it = drill(lab, tmp_path, "kill-signer")
+    assert it["new_node"] == it["target"] == it["promoted_on"] == it["first_signature_after"]["node"]
+    assert it["fence_request"] is None and it["phases"]["fencing"] is None
+    assert it["cut"] < it["monitor_failed"] < it["promoted"]
+    assert all(it["phases"][k] > 0 for k in ("detection", "promotion", "signing_gap", "total")), it["phases"]
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("role", ["standby", "witness"])
+def test_power_cut_of_a_bystander_keeps_the_validator_signing(lab: Path, tmp_path: Path, role: str) -> None:
+    it = drill(lab, tmp_path, f"power-cut-{role}")
+    assert it["target"] != it["new_node"]  # the cut node is not the one signing on
+    assert (it["target"] == "node-w") == (role == "witness")
+    assert {row[0] for row in it["signatures"] if row[3] > it["cut"]} == {it["new_node"]}
+    assert it["max_gap"] <= it["max_gap_bound"] and it["phases"]["signing_gap"] == it["max_gap"]
+    assert it["cut"] < it["fence_request"] < it["fenced"]
+    assert it["phases"]["promotion"] is None and it["phases"]["total"] is None
+
+
+@pytest.mark.lab
+def test_two_nodes_down_stops_signing_until_they_are_back(lab: Path, tmp_path: Path) -> None:
+    it = drill(lab, tmp_path, "two-nodes-down")
+    assert it["targets"] == sorted({"node-a", "node-b", "node-w"} - {it["target"]})
+    assert it["cut"] < it["quorum_lost"] < it["validator_stopped"] < it["powered_on"] < it["promoted"]
+    late = [row for row in it["signatures"] if it["cut"] + 0.5 < row[3] < it["powered_on"]]
+    assert late == [] and it["signed_within_grace"] <= 1
+    assert it["first_signature_after"]["time"] > it["powered_on"] and it["resume_seconds"] > 0
+    assert it["phases"]["fencing"] is None and it["phases"]["total"] > it["resume_seconds"]
 
 
 @pytest.mark.lab
