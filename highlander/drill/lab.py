@@ -63,7 +63,7 @@ from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
 from highlander.demo.journals import Entry, check_journals, read_journals
 from highlander.drill import measure
 from highlander.lab import trio
-from highlander.lab.node import RECORD_FILE, processes_in
+from highlander.lab.node import RECORD_FILE, init_alive, processes_in
 
 VALIDATOR = trio.VALIDATOR
 PACEMAKER_LOG = "var/log/pacemaker/pacemaker.log"
@@ -245,6 +245,8 @@ class LabDrill:
     def freeze(self, name: str) -> list[tuple[int, int | None]]:
         """SIGSTOP every process of node ``name`` (its PID namespace); returns them (pid, start time)."""
         record = json.loads((self.directory / "nodes" / name / RECORD_FILE).read_text())
+        if not init_alive(record):
+            raise DrillError(f"{name} is not running: nothing to freeze")
         frozen = []
         for pid in processes_in(record["pid_namespace"]):
             started = trio.start_time(pid)

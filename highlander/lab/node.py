@@ -122,6 +122,34 @@ def pid_namespace_of(pid: int) -> int | None:
         return None
 
 
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot); None if it is gone.
+
+    A PID plus its start time names one process for good: a reused PID has
+    another start time. A zombie counts as gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X") else int(fields[19])  # a zombie is gone
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def same_process(pid: int | None, started: int | None) -> bool:
+    return pid is not None and started is not None and start_time(pid) == started
+
+
+def init_alive(record: dict[str, Any]) -> bool:
+    """Whether the init a node record names still runs, in the recorded PID namespace.
+
+    Only then may the namespace's processes be taken for the node's: once the
+    init is gone the kernel has killed them all, and the namespace's number
+    can name another lab's namespace (gVisor reuses them)."""
+    init, ns = record.get("init_pid"), record.get("pid_namespace")
+    return bool(init and ns and same_process(init, record.get("init_start_time")) and pid_namespace_of(init) == ns)
+
+
 def processes_in(pid_namespace: int) -> list[int]:
     """Host PIDs of every live process in the PID namespace ``pid_namespace``."""
     return [
@@ -429,6 +457,7 @@ class Node:
             "launcher_pid": self._launcher.pid if self._launcher else None,
             "init_pid": self._init_pid,
             "pid_namespace": self._pid_namespace,
+            "init_start_time": start_time(self._init_pid) if self._init_pid else None,
         }
         (self.workdir / RECORD_FILE).write_text(json.dumps(record) + "\n")
 

@@ -65,10 +65,13 @@ from highlander.lab.node import (
     Node,
     NodeError,
     StateDir,
+    init_alive,
     netns_name,
     new_run_id,
     pid_namespace_of,
     processes_in,
+    same_process,
+    start_time,
     system_env,
 )
 
@@ -132,24 +135,6 @@ def default_inventory() -> Path:
         if candidate.is_file():
             return candidate
     raise LabError(f"no lab inventory found (looked for {', '.join(map(str, candidates))}): give --inventory")
-
-
-def start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot); None if it is gone.
-
-    A PID plus its start time names one process for good: a reused PID has
-    another start time. A zombie counts as gone.
-    """
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return None if fields[0] in ("Z", "X") else int(fields[19])  # a zombie is gone
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def same_process(pid: int | None, started: int | None) -> bool:
-    return pid is not None and started is not None and start_time(pid) == started
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -730,19 +715,21 @@ def cleanup(directory: Path, runner: CommandRunner | None = None, *, own_pid: in
             _kill(bmc["pid"], group=True)
             done.append(f"BMC of {name} (pid {bmc['pid']}) killed")
     for record in _node_records(directory, plan):
-        init, ns = record.get("init_pid"), record.get("pid_namespace")
-        if init and ns and pid_namespace_of(init) == ns:
-            _kill(init)
-            done.append(f"{record['name']} powered off (init {init})")
-        if ns:
+        if not init_alive(record):
+            continue  # the namespace died with its init; its number may be another lab's by now
+        init = int(record["init_pid"])
+        members = [(pid, start_time(pid)) for pid in processes_in(int(record["pid_namespace"]))]
+        _kill(init)
+        done.append(f"{record['name']} powered off (init {init})")
 
-            def empty(ns: int = ns) -> bool:
-                return not processes_in(ns)
+        def members_gone(members: list[tuple[int, int | None]] = members) -> bool:
+            return not any(same_process(pid, started) for pid, started in members)
 
-            try:
-                wait_until(empty, timeout=15, what=f"{record['name']}'s processes")
-            except TimeoutError:
-                for pid in processes_in(ns):
+        try:
+            wait_until(members_gone, timeout=15, what=f"{record['name']}'s processes")
+        except TimeoutError:
+            for pid, started in members:
+                if same_process(pid, started):
                     _kill(pid)
     present = netns_list(runner)
     for name in [n.netns for n in plan.nodes] + [plan.switch]:
@@ -779,10 +766,8 @@ def leftovers(directory: Path, runner: CommandRunner | None = None) -> list[str]
         if same_process(bmc.get("pid"), bmc.get("start_time")):
             found.append(f"BMC of {name} pid {bmc['pid']}")
     for record in _node_records(directory, plan):
-        if record.get("pid_namespace"):
-            pids = processes_in(record["pid_namespace"])
-            if pids:
-                found.append(f"processes of {record['name']}: {pids}")
+        if init_alive(record):
+            found.append(f"processes of {record['name']}: {processes_in(record['pid_namespace'])}")
     links = runner.run(["ip", "-o", "link", "show"], check=True).stdout
     found += [f"host link {n.switch_port}" for n in plan.nodes if f" {n.switch_port}@" in links]
     return found
