@@ -146,7 +146,7 @@ def test_the_qdevice_witness_gets_qnetd_settings_instead_of_a_cluster_config() -
     assert f"{witness.name}/corosync.conf" not in files and f"{witness.name}/cib.xml" not in files
     qnetd = files[f"{witness.name}/corosync-qnetd"]
     assert qnetd.destination == "/etc/default/corosync-qnetd"
-    assert f'COROSYNC_QNETD_OPTIONS="-l {witness.addresses[0]} -p 5403 -s on"' in qnetd.text
+    assert f'COROSYNC_QNETD_OPTIONS="-l {witness.addresses[0]} -p 5403 -s req"' in qnetd.text
 
 
 # --- nothing secret, ever -----------------------------------------------------------------
