@@ -14,34 +14,18 @@ and in tests/unit/test_drill_scenarios.py.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_support import journals, run, running_lab
 
 from highlander.demo.journals import Entry
 from highlander.drill import measure, report
 from highlander.lab import trio
-from highlander.lab.node import system_env
 from highlander.signstate.register import HRS
-
-REPO = Path(__file__).resolve().parents[2]
-INVENTORY = REPO / "examples" / "lab.yml"
-HIGHLANDER = str(Path(sys.prefix) / "bin" / "highlander")
-PROGRAMS = ("ip", "unshare", "nsenter", "corosync", "pacemakerd", "crm_mon", "cibadmin", "stonith_admin",
-            "ipmi_sim", "ipmitool")  # fmt: skip
-
-
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([HIGHLANDER, *args], capture_output=True, text=True, check=False, timeout=timeout,
-                          env=system_env())  # fmt: skip
-
 
 # --- without a lab --------------------------------------------------------------------
 
@@ -100,20 +84,9 @@ def test_report_table_json_and_availability(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the lab creates namespaces and starts Pacemaker")
-    missing = [p for p in PROGRAMS if shutil.which(p, path=system_env()["PATH"]) is None]
-    if missing:
-        pytest.fail(f"lab programs not installed: {', '.join(missing)} (run ./bootstrap test)")
     directory = tmp_path_factory.mktemp("drill") / "lab"
-    try:
-        result = run("lab", "up", "--inventory", str(INVENTORY), "--dir", str(directory), "--timeout", "240",
-                     timeout=300)  # fmt: skip
-        assert result.returncode == 0, f"lab up failed:\n{result.stdout}\n{result.stderr}"
+    with running_lab(directory):
         yield directory
-    finally:
-        run("lab", "down", "--dir", str(directory), timeout=180)
-        trio.cleanup(directory)  # by the records, should the CLI have failed
 
 
 def drill(lab: Path, report_dir: Path, scenario: str) -> dict[str, Any]:
@@ -133,7 +106,7 @@ def drill(lab: Path, report_dir: Path, scenario: str) -> dict[str, Any]:
     rows = it["signatures"]
     assert rows and all(it["cut"] - 10 <= row[3] for row in rows) and rows == sorted(rows, key=lambda r: r[3])
     assert {row[0] for row in rows} <= {"node-a", "node-b"}  # never the witness
-    check = run("check-journals", *map(str, sorted(lab.glob("nodes/*/root/var/log/highlander/journal-*.jsonl"))))
+    check = run("check-journals", *map(str, journals(lab)))
     assert check.returncode == 0, check.stdout + check.stderr
     return it
 

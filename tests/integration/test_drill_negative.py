@@ -13,23 +13,14 @@ proves nothing.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab_support import journals, run, running_lab
 
 from highlander.lab import trio
-from highlander.lab.node import system_env
 
-REPO = Path(__file__).resolve().parents[2]
-INVENTORY = REPO / "examples" / "lab.yml"
-HIGHLANDER = str(Path(sys.prefix) / "bin" / "highlander")
-PROGRAMS = ("ip", "unshare", "nsenter", "corosync", "pacemakerd", "crm_mon", "crm_resource", "cibadmin",
-            "ipmi_sim", "ipmitool")  # fmt: skip
 # Seconds the drill may wait for the validator to sign elsewhere, and the
 # bound on the whole drill: nothing is fenced in this stack, and the drill's
 # wait for a fence confirmation that never comes is bounded by the drill itself.
@@ -37,32 +28,12 @@ DRILL_TIMEOUT = 90
 DRILL_BOUND = 600
 
 
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([HIGHLANDER, *args], capture_output=True, text=True, check=False, timeout=timeout,
-                          env=system_env())  # fmt: skip
-
-
-def journals(lab: Path) -> list[str]:
-    return [str(p) for p in sorted(lab.glob("nodes/*/root/var/log/highlander/journal-*.jsonl"))]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the lab creates namespaces and starts Pacemaker")
-    missing = [p for p in PROGRAMS if shutil.which(p, path=system_env()["PATH"]) is None]
-    if missing:
-        pytest.fail(f"lab programs not installed: {', '.join(missing)} (run ./bootstrap test)")
     directory = tmp_path_factory.mktemp("negative") / "lab"
-    try:
-        result = run("lab", "up", "--inventory", str(INVENTORY), "--dir", str(directory), "--stack", "unguarded",
-                     "--timeout", "240", timeout=400)  # fmt: skip
-        assert result.returncode == 0, f"lab up failed:\n{result.stdout}\n{result.stderr}"
-        assert "NOT safe" in result.stdout  # the loud warning
+    with running_lab(directory, "--stack", "unguarded") as up:
+        assert "NOT safe" in up.stdout  # the loud warning
         yield directory
-    finally:
-        run("lab", "down", "--dir", str(directory), timeout=180)
-        trio.cleanup(directory)  # by the records, should the CLI have failed
 
 
 @pytest.mark.lab
@@ -76,7 +47,7 @@ def test_the_lab_says_it_runs_unguarded(lab: Path) -> None:
 
 @pytest.mark.lab
 def test_freeze_active_unguarded_fails_with_a_double_sign(lab: Path, tmp_path: Path) -> None:
-    assert run("check-journals", *journals(lab)).returncode == 0  # nothing double-signed before the drill
+    assert run("check-journals", *map(str, journals(lab))).returncode == 0  # nothing double-signed before the drill
     result = run("drill", "freeze-active", "--dir", str(lab), "--report", str(tmp_path), "--json",
                  "--timeout", str(DRILL_TIMEOUT), timeout=DRILL_BOUND)  # fmt: skip
     print(result.stdout[-3000:], result.stderr[-3000:])
@@ -85,7 +56,7 @@ def test_freeze_active_unguarded_fails_with_a_double_sign(lab: Path, tmp_path: P
     (it,) = json.loads((tmp_path / "freeze-active.json").read_text())["iterations"]
     assert it["double_signs"] >= 1 and not it["ok"]
     assert it["fenced"] is None  # fencing was off: nothing stopped the thawed node
-    check = run("check-journals", "--json", *journals(lab))
+    check = run("check-journals", "--json", *map(str, journals(lab)))
     assert check.returncode == 1, check.stdout + check.stderr
     doubles = json.loads(check.stdout)["double_signs"]
     assert doubles, check.stdout
@@ -96,7 +67,7 @@ def test_freeze_active_unguarded_fails_with_a_double_sign(lab: Path, tmp_path: P
         }
         assert len({e["digest"] for e in signed}) > 1
     assert any({e["node"] for e in d["entries"]} == {it["target"], it["new_node"]} for d in doubles)
-    shown = run("check-journals", *journals(lab)).stdout
+    shown = run("check-journals", *map(str, journals(lab))).stdout
     assert "DOUBLE SIGN" in shown and "FAILED" in shown
 
 
