@@ -6,15 +6,54 @@ options to arguments and errors to one clear line and an exit status.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from highlander import __version__
 
+# Sub-commands that live in their own modules, as "module:attribute".
+LAZY_COMMANDS = {
+    "signstate": "highlander.cli.signstate:signstate",
+    "demo-signer": "highlander.cli.demo:demo_signer",
+    "check-journals": "highlander.cli.demo:check_journals",
+    "render": "highlander.cli.render:render",
+    "fence": "highlander.cli.fence:fence",
+    "lab": "highlander.cli.lab:lab",
+    "drill": "highlander.cli.drill:drill",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group that imports a sub-command's module only when that command is run.
+
+    The validator agent starts ``highlander demo-signer`` while Pacemaker
+    promotes a node, and the OCF and fence agents call single commands: each
+    should import only what it needs, not the drills, the lab and every other
+    command's dependencies. ``--help`` still lists every command (it resolves
+    each one to show its short help).
+    """
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy_commands.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, lazy_commands=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="highlander")
 def main() -> None:
     """Keep a service that must never run twice highly available with
@@ -107,29 +146,3 @@ def demo_command() -> None:
     except Exception as exc:
         raise click.ClickException(str(exc)) from None
 
-
-# Sub-command groups live in their own modules.
-from highlander.cli.signstate import signstate  # noqa: E402
-
-main.add_command(signstate)
-
-from highlander.cli.demo import check_journals, demo_signer  # noqa: E402
-
-main.add_command(demo_signer)
-main.add_command(check_journals)
-
-from highlander.cli.render import render  # noqa: E402
-
-main.add_command(render)
-
-from highlander.cli.fence import fence  # noqa: E402
-
-main.add_command(fence)
-
-from highlander.cli.lab import lab  # noqa: E402
-
-main.add_command(lab)
-
-from highlander.cli.drill import drill  # noqa: E402
-
-main.add_command(drill)
