@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import NamedTuple
 
-from highlander.adapters.runner import CommandError, CommandRunner
+from highlander.adapters.runner import CommandError, Runs
 from highlander.adapters.waiting import wait_until
 
 
@@ -48,6 +48,15 @@ class ClusterStatus(NamedTuple):
         if state is None or not state.active or state.failed or state.role != "Started":
             return ()
         return state.nodes
+
+    def clone_nodes(self, rid: str) -> tuple[str, ...]:
+        """Nodes where an instance of clone primitive ``rid`` runs healthy."""
+        return tuple(
+            node
+            for r in self.resources
+            if r.id == rid and r.active and not r.failed and r.role == "Started"
+            for node in r.nodes
+        )
 
     def fail_count(self, rid: str) -> int:
         return sum(count for (_, r), count in self.fail_counts.items() if r == rid)
@@ -86,7 +95,7 @@ def parse_status(document: str) -> ClusterStatus:
 class Pacemaker:
     """A cluster as seen from one node."""
 
-    def __init__(self, runner: CommandRunner) -> None:
+    def __init__(self, runner: Runs) -> None:
         self.runner = runner
 
     def status(self) -> ClusterStatus:

@@ -11,7 +11,7 @@ import logging
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import IO, NamedTuple, Union
+from typing import IO, NamedTuple, Protocol, Union
 
 Output = Union[int, IO[bytes], None]
 
@@ -41,6 +41,22 @@ class CommandError(RuntimeError):
             f"{result.argv[0]} exited with {result.returncode}"
             + (f": {detail[-1]}" if detail else "")
         )
+
+
+class Runs(Protocol):
+    """What an adapter that only runs programs to their end needs: a
+    :class:`CommandRunner` here, or :class:`~highlander.adapters.ssh.SshRunner`
+    on another machine."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: str | None = None,
+        timeout: float | None = 60,
+        check: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> Result: ...
 
 
 class CommandRunner:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import shlex
 import socket
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,17 +39,25 @@ class SshRunner:
     """Runs argv on ``host`` as ``user``; argv is quoted for the remote shell.
 
     ``known_hosts`` None uses the system's and the user's known_hosts files;
-    ``key_file`` None lets paramiko try the user's keys and agent.
+    ``key_file`` None lets paramiko try the user's keys and agent. A host that
+    did not answer is not asked again for ``retry_after`` seconds (its commands
+    exit 255 at once): a caller polling several hosts a second would otherwise
+    wait out a connect timeout for every question to a powered-off one.
     """
 
     def __init__(self, host: str, *, user: str = "root", port: int = 22, key_file: Path | None = None,
-                 known_hosts: Path | None = None) -> None:  # fmt: skip
+                 known_hosts: Path | None = None, retry_after: float = 0.0) -> None:  # fmt: skip
         self.host = host
         self.user = user
         self.port = port
         self.key_file = key_file
         self.known_hosts = known_hosts
+        self.retry_after = retry_after
+        self._silent_until = 0.0
         self._client: paramiko.SSHClient | None = None
+        # Threads may share the connection (a drill cuts two nodes' power at once
+        # from one peer); only opening it needs one at a time.
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SshRunner({self.user}@{self.host}:{self.port})"
@@ -94,6 +104,12 @@ class SshRunner:
             self._client.close()
             self._client = None
 
+    def gone(self) -> None:
+        """The host went away (its power was cut): drop the connection, which would
+        otherwise wait for a timeout, and do not ask for ``retry_after`` seconds."""
+        self.close()
+        self._silent_until = time.monotonic() + self.retry_after
+
     def run(
         self,
         argv: Sequence[str],
@@ -106,15 +122,26 @@ class SshRunner:
         """Like :meth:`CommandRunner.run`; a node that does not answer is exit 255, as with ssh(1).
 
         Raises :class:`SshError` for a wrong host key or credentials."""
-        import paramiko
-
         command = shlex.join([*(["env", *(f"{k}={v}" for k, v in env.items())] if env else []), *argv])
         full = (f"ssh:{self.host}", *argv)
+        if time.monotonic() < self._silent_until:
+            result = Result(full, 255, "", f"{self.host}: did not answer; asked again after {self.retry_after:g} s")
+        else:
+            result = self._run(command, full, stdin, timeout)
+        if check and not result.ok:
+            raise CommandError(result)
+        return result
+
+    def _run(self, command: str, full: tuple[str, ...], stdin: str | None, timeout: float | None) -> Result:
+        import paramiko
+
         try:
-            if self._client is None or not self._transport_alive():
-                self.close()
-                self._client = self._connect()
-            channel_in, channel_out, channel_err = self._client.exec_command(command, timeout=timeout)
+            with self._lock:
+                if self._client is None or not self._transport_alive():
+                    self.close()
+                    self._client = self._connect()
+                client = self._client
+            channel_in, channel_out, channel_err = client.exec_command(command, timeout=timeout)
             if stdin is not None:
                 channel_in.write(stdin.encode())
             channel_in.channel.shutdown_write()
@@ -122,16 +149,12 @@ class SshRunner:
             stderr = channel_err.read().decode(errors="replace")
             code = channel_out.channel.recv_exit_status()
         except (socket.timeout, TimeoutError):
-            self.close()
-            result = Result(full, 124, "", f"{self.host}: timed out after {timeout} s")
+            self.gone()
+            return Result(full, 124, "", f"{self.host}: timed out after {timeout} s")
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            self.close()
-            result = Result(full, 255, "", f"{self.host}: {exc}")
-        else:
-            result = Result(full, code, stdout, stderr)
-        if check and not result.ok:
-            raise CommandError(result)
-        return result
+            self.gone()
+            return Result(full, 255, "", f"{self.host}: {exc}")
+        return Result(full, code, stdout, stderr)
 
     def _transport_alive(self) -> bool:
         transport = self._client.get_transport() if self._client is not None else None

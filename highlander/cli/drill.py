@@ -1,60 +1,156 @@
-"""``highlander drill SCENARIO``: failover drills on the lab, measured and checked."""
+"""``highlander drill SCENARIO``: failover drills on the lab or on a real cluster, measured and checked."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import click
 
+from highlander.adapters.ssh import SshError
 from highlander.cli.lab import _directory, dir_option
-from highlander.drill.lab import SCENARIOS, DrillError, LabDrill
+from highlander.drill.remote import RemoteError
+from highlander.drill.scenarios import SCENARIOS, Drill, DrillError
+from highlander.drill.site import Site
+from highlander.inventory.model import Inventory, InventoryError
+from highlander.lab.trio import LabError
+
+# What stops a drill with one clear line (the cluster, the lab or the SSH set-up).
+ERRORS = (DrillError, LabError, RemoteError, SshError, InventoryError, TimeoutError)
 
 HELP = (
-    "Run SCENARIO on a running lab (highlander lab up) and check its expected outcome:\n\n\b\n"
-    + "\n".join(f"{s.name}: {s.summary}" for s in SCENARIOS.values())
+    "Run SCENARIO on a running lab (highlander lab up), or on a real cluster with --inventory, and check its "
+    "expected outcome:\n\n\b\n"
+    + "\n".join(f"{s.name}: {s.summary}{'' if s.needs in (None, 'power') else ' (lab only)'}"
+                for s in SCENARIOS.values())  # fmt: skip
     + "\n\nEach iteration reports its phases where they apply: detection (failure -> fence request, or -> "
     "the monitor's failure), fencing (-> fence done), promotion (-> validator started), the signing gap in "
     "the journals and the total; check-journals after each iteration (zero double signs), and the "
     "availability estimate a = 1 - (1 - mtbf/(mttr+mtbf))^2. An iteration whose expected outcome was not "
-    "met fails the drill."
+    "met fails the drill. --soak N runs N iterations of mixed scenarios instead of one SCENARIO.\n\n"
+    "On a real cluster (--inventory) the drill reaches every node over SSH (its ssh_host, host keys "
+    "checked) and cuts power with the node's own fence device, run on a peer that holds its password_file; "
+    "the signers must write the journals of highlander demo-signer (--journals). It asks you to type the "
+    "cluster's name first, unless --yes."
 )
 
 
 @click.command(help=HELP)
-@click.argument("scenario", type=click.Choice(list(SCENARIOS)))
+@click.argument("scenario", type=click.Choice(list(SCENARIOS)), required=False, metavar="[SCENARIO]")
+@click.option("--soak", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Run N iterations of mixed scenarios (rounds of every scenario the site can cause, "
+                   "each round shuffled) instead of SCENARIO.")  # fmt: skip
+@click.option("--seed", type=int, default=None, help="The soak's shuffle seed, to repeat a soak.  [default: random]")
 @dir_option
 @click.option("--iterations", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Write <scenario>.json, <scenario>.txt and the timeline picture <scenario>.html here.")  # fmt: skip
+              help="Write <scenario>.json, <scenario>.txt and the timeline picture <scenario>.html here "
+                   "(soak.* for a soak).")  # fmt: skip
 @click.option("--mtbf-hours", type=click.FloatRange(min=0, min_open=True), default=8760.0, show_default=True,
               help="Mean time between failures of one node, for the availability estimate.")  # fmt: skip
 @click.option("--timeout", type=click.FloatRange(min=10), default=120, show_default=True,
               help="Seconds each step of a scenario may take (the validator signing again, a fencing).")  # fmt: skip
+@click.option("--inventory", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Drill the real cluster of this inventory over SSH instead of the lab.")  # fmt: skip
+@click.option("--ssh-user", default="root", show_default=True,
+              help="With --inventory: the user on the nodes (reads Pacemaker's log, runs the fence agents).")  # fmt: skip
+@click.option("--ssh-key", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="With --inventory: the private key.  [default: the user's keys and agent]")  # fmt: skip
+@click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="With --inventory: the known_hosts file the nodes' host keys must be in.  "
+                   "[default: the system's and ~/.ssh/known_hosts]")  # fmt: skip
+@click.option("--journals", default="/var/log/highlander/journal-*.jsonl", show_default=True,
+              help="With --inventory: where the signers' journals are on the nodes.")  # fmt: skip
+@click.option("--yes", is_flag=True, help="With --inventory: do not ask for the cluster's name first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def drill(scenario: str, directory: Path | None, iterations: int, report_dir: Path | None, mtbf_hours: float,
-          timeout: float, as_json: bool) -> None:  # fmt: skip
+def drill(scenario: str | None, soak: int | None, seed: int | None, directory: Path | None, iterations: int,
+          report_dir: Path | None, mtbf_hours: float, timeout: float, inventory: Path | None, ssh_user: str,
+          ssh_key: Path | None, known_hosts: Path | None, journals: str, yes: bool, as_json: bool) -> None:  # fmt: skip
     from highlander.drill import report
-    from highlander.lab.trio import LabError
+
+    if (scenario is None) == (soak is None):
+        raise click.UsageError("give a SCENARIO or --soak N")
+    if inventory is not None and directory is not None:
+        raise click.UsageError("--dir names a lab, --inventory a real cluster: give one")
+    name = scenario or "soak"
+    with ExitStack() as stack:
+        try:
+            if inventory is None:
+                site = _lab(directory)
+            else:
+                site = _remote(inventory, report_dir, stack, ssh_user, ssh_key, known_hosts, journals)
+            stack.callback(site.close)
+            runner = Drill(site, click.echo, timeout=timeout)
+            if scenario is not None:
+                runner.check_runnable(scenario)
+            if inventory is not None:
+                _confirm(site.inventory, name, yes)
+            if not site.journal_paths():
+                raise DrillError(f"no signing journals ({journals} on the nodes): the drill measures signing "
+                                 f"from the journals of highlander demo-signer")  # fmt: skip
+            if scenario is not None:
+                records = runner.run(scenario, iterations)
+                summary = report.summarize(records, mtbf_hours, nodes=2)
+            else:
+                records = runner.soak(soak or 1, random.randrange(1 << 32) if seed is None else seed)
+                summary = report.soak_summary(records, mtbf_hours, nodes=2)
+        except ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+    _report(name, records, summary, report_dir, as_json)
+
+
+def _lab(directory: Path | None) -> Site:
+    from highlander.drill.lab import LabSite
 
     if os.geteuid() != 0:
         raise click.ClickException("the drill powers lab nodes off and enters their namespaces: run it as root")
-    try:
-        runner = LabDrill(_directory(directory), click.echo, timeout=timeout)
-        iterations_ = runner.run(scenario, iterations)
-    except (DrillError, LabError, TimeoutError) as exc:
-        raise click.ClickException(str(exc)) from None
-    summary = report.summarize(iterations_, mtbf_hours, nodes=2)
+    return LabSite(_directory(directory), click.echo)
+
+
+def _remote(inventory: Path, report_dir: Path | None, stack: ExitStack, user: str, key: Path | None,
+            known_hosts: Path | None, journals: str) -> Site:  # fmt: skip
+    """The cluster of ``inventory``; its journals are copied under the report
+    directory (``journals/``), kept as evidence, or else to a temporary one."""
+    from highlander.drill.remote import RemoteSite
+    from highlander.inventory import load
+
     if report_dir is not None:
-        for path in report.write(report_dir, scenario, iterations_, summary):
+        cache = report_dir / "journals"
+    else:
+        cache = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="highlander-drill-")))
+    return RemoteSite(load(inventory), cache, user=user, key_file=key, known_hosts=known_hosts, journals=journals)
+
+
+def _confirm(inventory: Inventory, name: str, yes: bool) -> None:
+    from highlander.drill.remote import confirmation
+
+    click.echo(confirmation(inventory, name))
+    if yes:
+        return
+    typed = click.prompt(f"Type the cluster's name ({inventory.cluster_name}) to go on", default="",
+                         show_default=False)  # fmt: skip
+    if typed.strip() != inventory.cluster_name:
+        raise click.ClickException(f"{typed.strip()!r} is not {inventory.cluster_name!r}: nothing was done")
+
+
+def _report(name: str, records: list[dict[str, Any]], summary: dict[str, Any], report_dir: Path | None,
+            as_json: bool) -> None:  # fmt: skip
+    from highlander.drill import report
+
+    if report_dir is not None:
+        for path in report.write(report_dir, name, records, summary):
             click.echo(f"wrote {path}")
     if as_json:
-        click.echo(json.dumps({"scenario": scenario, "summary": summary, "iterations": iterations_}, indent=2))
+        click.echo(json.dumps({"scenario": name, "summary": summary, "iterations": records}, indent=2))
     else:
-        click.echo(report.table(scenario, summary))
+        click.echo(report.table(name, summary))
     if not summary["ok"]:
-        failed = sorted({f for it in iterations_ for f in it.get("failed_expectations", [])})
-        raise click.ClickException(f"{scenario}: the drill FAILED (double signs {summary['double_signs']}, "
+        failed = sorted({f for it in records for f in it.get("failed_expectations", [])})
+        raise click.ClickException(f"{name}: the drill FAILED (double signs {summary['double_signs']}, "
                                    f"dual-active {summary['dual_active']}"
                                    f"{'; not met: ' + '; '.join(failed) if failed else ''}); see the iterations above")  # fmt: skip

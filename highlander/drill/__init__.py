@@ -1,10 +1,12 @@
-"""Failover drills on the lab trio: cut, measure from the journals and the
-cluster's logs, check that nothing was ever signed twice, report.
+"""Failover drills: fail a node, measure the recovery from the journals and
+the cluster's logs, check that nothing was ever signed twice, report.
 
+- :mod:`highlander.drill.scenarios`: the scenarios and the soak, run on a site;
+- :mod:`highlander.drill.site`: the interface a site offers them;
+- :mod:`highlander.drill.lab`: the lab trio (``highlander lab up``) as a site;
+- :mod:`highlander.drill.remote`: a real cluster over SSH as a site;
 - :mod:`highlander.drill.measure`: pure functions over Pacemaker log lines and
   journal entries (the phases of one failover);
 - :mod:`highlander.drill.report`: min/median/max per phase, the JSON and the
-  text table, the availability estimate;
-- :mod:`highlander.drill.lab`: the scenarios run against a lab
-  (``highlander lab up``).
+  text table, the availability estimate; :mod:`highlander.drill.timeline`: the picture.
 """

@@ -54,7 +54,30 @@ def summarize(iterations: Sequence[dict[str, Any]], mtbf_hours: float, nodes: in
     return summary
 
 
+def soak_summary(iterations: Sequence[dict[str, Any]], mtbf_hours: float, nodes: int = 2) -> dict[str, Any]:
+    """A run of mixed scenarios: the totals, and each scenario's own summary
+    (in the order the scenarios first ran)."""
+    names = dict.fromkeys(it["scenario"] for it in iterations)
+    return {
+        "iterations": len(iterations),
+        "ok": all(it["ok"] for it in iterations),
+        "double_signs": sum(it["double_signs"] for it in iterations),
+        "dual_active": sum(it["dual_active"] for it in iterations),
+        "scenarios": {
+            name: summarize([it for it in iterations if it["scenario"] == name], mtbf_hours, nodes) for name in names
+        },
+    }
+
+
 def table(scenario: str, summary: dict[str, Any]) -> str:
+    """The text table of a summary, or of each scenario of a soak's summary."""
+    if "scenarios" in summary:
+        lines = [f"{scenario}: {summary['iterations']} iteration(s) of {len(summary['scenarios'])} scenarios, "
+                 f"{'OK' if summary['ok'] else 'FAILED'}; double signs: {summary['double_signs']}; "
+                 f"dual-active moments: {summary['dual_active']}"]  # fmt: skip
+        lines += ["\n".join("  " + line for line in table(name, s).splitlines())
+                  for name, s in summary["scenarios"].items()]  # fmt: skip
+        return "\n".join(lines)
     lines = [f"{scenario}: {summary['iterations']} iteration(s), {'OK' if summary['ok'] else 'FAILED'}"]
     lines.append(f"  {'phase':<13}{'min':>9}{'median':>9}{'max':>9}")
     for phase in PHASES:

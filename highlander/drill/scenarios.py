@@ -1,28 +1,31 @@
-"""Drills on the lab trio (``highlander lab up``).
+"""The drill scenarios, run on a :class:`~highlander.drill.site.Site`: the lab
+trio (``highlander lab up``) or a real cluster over SSH.
 
 Every scenario is one row of :data:`SCENARIOS` (name, one-line summary, the
-method that runs one iteration): the CLI's choices, its help and the dispatch
-all read that table. Each iteration checks its scenario's expected outcome
-and lists what was not met under ``failed_expectations``; its ``ok`` is false
-then, and always when a journal holds a double sign or two signers overlapped.
+method that runs one iteration, the failure it needs the site to cause): the
+CLI's choices, its help and the dispatch all read that table. Each iteration
+checks its scenario's expected outcome and lists what was not met under
+``failed_expectations``; its ``ok`` is false then, and always when a journal
+holds a double sign or two signers overlapped.
 
 Failovers (the node where the validator runs fails; it must move to the
 other active node, the failed node must be fenced and never sign again):
 
-- ``power-cut-active``: its power is cut through its BMC (``chassis power
-  off``: the BMC's hook kills the node's PID namespace at once);
-- ``freeze-active``: every process of it is frozen (SIGSTOP to its PID
-  namespace) until the validator signs elsewhere, longer than the token, then
-  thawed (SIGCONT);
-- ``partition-active``: its cable is pulled (its port on the switch down);
-  the majority fences it through its BMC (on the switch), and the cable goes
-  back once the validator signs elsewhere: the port is not the node's, so no
-  reboot puts it back;
-- ``bmc-down-and-power-cut-active``: its BMC stops answering (SIGSTOP to its
-  ipmi_sim), then its power is cut without the BMC. Nothing may take over
-  while it cannot be fenced: for :data:`HOLD` seconds no validator may start
-  and nobody may sign. Then the BMC answers again, the cluster's next fencing
-  attempt succeeds and the failover completes (measured from there too).
+- ``power-cut-active``: its power is cut through its BMC (on the lab, the
+  BMC's hook kills the node's PID namespace at once);
+- ``freeze-active`` (lab only): every process of it is frozen (SIGSTOP to its
+  PID namespace) until the validator signs elsewhere, longer than the token,
+  then thawed (SIGCONT);
+- ``partition-active`` (lab only): its cable is pulled (its port on the
+  switch down); the majority fences it through its BMC (on the switch), and
+  the cable goes back once the validator signs elsewhere: the port is not the
+  node's, so no reboot puts it back;
+- ``bmc-down-and-power-cut-active`` (lab only): its BMC stops answering
+  (SIGSTOP to its ipmi_sim), then its power is cut without the BMC. Nothing
+  may take over while it cannot be fenced: for :data:`HOLD` seconds no
+  validator may start and nobody may sign. Then the BMC answers again, the
+  cluster's next fencing attempt succeeds and the failover completes
+  (measured from there too).
 
 The other scenarios:
 
@@ -42,33 +45,30 @@ Every iteration ends with the trio healthy again, keeps the journal entries
 from :data:`WINDOW` seconds before the failure to as long after the recovery
 (``signatures``: the timeline is drawn from them) and the phases of
 :data:`highlander.drill.report.PHASES` (None where one does not apply).
+A soak (:meth:`Drill.soak`) runs the scenarios the site can cause in a
+shuffled, repeated order.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
-import json
-import os
 import random
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
+from highlander.adapters.pacemaker import ClusterStatus
 from highlander.demo.journals import Entry, check_journals, read_journals
 from highlander.drill import measure
-from highlander.lab import trio
-from highlander.lab.node import RECORD_FILE, init_alive, processes_in
+from highlander.drill.site import FAILURES, Site
 
-VALIDATOR = trio.VALIDATOR
-PACEMAKER_LOG = "var/log/pacemaker/pacemaker.log"
-# Where the validator agent records its daemon's PID (inside the node): the
-# resource is named "validator" (highlander.agents.daemon's RUN_DIR layout).
+VALIDATOR = "validator"
+SIGNSTATE = "signstate"
+PACEMAKER_LOG = "/var/log/pacemaker/pacemaker.log"
+# Where the validator agent records its daemon's PID on a node: the resource is
+# named "validator" (highlander.agents.daemon's RUN_DIR layout).
 SIGNER_PIDFILE = "/run/highlander/validator-validator.pid"
 # Longer than detection (token 3 s + consensus 3.6 s, ~8 s measured) and two
 # failed fencing attempts. Measured on the lab: an attempt against a silent BMC
@@ -89,23 +89,17 @@ MAX_GAP = 3.0
 WINDOW = 10.0
 REJOIN_TIMEOUT = 180.0
 
-Undo = Callable[[], dict[str, Any]]
-
 
 class DrillError(RuntimeError):
     """The drill could not run or the cluster did not recover; the message says why."""
 
 
-def journal_paths(directory: Path) -> list[Path]:
-    return sorted(directory.glob("nodes/*/root/var/log/highlander/journal-*.jsonl"))
-
-
 def is_signer(argv: Sequence[str], node: str) -> bool:
-    """Whether ``argv`` (a /proc cmdline, the interpreter first) is exactly the lab's
-    signer on ``node``: ``.../highlander demo-signer ... --node <node> ...``."""
+    """Whether ``argv`` (a /proc cmdline, the interpreter first) is exactly the
+    demo signer on ``node``: ``.../highlander demo-signer ... --node <node> ...``."""
     args = list(argv[1:])
     return (
-        len(args) > 2 and os.path.basename(args[0]) == "highlander" and args[1] == "demo-signer"
+        len(args) > 2 and args[0].rsplit("/", 1)[-1] == "highlander" and args[1] == "demo-signer"
         and any(a == "--node" and b == node for a, b in zip(args, args[1:]))
     )  # fmt: skip
 
@@ -117,88 +111,55 @@ def unmet(expectations: dict[str, bool]) -> list[str]:
 
 @dataclass(frozen=True)
 class Failure:
-    """How a failover scenario fails the active node.
+    """How a failover scenario fails the active node: ``kind`` is a failure of
+    :data:`~highlander.drill.site.FAILURES`, ``action`` says it for the progress line.
 
-    ``inflict(drill, target)`` fails it and returns the time of the failure
-    and what undoes it (None: nothing to undo, fencing power-cycles it). A
-    failure that lets the cluster fail over is undone once the validator signs
-    elsewhere; one that blocks fencing (``hold`` > 0) is held that long, with
-    nothing allowed to move, and then undone so that the failover can happen.
+    A failure that lets the cluster fail over is undone once the validator
+    signs elsewhere; one that blocks fencing (``hold`` > 0) is held that long,
+    with nothing allowed to move, and then undone so that the failover can
+    happen.
     """
 
     action: str
-    inflict: Callable[[LabDrill, str], tuple[float, Undo | None]]
+    kind: str
     hold: float = 0.0
 
 
-class LabDrill:
-    """The scenarios on the lab in ``directory``; ``say`` gets the progress lines,
-    ``timeout`` bounds each wait for the cluster (a takeover, a fencing, a restart)."""
+class Drill:
+    """The scenarios on ``site``; ``say`` gets the progress lines, ``timeout``
+    bounds each wait for the cluster (a takeover, a fencing, a restart)."""
 
-    def __init__(self, directory: Path, say: Callable[[str], None] = print, *, timeout: float = 120.0) -> None:
-        self.directory = directory.absolute()
-        self.plan, _ = trio.load_plan(self.directory)
-        self.names = [n.name for n in self.plan.nodes]
+    def __init__(self, site: Site, say: Callable[[str], None] = print, *, timeout: float = 120.0) -> None:
+        self.site = site
+        self.names = [n.name for n in site.inventory.nodes]
         self.say = say
         self.timeout = timeout
 
     # -- looking at the cluster --
 
-    def status(self, avoid: str | None = None) -> ClusterStatus | None:
-        """crm_mon from the first running node other than ``avoid``."""
-        for name in self.names:
-            if name == avoid or trio.node_init(self.directory, name) is None:
-                continue
-            try:
-                status = Pacemaker(trio.node_runner(self.directory, name)).try_status()
-            except trio.LabError:
-                continue
-            if status is not None:
-                return status
-        return None
-
     def log_offsets(self) -> dict[str, int]:
-        offsets = {}
-        for name in self.names:
-            path = self.directory / "nodes" / name / "root" / PACEMAKER_LOG
-            offsets[name] = path.stat().st_size if path.exists() else 0
-        return offsets
+        return {name: self.site.file_size(name, PACEMAKER_LOG) for name in self.names}
 
     def log_lines(self, offsets: dict[str, int], since: float) -> list[measure.LogLine]:
         """Every node's Pacemaker log lines written after ``offsets``."""
         year = datetime.datetime.fromtimestamp(since).year
         lines: list[measure.LogLine] = []
         for name, offset in offsets.items():
-            path = self.directory / "nodes" / name / "root" / PACEMAKER_LOG
-            if path.exists():
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    lines += measure.parse_log(f.read().decode(errors="replace"), year)
+            text = self.site.read_from(name, PACEMAKER_LOG, offset).decode(errors="replace")
+            lines += measure.parse_log(text, year)
         return lines
 
     def entries(self) -> list[Entry]:
-        entries, _, _ = read_journals(journal_paths(self.directory))
+        entries, _, _ = read_journals(self.site.journal_paths())
         return entries
-
-    def bmc_off_time(self, name: str, since: float) -> float | None:
-        """When the BMC recorded the power-off (its hook had killed the node by then)."""
-        try:
-            events = (self.directory / "bmc" / name / "events.log").read_text().splitlines()
-        except FileNotFoundError:
-            return None
-        for line in reversed(events):
-            stamp, _, what = line.partition(" ")
-            if what == "off" and float(stamp) >= since:
-                return float(stamp)
-        return None
 
     def wait_healthy(self, what: str, timeout: float) -> ClusterStatus:
         """All nodes online and quorate, sign-state on all, the validator on exactly one node."""
         deadline = time.monotonic() + timeout
         while True:
-            s = self.status()
+            s = self.site.status()
             if (s is not None and s.quorate and set(s.online) == set(self.names)
-                    and set(trio.clone_nodes(s, trio.SIGNSTATE)) == set(self.names)
+                    and set(s.clone_nodes(SIGNSTATE)) == set(self.names)
                     and len(s.started_on(VALIDATOR)) == 1):  # fmt: skip
                 return s
             if time.monotonic() > deadline:
@@ -206,119 +167,21 @@ class LabDrill:
             time.sleep(0.5)
 
     def monitor_interval(self) -> float:
-        """Seconds between the validator's process monitors, from the lab's inventory."""
-        from highlander.inventory import load
-
-        return float(load(self.plan.inventory).timeouts.monitor_interval)
+        """Seconds between the validator's process monitors, from the inventory."""
+        return float(self.site.inventory.timeouts.monitor_interval)
 
     def roles(self, active: str) -> dict[str, str]:
         """Who is who around ``active``: "standby" (the other active-capable node) and "witness"."""
-        standby = [n.name for n in self.plan.nodes if n.role == "active" and n.name != active]
-        witness = [n.name for n in self.plan.nodes if n.role == "witness"]
+        standby = [n.name for n in self.site.inventory.nodes if n.role == "active" and n.name != active]
+        witness = [n.name for n in self.site.inventory.nodes if n.role == "witness"]
         if len(standby) != 1 or len(witness) != 1:
             raise DrillError("the drill expects two active nodes and one witness")
         return {"standby": standby[0], "witness": witness[0]}
 
-    # -- failing and restoring nodes --
-
-    def power(self, names: Sequence[str], action: str) -> list[float]:
-        """``chassis power ACTION`` on each BMC at once (one thread each); for
-        "off", when each BMC recorded it."""
-        asked = time.time()
-        errors: list[BaseException] = []
-
-        def one(name: str) -> None:
-            try:
-                trio.bmc_chassis(self.directory, name, action)
-            except BaseException as exc:  # noqa: BLE001 (raised below, in the drill's thread)
-                errors.append(exc)
-
-        threads = [threading.Thread(target=one, args=(name,)) for name in names]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-        return [self.bmc_off_time(name, asked - 1) or time.time() for name in names] if action == "off" else []
-
-    def freeze(self, name: str) -> list[tuple[int, int | None]]:
-        """SIGSTOP every process of node ``name`` (its PID namespace); returns them (pid, start time)."""
-        record = json.loads((self.directory / "nodes" / name / RECORD_FILE).read_text())
-        if not init_alive(record):
-            raise DrillError(f"{name} is not running: nothing to freeze")
-        frozen = []
-        for pid in processes_in(record["pid_namespace"]):
-            started = trio.start_time(pid)
-            try:
-                os.kill(pid, signal.SIGSTOP)
-                frozen.append((pid, started))
-            except ProcessLookupError:
-                pass
-        if not frozen:
-            raise DrillError(f"{name} has no process to freeze")
-        return frozen
-
-    @staticmethod
-    def thaw(frozen: list[tuple[int, int | None]]) -> int:
-        """SIGCONT what is left of the frozen processes (fencing may have killed them); how many."""
-        thawed = 0
-        for pid, started in frozen:
-            if trio.same_process(pid, started):
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                    thawed += 1
-                except ProcessLookupError:
-                    pass
-        return thawed
-
-    def cut_power(self, target: str) -> tuple[float, Undo | None]:
-        (cut,) = self.power([target], "off")
-        return cut, None
-
-    def freeze_all(self, target: str) -> tuple[float, Undo | None]:
-        frozen = self.freeze(target)
-        cut = time.time()
-
-        def undo() -> dict[str, Any]:
-            thawed = self.thaw(frozen)
-            self.say(f"  {target} thawed after {time.time() - cut:.1f} s (SIGCONT to {thawed} processes fencing left)")
-            time.sleep(2.0)  # time for a thawed signer to try
-            return {"thawed": thawed}
-
-        return cut, undo
-
-    def pull_cable(self, target: str) -> tuple[float, Undo | None]:
-        trio.set_link(self.directory, target, up=False)
-        cut = time.time()
-
-        def undo() -> dict[str, Any]:
-            trio.set_link(self.directory, target, up=True)
-            self.say(f"  {target}'s cable is back after {time.time() - cut:.1f} s")
-            return {"link_restored": time.time()}
-
-        return cut, undo
-
-    def silence_bmc_and_cut(self, target: str) -> tuple[float, Undo | None]:
-        trio.freeze_bmc(self.directory, target, frozen=True)
-        try:
-            trio.kill_node(self.directory, target)
-        except BaseException:
-            trio.freeze_bmc(self.directory, target, frozen=False)
-            raise
-        cut = time.time()
-
-        def undo() -> dict[str, Any]:
-            trio.freeze_bmc(self.directory, target, frozen=False)
-            self.say(f"  {target}'s BMC answers again after {time.time() - cut:.1f} s")
-            return {"restored": time.time()}
-
-        return cut, undo
-
     def signer_pid(self, node: str) -> int:
         """The signer's PID inside ``node``: the one the validator agent recorded,
-        if its command line is exactly the lab's signer on that node."""
-        runner = trio.node_runner(self.directory, node)
+        if its command line is exactly the demo signer on that node."""
+        runner = self.site.runner(node)
         recorded = runner.run(["cat", SIGNER_PIDFILE], timeout=10)
         if not recorded.ok or not recorded.stdout.strip().isdigit():
             raise DrillError(f"{node}: no signer PID in {SIGNER_PIDFILE}")
@@ -336,7 +199,7 @@ class LabDrill:
         dual_polls = 0
         deadline = time.monotonic() + self.timeout
         while True:
-            s = self.status(avoid=target)
+            s = self.site.status(avoid=target)
             running = s.started_on(VALIDATOR) if s is not None else ()
             if len(running) > 1:
                 dual_polls += 1
@@ -360,10 +223,10 @@ class LabDrill:
     def rejoin(self, iteration: int, nodes: Sequence[str]) -> float:
         """Power on whichever of ``nodes`` fencing left off, wait until the trio is
         healthy; returns the seconds that took."""
-        off = [n for n in nodes if trio.bmc_power(self.directory, n) != "on"]
+        off = [n for n in nodes if self.site.power_state(n) != "on"]
         if off:
             self.say(f"[{iteration}] powering {', '.join(off)} back on through the BMC")
-            self.power(off, "on")
+            self.site.power(off, "on")
         started = time.monotonic()
         self.wait_healthy(f"[{iteration}] {', '.join(nodes)} rejoining", REJOIN_TIMEOUT)
         return round(time.monotonic() - started, 2)
@@ -374,7 +237,7 @@ class LabDrill:
         self.say(f"  holding {seconds:g} s: nothing may take over while {target} cannot be fenced")
         started_elsewhere = 0
         while time.time() < cut + seconds:
-            s = self.status(avoid=target)
+            s = self.site.status(avoid=target)
             if s is not None and set(s.started_on(VALIDATOR)) - {target}:
                 started_elsewhere += 1
             time.sleep(1.0)
@@ -390,7 +253,7 @@ class LabDrill:
         the journals checked, the signatures of the window, and one progress line."""
         time.sleep(max(0.0, recovered + WINDOW - time.time()))  # the window's end is in the journals
         entries = self.entries()
-        report = check_journals(journal_paths(self.directory))
+        report = check_journals(self.site.journal_paths())
         dual = dual_polls + measure.overlapping_signers(entries, asked - 30)
         record: dict[str, Any] = {
             "iteration": iteration, "scenario": scenario, "target": target, "cut": cut, "asked": asked,
@@ -426,7 +289,7 @@ class LabDrill:
         offsets = self.log_offsets()
         self.say(f"[{iteration}] the validator runs on {target}: {failure.action}")
         asked = time.time()
-        cut, undo = failure.inflict(self, target)
+        cut, undo = self.site.inflict(failure.kind, target)
         fields: dict[str, Any] = {}
         try:
             if failure.hold:
@@ -476,12 +339,12 @@ class LabDrill:
         pid = self.signer_pid(target)
         self.say(f"[{iteration}] the validator runs on {target}: SIGKILL to its signer (PID {pid} in the node)")
         asked = time.time()
-        trio.node_runner(self.directory, target).run(["kill", "-KILL", str(pid)], check=True, timeout=10)
+        self.site.runner(target).run(["kill", "-KILL", str(pid)], check=True, timeout=10)
         cut = time.time()
         moved = 0
         deadline = time.monotonic() + self.timeout
         while True:
-            s = self.status()
+            s = self.site.status()
             if s is not None and set(s.started_on(VALIDATOR)) - {target}:
                 moved += 1
             restart = measure.restart_events(self.log_lines(offsets, cut), target, cut - 1)
@@ -524,11 +387,11 @@ class LabDrill:
         offsets = self.log_offsets()
         self.say(f"[{iteration}] the validator runs on {active}: cutting the power of the {role} {target}")
         asked = time.time()
-        (cut,) = self.power([target], "off")
+        (cut,) = self.site.power([target], "off")
         moved = 0
         deadline = time.monotonic() + self.timeout
         while True:
-            s = self.status(avoid=target)
+            s = self.site.status(avoid=target)
             if s is not None and set(s.started_on(VALIDATOR)) - {active}:
                 moved += 1
             events = measure.cluster_events(self.log_lines(offsets, cut), target, cut - 1)
@@ -573,18 +436,18 @@ class LabDrill:
         offsets = self.log_offsets()
         self.say(f"[{iteration}] the validator runs on {active}: cutting the power of {' and '.join(targets)}")
         asked = time.time()
-        cut = max(self.power(targets, "off"))  # quorum is lost with the second one
+        cut = max(self.site.power(targets, "off"))  # quorum is lost with the second one
         deadline = time.monotonic() + self.timeout
         while (loss := measure.quorum_loss(self.log_lines(offsets, cut), active, cut - 1)).stopped is None:
             if time.monotonic() > deadline:
-                self.power(targets, "on")  # the next drill finds the trio whole
+                self.site.power(targets, "on")  # the next drill finds the trio whole
                 raise DrillError(f"[{iteration}] {active} did not stop the validator within {self.timeout:g} s")
             time.sleep(0.5)
         self.say(f"  {active} stopped the validator {loss.stopped.time - cut:.1f} s after the cut; powering "
                  f"{' and '.join(targets)} on")  # fmt: skip
         time.sleep(2.0)  # a last chance for a late signature to show
         powered = time.time()
-        self.power(targets, "on")
+        self.site.power(targets, "on")
         deadline = time.monotonic() + REJOIN_TIMEOUT
         while (gap := measure.signing_gap(self.entries(), powered, None)).first_after is None:
             if time.monotonic() > deadline:
@@ -619,41 +482,65 @@ class LabDrill:
             "first_signature_after": first.to_dict(), "phases": phases,
         })  # fmt: skip
 
-    def run(self, scenario: str, iterations: int) -> list[dict[str, Any]]:
+    def runnable(self) -> list[str]:
+        """The scenarios whose failure this site can cause."""
+        return [s.name for s in SCENARIOS.values() if s.needs is None or s.needs in self.site.failures]
+
+    def check_runnable(self, scenario: str) -> None:
         if scenario not in SCENARIOS:
             raise DrillError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
+        needs = SCENARIOS[scenario].needs
+        if needs is not None and needs not in self.site.failures:
+            raise DrillError(f"{scenario} must {FAILURES[needs]}, which the drill can do on the lab only; "
+                             f"here it can run: {', '.join(self.runnable())}")  # fmt: skip
+
+    def run(self, scenario: str, iterations: int) -> list[dict[str, Any]]:
+        self.check_runnable(scenario)
         step = SCENARIOS[scenario].step
         return [step(self, i, scenario) for i in range(1, iterations + 1)]
+
+    def soak(self, count: int, seed: int) -> list[dict[str, Any]]:
+        """``count`` iterations of mixed scenarios: rounds of every scenario this
+        site can cause, each round in its own order (shuffled from ``seed``, so a
+        soak can be repeated exactly). The records name their scenario."""
+        shuffle = random.Random(seed).shuffle
+        order: list[str] = []
+        while len(order) < count:
+            round_ = self.runnable()
+            shuffle(round_)
+            order += round_
+        self.say(f"soak of {count} iterations (seed {seed}): {', '.join(order[:count])}")
+        return [SCENARIOS[name].step(self, i, name) for i, name in enumerate(order[:count], 1)]
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
     summary: str  # one line of the CLI's help
-    step: Callable[[LabDrill, int, str], dict[str, Any]]  # one iteration
+    step: Callable[[Drill, int, str], dict[str, Any]]  # one iteration
+    needs: str | None = "power"  # the failure (a key of FAILURES) the site must be able to cause
 
 
-def _failover(failure: Failure) -> Callable[[LabDrill, int, str], dict[str, Any]]:
-    return functools.partial(LabDrill.failover, failure=failure)
+def _failover(name: str, summary: str, failure: Failure) -> Scenario:
+    return Scenario(name, summary, functools.partial(Drill.failover, failure=failure), needs=failure.kind)
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("power-cut-active", "power off the active node by its BMC: fenced, the validator moves",
-             _failover(Failure("cutting its power through its BMC", LabDrill.cut_power))),
-    Scenario("freeze-active", "SIGSTOP the active node until the validator moves; it never signs again",
-             _failover(Failure("freezing every process of it (SIGSTOP)", LabDrill.freeze_all))),
-    Scenario("partition-active", "pull the active node's cable: the majority fences it, the validator moves",
-             _failover(Failure("pulling its cable (its switch port down)", LabDrill.pull_cable))),
-    Scenario("bmc-down-and-power-cut-active",
-             f"silence its BMC, cut its power: nothing moves for {HOLD:g} s, then the BMC is back",
-             _failover(Failure("silencing its BMC (SIGSTOP) and cutting its power without it",
-                               LabDrill.silence_bmc_and_cut, hold=HOLD))),
+    _failover("power-cut-active", "power off the active node by its BMC: fenced, the validator moves",
+              Failure("cutting its power through its BMC", "power")),
+    _failover("freeze-active", "SIGSTOP the active node until the validator moves; it never signs again",
+              Failure("freezing every process of it (SIGSTOP)", "freeze")),
+    _failover("partition-active", "pull the active node's cable: the majority fences it, the validator moves",
+              Failure("pulling its cable (its switch port down)", "cable")),
+    _failover("bmc-down-and-power-cut-active",
+              f"silence its BMC, cut its power: nothing moves for {HOLD:g} s, then the BMC is back",
+              Failure("silencing its BMC (SIGSTOP) and cutting its power without it", "bmc", hold=HOLD)),
     Scenario("kill-signer", "SIGKILL the signer: restarted on the same node, nobody fenced",
-             LabDrill.kill_signer),
+             Drill.kill_signer, needs=None),
     Scenario("power-cut-standby", "power off the standby: signing goes on, the standby is fenced",
-             functools.partial(LabDrill.power_cut_bystander, role="standby")),
+             functools.partial(Drill.power_cut_bystander, role="standby")),
     Scenario("power-cut-witness", "power off the witness: signing goes on, the witness is fenced",
-             functools.partial(LabDrill.power_cut_bystander, role="witness")),
+             functools.partial(Drill.power_cut_bystander, role="witness")),
     Scenario("two-nodes-down", "power off standby and witness: quorum lost, nobody signs until back",
-             LabDrill.two_nodes_down),
+             Drill.two_nodes_down),
 )}  # fmt: skip

@@ -473,7 +473,7 @@ class Supervisor:
         def started(s: ClusterStatus) -> bool:
             return (
                 all(s.started_on(f) for f in fences)
-                and set(clone_nodes(s, SIGNSTATE)) == set(names)
+                and set(s.clone_nodes(SIGNSTATE)) == set(names)
                 and bool(set(s.started_on(VALIDATOR)) & actives)
             )
 
@@ -653,16 +653,6 @@ def _quietly(function: Callable[[], object]) -> None:
         function()
     except Exception:
         log.exception("during teardown")
-
-
-def clone_nodes(status: ClusterStatus, rid: str) -> list[str]:
-    """Nodes where an instance of clone primitive ``rid`` runs healthy."""
-    return [
-        node
-        for r in status.resources
-        if r.id == rid and r.active and not r.failed and r.role == "Started"
-        for node in r.nodes
-    ]
 
 
 # --- cleaning up by the records ------------------------------------------------------

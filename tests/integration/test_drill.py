@@ -14,17 +14,19 @@ and in tests/unit/test_drill_scenarios.py.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_support import journals, run, running_lab
+from lab_support import HIGHLANDER, journals, run, running_lab
 
 from highlander.demo.journals import Entry
 from highlander.drill import measure, report
 from highlander.lab import trio
+from highlander.lab.node import system_env
 from highlander.signstate.register import HRS
 
 # --- without a lab --------------------------------------------------------------------
@@ -183,6 +185,73 @@ def test_two_nodes_down_stops_signing_until_they_are_back(lab: Path, tmp_path: P
     assert late == [] and it["signed_within_grace"] <= 1
     assert it["first_signature_after"]["time"] > it["powered_on"] and it["resume_seconds"] > 0
     assert it["phases"]["fencing"] is None and it["phases"]["total"] > it["resume_seconds"]
+
+
+@pytest.mark.lab
+def test_a_soak_mixes_scenarios_without_double_signs(lab: Path, tmp_path: Path) -> None:
+    result = run("drill", "--soak", "3", "--seed", "5", "--dir", str(lab), "--report", str(tmp_path), timeout=600)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((tmp_path / "soak.json").read_text())
+    names = [it["scenario"] for it in data["iterations"]]
+    assert len(names) == 3 and len(set(names)) == 3 and set(names) <= set(data["summary"]["scenarios"])
+    assert data["summary"]["ok"] and data["summary"]["double_signs"] == 0 and data["summary"]["dual_active"] == 0
+    assert f"soak of 3 iterations (seed 5): {', '.join(names)}" in result.stdout
+
+
+# --- on the lab, driven over SSH as a real cluster ---------------------------------------
+
+
+def remote(lab: Path, *args: str, known_hosts: Path | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """``highlander drill ARGS --inventory`` from the lab's switch namespace, as from
+    an operator's machine on the cluster's network: the lab's nodes are reached
+    only over SSH (the lab's key, their host keys), their BMCs only through them."""
+    plan, _ = trio.load_plan(lab)
+    ssh = lab / "ssh"
+    argv = ["ip", "netns", "exec", plan.switch, HIGHLANDER, "drill", *args, "--inventory", str(plan.inventory),
+            "--ssh-key", str(ssh / trio.SSH_KEY), "--known-hosts", str(known_hosts or ssh / "known_hosts")]  # fmt: skip
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=400, check=False,
+                            env=system_env())  # fmt: skip
+    print(result.stdout, result.stderr)
+    return result
+
+
+def bmc_events(lab: Path) -> dict[str, str]:
+    return {n: (lab / "bmc" / n / "events.log").read_text() for n in ("node-a", "node-b", "node-w")}
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("scenario", ["power-cut-active", "kill-signer"])
+def test_a_real_cluster_is_drilled_over_ssh(lab: Path, tmp_path: Path, scenario: str) -> None:
+    result = remote(lab, scenario, "--yes", "--report", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "will really fail nodes of cluster 'lab'" in result.stdout
+    (it,) = json.loads((tmp_path / f"{scenario}.json").read_text())["iterations"]
+    assert it["ok"] and it["double_signs"] == 0 and it["dual_active"] == 0 and it["failed_expectations"] == []
+    if scenario == "power-cut-active":
+        assert_failover(it)
+    else:
+        assert it["new_node"] == it["target"] and it["fence_request"] is None
+    copies = sorted(tmp_path.glob("journals/*/journal-*.jsonl"))  # the journals, as read over SSH
+    assert {p.parent.name for p in copies} == {"node-a", "node-b"}
+    for copy in copies:
+        original = (lab / "nodes" / copy.parent.name / "root/var/log/highlander" / copy.name).read_bytes()
+        assert copy.read_bytes() and original.startswith(copy.read_bytes())
+    check = run("check-journals", *map(str, copies))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.lab
+def test_a_real_cluster_is_not_touched_without_confirmation_or_known_hosts(lab: Path, tmp_path: Path) -> None:
+    before = bmc_events(lab)
+    typed = remote(lab, "power-cut-active", stdin="prod\n")
+    assert typed.returncode == 1 and "'prod' is not 'lab': nothing was done" in typed.stdout + typed.stderr
+    refused = remote(lab, "freeze-active", "--yes")
+    assert refused.returncode == 1 and "lab only" in refused.stderr
+    (tmp_path / "known_hosts").write_text("")
+    unknown = remote(lab, "power-cut-active", "--yes", known_hosts=tmp_path / "known_hosts")
+    assert unknown.returncode == 1 and "unknown host key" in unknown.stderr
+    assert bmc_events(lab) == before  # no power was cut
 
 
 @pytest.mark.lab

@@ -82,7 +82,7 @@ def test_the_trio_is_quorate_with_fencing_and_the_validator_on_an_active_node(la
     assert set(status.online) == {"node-a", "node-b", "node-w"}
     assert set(status.started_on("validator")) <= {"node-a", "node-b"}
     assert len(status.started_on("validator")) == 1
-    assert sorted(trio.clone_nodes(status, "signstate")) == ["node-a", "node-b", "node-w"]
+    assert sorted(status.clone_nodes("signstate")) == ["node-a", "node-b", "node-w"]
     stonith = cli("exec", "--dir", str(lab), "node-a", "--", "crm_attribute", "--type", "crm_config",
                   "--name", "stonith-enabled", "--query", "--quiet")  # fmt: skip
     assert stonith.stdout.strip() == "true"
@@ -146,7 +146,7 @@ def test_fencing_powers_a_node_off_through_its_bmc_and_power_on_boots_it(lab: Pa
     assert trio.bmc_power(lab, "node-b") == "on"
     wait_until(
         lambda: (s := crm_status(lab)) is not None and set(s.online) == {"node-a", "node-b", "node-w"}
-        and sorted(trio.clone_nodes(s, "signstate")) == ["node-a", "node-b", "node-w"],
+        and sorted(s.clone_nodes("signstate")) == ["node-a", "node-b", "node-w"],
         timeout=90, what="node-b back online with its signstate replica",
     )  # fmt: skip
     TIMINGS["power on until node-b rejoined"] = time.monotonic() - started

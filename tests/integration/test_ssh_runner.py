@@ -140,3 +140,40 @@ def test_a_node_that_went_away_is_255_and_is_reached_again(sshd: Sshd) -> None:
         assert result.stdout == "back\n"
     finally:
         runner.close()
+
+
+def test_a_host_that_did_not_answer_is_not_asked_again_for_retry_after(sshd: Sshd) -> None:
+    runner = sshd.runner(retry_after=3600)
+    try:
+        assert runner.run(["true"]).ok
+        runner.gone()  # as after cutting its power: not asked at all
+        quiet = runner.run(["true"])
+        assert quiet.returncode == 255 and "asked again after 3600 s" in quiet.stderr
+        eager = sshd.runner(retry_after=0)
+        try:
+            assert eager.run(["true"]).ok  # the host itself answers: only the quiet runner does not ask it
+        finally:
+            eager.close()
+    finally:
+        runner.close()
+
+
+def test_threads_share_one_runner(sshd: Sshd) -> None:
+    """Two nodes' power is cut at once from one peer: two commands at a time on one connection."""
+    import threading
+
+    runner = sshd.runner()
+    results: dict[int, str] = {}
+
+    def one(i: int) -> None:
+        results[i] = runner.run(["sh", "-c", f"sleep 0.5; echo {i}"], check=True).stdout
+
+    try:
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == {i: f"{i}\n" for i in range(4)}
+    finally:
+        runner.close()

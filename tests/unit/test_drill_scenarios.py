@@ -5,13 +5,15 @@ command line, and the one table that drives the CLI."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
 
 from highlander.demo.journals import Entry
 from highlander.drill import measure
-from highlander.drill.lab import SCENARIOS, is_signer, unmet
+from highlander.drill.scenarios import SCENARIOS, is_signer, unmet
 from highlander.signstate.register import HRS
 
 RESTART_LOG = """\
@@ -132,3 +134,131 @@ def test_one_table_drives_the_choices_and_the_help() -> None:
         assert f"{scenario.name}: {scenario.summary}" in shown
     refused = CliRunner().invoke(drill, ["power-cut-everything"])
     assert refused.exit_code == 2 and "power-cut-everything" in refused.output
+
+
+class PowerOnlySite:
+    """A site that can cut power and nothing else, as a real cluster; the
+    scenarios below never reach it (their steps are replaced)."""
+
+    failures = frozenset({"power"})
+
+    def __init__(self) -> None:
+        import yaml
+
+        from highlander.inventory import parse
+
+        self.inventory = parse(yaml.safe_load(PROD))
+
+
+@pytest.fixture
+def ran(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """Every scenario's step replaced by one that records (iteration, scenario)."""
+    from dataclasses import replace
+
+    from highlander.drill import scenarios
+
+    calls: list[tuple[int, str]] = []
+
+    def step(drill: object, iteration: int, name: str) -> dict[str, object]:
+        calls.append((iteration, name))
+        return {"iteration": iteration, "scenario": name}
+
+    for name, scenario in list(SCENARIOS.items()):
+        monkeypatch.setitem(scenarios.SCENARIOS, name, replace(scenario, step=step))
+    return calls
+
+
+def test_a_power_only_site_runs_the_power_cut_scenarios_and_refuses_the_lab_ones(ran: list[tuple[int, str]]) -> None:
+    from highlander.drill.scenarios import Drill, DrillError
+
+    drill = Drill(PowerOnlySite(), say=lambda line: None)  # type: ignore[arg-type]
+    assert drill.runnable() == ["power-cut-active", "kill-signer", "power-cut-standby", "power-cut-witness",
+                                "two-nodes-down"]  # fmt: skip
+    with pytest.raises(DrillError, match=r"freeze-active must freeze every process .* lab only; here it can run: "
+                                         r"power-cut-active, kill-signer"):  # fmt: skip
+        drill.run("freeze-active", 1)
+    assert ran == []
+    drill.run("kill-signer", 2)
+    assert ran == [(1, "kill-signer"), (2, "kill-signer")]
+
+
+def test_a_soak_runs_shuffled_rounds_of_every_runnable_scenario_repeatably(ran: list[tuple[int, str]]) -> None:
+    from highlander.drill.scenarios import Drill
+
+    drill = Drill(PowerOnlySite(), say=lambda line: None)  # type: ignore[arg-type]
+    records = drill.soak(12, seed=7)
+    order = [name for _, name in ran]
+    assert [i for i, _ in ran] == list(range(1, 13)) and [r["scenario"] for r in records] == order
+    runnable = drill.runnable()
+    assert sorted(order[:5]) == sorted(runnable) and sorted(order[5:10]) == sorted(runnable)
+    assert set(order[10:]) <= set(runnable) and len(set(order[10:])) == 2
+    assert order[:5] != runnable or order[5:10] != runnable  # shuffled
+    ran.clear()
+    drill.soak(12, seed=7)
+    assert [name for _, name in ran] == order
+
+
+def test_a_soak_report_sums_up_and_keeps_each_scenario() -> None:
+    from highlander.drill import report
+
+    def record(scenario: str, total: float, doubles: int = 0) -> dict[str, object]:
+        phases = {p: None for p in report.PHASES} | {"total": total}
+        return {"scenario": scenario, "ok": not doubles, "double_signs": doubles, "dual_active": 0, "phases": phases}
+
+    summary = report.soak_summary([record("kill-signer", 2.0), record("power-cut-active", 9.0),
+                                   record("kill-signer", 4.0, doubles=1)], 8760.0)  # fmt: skip
+    assert summary["iterations"] == 3 and summary["double_signs"] == 1 and not summary["ok"]
+    assert list(summary["scenarios"]) == ["kill-signer", "power-cut-active"]
+    assert summary["scenarios"]["kill-signer"]["phases"]["total"]["median"] == 3.0
+    text = report.table("soak", summary)
+    assert text.startswith("soak: 3 iteration(s) of 2 scenarios, FAILED; double signs: 1")
+    assert "\n  kill-signer: 2 iteration(s), FAILED" in text and "\n  power-cut-active: 1 iteration(s), OK" in text
+
+
+def test_the_drill_needs_one_scenario_or_a_soak_and_one_site() -> None:
+    from highlander.cli.drill import drill
+
+    assert "give a SCENARIO or --soak N" in CliRunner().invoke(drill, []).output
+    assert "give a SCENARIO or --soak N" in CliRunner().invoke(drill, ["kill-signer", "--soak", "3"]).output
+    both = CliRunner().invoke(drill, ["kill-signer", "--dir", "/tmp", "--inventory", "/dev/null"])
+    assert both.exit_code == 2 and "give one" in both.output
+
+
+def test_a_real_cluster_is_drilled_only_after_its_name_is_typed(tmp_path: Path) -> None:
+    """Nothing is asked of any node before the confirmation: these addresses are
+    TEST-NET ones nobody answers, a wrong name ends the drill at once."""
+    from highlander.cli.drill import drill
+
+    inventory = tmp_path / "prod.yml"
+    inventory.write_text(PROD)
+    result = CliRunner().invoke(drill, ["power-cut-active", "--inventory", str(inventory)], input="lab\n")
+    assert result.exit_code == 1
+    assert "will really fail nodes of cluster 'prod'" in result.output and "node-a (active, 192.0.2.1)" in result.output
+    assert "'lab' is not 'prod': nothing was done" in result.output
+    refused = CliRunner().invoke(drill, ["freeze-active", "--inventory", str(inventory), "--yes"])
+    assert refused.exit_code == 1 and "lab only" in refused.output and "will really" not in refused.output
+    report = tmp_path / "report"
+    bad = CliRunner().invoke(drill, ["power-cut-active", "--inventory", str(inventory), "--journals", "~/j*",
+                                     "--report", str(report)])  # fmt: skip
+    assert bad.exit_code == 1 and "give an absolute path" in bad.output
+
+
+PROD = """\
+cluster: {name: prod}
+nodes:
+  - name: node-a
+    addresses: [192.0.2.1]
+    fence: [{method: ipmi, address: 192.0.2.101, username: fence, password_file: /etc/highlander/secrets/bmc-a}]
+  - name: node-b
+    addresses: [192.0.2.2]
+    fence: [{method: ipmi, address: 192.0.2.102, username: fence, password_file: /etc/highlander/secrets/bmc-b}]
+  - name: node-w
+    role: witness
+    addresses: [192.0.2.3]
+    fence: [{method: ipmi, address: 192.0.2.103, username: fence, password_file: /etc/highlander/secrets/bmc-w}]
+validator:
+  command: /usr/bin/signer
+  chain_id: prod-1
+  key_id: validator
+  health_url: http://127.0.0.1:26657/status
+"""
