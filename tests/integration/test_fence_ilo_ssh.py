@@ -20,7 +20,7 @@ stopped by each test.
   bad input (one line, exit 1, no connection to the device).
 
 The stdin both agents get carries ``ssh_options`` (fence_ilo_ssh's only way
-to check the host key, see :func:`ilo_support.ssh_options`) and
+to check the host key, see :func:`simulators.ssh_options`) and
 ``known_hosts`` (ours); each ignores the other's.
 """
 
@@ -36,19 +36,14 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from fence_agents import ours
-from ilo_support import (
-    PASSWORD,
-    SYSTEM_PATH,
-    USERNAME,
-    Run,
+from fence_agents import SYSTEM_PATH, Run, ours, run, stdin_text
+from simulators import (
+    ILO_PASSWORD,
+    ILO_USERNAME,
     debian_options,
     fence_ilo_ssh,
     known_hosts_for,
-    run,
     running_ilo,
-    stdin_text,
-    user_known_hosts_untouched,  # noqa: F401 - a fixture
 )
 
 from highlander.fencing.agents.ilo_ssh import IloSshDriver
@@ -74,21 +69,8 @@ AGENT_NAME = "fence_highlander_ilo_ssh"
 def our_agent() -> list[str]:
     return ours(AGENT_NAME)
 
+
 pytestmark = pytest.mark.usefixtures("user_known_hosts_untouched")
-
-
-@pytest.fixture
-def ilo(tmp_path: Path) -> Iterator[ILOSimulator]:
-    """A simulator delivering whole responses (the fastest device)."""
-    with running_ilo(tmp_path / "ilo") as sim:
-        yield sim
-
-
-@pytest.fixture
-def paced_ilo(tmp_path: Path) -> Iterator[ILOSimulator]:
-    """A simulator delivering line by line, which fence_ilo_ssh reads right."""
-    with running_ilo(tmp_path / "ilo", fragmentation=LINE_BY_LINE) as sim:
-        yield sim
 
 
 @pytest.fixture
@@ -182,10 +164,10 @@ def test_driver_reports_the_devices_error_text(tmp_path: Path) -> None:
 
 
 def test_driver_wrong_password_is_login_denied(ilo: ILOSimulator) -> None:
-    with pytest.raises(LoginDenied, match=re.escape(f"refused the login of '{USERNAME}'")) as caught:
-        status_once(ilo, password="not-" + PASSWORD)
-    assert PASSWORD not in str(caught.value)
-    assert ilo.auth_attempts == [(USERNAME, "password", False)]
+    with pytest.raises(LoginDenied, match=re.escape(f"refused the login of '{ILO_USERNAME}'")) as caught:
+        status_once(ilo, password="not-" + ILO_PASSWORD)
+    assert ILO_PASSWORD not in str(caught.value)
+    assert ilo.auth_attempts == [(ILO_USERNAME, "password", False)]
     assert ilo.commands == []
 
 
@@ -283,7 +265,7 @@ def write_key(path: Path, passphrase: str | None = None) -> paramiko.PKey:
 
 def test_driver_identity_file(tmp_path: Path) -> None:
     plain = write_key(tmp_path / "id_plain")
-    locked = write_key(tmp_path / "id_locked", passphrase=PASSWORD)
+    locked = write_key(tmp_path / "id_locked", passphrase=ILO_PASSWORD)
     with running_ilo(tmp_path / "ilo", authorized_keys=[plain, locked]) as sim:
         assert status_once(sim, password=None, identity_file=str(tmp_path / "id_plain")) == ON
         assert status_once(sim, identity_file=str(tmp_path / "id_locked")) == ON  # password: passphrase
@@ -429,7 +411,7 @@ def test_differential_reboot_power_cycles(paced_ilo: ILOSimulator, tmp_path: Pat
 
 
 def test_differential_wrong_password(paced_ilo: ILOSimulator, tmp_path: Path) -> None:
-    options = both_options(paced_ilo, tmp_path, action="off", password="not-" + PASSWORD, login_timeout=2)
+    options = both_options(paced_ilo, tmp_path, action="off", password="not-" + ILO_PASSWORD, login_timeout=2)
     theirs = run(fence_ilo_ssh(), options)
     ours = run(our_agent(), options)
     assert theirs.returncode == ours.returncode == 1, (theirs, ours)
@@ -558,7 +540,7 @@ def test_secrecy(paced_ilo: ILOSimulator, tmp_path: Path) -> None:
     done = threading.Event()
 
     def sample() -> None:
-        secret = PASSWORD.encode()
+        secret = ILO_PASSWORD.encode()
         while not done.is_set():
             for entry in os.scandir("/proc"):
                 if not entry.name.isdigit():
@@ -585,12 +567,12 @@ def test_secrecy(paced_ilo: ILOSimulator, tmp_path: Path) -> None:
     assert proc.returncode == 0, (stdout, stderr)
     assert seen_agent.is_set(), "the sampler never saw the agent running"
     assert leaks == []
-    assert PASSWORD.encode() not in stdout + stderr
+    assert ILO_PASSWORD.encode() not in stdout + stderr
     assert b"sent: power off hard" in stderr  # verbose did log the exchange
     assert debug_file.stat().st_mode & 0o777 == 0o600
     text = debug_file.read_text()
     assert "sent: show /system1" in text
-    assert PASSWORD not in text
+    assert ILO_PASSWORD not in text
     assert paced_ilo.power.read() == "off"
 
 
@@ -632,6 +614,6 @@ def test_bad_input(ilo: ILOSimulator, request: pytest.FixtureRequest, stdin: byt
     )  # fmt: skip
     result = Run(completed.returncode, completed.stdout.decode(), completed.stderr.decode())
     assert words in one_line_failure(result)
-    assert PASSWORD not in result.stderr
+    assert ILO_PASSWORD not in result.stderr
     assert ilo.connections == 0
     assert ilo.power.read() == "on"

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pytest
 from fence_agents import debian, ours, run
+from simulators import running
 
 from highlander.adapters.waiting import wait_until
 from highlander.lab.cluster import LocalCluster
@@ -51,6 +52,7 @@ def our_agent() -> list[str]:
 def fence_ipmilan() -> list[str]:
     return debian(FENCE_IPMILAN)
 
+
 pytestmark = pytest.mark.skipif(shutil.which("ipmi_sim") is None, reason="ipmi_sim (openipmi) missing")
 
 
@@ -62,17 +64,6 @@ def without_python_warnings(stderr: str) -> list[str]:
     lines = stderr.splitlines()
     return [line for i, line in enumerate(lines) if "DeprecationWarning" not in line
             and not (i and "DeprecationWarning" in lines[i - 1])]  # fmt: skip
-
-
-@pytest.fixture
-def bmc(tmp_path: Path) -> Iterator[IpmiSim]:
-    """One simulated BMC, powered on, logging every packet; stopped by PID whatever happens."""
-    sim = IpmiSim(tmp_path / "bmc", debug=True)
-    try:
-        sim.start()
-        yield sim
-    finally:
-        sim.stop()
 
 
 # -- differential --------------------------------------------------------------------------------
@@ -137,9 +128,9 @@ def play(sim: IpmiSim, command: list[str]) -> list[Step]:
     return steps
 
 
-def test_differential_power_sequence(bmc: IpmiSim) -> None:
-    ours = play(bmc, our_agent())
-    theirs = play(bmc, fence_ipmilan())
+def test_differential_power_sequence(ipmi_bmc: IpmiSim) -> None:
+    ours = play(ipmi_bmc, our_agent())
+    theirs = play(ipmi_bmc, fence_ipmilan())
     for mine, reference in zip(ours, theirs):
         assert (mine.action, mine.returncode, mine.power, mine.requests) == (
             reference.action, reference.returncode, reference.power, reference.requests,
@@ -156,27 +147,27 @@ def test_differential_power_sequence(bmc: IpmiSim) -> None:
 
 
 @pytest.mark.parametrize("who", ["ours", "fence_ipmilan"])
-def test_wrong_password(bmc: IpmiSim, who: str) -> None:
+def test_wrong_password(ipmi_bmc: IpmiSim, who: str) -> None:
     command = our_agent() if who == "ours" else fence_ipmilan()
-    wrong = "not-" + bmc.password
+    wrong = "not-" + ipmi_bmc.password
     for action in ("status", "off", "reboot"):
-        result = run(command, bmc.fence_stdin(action, password=wrong))
+        result = run(command, ipmi_bmc.fence_stdin(action, password=wrong))
         assert result.returncode == 1, result
-        assert bmc.power == "on"
-    assert bmc.events() == []
+        assert ipmi_bmc.power == "on"
+    assert ipmi_bmc.events() == []
     if who == "ours":
         lines = result.error_lines
         assert len(lines) == 1 and lines[0].startswith("Failed: Unable to connect/login"), lines
         assert "Incorrect password" in lines[0]
-        assert wrong not in result.stderr and bmc.password not in result.stderr
+        assert wrong not in result.stderr and ipmi_bmc.password not in result.stderr
 
 
 @pytest.mark.parametrize("who", ["ours", "fence_ipmilan"])
-def test_unreachable_device(bmc: IpmiSim, who: str) -> None:
+def test_unreachable_device(ipmi_bmc: IpmiSim, who: str) -> None:
     """A closed port on loopback: nobody answers."""
     command = our_agent() if who == "ours" else fence_ipmilan()
     closed = free_udp_port()
-    result = run(command, bmc.fence_stdin("status", ipport=closed))
+    result = run(command, ipmi_bmc.fence_stdin("status", ipport=closed))
     assert result.returncode == 1, result
     if who == "ours":
         lines = result.error_lines
@@ -226,32 +217,32 @@ def secret_forms(password: str) -> list[str]:
     return [password, raw.hex(), " ".join(f"{b:02x}" for b in raw)]
 
 
-def test_secrecy(bmc: IpmiSim, tmp_path: Path) -> None:
+def test_secrecy(ipmi_bmc: IpmiSim, tmp_path: Path) -> None:
     debug_file = tmp_path / "agent-debug.log"
     outputs: list[str] = []
-    with ProcSampler(bmc.password) as sampler:
+    with ProcSampler(ipmi_bmc.password) as sampler:
         for action in ("status", "off", "status", "on", "reboot", "monitor", "reboot"):
             extra = {"verbose": 1, "debug_file": str(debug_file)}
             if action == "reboot" and outputs:
                 extra["method"] = "cycle"
-            result = run(our_agent(), bmc.fence_stdin(action, **extra))
+            result = run(our_agent(), ipmi_bmc.fence_stdin(action, **extra))
             assert result.returncode in (0, 2), result
             outputs.append(result.stdout + result.stderr)
         # and a failing login, whose error path prints the most
-        outputs.append(run(our_agent(), bmc.fence_stdin("status", username="nobody")).stderr)
+        outputs.append(run(our_agent(), ipmi_bmc.fence_stdin("status", username="nobody")).stderr)
     assert sampler.passes > 0
     assert sampler.found == []
     assert debug_file.stat().st_mode & 0o777 == 0o600
     debug_text = debug_file.read_text()
     assert "connecting to 127.0.0.1" in debug_text  # it did record the exchanges
     logs = {"debug file": debug_text, "agent output": "\n".join(outputs)}
-    for path in bmc.workdir.rglob("*"):
-        if path.is_file() and path != bmc.lan_conf:
+    for path in ipmi_bmc.workdir.rglob("*"):
+        if path.is_file() and path != ipmi_bmc.lan_conf:
             logs[str(path)] = path.read_text(errors="replace")
     for where, text in logs.items():
-        for form in secret_forms(bmc.password):
+        for form in secret_forms(ipmi_bmc.password):
             assert form not in text, f"the password ({form!r}) is in {where}"
-    assert bmc.lan_conf.stat().st_mode & 0o777 == 0o600  # the one file that must hold it
+    assert ipmi_bmc.lan_conf.stat().st_mode & 0o777 == 0o600  # the one file that must hold it
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -279,16 +270,16 @@ BAD_CASES = ("garbage", "not-name-value", "unknown-action", "missing-ip", "non-n
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
-def test_bad_input(bmc: IpmiSim, case: str) -> None:
-    before = bmc.received_packets()
-    result = run(our_agent(), bad_inputs(bmc)[case])
+def test_bad_input(ipmi_bmc: IpmiSim, case: str) -> None:
+    before = ipmi_bmc.received_packets()
+    result = run(our_agent(), bad_inputs(ipmi_bmc)[case])
     assert result.returncode == 1, result
     assert len(result.error_lines) == 1, result.stderr
     assert result.error_lines[0].startswith("Failed:"), result.stderr
     assert result.stdout == ""
-    assert bmc.password not in result.stderr
-    assert bmc.received_packets() == before  # nothing was sent to the device
-    assert bmc.events() == [] and bmc.power == "on"
+    assert ipmi_bmc.password not in result.stderr
+    assert ipmi_bmc.received_packets() == before  # nothing was sent to the device
+    assert ipmi_bmc.events() == [] and ipmi_bmc.power == "on"
 
 
 # -- Pacemaker -----------------------------------------------------------------------------------
@@ -308,11 +299,8 @@ def node_bmc(one_node_cluster: LocalCluster, tmp_path: Path) -> Iterator[IpmiSim
     pid = one_node_cluster.node.init_pid
     assert pid is not None
     sim = IpmiSim(tmp_path / "node-bmc", prefix=("nsenter", f"--target={pid}", "--net", "--"))
-    try:
-        sim.start()
+    with running(sim):
         yield sim
-    finally:
-        sim.stop()
 
 
 @pytest.mark.cluster

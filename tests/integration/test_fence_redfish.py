@@ -24,7 +24,6 @@ import base64
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,7 +40,6 @@ from highlander.fencing.driver import (
     Unreachable,
 )
 from highlander.lab.redfishsim import (
-    FakeSystem,
     RedfishSimulator,
     free_port,
     make_certificates,
@@ -58,31 +56,11 @@ def our_agent() -> list[str]:
 def fence_redfish() -> list[str]:
     return debian(FENCE_REDFISH)
 
-# -- fixtures ------------------------------------------------------------------------------------
 
-
-@pytest.fixture
-def bmc(tmp_path: Path) -> Iterator[RedfishSimulator]:
-    """One emulator with one system, powered on; stopped by PID whatever happens."""
-    sim = RedfishSimulator(tmp_path / "bmc", [FakeSystem("node-a", "On")])
-    try:
-        sim.start()
-        yield sim
-    finally:
-        sim.stop()
-
-
-@pytest.fixture
-def two_systems(tmp_path: Path) -> Iterator[RedfishSimulator]:
-    """One emulator with node-a (on) and node-b (off)."""
-    sim = RedfishSimulator(
-        tmp_path / "bmc2", [FakeSystem("node-a", "On"), FakeSystem("node-b", "Off")]
-    )
-    try:
-        sim.start()
-        yield sim
-    finally:
-        sim.stop()
+# The emulator of the tests with several systems: node-a (on) and node-b (off).
+with_two_systems = pytest.mark.parametrize(
+    "redfish_bmc", [(("node-a", "On"), ("node-b", "Off"))], ids=["two-systems"], indirect=True
+)
 
 
 def driver(sim: RedfishSimulator, **changes: object) -> RedfishDriver:
@@ -109,90 +87,90 @@ def wait_state(drv: RedfishDriver, state: str) -> None:
 # -- simulator -----------------------------------------------------------------------------------
 
 
-def test_simulator_files_keep_secrets_to_their_owner(bmc: RedfishSimulator) -> None:
+def test_simulator_files_keep_secrets_to_their_owner(redfish_bmc: RedfishSimulator) -> None:
     for name in ("htpasswd", "server.key", "emulator.conf"):
-        assert (bmc.workdir / name).stat().st_mode & 0o077 == 0, name
-    for path in bmc.workdir.rglob("*"):
+        assert (redfish_bmc.workdir / name).stat().st_mode & 0o077 == 0, name
+    for path in redfish_bmc.workdir.rglob("*"):
         if path.is_file():
-            assert bmc.password.encode() not in path.read_bytes(), path
-    assert bmc.password.encode() not in Path(f"/proc/{bmc.pid}/cmdline").read_bytes()
-    assert bmc.password.encode() not in Path(f"/proc/{bmc.pid}/environ").read_bytes()
-    assert (bmc.workdir / "htpasswd").read_text().startswith(f"{bmc.username}:$2b$")
+            assert redfish_bmc.password.encode() not in path.read_bytes(), path
+    assert redfish_bmc.password.encode() not in Path(f"/proc/{redfish_bmc.pid}/cmdline").read_bytes()
+    assert redfish_bmc.password.encode() not in Path(f"/proc/{redfish_bmc.pid}/environ").read_bytes()
+    assert (redfish_bmc.workdir / "htpasswd").read_text().startswith(f"{redfish_bmc.username}:$2b$")
 
 
-def test_simulator_answers_only_with_credentials(bmc: RedfishSimulator) -> None:
-    status, _ = bmc.request("GET", "/redfish/v1/Systems", auth=False)
+def test_simulator_answers_only_with_credentials(redfish_bmc: RedfishSimulator) -> None:
+    status, _ = redfish_bmc.request("GET", "/redfish/v1/Systems", auth=False)
     assert status == 401
-    status, data = bmc.request("GET", "/redfish/v1/Systems")
+    status, data = redfish_bmc.request("GET", "/redfish/v1/Systems")
     assert status == 200
-    assert [m["@odata.id"] for m in data["Members"]] == [bmc.systems[0].uri]  # type: ignore[index]
-    assert bmc.power_state() == "On"
+    assert [m["@odata.id"] for m in data["Members"]] == [redfish_bmc.systems[0].uri]  # type: ignore[index]
+    assert redfish_bmc.power_state() == "On"
     assert ("GET", "/redfish/v1/Systems", 401) in [
-        (r.method, r.path, r.status) for r in bmc.requests()
+        (r.method, r.path, r.status) for r in redfish_bmc.requests()
     ]
 
 
 # -- driver level --------------------------------------------------------------------------------
 
 
-def test_driver_off_on_reset(bmc: RedfishSimulator, caplog: pytest.LogCaptureFixture) -> None:
+def test_driver_off_on_reset(redfish_bmc: RedfishSimulator, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
-    drv = driver(bmc)
+    drv = driver(redfish_bmc)
     try:
         drv.connect()
         assert drv.power_status(None) == ON
         drv.set_power(None, OFF)
         wait_state(drv, OFF)
-        assert bmc.power_state() == "Off"
+        assert redfish_bmc.power_state() == "Off"
         drv.set_power(None, ON)
         wait_state(drv, ON)
-        assert bmc.power_state() == "On"
+        assert redfish_bmc.power_state() == "On"
         drv.reset(None)  # ForceRestart: the fake system reads Off until it is back on
         wait_state(drv, ON)
         assert drv.plugs() == {}
     finally:
         drv.close()
     drv.close()  # idempotent
-    posts = [r for r in bmc.requests() if r.method == "POST"]
-    assert [r.path for r in posts] == [f"{bmc.systems[0].uri}/Actions/ComputerSystem.Reset"] * 3
+    posts = [r for r in redfish_bmc.requests() if r.method == "POST"]
+    assert [r.path for r in posts] == [f"{redfish_bmc.systems[0].uri}/Actions/ComputerSystem.Reset"] * 3
     assert all(r.status == 204 for r in posts)
-    token = base64.b64encode(f"{bmc.username}:{bmc.password}".encode()).decode()
+    token = base64.b64encode(f"{redfish_bmc.username}:{redfish_bmc.password}".encode()).decode()
     assert "GET /redfish/v1/Systems" in caplog.text  # the exchanges are logged...
-    assert bmc.password not in caplog.text and token not in caplog.text  # ...never the secret
+    assert redfish_bmc.password not in caplog.text and token not in caplog.text  # ...never the secret
 
 
-def test_driver_wrong_password_is_login_denied(bmc: RedfishSimulator) -> None:
-    drv = driver(bmc, password="not-" + bmc.password)
+def test_driver_wrong_password_is_login_denied(redfish_bmc: RedfishSimulator) -> None:
+    drv = driver(redfish_bmc, password="not-" + redfish_bmc.password)
     with pytest.raises(LoginDenied) as caught:
         drv.connect()
     drv.close()
     message = str(caught.value)
     assert "HTTP 401 Unauthorized: check username and password" in message
     assert "\n" not in message
-    assert bmc.password not in message
+    assert redfish_bmc.password not in message
     assert "/redfish/v1/Systems" in message
 
 
-def test_driver_verifies_tls_by_default(bmc: RedfishSimulator) -> None:
-    before = len(bmc.requests())
-    drv = driver(bmc, ssl_ca_file=None)
+def test_driver_verifies_tls_by_default(redfish_bmc: RedfishSimulator) -> None:
+    before = len(redfish_bmc.requests())
+    drv = driver(redfish_bmc, ssl_ca_file=None)
     with pytest.raises(Unreachable) as caught:
         drv.connect()
     message = str(caught.value)
     assert "certificate" in message and "ssl_ca_file" in message and "ssl_insecure" in message
     assert "\n" not in message
-    assert len(bmc.requests()) == before  # the handshake failed: no request was sent
+    assert len(redfish_bmc.requests()) == before  # the handshake failed: no request was sent
 
 
-def test_driver_rejects_a_certificate_of_another_ca(bmc: RedfishSimulator, tmp_path: Path) -> None:
+def test_driver_rejects_a_certificate_of_another_ca(redfish_bmc: RedfishSimulator, tmp_path: Path) -> None:
     other_ca, _, _ = make_certificates(tmp_path / "other")
     with pytest.raises(Unreachable) as caught:
-        driver(bmc, ssl_ca_file=str(other_ca)).connect()
+        driver(redfish_bmc, ssl_ca_file=str(other_ca)).connect()
     assert str(other_ca) in str(caught.value)
 
 
-def test_driver_insecure_skips_verification(bmc: RedfishSimulator) -> None:
-    drv = driver(bmc, ssl_ca_file=None, ssl_insecure=True)
+def test_driver_insecure_skips_verification(redfish_bmc: RedfishSimulator) -> None:
+    drv = driver(redfish_bmc, ssl_ca_file=None, ssl_insecure=True)
     try:
         drv.connect()
         assert drv.power_status(None) == ON
@@ -200,11 +178,11 @@ def test_driver_insecure_skips_verification(bmc: RedfishSimulator) -> None:
         drv.close()
 
 
-def test_driver_ca_file_and_insecure_together_are_refused(bmc: RedfishSimulator) -> None:
-    before = len(bmc.requests())
+def test_driver_ca_file_and_insecure_together_are_refused(redfish_bmc: RedfishSimulator) -> None:
+    before = len(redfish_bmc.requests())
     with pytest.raises(FenceError, match="contradict"):
-        driver(bmc, ssl_insecure=True)
-    assert len(bmc.requests()) == before
+        driver(redfish_bmc, ssl_insecure=True)
+    assert len(redfish_bmc.requests()) == before
 
 
 @pytest.mark.parametrize("content", [None, b"not a certificate\n"], ids=["missing", "not-pem"])
@@ -223,10 +201,11 @@ def test_driver_unreachable() -> None:
         drv.connect()
 
 
-def test_driver_several_systems_need_a_choice(two_systems: RedfishSimulator) -> None:
-    a, b = two_systems.systems
+@with_two_systems
+def test_driver_several_systems_need_a_choice(redfish_bmc: RedfishSimulator) -> None:
+    a, b = redfish_bmc.systems
     with pytest.raises(DeviceFailure) as caught:
-        driver(two_systems).connect()
+        driver(redfish_bmc).connect()
     message = str(caught.value)
     assert a.uri in message and b.uri in message
     assert "systems_uri" in message and "plug" in message
@@ -237,7 +216,7 @@ def test_driver_several_systems_need_a_choice(two_systems: RedfishSimulator) -> 
         ({"systems_uri": b.uri}, OFF),
         ({"systems_uri": a.uri, "plug": "node-b"}, ON),  # systems_uri wins, as in fence_redfish
     ):
-        drv = driver(two_systems, **choice)
+        drv = driver(redfish_bmc, **choice)
         try:
             drv.connect()
             assert drv.power_status(None) == state, choice
@@ -245,13 +224,13 @@ def test_driver_several_systems_need_a_choice(two_systems: RedfishSimulator) -> 
             drv.close()
 
     with pytest.raises(DeviceFailure) as caught:
-        driver(two_systems, plug="node-z").connect()
+        driver(redfish_bmc, plug="node-z").connect()
     assert "node-z" in str(caught.value) and a.uri in str(caught.value)
 
 
-def test_driver_plug_on_a_single_system_bmc(bmc: RedfishSimulator) -> None:
+def test_driver_plug_on_a_single_system_bmc(redfish_bmc: RedfishSimulator) -> None:
     """Pacemaker passes the node name as plug; a one-system BMC has nothing to choose."""
-    drv = driver(bmc, plug="whatever-node")
+    drv = driver(redfish_bmc, plug="whatever-node")
     try:
         drv.connect()
         assert drv.power_status("whatever-node") == ON
@@ -259,35 +238,35 @@ def test_driver_plug_on_a_single_system_bmc(bmc: RedfishSimulator) -> None:
         drv.close()
 
 
-def test_driver_answers_without_expected_keys(bmc: RedfishSimulator) -> None:
+def test_driver_answers_without_expected_keys(redfish_bmc: RedfishSimulator) -> None:
     # Real answers of the emulator that are not what the agent needs.
     with pytest.raises(DeviceFailure, match="/redfish/v1/Managers has no Systems"):
-        driver(bmc, redfish_uri="/redfish/v1/Managers").connect()
+        driver(redfish_bmc, redfish_uri="/redfish/v1/Managers").connect()
 
-    drv = driver(bmc, systems_uri="/redfish/v1/Registries")
+    drv = driver(redfish_bmc, systems_uri="/redfish/v1/Registries")
     with pytest.raises(DeviceFailure, match="reports no PowerState"):
         drv.power_status(None)
 
-    _, managers = bmc.request("GET", "/redfish/v1/Managers")
+    _, managers = redfish_bmc.request("GET", "/redfish/v1/Managers")
     manager = managers["Members"][0]["@odata.id"]  # type: ignore[index]
-    drv = driver(bmc, systems_uri=manager)  # a Manager has a PowerState, no ComputerSystem.Reset
+    drv = driver(redfish_bmc, systems_uri=manager)  # a Manager has a PowerState, no ComputerSystem.Reset
     assert drv.power_status(None) == ON
     with pytest.raises(DeviceFailure, match=r"no Actions/#ComputerSystem.Reset/target"):
         drv.set_power(None, OFF)
-    assert bmc.power_state() == "On"
+    assert redfish_bmc.power_state() == "On"
 
 
-def test_driver_http_errors_are_one_line(bmc: RedfishSimulator) -> None:
+def test_driver_http_errors_are_one_line(redfish_bmc: RedfishSimulator) -> None:
     with pytest.raises(DeviceFailure) as caught:
-        driver(bmc, systems_uri="/redfish/v1/Systems/nope").connect()
+        driver(redfish_bmc, systems_uri="/redfish/v1/Systems/nope").connect()
     message = str(caught.value)
     assert "HTTP 404" in message and "/redfish/v1/Systems/nope" in message
     assert "\n" not in message
 
 
-def test_driver_follows_the_emulators_redirect_from_name_to_id(bmc: RedfishSimulator) -> None:
+def test_driver_follows_the_emulators_redirect_from_name_to_id(redfish_bmc: RedfishSimulator) -> None:
     """sushy-emulator redirects /Systems/<name> to /Systems/<uuid> (HTTP 307)."""
-    drv = driver(bmc, systems_uri="/redfish/v1/Systems/node-a")
+    drv = driver(redfish_bmc, systems_uri="/redfish/v1/Systems/node-a")
     try:
         assert drv.power_status(None) == ON
     finally:
@@ -356,15 +335,15 @@ SEQUENCE = ("status", "monitor", "off", "status", "off", "on", "status", "reboot
     [(ours_verified, theirs_verified), (ours_insecure, theirs_insecure)],
     ids=["tls-verified", "ssl-insecure"],
 )
-def test_differential_power_sequence(bmc: RedfishSimulator, variants: tuple) -> None:
+def test_differential_power_sequence(redfish_bmc: RedfishSimulator, variants: tuple) -> None:
     """Each action by our agent, then by fence_redfish, on the same emulator."""
     outcomes: dict[str, list[tuple[str, int, str]]] = {"ours": [], "fence_redfish": []}
     for action in SEQUENCE:
         for who, variant in zip(outcomes, variants):
-            command, options, env = variant(bmc, action=action)
+            command, options, env = variant(redfish_bmc, action=action)
             result = run(command, options, env)
             assert "Traceback" not in result.stderr, (who, action, result.stderr)
-            outcomes[who].append((action, result.returncode, bmc.power_state()))
+            outcomes[who].append((action, result.returncode, redfish_bmc.power_state()))
     assert outcomes["ours"] == outcomes["fence_redfish"]
     assert outcomes["ours"] == [
         ("status", 0, "On"),
@@ -378,21 +357,21 @@ def test_differential_power_sequence(bmc: RedfishSimulator, variants: tuple) -> 
     ]
 
 
-def test_reboot_cycle_is_one_force_restart(bmc: RedfishSimulator) -> None:
-    command, options, env = ours_verified(bmc, action="reboot", method="cycle")
-    before = len(bmc.requests())
+def test_reboot_cycle_is_one_force_restart(redfish_bmc: RedfishSimulator) -> None:
+    command, options, env = ours_verified(redfish_bmc, action="reboot", method="cycle")
+    before = len(redfish_bmc.requests())
     result = run(command, options, env)
     assert result.returncode == 0, result.stderr
-    posts = [r for r in bmc.requests()[before:] if r.method == "POST"]
+    posts = [r for r in redfish_bmc.requests()[before:] if r.method == "POST"]
     assert len(posts) == 1
-    bmc.wait_power("On")
+    redfish_bmc.wait_power("On")
 
 
-def test_wrong_password(bmc: RedfishSimulator, capsys: pytest.CaptureFixture[str]) -> None:
-    wrong = "not-" + bmc.password
-    command, options, env = ours_verified(bmc, action="status", password=wrong)
+def test_wrong_password(redfish_bmc: RedfishSimulator, capsys: pytest.CaptureFixture[str]) -> None:
+    wrong = "not-" + redfish_bmc.password
+    command, options, env = ours_verified(redfish_bmc, action="status", password=wrong)
     ours = run(command, options, env)
-    command, options, env = theirs_verified(bmc, action="status", password=wrong)
+    command, options, env = theirs_verified(redfish_bmc, action="status", password=wrong)
     theirs = run(command, options, env)
 
     assert ours.returncode == theirs.returncode == 1
@@ -407,35 +386,36 @@ def test_wrong_password(bmc: RedfishSimulator, capsys: pytest.CaptureFixture[str
         assert "KeyError: 'Members'" in theirs.stderr
 
 
-def test_unreachable_device(bmc: RedfishSimulator) -> None:
+def test_unreachable_device(redfish_bmc: RedfishSimulator) -> None:
     port = free_port()  # nothing listens there
-    ours = run_variant(ours_verified(bmc, action="status", ipport=port))
-    theirs = run_variant(theirs_verified(bmc, action="status", ipport=port))
+    ours = run_variant(ours_verified(redfish_bmc, action="status", ipport=port))
+    theirs = run_variant(theirs_verified(redfish_bmc, action="status", ipport=port))
     assert ours.returncode == theirs.returncode == 1
     assert len(ours.error_lines) == 1, ours.stderr
     assert "refused the connection" in ours.error_lines[0]
     assert "Connection refused" in theirs.stderr
 
 
-def test_tls_is_verified_by_default(bmc: RedfishSimulator) -> None:
-    before = len(bmc.requests())
-    ours = run(our_agent(), base_options(bmc, action="status"))
-    theirs = run(fence_redfish(), base_options(bmc, action="status"))
+def test_tls_is_verified_by_default(redfish_bmc: RedfishSimulator) -> None:
+    before = len(redfish_bmc.requests())
+    ours = run(our_agent(), base_options(redfish_bmc, action="status"))
+    theirs = run(fence_redfish(), base_options(redfish_bmc, action="status"))
     assert ours.returncode == theirs.returncode == 1
     assert len(ours.error_lines) == 1, ours.stderr
     line = ours.error_lines[0]
     assert "certificate" in line and "ssl_ca_file" in line and "ssl_insecure" in line
     assert "CERTIFICATE_VERIFY_FAILED" in theirs.stderr
-    assert len(bmc.requests()) == before  # neither got past the TLS handshake
+    assert len(redfish_bmc.requests()) == before  # neither got past the TLS handshake
 
 
-def test_several_systems(two_systems: RedfishSimulator) -> None:
-    a, b = two_systems.systems
-    ours = run_variant(ours_verified(two_systems, action="status"))
+@with_two_systems
+def test_several_systems(redfish_bmc: RedfishSimulator) -> None:
+    a, b = redfish_bmc.systems
+    ours = run_variant(ours_verified(redfish_bmc, action="status"))
     assert ours.returncode == 1
     assert len(ours.error_lines) == 1 and a.uri in ours.stderr and b.uri in ours.stderr
     # fence_redfish takes the last system the collection lists, whichever that is.
-    theirs = run_variant(theirs_verified(two_systems, action="status"))
+    theirs = run_variant(theirs_verified(redfish_bmc, action="status"))
     assert theirs.returncode in (0, 2)
 
     for extra, code in (
@@ -443,27 +423,27 @@ def test_several_systems(two_systems: RedfishSimulator) -> None:
         ({"systems_uri": a.uri}, 0),
     ):
         for variant in (ours_verified, theirs_verified):
-            result = run_variant(variant(two_systems, action="status", **extra))
+            result = run_variant(variant(redfish_bmc, action="status", **extra))
             assert result.returncode == code, (variant.__name__, extra, result.stderr)
-    assert run_variant(ours_verified(two_systems, action="status", plug="node-b")).returncode == 2
-    assert run_variant(ours_verified(two_systems, action="status", plug=a.uuid)).returncode == 0
+    assert run_variant(ours_verified(redfish_bmc, action="status", plug="node-b")).returncode == 2
+    assert run_variant(ours_verified(redfish_bmc, action="status", plug=a.uuid)).returncode == 0
 
     # Fencing one system leaves the other alone.
-    result = run_variant(ours_verified(two_systems, action="off", plug="node-a"))
+    result = run_variant(ours_verified(redfish_bmc, action="off", plug="node-a"))
     assert result.returncode == 0, result.stderr
-    assert (two_systems.power_state("node-a"), two_systems.power_state("node-b")) == ("Off", "Off")
-    result = run_variant(ours_verified(two_systems, action="on", plug="node-b"))
+    assert (redfish_bmc.power_state("node-a"), redfish_bmc.power_state("node-b")) == ("Off", "Off")
+    result = run_variant(ours_verified(redfish_bmc, action="on", plug="node-b"))
     assert result.returncode == 0, result.stderr
-    assert (two_systems.power_state("node-a"), two_systems.power_state("node-b")) == ("Off", "On")
+    assert (redfish_bmc.power_state("node-a"), redfish_bmc.power_state("node-b")) == ("Off", "On")
 
 
-def test_secrecy(bmc: RedfishSimulator, tmp_path: Path) -> None:
+def test_secrecy(redfish_bmc: RedfishSimulator, tmp_path: Path) -> None:
     """The password is on no command line, in no output and not in the debug file."""
     debug_file = tmp_path / "agent-debug.log"
-    command, options, _ = ours_verified(bmc, action="off", verbose=1, debug_file=debug_file)
+    command, options, _ = ours_verified(redfish_bmc, action="off", verbose=1, debug_file=debug_file)
     stdin = "".join(f"{k}={v}\n" for k, v in options.items())
-    secret = bmc.password.encode()
-    basic = base64.b64encode(f"{bmc.username}:{bmc.password}".encode())
+    secret = redfish_bmc.password.encode()
+    basic = base64.b64encode(f"{redfish_bmc.username}:{redfish_bmc.password}".encode())
     with open(tmp_path / "out", "w+b") as out, open(tmp_path / "err", "w+b") as err:
         process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=out, stderr=err,
@@ -497,7 +477,7 @@ def test_secrecy(bmc: RedfishSimulator, tmp_path: Path) -> None:
         output = out.read() + err.read()
     assert process.returncode == 0, output
     assert samples > 0
-    assert bmc.power_state() == "Off"
+    assert redfish_bmc.power_state() == "Off"
     logged = debug_file.read_bytes()
     assert logged, "the debug file is empty"
     for text, where in ((output, "stdout/stderr"), (logged, "debug file")):
@@ -515,7 +495,7 @@ BAD_INPUT: dict[str, str | dict[str, object]] = {
 
 @pytest.mark.parametrize("case", BAD_INPUT, ids=list(BAD_INPUT))
 @pytest.mark.parametrize("who", ["ours", "fence_redfish"])
-def test_bad_input(bmc: RedfishSimulator, case: str, who: str) -> None:
+def test_bad_input(redfish_bmc: RedfishSimulator, case: str, who: str) -> None:
     given = BAD_INPUT[case]
     if isinstance(given, str):
         stdin: str | dict[str, object] = given
@@ -523,24 +503,24 @@ def test_bad_input(bmc: RedfishSimulator, case: str, who: str) -> None:
         env: dict[str, str] = {}
     else:
         variant = ours_verified if who == "ours" else theirs_verified
-        command, options, env = variant(bmc)
+        command, options, env = variant(redfish_bmc)
         options.update(given)
         stdin = {k: v for k, v in options.items() if v is not None}
-    before = len(bmc.requests())
+    before = len(redfish_bmc.requests())
     result = run(command, stdin, env)
     assert result.returncode == 1, result
-    assert len(bmc.requests()) == before, "the agent sent a request despite bad input"
+    assert len(redfish_bmc.requests()) == before, "the agent sent a request despite bad input"
     if who == "ours":
         assert len(result.error_lines) == 1, result.stderr
         assert "Traceback" not in result.stderr
-        assert bmc.password not in result.stderr + result.stdout
+        assert redfish_bmc.password not in result.stderr + result.stdout
 
 
-def test_answers_without_expected_keys(bmc: RedfishSimulator) -> None:
+def test_answers_without_expected_keys(redfish_bmc: RedfishSimulator) -> None:
     """A systems_uri that is not a ComputerSystem: both fail, ours naming what is missing."""
     wrong = {"action": "status", "systems_uri": "/redfish/v1/Registries"}
-    ours = run_variant(ours_verified(bmc, **wrong))
-    theirs = run_variant(theirs_verified(bmc, **wrong))
+    ours = run_variant(ours_verified(redfish_bmc, **wrong))
+    theirs = run_variant(theirs_verified(redfish_bmc, **wrong))
     assert ours.returncode == theirs.returncode == 1
     assert len(ours.error_lines) == 1, ours.stderr
     assert "reports no PowerState" in ours.error_lines[0]

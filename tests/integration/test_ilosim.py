@@ -8,7 +8,7 @@ status, off, on, reboot (both methods) and monitor must behave as on a real
 iLO — exit codes, printed result and the power state the simulator records.
 
 fence_ilo_ssh gets the simulator's host key through ``ssh_options`` (see
-:func:`ilo_support.ssh_options`) and the simulator delivers its output line
+:func:`simulators.ssh_options`) and the simulator delivers its output line
 by line (``LINE_BY_LINE``): with a whole response in one write
 fence_ilo_ssh misreads the power state, depending on byte offsets — its
 bug, shown in test_fence_ilo_ssh.py, not the simulator's.
@@ -26,16 +26,14 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from ilo_support import (
-    PASSWORD,
-    USERNAME,
-    Run,
+from fence_agents import Run, run
+from simulators import (
+    ILO_PASSWORD,
+    ILO_USERNAME,
     debian_options,
     fence_ilo_ssh,
     known_hosts_for,
-    run,
     running_ilo,
-    user_known_hosts_untouched,  # noqa: F401 - a fixture
 )
 
 from highlander.fencing.agents.ilo_ssh import IloSshDriver, PromptReader, parse_response
@@ -46,22 +44,10 @@ PROMPT = r"<[^<>]*>hpiLO-> $"
 pytestmark = pytest.mark.usefixtures("user_known_hosts_untouched")
 
 
-@pytest.fixture
-def ilo(tmp_path: Path) -> Iterator[ILOSimulator]:
-    with running_ilo(tmp_path / "ilo") as sim:
-        yield sim
-
-
-@pytest.fixture
-def paced_ilo(tmp_path: Path) -> Iterator[ILOSimulator]:
-    with running_ilo(tmp_path / "ilo", fragmentation=LINE_BY_LINE) as sim:
-        yield sim
-
-
 class Session:
     """A paramiko client's CLI session with the simulator (raw text, no agent logic)."""
 
-    def __init__(self, sim: ILOSimulator, password: str = PASSWORD) -> None:
+    def __init__(self, sim: ILOSimulator, password: str = ILO_PASSWORD) -> None:
         self.transport = paramiko.Transport((sim.host, sim.port))
         try:
             self.transport.start_client(timeout=10)
@@ -105,7 +91,7 @@ def exec_command(sim: ILOSimulator, command: str) -> str:
     client = paramiko.Transport((sim.host, sim.port))
     try:
         client.start_client(timeout=10)
-        client.auth_password(sim.username, PASSWORD)
+        client.auth_password(sim.username, ILO_PASSWORD)
         channel = client.open_session(timeout=10)
         channel.exec_command(command)
         channel.settimeout(10)
@@ -124,7 +110,7 @@ def test_login_banner_and_prompt(session: Session, ilo: ILOSimulator) -> None:
     # The banner was read by the first read_to_prompt.
     banner, prompt = session.read_to_prompt()
     assert prompt == "</>hpiLO-> "
-    assert f"User:{USERNAME} logged-in to" in banner[1]
+    assert f"User:{ILO_USERNAME} logged-in to" in banner[1]
     assert "Server Power: On" in banner
 
 
@@ -197,8 +183,8 @@ def test_exec_request(ilo: ILOSimulator) -> None:
 
 def test_wrong_password_is_refused_and_not_recorded(ilo: ILOSimulator) -> None:
     with pytest.raises(paramiko.AuthenticationException):
-        Session(ilo, password="not-" + PASSWORD)
-    assert ilo.auth_attempts == [(USERNAME, "password", False)]
+        Session(ilo, password="not-" + ILO_PASSWORD)
+    assert ilo.auth_attempts == [(ILO_USERNAME, "password", False)]
     assert ilo.connections == 1
     assert ilo.commands == []
 
@@ -277,10 +263,10 @@ def ilo_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, st
     password_file = tmp_path / "password"
     fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(PASSWORD + "\n")
+        f.write(ILO_PASSWORD + "\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "highlander.lab.ilosim", "--state-file", str(tmp_path / "power"),
-         "--username", USERNAME, "--password-file", str(password_file),
+         "--username", ILO_USERNAME, "--password-file", str(password_file),
          "--host-key", str(tmp_path / "host_key"), "--on-off", f"touch {tmp_path / 'off-hook-ran'}"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -304,7 +290,7 @@ def ilo_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, st
 
 def test_program_form(ilo_process: tuple[subprocess.Popen[str], int, str], tmp_path: Path) -> None:
     proc, port, fingerprint = ilo_process
-    assert PASSWORD.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+    assert ILO_PASSWORD.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
     assert (tmp_path / "host_key").stat().st_mode & 0o077 == 0
     transport = paramiko.Transport(("127.0.0.1", port))
     try:
@@ -312,11 +298,13 @@ def test_program_form(ilo_process: tuple[subprocess.Popen[str], int, str], tmp_p
         from highlander.lab.ilosim import fingerprint as fp
 
         assert fp(transport.get_remote_server_key()) == fingerprint
-        transport.auth_password(USERNAME, PASSWORD)
+        transport.auth_password(ILO_USERNAME, ILO_PASSWORD)
     finally:
         transport.close()
     assert (tmp_path / "power").read_text() == "on\n"
-    drv = IloSshDriver("127.0.0.1", port, username=USERNAME, password=PASSWORD, ssh_fingerprint=fingerprint)
+    drv = IloSshDriver(
+        "127.0.0.1", port, username=ILO_USERNAME, password=ILO_PASSWORD, ssh_fingerprint=fingerprint
+    )
     try:
         drv.connect()
         drv.set_power(None, "off")
@@ -343,7 +331,7 @@ def test_fence_ilo_ssh_status(paced_ilo: ILOSimulator, tmp_path: Path) -> None:
     result = debian(paced_ilo, tmp_path, action="status")
     assert (result.returncode, result.stdout.strip()) == (2, "Status: OFF"), result
     # It logged in with a password, once per run, and typed what its source says.
-    assert paced_ilo.auth_attempts == [(USERNAME, "password", True)] * 2
+    assert paced_ilo.auth_attempts == [(ILO_USERNAME, "password", True)] * 2
     # ("exit" is sent as it closes the connection: it may or may not arrive.)
     assert [c for c in paced_ilo.commands if c != "exit"] == ["SMCLP", "show /system1"] * 2
 
@@ -383,7 +371,7 @@ def test_fence_ilo_ssh_monitor(paced_ilo: ILOSimulator, tmp_path: Path) -> None:
 
 
 def test_fence_ilo_ssh_wrong_password(paced_ilo: ILOSimulator, tmp_path: Path) -> None:
-    result = debian(paced_ilo, tmp_path, action="off", password="not-" + PASSWORD, login_timeout=2)
+    result = debian(paced_ilo, tmp_path, action="off", password="not-" + ILO_PASSWORD, login_timeout=2)
     assert result.returncode == 1, result
     assert "Unable to connect/login to fencing device" in result.stderr
     assert paced_ilo.power.read() == "on"

@@ -21,9 +21,11 @@ import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from simulators import running
 
 from highlander.adapters.waiting import wait_until
 from highlander.fencing.agents.ipmi import IpmiDriver, make_driver
@@ -38,17 +40,6 @@ from highlander.fencing.driver import (
 from highlander.lab.ipmisim import IpmiSim, SimulatorError, free_udp_port
 
 pytestmark = pytest.mark.skipif(shutil.which("ipmi_sim") is None, reason="ipmi_sim (openipmi) missing")
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[IpmiSim]:
-    """One BMC, powered on, logging every packet; stopped by PID whatever happens."""
-    bmc = IpmiSim(tmp_path / "bmc", debug=True)
-    try:
-        bmc.start()
-        yield bmc
-    finally:
-        bmc.stop()
 
 
 def driver(sim: IpmiSim, **changes: object) -> IpmiDriver:
@@ -75,23 +66,23 @@ def ipmitool(sim: IpmiSim, *command: str, cipher: str = "3") -> subprocess.Compl
 # -- the simulator -------------------------------------------------------------------------------
 
 
-def test_simulator_files_and_process(sim: IpmiSim) -> None:
-    assert sim.running and sim.pid is not None
-    assert os.path.basename(os.readlink(f"/proc/{sim.pid}/exe")) == "ipmi_sim"
-    assert sim.workdir.stat().st_mode & 0o777 == 0o700
-    assert sim.lan_conf.stat().st_mode & 0o777 == 0o600  # it holds the password
-    assert sim.password.encode() not in Path(f"/proc/{sim.pid}/cmdline").read_bytes()
-    assert sim.password.encode() not in Path(f"/proc/{sim.pid}/environ").read_bytes()
-    for path in sim.workdir.rglob("*"):
-        if path.is_file() and path != sim.lan_conf:
-            assert sim.password.encode() not in path.read_bytes(), path
-    assert "mc_enable 0x20" in (sim.workdir / "sim.emu").read_text()
-    assert sim.power == ON
-    pid = sim.pid
-    sim.stop()
+def test_simulator_files_and_process(ipmi_bmc: IpmiSim) -> None:
+    assert ipmi_bmc.running and ipmi_bmc.pid is not None
+    assert os.path.basename(os.readlink(f"/proc/{ipmi_bmc.pid}/exe")) == "ipmi_sim"
+    assert ipmi_bmc.workdir.stat().st_mode & 0o777 == 0o700
+    assert ipmi_bmc.lan_conf.stat().st_mode & 0o777 == 0o600  # it holds the password
+    assert ipmi_bmc.password.encode() not in Path(f"/proc/{ipmi_bmc.pid}/cmdline").read_bytes()
+    assert ipmi_bmc.password.encode() not in Path(f"/proc/{ipmi_bmc.pid}/environ").read_bytes()
+    for path in ipmi_bmc.workdir.rglob("*"):
+        if path.is_file() and path != ipmi_bmc.lan_conf:
+            assert ipmi_bmc.password.encode() not in path.read_bytes(), path
+    assert "mc_enable 0x20" in (ipmi_bmc.workdir / "sim.emu").read_text()
+    assert ipmi_bmc.power == ON
+    pid = ipmi_bmc.pid
+    ipmi_bmc.stop()
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
-    assert not sim.lan_conf.exists()  # the password does not outlive the simulator
-    sim.stop()  # idempotent
+    assert not ipmi_bmc.lan_conf.exists()  # the password does not outlive the simulator
+    ipmi_bmc.stop()  # idempotent
 
 
 def test_simulator_refuses_a_port_in_use(tmp_path: Path) -> None:
@@ -113,30 +104,30 @@ def test_simulator_refuses_unsafe_credentials(tmp_path: Path) -> None:
             IpmiSim(tmp_path / "bmc", **bad)  # type: ignore[arg-type]
 
 
-def test_ipmitool_sees_the_power_the_simulator_records(sim: IpmiSim) -> None:
+def test_ipmitool_sees_the_power_the_simulator_records(ipmi_bmc: IpmiSim) -> None:
     """A reference client nobody here wrote: the simulator is a BMC to it."""
-    result = ipmitool(sim, "chassis", "power", "status")
+    result = ipmitool(ipmi_bmc, "chassis", "power", "status")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Chassis Power is on"
-    result = ipmitool(sim, "chassis", "power", "off")
+    result = ipmitool(ipmi_bmc, "chassis", "power", "off")
     assert result.returncode == 0, result.stderr
-    assert sim.power == OFF
-    assert ipmitool(sim, "chassis", "power", "status").stdout.strip() == "Chassis Power is off"
-    sim.set_power(True)  # behind the BMC's back, as a test set-up does
-    assert ipmitool(sim, "chassis", "power", "status").stdout.strip() == "Chassis Power is on"
-    assert sim.events() == ["off"]
+    assert ipmi_bmc.power == OFF
+    assert ipmitool(ipmi_bmc, "chassis", "power", "status").stdout.strip() == "Chassis Power is off"
+    ipmi_bmc.set_power(True)  # behind the BMC's back, as a test set-up does
+    assert ipmitool(ipmi_bmc, "chassis", "power", "status").stdout.strip() == "Chassis Power is on"
+    assert ipmi_bmc.events() == ["off"]
 
 
-def test_simulator_offers_no_cipher_suite_17(sim: IpmiSim) -> None:
+def test_simulator_offers_no_cipher_suite_17(ipmi_bmc: IpmiSim) -> None:
     """ipmi_sim 2.0.33 has no HMAC-SHA256: suite 17 is refused, by ipmitool's account too."""
-    result = ipmitool(sim, "chassis", "power", "status", cipher="17")
+    result = ipmitool(ipmi_bmc, "chassis", "power", "status", cipher="17")
     assert result.returncode != 0
     assert "invalid authentication algorithm" in (result.stdout + result.stderr).lower()
-    drv = driver(sim, cipher="17")
+    drv = driver(ipmi_bmc, cipher="17")
     with pytest.raises(LoginDenied, match="cipher suite 17"):
         drv.connect()
     drv.close()
-    drv = driver(sim, cipher=None)  # unset: 17 first, then 3
+    drv = driver(ipmi_bmc, cipher=None)  # unset: 17 first, then 3
     try:
         drv.connect()
         assert drv.power_status(None) == ON
@@ -153,9 +144,7 @@ def test_power_hooks_commands_and_callables(tmp_path: Path) -> None:
         on_power_on=["sh", "-c", f"echo on >> {marks}"],
         on_reset=lambda: calls.append("reset"),
     )
-    drv = driver(bmc)
-    try:
-        bmc.start()
+    with running(bmc), closing(driver(bmc)) as drv:
         drv.connect()
         drv.set_power(None, OFF)
         assert bmc.power == OFF and calls == ["off"]
@@ -172,9 +161,6 @@ def test_power_hooks_commands_and_callables(tmp_path: Path) -> None:
         wait_until(lambda: bmc.events()[-1:] == ["on"], timeout=15, what="power on after the cycle")
         assert calls == ["off", "reset", "off"]
         assert marks.read_text() == "on\non\n"
-    finally:
-        drv.close()
-        bmc.stop()
     assert bmc.events() == ["off", "off (already off)", "on", "reset", "off", "on"]
 
 
@@ -183,9 +169,7 @@ def test_a_failing_hook_fails_the_request_and_keeps_the_power(tmp_path: Path) ->
         raise RuntimeError("the node cannot be switched off")
 
     bmc = IpmiSim(tmp_path / "bmc", on_power_off=refuse, on_power_on=["false"])
-    drv = driver(bmc)
-    try:
-        bmc.start()
+    with running(bmc), closing(driver(bmc)) as drv:
         drv.connect()
         with pytest.raises(DeviceFailure, match="refused chassis power off"):
             drv.set_power(None, OFF)
@@ -195,9 +179,6 @@ def test_a_failing_hook_fails_the_request_and_keeps_the_power(tmp_path: Path) ->
             drv.set_power(None, ON)
         assert bmc.power == OFF
         assert drv.power_status(None) == OFF  # the session survives a refused request
-    finally:
-        drv.close()
-        bmc.stop()
     assert bmc.events() == ["off FAILED: hook", "on FAILED: hook"]
     assert "the node cannot be switched off" in (bmc.workdir / "hooks.log").read_text()
 
@@ -205,55 +186,55 @@ def test_a_failing_hook_fails_the_request_and_keeps_the_power(tmp_path: Path) ->
 # -- the driver ----------------------------------------------------------------------------------
 
 
-def test_one_session_for_the_whole_action(sim: IpmiSim) -> None:
-    drv = driver(sim)
+def test_one_session_for_the_whole_action(ipmi_bmc: IpmiSim) -> None:
+    drv = driver(ipmi_bmc)
     try:
         drv.connect()
         assert [drv.power_status(None) for _ in range(20)] == [ON] * 20
         drv.set_power(None, OFF)
-        assert drv.power_status(None) == OFF and sim.power == OFF
+        assert drv.power_status(None) == OFF and ipmi_bmc.power == OFF
         drv.set_power(None, ON)
-        assert drv.power_status(None) == ON and sim.power == ON
+        assert drv.power_status(None) == ON and ipmi_bmc.power == ON
         assert drv.plugs() == {}
     finally:
         drv.close()
     drv.close()  # idempotent
     # and logged out (a BMC has few session slots); ipmi_sim logs it a moment later
-    wait_until(lambda: "Session closed" in sim.log_file.read_text(errors="replace"),
+    wait_until(lambda: "Session closed" in ipmi_bmc.log_file.read_text(errors="replace"),
                timeout=10, what="ipmi_sim to log the Close Session")  # fmt: skip
-    log = sim.log_file.read_text(errors="replace")
+    log = ipmi_bmc.log_file.read_text(errors="replace")
     assert log.count("Session started") == 1
     assert log.count("Session closed") == 1
-    assert sim.events() == ["off", "on"]
+    assert ipmi_bmc.events() == ["off", "on"]
 
 
-def test_many_agents_in_a_row_do_not_exhaust_the_sessions(sim: IpmiSim) -> None:
+def test_many_agents_in_a_row_do_not_exhaust_the_sessions(ipmi_bmc: IpmiSim) -> None:
     """ipmi_sim has a handful of session slots; each driver must give its own back."""
     for _ in range(40):
-        drv = driver(sim)
+        drv = driver(ipmi_bmc)
         try:
             drv.connect()
             assert drv.power_status(None) == ON
         finally:
             drv.close()
-    assert sessions_started(sim) == 40
+    assert sessions_started(ipmi_bmc) == 40
 
 
 @pytest.mark.parametrize("wrong", ["password", "username"])
-def test_wrong_credentials_are_login_denied(sim: IpmiSim, wrong: str) -> None:
-    bad = {"password": "not-" + sim.password} if wrong == "password" else {"username": "nobody"}
-    drv = driver(sim, **bad)
+def test_wrong_credentials_are_login_denied(ipmi_bmc: IpmiSim, wrong: str) -> None:
+    bad = {"password": "not-" + ipmi_bmc.password} if wrong == "password" else {"username": "nobody"}
+    drv = driver(ipmi_bmc, **bad)
     with pytest.raises(LoginDenied) as caught:
         drv.connect()
     drv.close()
     message = str(caught.value)
     assert "\n" not in message and "refused the login" in message
-    assert sim.password not in message and bad.get("password", sim.password) not in message
-    assert sim.events() == []
+    assert ipmi_bmc.password not in message and bad.get("password", ipmi_bmc.password) not in message
+    assert ipmi_bmc.events() == []
 
 
-def test_privilege_user_cannot_switch_power(sim: IpmiSim) -> None:
-    drv = driver(sim, privlvl="user")
+def test_privilege_user_cannot_switch_power(ipmi_bmc: IpmiSim) -> None:
+    drv = driver(ipmi_bmc, privlvl="user")
     try:
         drv.connect()
         assert drv.power_status(None) == ON
@@ -261,11 +242,11 @@ def test_privilege_user_cannot_switch_power(sim: IpmiSim) -> None:
             drv.set_power(None, OFF)
     finally:
         drv.close()
-    assert sim.power == ON
+    assert ipmi_bmc.power == ON
 
 
-def test_a_closed_port_is_unreachable(sim: IpmiSim) -> None:
-    drv = driver(sim, ipport=free_udp_port(), login_timeout=1)
+def test_a_closed_port_is_unreachable(ipmi_bmc: IpmiSim) -> None:
+    drv = driver(ipmi_bmc, ipport=free_udp_port(), login_timeout=1)
     with pytest.raises(Unreachable, match="no answer from the BMC at 127.0.0.1:") as caught:
         drv.connect()
     assert "\n" not in str(caught.value)
@@ -290,20 +271,20 @@ def test_an_unknown_host_is_unreachable() -> None:
         ({"cipher": "1"}, "cipher 1 is not supported"),
     ],
 )
-def test_refused_before_any_traffic(sim: IpmiSim, options: dict, message: str) -> None:
-    before = sim.received_packets()
+def test_refused_before_any_traffic(ipmi_bmc: IpmiSim, options: dict, message: str) -> None:
+    before = ipmi_bmc.received_packets()
     with pytest.raises(FenceError, match=message):
-        driver(sim, **options)
-    assert sim.received_packets() == before
+        driver(ipmi_bmc, **options)
+    assert ipmi_bmc.received_packets() == before
 
 
-def test_a_wrong_kg_is_refused_and_a_right_one_is_not_needed_here(sim: IpmiSim) -> None:
+def test_a_wrong_kg_is_refused_and_a_right_one_is_not_needed_here(ipmi_bmc: IpmiSim) -> None:
     """ipmi_sim has no BMC key (Kg) set: the password is the key, so any other Kg fails RAKP."""
-    drv = driver(sim, hexadecimal_kg="0102030405")
+    drv = driver(ipmi_bmc, hexadecimal_kg="0102030405")
     with pytest.raises(LoginDenied):
         drv.connect()
     drv.close()
-    drv = driver(sim, hexadecimal_kg=sim.password.encode().hex())  # Kg = password: the default
+    drv = driver(ipmi_bmc, hexadecimal_kg=ipmi_bmc.password.encode().hex())  # Kg = password: the default
     try:
         drv.connect()
         assert drv.power_status(None) == ON
@@ -370,9 +351,9 @@ class LossyRelay:
 
 
 @pytest.mark.parametrize("lost", ["request", "reply"])
-def test_lost_packets_are_retried(sim: IpmiSim, lost: str) -> None:
-    relay = LossyRelay(sim.port)
-    drv = driver(sim, ipport=relay.port)
+def test_lost_packets_are_retried(ipmi_bmc: IpmiSim, lost: str) -> None:
+    relay = LossyRelay(ipmi_bmc.port)
+    drv = driver(ipmi_bmc, ipport=relay.port)
     try:
         drv.connect()
         loss = {"requests": 1} if lost == "request" else {"replies": 1}
@@ -380,19 +361,19 @@ def test_lost_packets_are_retried(sim: IpmiSim, lost: str) -> None:
         assert drv.power_status(None) == ON
         relay.lose(**loss)
         drv.set_power(None, OFF)
-        assert drv.power_status(None) == OFF and sim.power == OFF
+        assert drv.power_status(None) == OFF and ipmi_bmc.power == OFF
     finally:
         drv.close()
         relay.close()
     assert relay.dropped == [lost, lost]
-    assert sessions_started(sim) == 1  # retried inside the session, not by a new login
+    assert sessions_started(ipmi_bmc) == 1  # retried inside the session, not by a new login
 
 
-def test_a_bmc_silent_for_a_while_is_unreachable_then_a_new_session(sim: IpmiSim) -> None:
+def test_a_bmc_silent_for_a_while_is_unreachable_then_a_new_session(ipmi_bmc: IpmiSim) -> None:
     """A BMC busy for longer than the timeout (as some are around a power change):
     that command fails as Unreachable, the next one logs in anew and succeeds."""
-    relay = LossyRelay(sim.port)
-    drv = driver(sim, ipport=relay.port, login_timeout=1)
+    relay = LossyRelay(ipmi_bmc.port)
+    drv = driver(ipmi_bmc, ipport=relay.port, login_timeout=1)
     try:
         drv.connect()
         relay.silence(True)
@@ -403,23 +384,23 @@ def test_a_bmc_silent_for_a_while_is_unreachable_then_a_new_session(sim: IpmiSim
         relay.silence(False)
         assert drv.power_status(None) == ON
         drv.set_power(None, OFF)
-        assert sim.power == OFF
+        assert ipmi_bmc.power == OFF
     finally:
         drv.close()
         relay.close()
     assert "blackout" in relay.dropped
     # a new login (the abandoned one may still get through once the BMC answers again)
-    assert sessions_started(sim) >= 2
+    assert sessions_started(ipmi_bmc) >= 2
 
 
 def test_nothing_of_the_password_in_output_or_logs(
-    sim: IpmiSim, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    ipmi_bmc: IpmiSim, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """pyghmi prints in a few places and its errors name the user: never the password."""
     caplog.set_level(logging.DEBUG)
-    wrong = "not-" + sim.password
-    for password in (wrong, sim.password):
-        drv = driver(sim, password=password)
+    wrong = "not-" + ipmi_bmc.password
+    for password in (wrong, ipmi_bmc.password):
+        drv = driver(ipmi_bmc, password=password)
         try:
             drv.connect()
             drv.power_status(None)
@@ -430,7 +411,7 @@ def test_nothing_of_the_password_in_output_or_logs(
         finally:
             drv.close()
     out, err = capfd.readouterr()
-    for secret in (sim.password, wrong):
+    for secret in (ipmi_bmc.password, wrong):
         assert secret not in caplog.text
         assert secret not in out + err
     # The wrong password's failure was there to be logged (the BMC's refusal,
@@ -462,8 +443,7 @@ def test_simulator_in_another_network_namespace_with_callable_hooks(tmp_path: Pa
         on_power_off=lambda: calls.append("off"),
         on_power_on=lambda: calls.append("on"),
     )
-    try:
-        bmc.start()
+    with running(bmc):
         assert os.readlink(f"/proc/{bmc.pid}/ns/net") != os.readlink("/proc/self/ns/net")
         # not on this namespace's loopback ...
         drv = driver(bmc, login_timeout=1)
@@ -479,6 +459,4 @@ def test_simulator_in_another_network_namespace_with_callable_hooks(tmp_path: Pa
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert bmc.power == OFF and calls == ["off"]
-    finally:
-        bmc.stop()
     assert not (bmc.workdir / "hooks.sock").exists()

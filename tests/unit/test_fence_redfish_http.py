@@ -17,6 +17,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,19 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = _answer
 
 
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    """``server`` answering from a thread of this process; shut down and closed on the way out."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
 @pytest.fixture
 def certificates(tmp_path: Path) -> tuple[Path, Path, Path]:
     return make_certificates(tmp_path / "tls")
@@ -112,14 +126,8 @@ def bmc(certificates: tuple[Path, Path, Path]) -> Iterator[ScriptedBMC]:
     context.load_cert_chain(cert, key)
     server = ScriptedBMC(context)
     server.routes.update(redfish_tree())
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def driver(bmc: ScriptedBMC, ca: Path, **changes: Any) -> RedfishDriver:
@@ -269,14 +277,7 @@ def test_a_bmc_that_never_answers(certificates: tuple[Path, Path, Path]) -> None
 
 
 def test_plain_http_on_the_port(certificates: tuple[Path, Path, Path]) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
         drv = RedfishDriver("127.0.0.1", server.server_address[1], ssl_ca_file=str(certificates[0]))
         with pytest.raises(Unreachable, match="TLS handshake with .* failed"):
             drv.connect()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)

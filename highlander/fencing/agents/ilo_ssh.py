@@ -67,6 +67,7 @@ def _log() -> logging.Logger:
 
 DEFAULT_PORT = 22
 DEFAULT_KNOWN_HOSTS = "/etc/highlander/known_hosts"
+CLOSE_WAIT = 2.0  # seconds for paramiko's reader thread to end after the socket closed
 # iLO's CLP prompt: "</>hpiLO-> ", "</system1>hpiLO-> " after a cd; iLO 7 says
 # "hpeiLO->". Matched against the last, unterminated line of the output only.
 DEFAULT_PROMPT = r"<[^<>\r\n]*>[A-Za-z]*iLO->"
@@ -369,6 +370,12 @@ class IloSshDriver:
                     thing.close()
             except Exception as error:  # noqa: BLE001 - close never raises
                 _log().debug("close: %s", error)
+        if transport is not None and transport.is_alive():
+            # paramiko's reader thread may still be failing on the closed socket (a
+            # device that never sent its banner): its last log record must reach the
+            # agent's log while that is still bridged, not Python's last-resort
+            # stderr, where it would break the agent's one-line result.
+            transport.join(CLOSE_WAIT)
 
     # -- connection
 

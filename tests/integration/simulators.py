@@ -1,45 +1,66 @@
-"""What the iLO SSH tests share: running simulators and running fence agents.
+"""The simulated BMCs the fence tests run against, and how clients reach the iLO one.
 
-Not a test module. Every simulator started here is stopped by the caller's
-``with`` block or fixture, also when the test fails; every agent run is a
-child process that has exited (or been killed at AGENT_TIMEOUT) on return.
+Not a test module; the fixtures built on it are in conftest.py. Every
+simulator is started through :func:`running`, which stops it (ipmi_sim and
+sushy-emulator by PID) whatever happens, also when starting it failed
+halfway.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol, TypeVar
 
-import pytest
-from fence_agents import SYSTEM_PATH, Run, debian, run, stdin_text  # noqa: F401 - re-exported
+from fence_agents import debian
 
 from highlander.lab.ilosim import ILOSimulator
 
-FENCE_ILO_SSH = "/usr/sbin/fence_ilo_ssh"
+
+class Simulator(Protocol):
+    """What IpmiSim, ILOSimulator and RedfishSimulator have in common."""
+
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
 
 
-def fence_ilo_ssh() -> list[str]:
-    return debian(FENCE_ILO_SSH)
-USERNAME = "fenceuser"
+S = TypeVar("S", bound=Simulator)
+
+
+@contextmanager
+def running(sim: S) -> Iterator[S]:
+    """``sim`` started for the block; stopped on the way out, whatever happens."""
+    try:
+        sim.start()
+        yield sim
+    finally:
+        sim.stop()
+
+
+# -- the iLO simulator ---------------------------------------------------------------------------
+
+ILO_USERNAME = "fenceuser"
 # Distinctive, so that finding it anywhere it must not be is meaningful.
-PASSWORD = "pw-" + secrets.token_hex(12)
+ILO_PASSWORD = "pw-" + secrets.token_hex(12)
+FENCE_ILO_SSH = "/usr/sbin/fence_ilo_ssh"
 
 
 @contextmanager
 def running_ilo(workdir: Path, **settings: object) -> Iterator[ILOSimulator]:
-    """An iLO simulator on 127.0.0.1 (any free port); stopped whatever happens."""
+    """An iLO simulator on 127.0.0.1 (any free port) with the test credentials."""
     workdir.mkdir(parents=True, exist_ok=True)
-    settings.setdefault("password", PASSWORD)
-    settings.setdefault("username", USERNAME)
-    sim = ILOSimulator(workdir / "power", **settings)  # type: ignore[arg-type]
-    sim.start()
-    try:
+    settings.setdefault("password", ILO_PASSWORD)
+    settings.setdefault("username", ILO_USERNAME)
+    with running(ILOSimulator(workdir / "power", **settings)) as sim:  # type: ignore[arg-type]
         yield sim
-    finally:
-        sim.stop()
+
+
+def fence_ilo_ssh() -> list[str]:
+    """Debian's fence_ilo_ssh: the client nobody here wrote."""
+    return debian(FENCE_ILO_SSH)
 
 
 def known_hosts_for(sim: ILOSimulator, path: Path) -> Path:
@@ -75,13 +96,3 @@ def debian_options(sim: ILOSimulator, known_hosts: Path, **extra: object) -> dic
     }
     options.update(extra)
     return options
-
-
-@pytest.fixture
-def user_known_hosts_untouched() -> Iterator[None]:
-    """Fail if a run of fence_ilo_ssh wrote into this user's own known_hosts."""
-    path = Path(os.path.expanduser("~/.ssh/known_hosts"))
-    before = path.read_bytes() if path.exists() else None
-    yield
-    after = path.read_bytes() if path.exists() else None
-    assert after == before, f"{path} was changed by a test run"
