@@ -117,21 +117,24 @@ class RemoteSite:
         return data
 
     def journal_paths(self) -> list[Path]:
-        paths = []
+        """The copies made in this run; a node that does not answer keeps the
+        copy it had, so its signatures are never out of the checks."""
         for name in self.names:
             listing = self.runners[name].run(["sh", "-c", f"ls -1 {self.journals} 2>/dev/null"], timeout=15)
             for remote in listing.stdout.split() if listing.ok else ():
                 local = self.cache / name / Path(remote).name
-                local.parent.mkdir(parents=True, exist_ok=True)
-                have = self._journal_sizes.get(local, 0)
+                if local not in self._journal_sizes:  # a copy from an earlier run starts over
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    local.write_bytes(b"")
+                    self._journal_sizes[local] = 0
+                have = self._journal_sizes[local]
                 more = self.runners[name].run(["tail", "-c", f"+{have + 1}", remote], timeout=30)
                 if more.ok and more.stdout:
                     appended = more.stdout.encode()
                     with open(local, "ab") as f:
                         f.write(appended)
                     self._journal_sizes[local] = have + len(appended)
-            paths += sorted((self.cache / name).glob("*.jsonl"))
-        return sorted(paths)
+        return sorted(self._journal_sizes)
 
     # -- power --
 
@@ -148,8 +151,8 @@ class RemoteSite:
                 self.runners[name].gone()
             return time.time()
 
-        done = at_once(one, names)
-        return [t for t in done if t is not None] if action == "off" else []
+        confirmed = at_once(one, names)
+        return [t for t in confirmed if t is not None] if action == "off" else []
 
     def power_state(self, name: str) -> str:
         return {0: "on", 2: "off"}.get(self._fence(name, "status", avoid=()).returncode, "unknown")

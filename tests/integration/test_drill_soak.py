@@ -1,6 +1,6 @@
 """``highlander drill --soak 50`` on a lab of its own: fifty iterations of mixed
 scenarios (rounds of all eight, each round shuffled) with zero double signs and
-zero dual-active moments. About half an hour on two cores, so it is marked
+zero dual-active moments. About 20 minutes on two cores, so it is marked
 ``soak`` and left out of the default run (setup.cfg); run it with
 ``./bootstrap test -m soak``. The default run has a short soak in
 test_drill.py.
