@@ -15,7 +15,8 @@ or silencing its BMC are the lab's.
 
 Times come from the nodes' clocks (logs, journals) and from the drill's host
 (the moment a power cut was confirmed): they must be NTP-synchronised, as a
-cluster's clocks must be anyway. A cut's time is when the fence agent
+cluster's clocks must be anyway, and Pacemaker's log, which has local times,
+is read in the drill host's time zone: run the drill with the nodes' ``TZ``. A cut's time is when the fence agent
 confirmed the power off, which is at most its own verification later than
 the cut itself: detection reads that much shorter, never a signature of the
 failed node as "after the cut" when it was before.
