@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -391,6 +391,19 @@ class Node:
         carries the tail of its logs; :meth:`stop` still has to remove the
         network namespace (it is safe to call after any failure).
         """
+
+        def started(deadline: float) -> None:
+            self._wait_for_phase("running", deadline)
+            self.wait_for_pacemakerd(max(deadline - time.monotonic(), 1.0))
+
+        self.boot(timeout, started, "start")
+
+    def boot(self, timeout: float, until: Callable[[float], object], what: str = "boot") -> None:
+        """Power the node on and wait for its init, then ``until(deadline)``: the
+        one way a node boots, whatever it must reach before the caller goes on.
+
+        On failure the node is powered off again and :class:`NodeError` carries
+        the tail of its logs."""
         if self.running:
             return
         deadline = time.monotonic() + timeout
@@ -400,10 +413,9 @@ class Node:
         try:
             self._launch()
             self._wait_for_init(deadline)
-            self._wait_for_phase("running", deadline)
-            self.wait_for_pacemakerd(max(deadline - time.monotonic(), 1.0))
+            until(deadline)
         except BaseException as exc:
-            detail = f"node {self.name} did not start: {exc}\n{self.log_tail()}"
+            detail = f"node {self.name} did not {what}: {exc}\n{self.log_tail()}"
             self.power_off()
             if isinstance(exc, (NodeError, TimeoutError, CommandError, OSError)):
                 raise NodeError(detail) from exc

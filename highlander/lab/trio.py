@@ -57,7 +57,7 @@ from typing import Any
 
 import highlander
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
-from highlander.adapters.runner import CommandError, CommandRunner
+from highlander.adapters.runner import CommandRunner
 from highlander.adapters.waiting import wait_until
 from highlander.lab.init import InitSpec, Mount, Program
 from highlander.lab.node import (
@@ -245,12 +245,6 @@ class LabNode(Node):
         """Boot the node and return once its sshd listens, without waiting for
         corosync (which waits for its configuration) or pacemakerd: the node
         is then configured over SSH (the Ansible rollout)."""
-        if self.running:
-            return
-        deadline = time.monotonic() + timeout
-        self.power_off()
-        self.prepare()
-        self.create_netns()
 
         def listening() -> bool:
             status = self.status() or {}
@@ -259,16 +253,8 @@ class LabNode(Node):
             found = self.host.run(["ip", "netns", "exec", self.netns, "ss", "-Hltn", "sport = :22"], timeout=10)
             return found.ok and bool(found.stdout.strip())
 
-        try:
-            self._launch()
-            self._wait_for_init(deadline)
-            wait_until(listening, timeout=max(deadline - time.monotonic(), 1.0), what=f"sshd on {self.name}")
-        except BaseException as exc:
-            detail = f"node {self.name} did not boot: {exc}\n{self.log_tail()}"
-            self.power_off()
-            if isinstance(exc, (NodeError, TimeoutError, CommandError, OSError)):
-                raise NodeError(detail) from exc
-            raise
+        self.boot(timeout, lambda deadline: wait_until(listening, timeout=max(deadline - time.monotonic(), 1.0),
+                                                       what=f"sshd on {self.name}"))  # fmt: skip
 
 
 # --- the lab's description -------------------------------------------------------------
