@@ -82,11 +82,15 @@ def _answers(res: Resource) -> bool:
     config = _config(res)
     try:
         with SignerClient(config.socket, timeout=max(min(res.time_left() - 1, 5), 0.5)) as client:
-            node = client.ping()
+            node, recovering = client.ping()
     except (ConnectionError, OSError) as exc:
         raise OCFError(codes.ERR_GENERIC, str(exc)) from None
     if node != config.node:
         raise OCFError(codes.ERR_GENERIC, f"{config.socket} is answered by node {node}, not {config.node}")
+    if recovering:
+        # Running and serving this node's signers through the other two
+        # replicas; a restart would not bring the lost state back.
+        res.log.warning(f"the replica is recovering: {recovering}")
     return True
 
 

@@ -34,10 +34,9 @@ def _client(socket_path: Path) -> SignerClient:
 
 
 def _record_json(record: Record | str) -> dict[str, object]:
-    if isinstance(record, str):
-        return {"error": record}
-    h, r, s = record.hwm
-    return {"promised_epoch": record.promised_epoch, "height": h, "round": r, "step": s, "digest": record.digest}
+    from highlander.signstate.wire import record_document
+
+    return {"error": record} if isinstance(record, str) else record_document(record)
 
 
 @click.group()
@@ -170,22 +169,101 @@ def export(socket_path: Path, chain_id: str, key_id: str, kind: str, height_marg
     click.echo(f"{out} holds {held}")
 
 
+config_option = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default="/etc/highlander/signstate.toml", show_default=True, help="The node's signstate.toml.",
+)  # fmt: skip
+
+
 @signstate.command("import")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="The local replica's state_dir (stop its daemon first).")  # fmt: skip
+@config_option
 @with_key
 @click.option("--format", "kind", type=click.Choice(["cometbft", "tmkms"]), default="cometbft", show_default=True)
 @click.argument("state_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-def import_(state_dir: Path, chain_id: str, key_id: str, kind: str, state_file: Path) -> None:
-    """Raise the local replica's record to a signer state file's mark."""
+def import_(config_path: Path, chain_id: str, key_id: str, kind: str, state_file: Path) -> None:
+    """Raise the local replica's record to a signer state file's mark (daemon stopped).
+
+    For a validator that signed before the cluster existed: import its state
+    file on every node before the first start. Never lowers a record.
+    """
     from highlander.commands import signstate as commands
+    from highlander.signstate.config import ConfigError
     from highlander.signstate.store import StoreError
 
     try:
-        record = commands.import_state_file(state_dir, KeyId(chain_id, key_id), state_file, kind)
-    except (commands.StateFileError, StoreError) as exc:
+        record = commands.import_state_file(config_path, KeyId(chain_id, key_id), state_file, kind)
+    except (commands.StateFileError, StoreError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(_record_json(record)))
+
+
+@signstate.command()
+@config_option
+def init(config_path: Path) -> None:
+    """Create this node's empty replica, once, for a NEW cluster (daemon stopped).
+
+    Run it on each of the three nodes before their daemons first start. It
+    refuses a state directory that holds anything: a replica that lost its
+    state must be rejoined (rejoin), never initialised again.
+    """
+    from highlander.commands import signstate as commands
+    from highlander.signstate.config import ConfigError
+    from highlander.signstate.store import StoreError
+
+    try:
+        directory = commands.init(config_path)
+    except (StoreError, ConfigError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"initialised an empty replica in {directory}")
+
+
+@signstate.command()
+@socket_option
+def rejoin(socket_path: Path) -> None:
+    """Rebuild this node's lost replica from the other two (root; both must be healthy).
+
+    A replica whose state directory, identity or log is missing, damaged or
+    older than its seal answers nothing until it is rejoined. Never restore a
+    replica from a backup instead: a copy that is older than what it answered
+    is exactly what lets a validator sign twice.
+    """
+    with _client(socket_path) as client:
+        try:
+            click.echo(client.rejoin())
+        except Refused as exc:
+            raise click.ClickException(f"not rejoined: {exc}") from None
+
+
+@signstate.command()
+@socket_option
+@with_key
+@click.option("--to", "mark", required=True, metavar="H/R/S", help="The mark to set, e.g. 1200/0/3 (0/0/0: none).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def reset(socket_path: Path, chain_id: str, key_id: str, mark: str, yes: bool) -> None:
+    """Set a key's mark on a majority, even LOWER than it is (root).
+
+    Only for a mark that a faulty or hostile signer pushed where nothing can
+    follow (say, near the maximum height). Lowering a mark below a signature
+    that was really given lets the validator sign twice: stop the key's
+    signer first (this promotes a new ballot, which supersedes it), and be
+    sure nothing was signed above the new mark.
+    """
+    hrs = _parse_mark(mark, "--to")
+    if not yes:
+        click.confirm(f"Set {chain_id}/{key_id} to {hrs}, lower than signatures it may hold?", abort=True)
+    with _client(socket_path) as client:
+        try:
+            detail = client.reset(KeyId(chain_id, key_id), hrs)
+        except Refused as exc:
+            raise click.ClickException(f"not reset: {exc}") from None
+    click.echo(f"{chain_id}/{key_id} set to {hrs} {detail}".rstrip())
+
+
+def _parse_mark(text: str, option: str) -> HRS:
+    words = text.split("/")
+    if len(words) != 3 or not all(w.isascii() and w.isdigit() for w in words):
+        raise click.BadParameter(f"{text!r} is not HEIGHT/ROUND/STEP", param_hint=option)
+    return HRS(*(int(w) for w in words))
 
 
 @signstate.command()
@@ -211,10 +289,7 @@ def follow(socket_path: Path, chain_id: str, key_id: str, epoch: int, state_file
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    words = since.split("/")
-    if len(words) != 3 or not all(w.isascii() and w.isdigit() for w in words):
-        raise click.BadParameter(f"{since!r} is not HEIGHT/ROUND/STEP", param_hint="--since")
-    mark = HRS(*(int(w) for w in words))
+    mark = _parse_mark(since, "--since")
     try:
         sys.exit(run(socket_path, KeyId(chain_id, key_id), epoch, state_file, kind, mark, guard_pid, stop))
     except ConnectionError as exc:

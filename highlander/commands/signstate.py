@@ -13,11 +13,9 @@ import signal
 import sys
 from pathlib import Path
 
-from highlander.signstate import formats
+from highlander.signstate import formats, store
 from highlander.signstate.config import load_config
-from highlander.signstate.register import HRS, ZERO, KeyId, Record
-from highlander.signstate.replica import Replica
-from highlander.signstate.store import Store
+from highlander.signstate.register import HRS, ZERO, KeyId, Record, merge
 
 FORMATS = ("cometbft", "tmkms")
 
@@ -28,6 +26,8 @@ class StateFileError(RuntimeError):
 
 def serve(config_path: Path) -> None:
     """Run one node's replica and coordinator until SIGTERM or SIGINT."""
+    import asyncio
+
     from highlander.signstate.server import SignStateNode
 
     config = load_config(config_path)
@@ -35,9 +35,32 @@ def serve(config_path: Path) -> None:
         level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s %(levelname)s node={config.node} %(message)s"
     )
     node = SignStateNode(config)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: node.stop())
-    node.serve()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, node.stop)
+        await node.serve()
+
+    asyncio.run(run())
+
+
+def init(config_path: Path) -> Path:
+    """Create this node's empty replica for a new cluster; returns its state directory.
+
+    Refuses a directory that holds anything: a replica that lost its state
+    must be rejoined from the others, never initialised again (that would
+    read as "nothing signed yet").
+    """
+    config = load_config(config_path)
+    directory = config.state_dir
+    if directory.exists() and any(directory.iterdir()):
+        raise store.StoreError(
+            f"{directory} is not empty: this node already has sign-state (if it is damaged or lost, "
+            "run 'highlander signstate rejoin' instead; never initialise a replica of a running cluster again)"
+        )
+    store.create(directory, config.node).close()
+    return directory
 
 
 def read_state_file(path: Path, kind: str) -> formats.SignState:
@@ -70,18 +93,30 @@ def raise_state_file(path: Path, kind: str, hrs: HRS) -> HRS:
     return hrs
 
 
-def import_state_file(store_dir: Path, key: KeyId, path: Path, kind: str) -> Record:
+def import_state_file(config_path: Path, key: KeyId, path: Path, kind: str) -> Record:
     """Raise the local replica's record for ``key`` to the mark in a state file.
 
-    For a replica whose record was damaged, or a cluster that starts from a
-    validator that signed before: run it with the daemon stopped.
+    For a cluster that starts from a validator that signed before: run it on
+    each node with its daemon stopped (the store refuses a directory in use).
     """
     state = read_state_file(path, kind)
     if state.hrs == ZERO:
         raise StateFileError(f"{path}: nothing was signed yet; there is nothing to import")
-    store = Store(store_dir)
-    claim = store.claim()
+    config = load_config(config_path)
+    replica = store.Store(config.state_dir, config.node)
+    replica.open()
     try:
-        return Replica(store).restore(key, Record(0, state.hrs, formats.digest_of(state)))
+        current = replica.get(key)
+        imported = Record(current.promised, state.hrs, formats.digest_of(state))
+        if current.hwm == imported.hwm and current.digest and current.digest != imported.digest:
+            raise StateFileError(
+                f"{path}: the mark {state.hrs} has another digest than the replica's record of {key}: two "
+                "different signatures at one height/round/step; investigate before importing"
+            )
+        merged = merge((current, imported))
+        if merged != current:
+            replica.put(key, merged)
+            replica.flush()
+        return merged
     finally:
-        os.close(claim)
+        replica.close()

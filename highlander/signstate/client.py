@@ -16,14 +16,13 @@ Every failure is an exception whose class says what the signer must do:
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, NamedTuple
 
-from highlander.signstate.register import HRS, OK, KeyId, Record
-from highlander.signstate.wire import MAX_LINE, WireError, encode_line, parse_record
+from highlander.signstate.register import HRS, MAX_COUNTER, OK, KeyId, Record
+from highlander.signstate.wire import MAX_LINE, WireError, encode_line, integer, loads, parse_hwm, parse_record
 
 DEFAULT_SOCKET = Path("/run/highlander/signstate.sock")
 
@@ -100,7 +99,7 @@ class SignerClient:
         if not line:
             self.close()
             raise ConnectionError(f"the sign-state daemon at {self.path} closed the connection")
-        answer = json.loads(line)
+        answer = loads(line)
         if not isinstance(answer, dict):
             raise WireError("the daemon's answer is not a JSON object")
         return answer
@@ -108,8 +107,8 @@ class SignerClient:
     def promote(self, key: KeyId) -> Session:
         answer = self.call({"op": "promote", "chain_id": key.chain_id, "key_id": key.key_id})
         _raise_for(answer)
-        record = parse_record({**answer, "promised_epoch": answer.get("epoch")})
-        return Session(record.promised_epoch, record.hwm, record.digest)
+        hwm, digest = parse_hwm(answer)
+        return Session(integer(answer, "epoch", 1, MAX_COUNTER), hwm, digest)
 
     def advance(self, key: KeyId, epoch: int, hrs: HRS, digest: str) -> None:
         h, r, s = hrs
@@ -121,11 +120,26 @@ class SignerClient:
         )  # fmt: skip
         _raise_for(answer)
 
-    def ping(self) -> str:
-        """The name of the node whose daemon answers."""
+    def ping(self) -> tuple[str, str]:
+        """The name of the node whose daemon answers, and why its replica is
+        recovering ("" when it is healthy)."""
         answer = self.call({"op": "ping"})
         _raise_for(answer)
-        return str(answer.get("node"))
+        return str(answer.get("node")), str(answer.get("recovering") or "")
+
+    def rejoin(self) -> str:
+        """Rebuild this node's recovering replica from the other two (root only)."""
+        answer = self.call({"op": "rejoin"})
+        _raise_for(answer)
+        return str(answer.get("detail"))
+
+    def reset(self, key: KeyId, hrs: HRS) -> str:
+        """Set ``key``'s mark to ``hrs`` on a majority, even below it (root only)."""
+        h, r, s = hrs
+        answer = self.call({"op": "reset", "chain_id": key.chain_id, "key_id": key.key_id,
+                            "height": h, "round": r, "step": s})  # fmt: skip
+        _raise_for(answer)
+        return str(answer.get("detail") or "")
 
     def status(self, key: KeyId) -> dict[str, Record | str]:
         """Each replica's record, or why it did not answer."""

@@ -1,29 +1,32 @@
 """The coordinator: runs promotions and advances over the three replicas.
 
-It lives in every node's daemon and serves the local signer. Each request
-goes to the local replica (in-process) and to both peers (over their mutual
-TLS links) at the same time; the register's tallies decide as soon as a
-majority answered, and a coordinator gives up on a peer after ``timeout``.
+It lives in every node's daemon and serves the signers of that node. Each
+request goes to the local replica (in-process) and to both peers (over their
+links) at once; the register's tallies decide as soon as a majority
+answered, and a peer that has not answered within ``timeout`` counts as
+missing. Only this node's ballots pass through it: a promotion asks for a
+ballot owned by this node, and a signer's advance is forwarded only at the
+ballot this node was promised.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import socket
-import ssl
-import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import NamedTuple
 
 from highlander.signstate import register
-from highlander.signstate.config import Address
+from highlander.signstate.peers import PeerError, PeerLink
 from highlander.signstate.register import (
     HRS,
+    NO_BALLOT,
+    NO_QUORUM,
     OK,
+    RECOVERING,
     REFUSED,
     Advance,
+    Ballot,
     KeyId,
     Promotion,
     Record,
@@ -31,83 +34,18 @@ from highlander.signstate.register import (
     Reply,
 )
 from highlander.signstate.replica import Replica
-from highlander.signstate.store import StoreError
-from highlander.signstate.wire import (
-    Request,
-    WireError,
-    parse_reply,
-    read_frame,
-    request_document,
-    write_frame,
-)
+from highlander.signstate.wire import Page, Request, WireError, parse_page, parse_reply, request_document
 
 log = logging.getLogger("highlander.signstate")
 
 PROMOTION_ATTEMPTS = 5
 
 
-class PeerError(RuntimeError):
-    """A peer did not answer usefully; the coordinator counts it as missing."""
-
-
-class PeerLink:
-    """One persistent mutual-TLS connection to one peer, one request at a time."""
-
-    def __init__(self, name: str, address: Address, context: ssl.SSLContext, timeout: float) -> None:
-        self.name = name
-        self.address = address
-        self.context = context
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._sock: ssl.SSLSocket | None = None
-        self._next_id = 0
-
-    def _connect(self) -> ssl.SSLSocket:
-        raw = socket.create_connection((self.address.host, self.address.port), timeout=self.timeout)
-        try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return self.context.wrap_socket(raw, server_hostname=self.name)
-        except BaseException:
-            raw.close()
-            raise
-
-    def call(self, request: Request) -> Reply:
-        """One request and its reply. A connection kept from earlier may have
-        died with a peer's restart: then the request is sent once more on a
-        fresh one (advance and status are idempotent; a promise sent twice is
-        at worst refused, and the promotion retries with a higher epoch)."""
-        with self._lock:
-            for attempt in (1, 2):
-                reused = self._sock is not None
-                self._next_id += 1
-                request = request._replace(id=self._next_id)
-                try:
-                    if self._sock is None:
-                        self._sock = self._connect()
-                    self._sock.settimeout(self.timeout)
-                    write_frame(self._sock, request_document(request))
-                    return parse_reply(read_frame(self._sock), request.id)
-                except (OSError, EOFError, WireError, ssl.SSLError) as exc:
-                    self.close_locked()
-                    if not (reused and attempt == 1 and not isinstance(exc, (WireError, TimeoutError))):
-                        raise PeerError(f"{self.address}: {exc or type(exc).__name__}") from None
-            raise AssertionError("unreachable")
-
-    def close_locked(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def close(self) -> None:
-        with self._lock:
-            self.close_locked()
-
-
 class Outcome(NamedTuple):
     """What the coordinator tells the signer."""
 
     status: str
-    epoch: int = 0
+    ballot: Ballot = NO_BALLOT
     record: Record = register.EMPTY
     detail: str = ""
 
@@ -119,117 +57,192 @@ class Coordinator:
         self.links = links
         self.timeout = timeout
         self.replicas = (node, *links)
-        self._pool = ThreadPoolExecutor(max_workers=4 * len(self.replicas), thread_name_prefix="fan-out")
-        # Per key, the highest epoch any replica reported: advances below it
-        # are refused at once, so a superseded signer never signs again.
-        self._newest: dict[KeyId, int] = {}
-        self._guard = threading.Lock()
+        # Per key, the highest ballot any replica reported (advances below it are
+        # refused at once: a superseded signer never signs again), and the ballot
+        # this node was promised by its latest promotion.
+        self._newest: dict[KeyId, Ballot] = {}
+        self._promoted: dict[KeyId, Ballot] = {}
 
-    def _call(self, replica: str, request: Request) -> Reply:
+    # --- sending ---
+
+    def _send(self, replica: str, request: Request) -> asyncio.Future[object]:
+        """One replica's answer: a Reply or Page (local) or a reply document (peer)."""
         if replica == self.node:
-            return self.replica.handle(request)
-        return self.links[replica].call(request)
+            return self.replica.submit(request, self.node)  # type: ignore[return-value]
+        return self.links[replica].send(request_document(request))
 
-    def _fan_out(self, request: Request, on_reply: Callable[[str, Reply], object]) -> dict[str, str]:
-        """Send to every replica until ``on_reply`` decides (returns something
-        other than None); what went wrong with the replicas that did not answer."""
-        futures: dict[Future[Reply], str] = {
-            self._pool.submit(self._call, name, request): name for name in self.replicas
-        }
+    async def _fan_out(
+        self, request: Request, on_reply: Callable[[str, Reply], object]
+    ) -> dict[str, str]:
+        """Send to every replica until ``on_reply`` decides (returns something other
+        than None) or the time is up; what went wrong with those that did not answer."""
+        decided = asyncio.get_running_loop().create_future()
+        futures = {name: self._send(name, request) for name in self.replicas}
         problems: dict[str, str] = {}
-        pending = set(futures)
-        deadline = time.monotonic() + self.timeout
-        while pending:
-            done, pending = wait(pending, timeout=max(deadline - time.monotonic(), 0), return_when=FIRST_COMPLETED)
-            if not done:
-                problems.update((futures[f], f"no answer within {self.timeout:g} s") for f in pending)
-                break
-            decided = False
-            for future in done:
-                name = futures[future]
-                try:
-                    reply = future.result()
-                except (PeerError, StoreError) as exc:
-                    problems[name] = str(exc)
-                    continue
-                except Exception as exc:  # a replica that fails counts as missing, with the reason
-                    log.exception("event=replica-error replica=%s", name)
-                    problems[name] = f"internal error: {type(exc).__name__}: {exc}"
-                    continue
-                self._note_epoch(request.key, reply.record.promised_epoch)
-                decided = on_reply(name, reply) is not None or decided
-            if decided:
-                break
+        heard: set[str] = set()
+
+        def arrived(name: str, future: asyncio.Future[object]) -> None:
+            if decided.done() or future.cancelled():
+                return
+            heard.add(name)
+            try:
+                answer = future.result()
+                reply = answer if isinstance(answer, Reply) else parse_reply(answer)
+            except (PeerError, WireError) as exc:
+                problems[name] = str(exc)
+            else:
+                if reply.status == RECOVERING:
+                    problems[name] = "recovering: its state is lost until it is rejoined"
+                self._note(request.key, reply.record.promised)
+                if on_reply(name, reply) is not None:
+                    decided.set_result(None)
+                    return
+            if len(heard) == len(futures):
+                decided.set_result(None)
+
+        for name, future in futures.items():
+            future.add_done_callback(lambda f, name=name: arrived(name, f))  # type: ignore[misc]
+        try:
+            await asyncio.wait_for(decided, self.timeout)
+        except asyncio.TimeoutError:
+            for name, future in futures.items():
+                if not future.done():
+                    problems[name] = f"no answer within {self.timeout:g} s"
+        finally:
+            for future in futures.values():
+                future.cancel()  # a late reply is not waited for; the request itself went out
         return problems
 
-    def _note_epoch(self, key: KeyId, epoch: int) -> None:
-        with self._guard:
-            if epoch > self._newest.get(key, 0):
-                self._newest[key] = epoch
+    def _note(self, key: KeyId, ballot: Ballot) -> None:
+        if ballot > self._newest.get(key, NO_BALLOT):
+            self._newest[key] = ballot
 
-    def newest_epoch(self, key: KeyId) -> int:
-        with self._guard:
-            return self._newest.get(key, 0)
+    # --- the signer's operations ---
 
-    def advance(self, key: KeyId, epoch: int, hrs: HRS, digest: str) -> Outcome:
+    async def advance(self, key: KeyId, counter: int, hrs: HRS, digest: str) -> Outcome:
         """Ask a majority to accept ``hrs``/``digest`` before it is signed.
 
-        Only an epoch that was promoted is accepted: a signer must not push
-        the replicas to an epoch nobody promised, which would lock every
-        later promotion out.
+        ``counter`` is the epoch the signer's promotion returned; the ballot
+        is that counter owned by this node, and it must be the one this node
+        was promised: a signer cannot take another node's epoch, nor push
+        the replicas to one nobody promoted.
         """
-        newest = self.newest_epoch(key)
-        if epoch < newest:
-            return Outcome(register.STALE_EPOCH, epoch, detail=f"epoch {newest} superseded {epoch}")
-        if epoch > newest:
-            newest = max(newest, self.replica.handle(Request(0, "status", key)).record.promised_epoch)
-            if epoch > newest:
-                return Outcome(register.REFUSED, epoch, detail=f"epoch {epoch} was never promoted; run promote first")
-        return self._run_advance(Advance(key, epoch, hrs, digest, self.replicas), "advance")
+        ballot = Ballot(counter, self.node)
+        newest = self._newest.get(key, NO_BALLOT)
+        if ballot < newest:
+            return Outcome(register.STALE_EPOCH, ballot, detail=f"ballot {newest} superseded {ballot}")
+        if ballot != self._promoted.get(key) and ballot != self._local_promise(key):
+            return Outcome(REFUSED, ballot, detail=f"epoch {counter} was not promoted on {self.node}; promote first")
+        return await self._run_advance(Advance(key, ballot, hrs, digest, self.replicas), "advance")
 
-    def _run_advance(self, tally: Advance, event: str) -> Outcome:
-        request = Request(0, "advance", tally.key, tally.epoch, tally.hrs, tally.digest)
-        problems = self._fan_out(request, tally.on_reply)
+    def _local_promise(self, key: KeyId) -> Ballot | None:
+        """What the local replica promised (survives a restart of this daemon)."""
+        return self.replica.store.get(key).promised if self.replica.store is not None else None
+
+    async def _run_advance(self, tally: Advance, event: str, op: str = "advance") -> Outcome:
+        request = Request(0, op, tally.key, tally.ballot, tally.hrs, tally.digest)
+        problems = await self._fan_out(request, tally.on_reply)
         status = tally.outcome or tally.give_up()
         detail = self._explain(tally.replies, problems, status)
-        log.info("event=%s key=%s epoch=%d hrs=%s outcome=%s %s", event, tally.key, tally.epoch, tally.hrs, status, detail)
+        log.info("event=%s key=%s ballot=%s hrs=%s outcome=%s %s", event, tally.key, tally.ballot, tally.hrs, status,
+                 detail)  # fmt: skip
         if status == register.CONFLICT:
             log.error("event=conflict key=%s hrs=%s: another digest was accepted at this mark", tally.key, tally.hrs)
-        return Outcome(status, tally.epoch, _best_record(tally.replies), detail)
+        return Outcome(status, tally.ballot, _best_record(tally.replies), detail)
 
-    def promote(self, key: KeyId) -> Outcome:
-        """Make this node the signer for ``key``: a new epoch promised by a
-        majority, and their highest mark written back to a majority."""
-        epoch = register.next_epoch(self.newest_epoch(key))
+    async def promote(self, key: KeyId) -> Outcome:
+        """Make this node the signer for ``key``: a new ballot of this node promised
+        by a majority, and their highest mark written back to a majority."""
+        seen = max(self._newest.get(key, NO_BALLOT), self._local_promise(key) or NO_BALLOT)
+        ballot = register.next_ballot(seen, self.node)
         for _ in range(PROMOTION_ATTEMPTS):
-            promotion = Promotion(key, epoch, self.replicas)
-            problems = self._fan_out(Request(0, "promise", key, epoch), promotion.on_reply)
+            promotion = Promotion(key, ballot, self.replicas)
+            problems = await self._fan_out(Request(0, "promise", key, ballot), promotion.on_reply)
             status = promotion.outcome or promotion.give_up()
             if status == REFUSED:
-                epoch = register.next_epoch(max(epoch, promotion.highest_epoch))
+                ballot = register.next_ballot(max(ballot, promotion.highest_ballot), self.node)
                 continue
             if status != OK:
                 detail = self._explain(promotion.replies, problems, status)
-                log.warning("event=promote key=%s epoch=%d outcome=%s %s", key, epoch, status, detail)
-                return Outcome(status, epoch, detail=detail)
+                log.warning("event=promote key=%s ballot=%s outcome=%s %s", key, ballot, status, detail)
+                return Outcome(status, ballot, detail=detail)
             best = promotion.best
             if best.hwm != register.ZERO:
-                repair = self._run_advance(Repair(key, epoch, best.hwm, best.digest, self.replicas), "repair")
+                repair = await self._run_advance(Repair(key, ballot, best.hwm, best.digest, self.replicas), "repair")
                 if repair.status != OK:
-                    return Outcome(repair.status, epoch, best, f"read repair failed: {repair.detail}")
-            log.info("event=promote key=%s epoch=%d outcome=OK hwm=%s", key, epoch, best.hwm)
-            return Outcome(OK, epoch, best._replace(promised_epoch=epoch))
-        return Outcome(REFUSED, epoch, detail=f"epoch refused {PROMOTION_ATTEMPTS} times: another node is promoting")
+                    return Outcome(repair.status, ballot, best, f"read repair failed: {repair.detail}")
+            self._promoted[key] = ballot
+            log.info("event=promote key=%s ballot=%s outcome=OK hwm=%s", key, ballot, best.hwm)
+            return Outcome(OK, ballot, best._replace(promised=ballot))
+        return Outcome(REFUSED, ballot, detail=f"ballot refused {PROMOTION_ATTEMPTS} times: another node is promoting")
 
-    def status(self, key: KeyId) -> dict[str, Record | str]:
+    async def reset(self, key: KeyId, hrs: HRS) -> Outcome:
+        """Lower (or set) ``key``'s mark to ``hrs`` on a majority, behind a fresh promotion.
+
+        For a mark that a faulty signer pushed where nothing can follow. The
+        promotion supersedes the key's signer, wherever it runs.
+        """
+        promoted = await self.promote(key)
+        if promoted.status != OK:
+            return promoted._replace(detail=f"not reset: the promotion failed: {promoted.detail}")
+        tally = Advance(key, promoted.ballot, hrs, "", self.replicas)
+        outcome = await self._run_advance(tally, "reset", op="reset")
+        missing = [name for name in self.replicas if tally.replies.get(name, Reply(NO_QUORUM, register.EMPTY)).status != OK]
+        if outcome.status == OK and missing:
+            outcome = outcome._replace(detail=f"{outcome.detail}; not applied on {', '.join(missing)}: "
+                                              "run the reset again when they are back")  # fmt: skip
+        return outcome
+
+    async def status(self, key: KeyId) -> dict[str, Record | str]:
         """Every replica's record for ``key``, or why it did not answer."""
         results: dict[str, Record | str] = {}
 
         def collect(name: str, reply: Reply) -> None:
-            results[name] = reply.record
+            results[name] = reply.record if reply.status != RECOVERING else "recovering"
 
-        results.update(self._fan_out(Request(0, "status", key), collect))
+        problems = await self._fan_out(Request(0, "status", key), collect)
+        results.update((name, problem) for name, problem in problems.items() if name not in results)
         return results
+
+    # --- rejoin ---
+
+    async def rejoin(self) -> str:
+        """Rebuild a recovering local replica from both other replicas.
+
+        Safe because every answer this replica gave before its loss that
+        counted lives on a majority, and every majority of three that held it
+        also holds one of the other two: their merged records are at least
+        what it lost. Both must answer (one alone may be the one that lagged).
+        """
+        if not self.replica.lost:
+            return f"the replica of {self.node} is healthy; nothing to rejoin"
+        merged: dict[KeyId, list[Record]] = {}
+        for name, link in self.links.items():
+            try:
+                for key, record in await self._dump(link):
+                    merged.setdefault(key, []).append(record)
+            except (PeerError, WireError, asyncio.TimeoutError) as exc:
+                raise RejoinError(f"cannot rejoin: {name} did not give its records ({exc or 'no answer'}); "
+                                  "both other replicas must be up and healthy") from None  # fmt: skip
+        records = [(key, register.merge(found)) for key, found in merged.items()]
+        await self.replica.install(records)
+        log.warning("event=rejoined node=%s keys=%d from=%s", self.node, len(records), ",".join(self.links))
+        return f"rejoined {self.node} from {', '.join(self.links)}: {len(records)} key(s)"
+
+    async def _dump(self, link: PeerLink) -> list[tuple[KeyId, Record]]:
+        records: list[tuple[KeyId, Record]] = []
+        after = KeyId("", "")
+        while True:
+            answer = await asyncio.wait_for(link.send(request_document(Request(0, "dump", after))), self.timeout)
+            if isinstance(answer, dict) and answer.get("status") == RECOVERING:
+                raise WireError("it is recovering too (a new cluster needs 'highlander signstate init' on each node)")
+            page: Page = parse_page(answer)
+            records.extend(page.records)
+            if not page.more or not page.records:
+                return records
+            after = page.records[-1][0]
+
+    # --- reporting ---
 
     def _explain(self, replies: dict[str, Reply], problems: dict[str, str], status: str) -> str:
         """One line for logs and signers: who answered what, who did not and why."""
@@ -238,14 +251,16 @@ class Coordinator:
         text = f"{len(replies)} of {len(self.replicas)} replicas answered, {needed} needed"
         text += f": {answered}" if answered else ""
         text += "".join(f"; {name}: {problem}" for name, problem in sorted(problems.items()))
-        return f"no majority answered ({text})" if status == register.NO_QUORUM else f"({text})"
+        return f"no majority answered ({text})" if status == NO_QUORUM else f"({text})"
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
         for link in self.links.values():
-            link.close()
+            await link.close()
+
+
+class RejoinError(RuntimeError):
+    """A rejoin cannot be done now; the message says what is missing."""
 
 
 def _best_record(replies: dict[str, Reply]) -> Record:
     return max((r.record for r in replies.values()), key=lambda rec: rec.hwm, default=register.EMPTY)
-

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from highlander.adapters.waiting import wait_until
-from highlander.signstate import pki
+from highlander.signstate import pki, store
 
 NODES = ("node-a", "node-b", "node-c")
 
@@ -59,7 +59,8 @@ class LocalTrio:
 
     def prepare(self) -> None:
         """CA, certificates and configuration files (kept across restarts)."""
-        if not (self.pki_dir / "ca.crt").exists():
+        new = not (self.pki_dir / "ca.crt").exists()
+        if new:
             pki.init_ca(self.pki_dir, "highlander-local")
             for node in NODES:
                 pki.issue(self.pki_dir, node, addresses=["127.0.0.1"])
@@ -74,6 +75,8 @@ class LocalTrio:
                 f'socket = "{self.socket(node)}"\n'
                 f"timeout = {self.timeout}\n\n[peers]\n{peers}\n"
             )
+            if new:  # once: a state directory lost later must be rejoined, as on a real node
+                store.create(self.state_dir(node), node).close()
 
     def start(self, node: str | None = None) -> None:
         """Start one node (or all) and wait until its signer socket answers."""

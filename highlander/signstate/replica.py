@@ -1,73 +1,155 @@
-"""One replica: the register's rules applied to the durable store.
+"""One node's replica: the register's rules over its durable store.
 
-Every change is on disk before the reply is returned. Requests for one key
-are serialised by a lock; different keys proceed in parallel. A key whose
-record is damaged is refused (with the store's error) until an operator
-restores it, instead of being treated as empty.
+It runs on the daemon's event loop. A request is decided in memory at once
+(one thread applies every rule, so requests for a key are ordered without
+locks) and its reply is released only when every change it depends on is on
+disk. The disk is synced off the loop, and the changes that arrive while a
+sync runs are written together by the next one: group commit, one sync for
+all keys instead of one per request.
+
+A replica whose state is lost (see :mod:`highlander.signstate.store`) is
+*recovering*: it answers every request with RECOVERING until :meth:`install`
+gives it the state merged from the other replicas.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
+import asyncio
+import heapq
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from highlander.signstate import register
-from highlander.signstate.register import OK, KeyId, Record, Reply
+from highlander.signstate import register, store
+from highlander.signstate.register import EMPTY, OK, RECOVERING, KeyId, Record, Reply
 from highlander.signstate.store import Store, StoreError
-from highlander.signstate.wire import Request
+from highlander.signstate.wire import DUMP_PAGE, Page, Request, WireError
+
+log = logging.getLogger("highlander.signstate")
+
+RETRY_FAILED_SYNC = 0.5  # seconds between attempts while the disk refuses writes
 
 
 class Replica:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._locks: defaultdict[KeyId, threading.Lock] = defaultdict(threading.Lock)
-        self._guard = threading.Lock()
-        self._cache: dict[KeyId, Record] = {}
+    def __init__(self, node: str, directory: Path) -> None:
+        self.node = node
+        self.directory = Path(directory)
+        self.store: Store | None = None
+        self.lost = ""  # why the replica is recovering; "" when it is healthy
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tickets = 0
+        self._syncing = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
 
-    def _lock(self, key: KeyId) -> threading.Lock:
-        with self._guard:
-            return self._locks[key]
+    def open(self) -> None:
+        """Load the state; a lost one makes the replica recovering (config errors raise)."""
+        candidate = Store(self.directory, self.node)
+        try:
+            candidate.open()
+        except store.Lost as exc:
+            self.lost = str(exc)
+            log.error("event=recovering reason=%r", self.lost)
+            return
+        self.store = candidate
 
-    def record(self, key: KeyId) -> Record:
-        """The current record (the caller holds the key's lock)."""
-        if key not in self._cache:
-            self._cache[key] = self.store.load(key)
-        return self._cache[key]
+    # --- requests ---
 
-    def handle(self, request: Request) -> Reply:
-        """Apply one request; raises StoreError when the record is unusable."""
-        with self._lock(request.key):
-            current = self.record(request.key)
-            if request.op == "promise":
-                updated, reply = register.promise(current, request.epoch)
-            elif request.op == "advance":
-                updated, reply = register.advance(current, request.epoch, request.hrs, request.digest)
-            else:
-                return Reply(OK, current)
-            if updated != current:
-                self.store.save(request.key, updated)  # durable before anyone hears of it
-                self._cache[request.key] = updated
-            return reply
+    def handle(self, request: Request, sender: str) -> tuple[Reply | Page, int]:
+        """Apply one request now: the reply and the change it must wait for.
 
-    def restore(self, key: KeyId, record: Record) -> Record:
-        """Raise ``key``'s record to at least ``record`` (import); never lowers it.
-
-        This is also the repair of a damaged record: it is replaced by the
-        imported one, taken from a healthy replica or the signer's state file.
+        ``sender`` is the node the request comes from (the peer's TLS name, or
+        this node for its own coordinator): it must own the request's ballot.
         """
-        with self._lock(key):
-            try:
-                current = self.record(key)
-            except StoreError:
-                current = register.EMPTY
-            if current.hwm == record.hwm and current.digest != record.digest and current.digest:
-                raise StoreError(
-                    f"{key}: imported mark {record.hwm} has another digest than the stored one: "
-                    "two different signatures at one height/round/step; investigate before importing"
-                )
-            hwm, digest = max((current.hwm, current.digest), (record.hwm, record.digest))
-            merged = Record(max(current.promised_epoch, record.promised_epoch), hwm, digest)
-            if merged != current:
-                self.store.save(key, merged)
-                self._cache[key] = merged
-            return merged
+        if self.store is None:
+            return Reply(RECOVERING, EMPTY), 0
+        if request.op == "dump":
+            return self._page(request.key), self.store.seq
+        key = request.key
+        current = self.store.get(key)
+        if request.op == "status":
+            return Reply(OK, current), self.store.last_change.get(key, 0)
+        problem = register.check_sender(request.ballot, sender)
+        if problem:
+            raise WireError(problem)
+        if request.op == "promise":
+            updated, reply = register.promise(current, request.ballot)
+        elif request.op == "advance":
+            updated, reply = register.advance(current, request.ballot, request.hrs, request.digest)
+        else:
+            updated, reply = register.reset(current, request.ballot, request.hrs)
+            if updated != current:
+                log.warning("event=reset key=%s from=%s to=%s by=%s", key, current.hwm, request.hrs, sender)
+        if updated != current:
+            return reply, self.store.put(key, updated)
+        return reply, self.store.last_change.get(key, 0)
+
+    def _page(self, after: KeyId) -> Page:
+        assert self.store is not None
+        keys = [k for k in self.store.keys() if k > after]
+        return Page([(k, self.store.get(k)) for k in keys[:DUMP_PAGE]], len(keys) > DUMP_PAGE)
+
+    def submit(self, request: Request, sender: str) -> asyncio.Future[Reply | Page]:
+        """The reply, once what it depends on is durable (WireError: refused)."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Reply | Page] = loop.create_future()
+        try:
+            reply, seq = self.handle(request, sender)
+        except WireError as exc:
+            answer.set_exception(exc)
+            return answer
+        durable = self.synced(seq)
+        durable.add_done_callback(lambda _: answer.done() or answer.set_result(reply))
+        return answer
+
+    # --- group commit ---
+
+    def synced(self, seq: int) -> asyncio.Future[None]:
+        """Done when change ``seq`` is on disk."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.store is None or seq <= self.store.durable:
+            future.set_result(None)
+            return future
+        self._tickets += 1
+        heapq.heappush(self._waiters, (seq, self._tickets, future))
+        self._sync()
+        return future
+
+    def _sync(self) -> None:
+        if self._syncing or self.store is None or not self.store.pending():
+            return
+        self._syncing = True
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(self._executor, self.store.flush).add_done_callback(self._synced)
+
+    def _synced(self, done: asyncio.Future[int]) -> None:
+        self._syncing = False
+        try:
+            durable = done.result()
+        except StoreError as exc:
+            log.error("event=write-failed reason=%r (retrying; nothing is answered meanwhile)", str(exc))
+            asyncio.get_running_loop().call_later(RETRY_FAILED_SYNC, self._sync)
+            return
+        while self._waiters and self._waiters[0][0] <= durable:
+            future = heapq.heappop(self._waiters)[2]
+            if not future.done():
+                future.set_result(None)
+        self._sync()
+
+    # --- rejoin ---
+
+    async def install(self, records: Iterable[tuple[KeyId, Record]]) -> None:
+        """Become healthy again with ``records`` (merged from the other replicas)."""
+        loop = asyncio.get_running_loop()
+        fresh = await loop.run_in_executor(self._executor, store.create, self.directory, self.node, list(records))
+        self.store, self.lost = fresh, ""
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        if self.store is not None:
+            if self.store.pending():
+                try:
+                    self.store.flush()
+                except StoreError as exc:
+                    log.error("event=write-failed reason=%r", str(exc))
+            self.store.close()
