@@ -3,8 +3,10 @@
 Three durable replicas, two or three nodes that compete to promote and sign
 for one or two keys, and a hostile network (loss, duplication, unbounded
 delay, reordering of requests and replies), crashes of replicas, reboots of
-nodes that forget everything volatile, and coordinators that give up on a
-pending tally. Hypothesis generates the histories as lists of actions; the
+nodes that forget everything volatile, coordinators that give up on a
+pending tally, replicas whose disk is lost or restored from an old backup
+(they are recovering until rejoined from the other two), and rogue nodes
+that send requests at ballots other nodes own. Hypothesis generates the histories as lists of actions; the
 :class:`Simulator` interprets them with the real coordinator code
 (:class:`Promotion`, :class:`Advance`) and injectable replica functions, so
 the same harness checks the real register and deliberately broken ones.
@@ -17,15 +19,21 @@ least after every step of a history):
   signed (an Advance for a signature reaches OK). A read repair writes back
   a mark that is there already and signs nothing; it may find a superseded
   signer's unsigned leftover at that mark, and the new signer signs above it.
-- **I2 superseded signers stay silent**: once a promotion at epoch E' has
-  completed for a key, no Advance at an epoch below E' that was started
+- **I2 superseded signers stay silent**: once a promotion at ballot B' has
+  completed for a key, no Advance at a ballot below B' that was started
   after that moment reaches OK.
 - **I3 nothing signed is lost**: the repaired mark of a completed promotion
   is at least the mark of every Advance that reached OK before that
   promotion started.
+- **I4 only the owner signs at a ballot**: every signature that reaches OK
+  at ballot B is by the node B was promised to.
+
+A rejoin reads each of the other two replicas at its own moment (other
+actions run in between), as the daemon's does, and installs what they
+merge to.
 
 Signers: each node's consensus engine asks for marks of its own, always
-increasing, and the digest depends on (node, epoch, mark), so two signers at
+increasing, and the digest depends on (node, ballot, mark), so two signers at
 one mark always conflict. An engine may lag behind the mark its promotion
 repaired (a standby's engine asking for heights the old active already
 signed): the register, not the signer, must refuse those. In a
@@ -33,11 +41,12 @@ signed): the register, not the signer, must refuse those. In a
 design's promoter rule says.
 
 A checker that cannot fail proves nothing: the negative controls run the same
-simulation against a replica without the epoch check (it must break I2) and
-one without the conflict check (it must break I1). The second needs a
-lagging engine: with disciplined engines only, the epoch check and the read
-repair alone already keep I1, and a search of 3000 such histories finds no
-double sign.
+simulation against a replica without the epoch check (it must break I2), one
+without the conflict check (it must break I1; that needs a lagging engine:
+with disciplined engines only, the epoch check and the read repair alone
+already keep I1), promises that hide the mark (I3), a replica that reads a
+lost or restored disk as its state instead of recovering, a rejoin from one
+replica only, and replicas that do not check who owns a ballot (I4).
 
 Reproducibility: every property runs with ``derandomize=True`` and no example
 database, and the simulator itself has no randomness, clock or I/O.
@@ -60,12 +69,15 @@ from highlander.signstate.register import (
     CONFLICT,
     EMPTY,
     HRS,
+    NO_BALLOT,
     OK,
+    RECOVERING,
     REFUSED,
     REGRESSION,
     STALE_EPOCH,
     ZERO,
     Advance,
+    Ballot,
     KeyId,
     Promotion,
     Record,
@@ -73,12 +85,15 @@ from highlander.signstate.register import (
     Reply,
     advance,
     check_mark,
-    next_epoch,
+    check_sender,
+    merge,
+    next_ballot,
     promise,
 )
 
-PromiseFn = Callable[[Record, int], tuple[Record, Reply]]
-AdvanceFn = Callable[[Record, int, HRS, str], tuple[Record, Reply]]
+PromiseFn = Callable[[Record, Ballot], tuple[Record, Reply]]
+AdvanceFn = Callable[[Record, Ballot, HRS, str], tuple[Record, Reply]]
+SenderCheck = Callable[[Ballot, str], str | None]
 
 REPLICAS = ("r1", "r2", "r3")
 NODES = ("a", "b", "c")
@@ -99,13 +114,13 @@ REPAIR = "repair"
 FLUSH_LIMIT = 200
 
 
-def digest_of(node: str, epoch: int, hrs: HRS) -> str:
+def digest_of(node: str, ballot: Ballot, hrs: HRS) -> str:
     """The sign bytes a node would sign at a mark.
 
-    Depends on the node and the epoch, as a real block or vote differs
+    Depends on the node and the ballot, as a real block or vote differs
     between two validators' engines: two signers at one mark always conflict.
     """
-    return hashlib.sha256(f"{node}/{epoch}/{hrs}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{node}/{ballot}/{hrs}".encode()).hexdigest()[:16]
 
 
 def successor(hrs: HRS, how: int) -> HRS:
@@ -192,12 +207,42 @@ class Restart(NamedTuple):
 
 
 class Reboot(NamedTuple):
-    """A node loses everything volatile: sessions, epochs seen, its engine's position."""
+    """A node loses everything volatile: sessions, ballots seen, its engine's position."""
 
     node: int
 
 
-Action = Deliver | Drop | Duplicate | Flush | Promote | Sign | Retry | GiveUp | Crash | Restart | Reboot
+class Backup(NamedTuple):
+    """An operator copies a replica's records aside (what a backup would hold)."""
+
+    replica: int
+
+
+class LoseDisk(NamedTuple):
+    """A replica's disk is lost (``how`` 0) or restored from its last backup (1)."""
+
+    replica: int
+    how: int
+
+
+class Rejoin(NamedTuple):
+    """A recovering replica reads the next of the other replicas; with both read, it installs their merge."""
+
+    replica: int
+
+
+class Rogue(NamedTuple):
+    """A node sends an advance at the newest ballot it has seen, whoever owns it
+    (a superseded signer, or a node with a valid certificate acting for another)."""
+
+    node: int
+    key: int
+
+
+Action = (
+    Deliver | Drop | Duplicate | Flush | Promote | Sign | Retry | GiveUp | Crash | Restart | Reboot
+    | Backup | LoseDisk | Rejoin | Rogue
+)
 
 
 class History(NamedTuple):
@@ -214,18 +259,18 @@ class History(NamedTuple):
 
 class Request(NamedTuple):
     tally: int
-    node: str
+    node: str  # the sender, as the replica's TLS check names it
     replica: str
     key: KeyId
-    epoch: int
+    ballot: Ballot
     hrs: HRS | None  # None: a promise; a mark: an advance
     digest: str
 
     def __str__(self) -> str:
         if self.hrs is None:
-            what = f"promise e{self.epoch}"
+            what = f"promise b{self.ballot}"
         else:
-            what = f"advance e{self.epoch} {self.hrs} {self.digest[:6]}"
+            what = f"advance b{self.ballot} {self.hrs} {self.digest[:6]}"
         return f"{self.node}->{self.replica} {self.key.key_id} {what} (t{self.tally})"
 
 
@@ -237,7 +282,7 @@ class Answer(NamedTuple):
 
     def __str__(self) -> str:
         r = self.reply.record
-        held = f"[e{r.promised_epoch} {r.hwm} {r.digest[:6]}]"
+        held = f"[b{r.promised} {r.hwm} {r.digest[:6]}]"
         return f"{self.replica}->{self.node} {self.reply.status} {held} (t{self.tally})"
 
 
@@ -251,7 +296,7 @@ class Event(NamedTuple):
     kind: str  # promote, advance-start, advance-ok, promotion-complete
     node: str
     key: KeyId
-    epoch: int
+    ballot: Ballot
     hrs: HRS
     digest: str
     purpose: str = ""
@@ -281,7 +326,7 @@ class InvariantViolation(AssertionError):
 
 
 class Checker:
-    """Checks I1, I2 and I3 incrementally, one event at a time.
+    """Checks I1 to I4 incrementally, one event at a time.
 
     Incremental so that the check after every step stays linear in the
     history: thousands of histories must run in seconds.
@@ -306,15 +351,18 @@ class Checker:
             seen.setdefault(ev.digest, ev)
         if len(seen) > 1:
             who = ", ".join(
-                f"{d[:6]} by {e.node} e{e.epoch} ({e.purpose} @{e.clock})" for d, e in seen.items()
+                f"{d[:6]} by {e.node} b{e.ballot} ({e.purpose} @{e.clock})" for d, e in seen.items()
             )
             why = f"{ev.key} {ev.hrs} reached OK with {len(seen)} digests: {who}"
             return Broken("I1", why, tuple(seen.values()))
+        if ev.purpose == SIGN and ev.ballot.owner != ev.node:
+            why = f"{ev.node} signed {ev.key} {ev.hrs} at ballot {ev.ballot}, which belongs to {ev.ballot.owner}"
+            return Broken("I4", why, (ev,))
         for done in self.completed[ev.key]:
-            if done.epoch > ev.epoch and done.clock < ev.started:
+            if done.ballot > ev.ballot and done.clock < ev.started:
                 why = (
-                    f"{ev.node}'s {ev.purpose} at e{ev.epoch} {ev.hrs}, started @{ev.started}, reached OK "
-                    f"although {done.node}'s promotion at e{done.epoch} completed @{done.clock}"
+                    f"{ev.node}'s {ev.purpose} at b{ev.ballot} {ev.hrs}, started @{ev.started}, reached OK "
+                    f"although {done.node}'s promotion at b{done.ballot} completed @{done.clock}"
                 )
                 return Broken("I2", why, (done, ev))
         self.oks[ev.key].append(ev)
@@ -324,7 +372,7 @@ class Checker:
         for ok in self.oks[ev.key]:
             if ok.clock < ev.started and ok.hrs > ev.hrs:
                 why = (
-                    f"{ev.node}'s promotion at e{ev.epoch} (started @{ev.started}) repaired {ev.hrs}, "
+                    f"{ev.node}'s promotion at b{ev.ballot} (started @{ev.started}) repaired {ev.hrs}, "
                     f"below {ok.hrs} that {ok.node} got OK for @{ok.clock}"
                 )
                 return Broken("I3", why, (ok, ev))
@@ -340,7 +388,7 @@ class Session:
     """What one node does for one key; volatile, gone on reboot."""
 
     phase: str = IDLE
-    epoch: int = 0
+    ballot: Ballot = NO_BALLOT
     tally: Promotion | Advance | None = None
     tally_id: int = 0
     purpose: str = ""
@@ -353,7 +401,7 @@ class Session:
 @dataclass
 class Node:
     name: str
-    seen: int = 0  # highest epoch seen: the next promotion goes above it
+    seen: Ballot = NO_BALLOT  # highest ballot seen: the next promotion goes above it
     position: dict[KeyId, HRS] = field(default_factory=dict)  # the consensus engine's last mark
     sessions: dict[KeyId, Session] = field(default_factory=dict)
 
@@ -369,28 +417,39 @@ class Stats:
     signed: int = 0
     fenced: int = 0  # signers stopped by STALE_EPOCH
     clashes: int = 0  # signatures refused with CONFLICT or REGRESSION
+    lost: int = 0  # disks lost or restored from a backup
+    rejoined: int = 0
     statuses: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The replicas' rules: the real ones, or one guard removed for a negative control."""
+
+    promise_fn: PromiseFn = promise
+    advance_fn: AdvanceFn = advance
+    sender_check: SenderCheck = check_sender
+    detect_loss: bool = True  # a lost or restored disk makes the replica recovering
+    rejoin_reads: int = 2  # replicas a rejoin reads before it installs
+
+
+REAL = Variant()
 
 
 class Simulator:
     """Runs one history deterministically and checks the invariants on every event."""
 
-    def __init__(
-        self,
-        nodes: int = 2,
-        keys: int = 1,
-        disciplined: bool = False,
-        promise_fn: PromiseFn = promise,
-        advance_fn: AdvanceFn = advance,
-    ) -> None:
-        self.promise_fn = promise_fn
-        self.advance_fn = advance_fn
+    def __init__(self, nodes: int = 2, keys: int = 1, disciplined: bool = False, variant: Variant = REAL) -> None:
+        self.variant = variant
         self.disciplined = disciplined
         self.nodes = [Node(name) for name in NODES[:nodes]]
         self.keys = KEYS[:keys]
         # Durable: a record is replaced only when the replica answers, and a crash keeps it.
         self.records: dict[str, dict[KeyId, Record]] = {r: {k: EMPTY for k in self.keys} for r in REPLICAS}
         self.up: dict[str, bool] = {r: True for r in REPLICAS}
+        self.recovering: dict[str, bool] = {r: False for r in REPLICAS}
+        self.backups: dict[str, dict[KeyId, Record]] = {}
+        self.rejoin_read: dict[str, list[dict[KeyId, Record]]] = {r: [] for r in REPLICAS}
         self.network: list[Message] = []
         self.clock = 0
         self.tallies = 0
@@ -405,12 +464,12 @@ class Simulator:
         self.log.append(f"@{self.clock:<3} {text}")
 
     def emit(
-        self, kind: str, node: Node, key: KeyId, epoch: int, hrs: HRS = ZERO, digest: str = "", **kw: object
+        self, kind: str, node: Node, key: KeyId, ballot: Ballot, hrs: HRS = ZERO, digest: str = "", **kw: object
     ) -> None:
         """Record a protocol fact and check the invariants against it at once."""
         purpose = kw.get("purpose", "")
-        self.note(f"{kind} {node.name} {key.key_id} e{epoch} {hrs} {digest[:6]} {purpose}".rstrip())
-        ev = Event(self.clock, kind, node.name, key, epoch, hrs, digest, **kw)  # type: ignore[arg-type]
+        self.note(f"{kind} {node.name} {key.key_id} b{ballot} {hrs} {digest[:6]} {purpose}".rstrip())
+        ev = Event(self.clock, kind, node.name, key, ballot, hrs, digest, **kw)  # type: ignore[arg-type]
         broken = self.checker.observe(ev)
         if broken is not None:
             raise InvariantViolation(broken, self.log)
@@ -456,8 +515,18 @@ class Simulator:
                 self.note(f"restart {REPLICAS[r % 3]}")
             case Reboot(n):
                 node = self.node(n)
-                node.seen, node.position, node.sessions = 0, {}, {}
+                node.seen, node.position, node.sessions = NO_BALLOT, {}, {}
                 self.note(f"reboot {node.name}")
+            case Backup(r):
+                replica = REPLICAS[r % 3]
+                self.backups[replica] = dict(self.records[replica])
+                self.note(f"backup {replica}")
+            case LoseDisk(r, how):
+                self.lose_disk(REPLICAS[r % 3], how % 2)
+            case Rejoin(r):
+                self.rejoin(REPLICAS[r % 3])
+            case Rogue(n, k):
+                self.rogue(self.node(n), self.key(k))
 
     def node(self, n: int) -> Node:
         return self.nodes[n % len(self.nodes)]
@@ -472,14 +541,14 @@ class Simulator:
     # --- the nodes: promoter and signer ---
 
     def promote(self, node: Node, key: KeyId, retried: bool = False) -> None:
-        """Pick an epoch above all seen and ask every replica to promise it."""
+        """Pick a ballot of this node above all seen and ask every replica to promise it."""
         s = node.session(key)
-        epoch = next_epoch(node.seen)
-        node.seen = epoch
-        s.phase, s.epoch, s.best, s.retried = PROMOTING, epoch, EMPTY, retried
-        self.emit("promote", node, key, epoch)
+        ballot = next_ballot(node.seen, node.name)
+        node.seen = ballot
+        s.phase, s.ballot, s.best, s.retried = PROMOTING, ballot, EMPTY, retried
+        self.emit("promote", node, key, ballot)
         s.promotion_started = self.clock
-        self.start(node, key, s, Promotion(key, epoch, REPLICAS), "promise", None, "")
+        self.start(node, key, s, Promotion(key, ballot, REPLICAS), "promise", None, "")
 
     def sign(self, node: Node, key: KeyId, how: int) -> None:
         """The engine asks for its next mark; the node signs only if an Advance reaches OK."""
@@ -490,10 +559,19 @@ class Simulator:
         if self.disciplined:
             while hrs <= s.best.hwm:
                 hrs = successor(hrs, 2)
-        assert check_mark(hrs, digest_of(node.name, s.epoch, hrs)) is None
+        assert check_mark(hrs, digest_of(node.name, s.ballot, hrs)) is None
         node.position[key] = hrs
-        digest = digest_of(node.name, s.epoch, hrs)
-        self.start(node, key, s, Advance(key, s.epoch, hrs, digest, REPLICAS), SIGN, hrs, digest)
+        digest = digest_of(node.name, s.ballot, hrs)
+        self.start(node, key, s, Advance(key, s.ballot, hrs, digest, REPLICAS), SIGN, hrs, digest)
+
+    def rogue(self, node: Node, key: KeyId) -> None:
+        """Sign the engine's next mark at the newest ballot seen, not asking who owns it."""
+        s = node.session(key)
+        if s.tally is not None or node.seen == NO_BALLOT or node.seen.owner == node.name:
+            return
+        s.phase, s.ballot = SIGNING, node.seen
+        self.note(f"{node.name} goes rogue at b{node.seen}")
+        self.sign(node, key, 0)
 
     def start(
         self,
@@ -509,7 +587,7 @@ class Simulator:
         self.tallies += 1
         s.tally, s.tally_id, s.purpose = tally, self.tallies, purpose
         if hrs is not None:
-            self.emit("advance-start", node, key, s.epoch, hrs, digest, purpose=purpose)
+            self.emit("advance-start", node, key, s.ballot, hrs, digest, purpose=purpose)
         s.started = self.clock
         self.send(node, key, s)
 
@@ -517,7 +595,7 @@ class Simulator:
         hrs = s.tally.hrs if isinstance(s.tally, Advance) else None
         digest = s.tally.digest if isinstance(s.tally, Advance) else ""
         for replica in REPLICAS:
-            self.network.append(Request(s.tally_id, node.name, replica, key, s.epoch, hrs, digest))
+            self.network.append(Request(s.tally_id, node.name, replica, key, s.ballot, hrs, digest))
 
     def retry(self, node: Node, key: KeyId) -> None:
         s = node.sessions.get(key)
@@ -537,9 +615,9 @@ class Simulator:
         self.stats.statuses.add(outcome)
         self.note(f"{node.name} {key.key_id} t{s.tally_id} {s.purpose} -> {outcome}")
         if isinstance(tally, Promotion):
-            node.seen = max(node.seen, tally.highest_epoch)
+            node.seen = max(node.seen, tally.highest_ballot)
             if outcome == REFUSED and not s.retried:
-                # Once more, above every epoch the refusals reported (what highest_epoch is for);
+                # Once more, above every ballot the refusals reported (what highest_ballot is for);
                 # further attempts are up to the cluster manager, i.e. a later Promote.
                 self.promote(node, key, retried=True)
                 return
@@ -551,12 +629,12 @@ class Simulator:
                 self.completed(node, key, s)
             else:
                 s.phase = REPAIRING
-                repair = Repair(key, s.epoch, s.best.hwm, s.best.digest, REPLICAS)
+                repair = Repair(key, s.ballot, s.best.hwm, s.best.digest, REPLICAS)
                 self.start(node, key, s, repair, REPAIR, s.best.hwm, s.best.digest)
             return
         assert isinstance(tally, Advance)
         if outcome == OK:
-            ok = (node, key, s.epoch, tally.hrs, tally.digest)
+            ok = (node, key, s.ballot, tally.hrs, tally.digest)
             self.emit("advance-ok", *ok, purpose=s.purpose, started=s.started)
         if s.purpose == REPAIR:
             if outcome == OK:
@@ -566,7 +644,7 @@ class Simulator:
         elif outcome == OK:
             self.stats.signed += 1
         elif outcome == STALE_EPOCH:
-            s.phase = STOPPED  # superseded: never sign again at this epoch
+            s.phase = STOPPED  # superseded: never sign again at this ballot
             self.stats.fenced += 1
         elif outcome in (CONFLICT, REGRESSION):
             self.stats.clashes += 1  # refused, with an alarm on CONFLICT; the engine moves on
@@ -575,7 +653,7 @@ class Simulator:
     def completed(self, node: Node, key: KeyId, s: Session) -> None:
         s.phase = SIGNING
         self.stats.completed += 1
-        done = (node, key, s.epoch, s.best.hwm, s.best.digest)
+        done = (node, key, s.ballot, s.best.hwm, s.best.digest)
         self.emit("promotion-complete", *done, started=s.promotion_started)
 
     # --- the network and the replicas ---
@@ -592,18 +670,52 @@ class Simulator:
         if not self.up[req.replica]:
             self.note(f"{req.replica} is down: lost")
             return
+        if self.recovering[req.replica]:
+            self.stats.statuses.add(RECOVERING)
+            self.network.append(Answer(req.tally, req.node, req.replica, Reply(RECOVERING, EMPTY)))
+            return
+        problem = self.variant.sender_check(req.ballot, req.node)
+        if problem:
+            self.note(f"{req.replica} refuses: {problem}")  # an error answer: counts as missing
+            return
         record = self.records[req.replica][req.key]
         if req.hrs is None:
-            record, reply = self.promise_fn(record, req.epoch)
+            record, reply = self.variant.promise_fn(record, req.ballot)
         else:
-            record, reply = self.advance_fn(record, req.epoch, req.hrs, req.digest)
+            record, reply = self.variant.advance_fn(record, req.ballot, req.hrs, req.digest)
         self.records[req.replica][req.key] = record
         self.stats.statuses.add(reply.status)
         self.network.append(Answer(req.tally, req.node, req.replica, reply))
 
+    def lose_disk(self, replica: str, how: int) -> None:
+        """The disk is gone, or an old backup is put back; the real store notices either."""
+        restored = self.backups.get(replica) if how else None
+        self.records[replica] = dict(restored) if restored else {k: EMPTY for k in self.keys}
+        self.recovering[replica] = self.variant.detect_loss
+        self.rejoin_read[replica] = []
+        self.stats.lost += 1
+        self.note(f"{replica} {'restored from a backup' if restored else 'lost its disk'}")
+
+    def rejoin(self, replica: str) -> None:
+        """Read the next other replica that can answer; with enough read, install their merge."""
+        if not self.recovering[replica] or not self.up[replica]:
+            return
+        read = self.rejoin_read[replica]
+        others = [r for r in REPLICAS if r != replica]
+        source = others[len(read)] if len(read) < len(others) else None
+        if source is None or not self.up[source] or self.recovering[source]:
+            return
+        read.append(dict(self.records[source]))
+        self.note(f"{replica} reads {source} to rejoin")
+        if len(read) >= self.variant.rejoin_reads:
+            self.records[replica] = {k: merge(r[k] for r in read) for k in self.keys}
+            self.recovering[replica], self.rejoin_read[replica] = False, []
+            self.stats.rejoined += 1
+            self.note(f"{replica} rejoined")
+
     def at_node(self, answer: Answer) -> None:
         node = next(n for n in self.nodes if n.name == answer.node)
-        node.seen = max(node.seen, answer.reply.record.promised_epoch)
+        node.seen = max(node.seen, answer.reply.record.promised)
         for key, s in node.sessions.items():
             if s.tally is not None and s.tally_id == answer.tally:
                 outcome = s.tally.on_reply(answer.replica, answer.reply)
@@ -631,6 +743,10 @@ WEIGHTS: tuple[tuple[int, Callable[[int, int, int], Action]], ...] = (
     (1, lambda i, n, k: Crash(n)),
     (2, lambda i, n, k: Restart(n)),
     (1, lambda i, n, k: Reboot(n)),
+    (1, lambda i, n, k: Backup(n)),
+    (1, lambda i, n, k: LoseDisk(n, i)),
+    (2, lambda i, n, k: Rejoin(n)),
+    (1, lambda i, n, k: Rogue(n, k)),
     (4, lambda i, n, k: Deliver(i)),
 )
 _TABLE = tuple(build for weight, build in WEIGHTS for _ in range(weight))
@@ -677,19 +793,17 @@ def histories(
     )
 
 
-def simulate(history: History, promise_fn: PromiseFn = promise, advance_fn: AdvanceFn = advance) -> Simulator:
+def simulate(history: History, variant: Variant = REAL) -> Simulator:
     """Run a history; raises :class:`InvariantViolation` at the first broken invariant."""
-    sim = Simulator(history.nodes, history.keys, history.disciplined, promise_fn, advance_fn)
+    sim = Simulator(history.nodes, history.keys, history.disciplined, variant)
     sim.run(history.actions)
     return sim
 
 
-def violation(
-    history: History, promise_fn: PromiseFn = promise, advance_fn: AdvanceFn = advance
-) -> InvariantViolation | None:
+def violation(history: History, variant: Variant = REAL) -> InvariantViolation | None:
     """The first broken invariant of a history, or None when it keeps them all."""
     try:
-        simulate(history, promise_fn, advance_fn)
+        simulate(history, variant)
     except InvariantViolation as broken:
         return broken
     return None
@@ -713,9 +827,7 @@ SEARCH = settings(
 )
 
 
-def counterexample(
-    invariant: str, promise_fn: PromiseFn = promise, advance_fn: AdvanceFn = advance
-) -> tuple[History, InvariantViolation]:
+def counterexample(invariant: str, variant: Variant) -> tuple[History, InvariantViolation]:
     """The smallest history found that breaks ``invariant`` through signatures with these replicas.
 
     Through signatures: every Advance the violation names is a signer's, not
@@ -727,7 +839,7 @@ def counterexample(
     """
 
     def breaks(history: History) -> bool:
-        broken = violation(history, promise_fn, advance_fn)
+        broken = violation(history, variant)
         return (
             broken is not None
             and broken.invariant == invariant
@@ -735,7 +847,7 @@ def counterexample(
         )
 
     history = minimise(find(histories(min_steps=MAX_STEPS // 3), breaks, settings=SEARCH), breaks)
-    broken = violation(history, promise_fn, advance_fn)
+    broken = violation(history, variant)
     assert broken is not None
     return history, broken
 
@@ -763,30 +875,35 @@ def summary(history: History, broken: InvariantViolation) -> str:
 # --- broken replicas for the negative controls -----------------------------------------
 
 
-def advance_without_epoch_check(record: Record, epoch: int, hrs: HRS, digest: str) -> tuple[Record, Reply]:
+def advance_without_epoch_check(record: Record, ballot: Ballot, hrs: HRS, digest: str) -> tuple[Record, Reply]:
     """:func:`advance` minus the fence: a superseded signer is never told STALE_EPOCH."""
     if hrs < record.hwm:
         return record, Reply(REGRESSION, record)
     if hrs == record.hwm and digest != record.digest:
         return record, Reply(CONFLICT, record)
-    accepted = Record(max(record.promised_epoch, epoch), hrs, digest)
+    accepted = Record(max(record.promised, ballot), hrs, digest)
     return accepted, Reply(OK, accepted)
 
 
-def advance_without_conflict_check(record: Record, epoch: int, hrs: HRS, digest: str) -> tuple[Record, Reply]:
+def advance_without_conflict_check(record: Record, ballot: Ballot, hrs: HRS, digest: str) -> tuple[Record, Reply]:
     """:func:`advance` that lets another digest replace the one at the same mark."""
-    if epoch < record.promised_epoch:
+    if ballot < record.promised:
         return record, Reply(STALE_EPOCH, record)
     if hrs < record.hwm:
         return record, Reply(REGRESSION, record)
-    accepted = Record(max(record.promised_epoch, epoch), hrs, digest)
+    accepted = Record(max(record.promised, ballot), hrs, digest)
     return accepted, Reply(OK, accepted)
 
 
-def promise_hiding_the_mark(record: Record, epoch: int) -> tuple[Record, Reply]:
+def promise_hiding_the_mark(record: Record, ballot: Ballot) -> tuple[Record, Reply]:
     """:func:`promise` that answers as if nothing had been signed: the promoter reads no mark."""
-    record, reply = promise(record, epoch)
+    record, reply = promise(record, ballot)
     return record, Reply(reply.status, reply.record._replace(hwm=ZERO, digest=""))
+
+
+def anyone_may_send(ballot: Ballot, sender: str) -> str | None:
+    """No check of who owns a ballot."""
+    return None
 
 
 # --- the properties --------------------------------------------------------------------
@@ -803,9 +920,11 @@ def explore(history: History) -> None:
     # Statistics (pytest --hypothesis-show-statistics) show the hard cases are reached.
     event(f"promotions completed: {min(sim.stats.completed, 3)}{'+' if sim.stats.completed >= 3 else ''}")
     event(f"signatures: {'0' if not sim.stats.signed else '1-4' if sim.stats.signed < 5 else '5+'}")
-    for status in (STALE_EPOCH, CONFLICT, REGRESSION):
+    for status in (STALE_EPOCH, CONFLICT, REGRESSION, RECOVERING):
         if status in sim.stats.statuses:
             event(f"a replica answered {status}")
+    if sim.stats.lost:
+        event(f"a disk was lost, then {'rejoined' if sim.stats.rejoined else 'not rejoined'}")
     if sim.stats.fenced:
         event("a signer was fenced (STALE_EPOCH)")
     if sim.stats.clashes:
@@ -843,7 +962,7 @@ def test_a_partition_story_with_the_real_register() -> None:
         Sign(0, 0),
         Flush(),  # a signs 1/0/1
         Promote(1, 0),
-        Flush(),  # b has seen no epoch: refused at e1, it retries at e2, wins and repairs 1/0/1
+        Flush(),  # b's 1@b is above 1@a: promised; b repairs 1/0/1
         Sign(0, 0),  # a wakes up and asks for 1/0/2
         Sign(1, 0),  # b's engine is behind: asks for 1/0/1 again
         Flush(),
@@ -860,6 +979,33 @@ def test_a_partition_story_with_the_real_register() -> None:
     assert sim.records["r1"][key].hwm == HRS(1, 0, 2)
 
 
+def test_a_lost_disk_story_with_the_real_register() -> None:
+    """A replica that lost its disk answers nothing until both others let it rejoin.
+
+    a signs 1/0/2 on r1 and r2 while r3 is down; r1's disk is lost and r2
+    is down: b cannot be promoted by the recovering r1 and the lagging r3
+    (that would repair 1/0/1 and let b sign 1/0/2 again). Once r2 is back,
+    r1 rejoins from r2 and r3, and b's promotion repairs 1/0/2.
+    """
+    story = (
+        Promote(0, 0), Flush(),  # a at 1@a
+        Sign(0, 0), Flush(),  # 1/0/1 everywhere
+        Crash(2), Sign(0, 0), Flush(), Restart(2),  # 1/0/2 on r1 and r2 only
+        LoseDisk(0, 0), Crash(1),
+        Promote(1, 0), Flush(), GiveUp(0),  # r1 RECOVERING, r3 promises: no majority
+        Rejoin(0), Rejoin(0),  # r2 is down: nothing to read
+        Restart(1), Rejoin(0), Rejoin(0),  # r2 then r3: rejoined
+        Promote(1, 0), Flush(),
+    )  # fmt: skip
+    sim = simulate(History(2, 1, False, story))
+    key = KEYS[0]
+    b = sim.nodes[1]
+    assert RECOVERING in sim.stats.statuses
+    assert sim.stats.rejoined == 1
+    assert b.sessions[key].phase == SIGNING
+    assert b.sessions[key].best.hwm == HRS(1, 0, 2)
+
+
 def test_the_simulation_is_deterministic() -> None:
     """The same history gives the same log, so a counterexample replays exactly."""
     actions = tuple(Deliver(i) if i % 3 else Promote(i, i) for i in range(40)) + (Flush(),)
@@ -874,7 +1020,7 @@ def test_the_simulation_is_deterministic() -> None:
 
 
 def test_without_the_epoch_check_a_superseded_signer_keeps_signing() -> None:
-    history, broken = counterexample("I2", advance_fn=advance_without_epoch_check)
+    history, broken = counterexample("I2", Variant(advance_fn=advance_without_epoch_check))
     print("\n--- negative control (a): no epoch check ---\n" + summary(history, broken))
     promotion, stale = broken.events
     assert stale.purpose == SIGN and stale.node != promotion.node
@@ -883,7 +1029,7 @@ def test_without_the_epoch_check_a_superseded_signer_keeps_signing() -> None:
 
 
 def test_without_the_conflict_check_two_digests_get_signed_at_one_mark() -> None:
-    history, broken = counterexample("I1", advance_fn=advance_without_conflict_check)
+    history, broken = counterexample("I1", Variant(advance_fn=advance_without_conflict_check))
     print("\n--- negative control (b): no conflict check ---\n" + summary(history, broken))
     # Two real signatures, not a read repair: a double sign.
     assert [e.purpose for e in broken.events] == [SIGN, SIGN]
@@ -892,10 +1038,34 @@ def test_without_the_conflict_check_two_digests_get_signed_at_one_mark() -> None
 
 def test_without_the_mark_in_promises_a_promotion_loses_a_signature() -> None:
     """The third control, for I3: a promoter that cannot read the marks repairs too low."""
-    history, broken = counterexample("I3", promise_fn=promise_hiding_the_mark)
+    history, broken = counterexample("I3", Variant(promise_fn=promise_hiding_the_mark))
     print("\n--- negative control (c): promises hide the mark ---\n" + summary(history, broken))
     signed, promotion = broken.events
     assert signed.purpose == SIGN and promotion.hrs < signed.hrs
+    assert violation(history) is None
+
+
+def test_a_lost_disk_read_as_nothing_signed_loses_a_signature() -> None:
+    """(d) A replica that lost its disk and answers as new lets a promotion repair too low."""
+    history, broken = counterexample("I3", Variant(detect_loss=False))
+    print("\n--- negative control (d): a lost disk read as empty ---\n" + summary(history, broken))
+    assert any(isinstance(a, LoseDisk) for a in history.actions)
+    assert violation(history) is None
+
+
+def test_a_rejoin_from_one_replica_loses_a_signature() -> None:
+    """(e) Rejoining from one other replica, which may be the one that lagged, is not enough."""
+    history, broken = counterexample("I3", Variant(rejoin_reads=1))
+    print("\n--- negative control (e): rejoin from one replica ---\n" + summary(history, broken))
+    assert any(isinstance(a, Rejoin) for a in history.actions)
+    assert violation(history) is None
+
+
+def test_without_the_owner_check_a_node_signs_at_another_nodes_ballot() -> None:
+    """(f) Replicas that accept any sender let a superseded signer take the new owner's ballot."""
+    history, broken = counterexample("I4", Variant(sender_check=anyone_may_send))
+    print("\n--- negative control (f): no owner check ---\n" + summary(history, broken))
+    assert any(isinstance(a, Rogue) for a in history.actions)
     assert violation(history) is None
 
 
