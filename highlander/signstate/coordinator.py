@@ -139,8 +139,8 @@ class Coordinator:
         """What the local replica promised (survives a restart of this daemon)."""
         return self.replica.store.get(key).promised if self.replica.store is not None else None
 
-    async def _run_advance(self, tally: Advance, event: str, op: str = "advance") -> Outcome:
-        request = Request(0, op, tally.key, tally.ballot, tally.hrs, tally.digest)
+    async def _run_advance(self, tally: Advance, event: str) -> Outcome:
+        request = Request(0, "advance", tally.key, tally.ballot, tally.hrs, tally.digest)
         problems = await self._fan_out(request, tally.on_reply)
         status = tally.outcome or tally.give_up()
         detail = self._explain(tally.replies, problems, status)
@@ -185,13 +185,17 @@ class Coordinator:
         promoted = await self.promote(key)
         if promoted.status != OK:
             return promoted._replace(detail=f"not reset: the promotion failed: {promoted.detail}")
-        tally = Advance(key, promoted.ballot, hrs, "", self.replicas)
-        outcome = await self._run_advance(tally, "reset", op="reset")
-        missing = [name for name in self.replicas if tally.replies.get(name, Reply(NO_QUORUM, register.EMPTY)).status != OK]
-        if outcome.status == OK and missing:
-            outcome = outcome._replace(detail=f"{outcome.detail}; not applied on {', '.join(missing)}: "
-                                              "run the reset again when they are back")  # fmt: skip
-        return outcome
+        replies: dict[str, Reply] = {}
+        request = Request(0, "reset", key, promoted.ballot, hrs)
+        problems = await self._fan_out(request, lambda name, reply: replies.setdefault(name, reply) and None)
+        applied = sorted(name for name, reply in replies.items() if reply.status == OK)
+        status = OK if len(applied) >= register.majority(len(self.replicas)) else NO_QUORUM
+        detail = self._explain(replies, problems, status)
+        log.warning("event=reset key=%s ballot=%s hrs=%s outcome=%s %s", key, promoted.ballot, hrs, status, detail)
+        missing = [name for name in self.replicas if name not in applied]
+        if status == OK and missing:
+            detail += f"; not applied on {', '.join(missing)}: run the reset again when it is back"
+        return Outcome(status, promoted.ballot, Record(promoted.ballot, hrs, ""), detail)
 
     async def status(self, key: KeyId) -> dict[str, Record | str]:
         """Every replica's record for ``key``, or why it did not answer."""

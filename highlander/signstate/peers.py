@@ -43,7 +43,7 @@ async def read_frame(reader: asyncio.StreamReader) -> object:
         body = await reader.readexactly(length)
     except asyncio.IncompleteReadError:
         raise EOFError("connection closed mid-frame") from None
-    return loads(body)
+    return loads(body, "frame is not valid UTF-8 JSON")
 
 
 def tune(writer: asyncio.StreamWriter) -> None:

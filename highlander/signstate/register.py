@@ -121,13 +121,18 @@ class Reply(NamedTuple):
     record: Record
 
 
-def check_mark(hrs: HRS, digest: str) -> str | None:
-    """Why ``hrs``/``digest`` cannot be signed, or None when they can."""
+def check_mark(hrs: HRS, digest: str, floor: bool = False) -> str | None:
+    """Why ``hrs``/``digest`` cannot be signed, or None when they can.
+
+    A *floor* is a mark without a digest: nothing known was signed there, but
+    nothing may be signed at or below it (a reset, or an imported state file
+    without sign bytes, sets one). Only a promotion's read repair sends one.
+    """
     if hrs.height < 1 or hrs.round < 0 or hrs.height > MAX_HEIGHT or hrs.round > MAX_ROUND:
         return f"height must be 1 to {MAX_HEIGHT} and round 0 to {MAX_ROUND}, got {hrs}"
     if hrs.step not in STEPS:
         return f"step must be 1 (propose), 2 (prevote) or 3 (precommit), got {hrs.step}"
-    if not digest or len(digest) > 128 or any(c not in "0123456789abcdef" for c in digest):
+    if (not digest and not floor) or len(digest) > 128 or any(c not in "0123456789abcdef" for c in digest):
         return "digest must be 1 to 128 lower-case hex digits"
     return None
 

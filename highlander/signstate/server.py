@@ -237,8 +237,9 @@ class SignStateNode:
         if op == "reset":
             hrs = HRS(integer(document, "height", 0), integer(document, "round", 0, MAX_ROUND),
                       integer(document, "step", 0, 3))  # fmt: skip
-            if hrs != ZERO and check_mark(hrs, "0"):
-                raise WireError(f"reset: {check_mark(hrs, '0')} (or 0/0/0: nothing signed)")
+            problem = check_mark(hrs, "", floor=True)
+            if hrs != ZERO and problem:
+                raise WireError(f"reset: {problem} (or 0/0/0: nothing signed)")
             return _outcome_document(await self.coordinator.reset(key, hrs))
         replicas = {
             name: record_document(found) if not isinstance(found, str) else {"error": found}

@@ -90,8 +90,9 @@ def _depth(document: object, limit: int) -> bool:
     return True
 
 
-def loads(data: bytes | str) -> object:
-    """JSON with every name once and at most MAX_DEPTH levels, else WireError."""
+def loads(data: bytes | str, invalid: str = "not valid UTF-8 JSON") -> object:
+    """JSON with every name once and at most MAX_DEPTH levels, else WireError
+    (``invalid`` says what is wrong with data that is not JSON at all)."""
     try:
         document = json.loads(data, object_pairs_hook=_unique)
     except WireError:
@@ -99,7 +100,7 @@ def loads(data: bytes | str) -> object:
     except RecursionError:
         raise WireError("the message is nested too deeply") from None
     except (UnicodeDecodeError, ValueError):
-        raise WireError("not valid UTF-8 JSON") from None
+        raise WireError(invalid) from None
     if not _depth(document, MAX_DEPTH):
         raise WireError("the message is nested too deeply")
     return document
@@ -135,10 +136,11 @@ def parse_key(document: dict[str, object]) -> KeyId:
     return key
 
 
-def parse_mark(document: dict[str, object]) -> tuple[HRS, str]:
+def parse_mark(document: dict[str, object], floor: bool = False) -> tuple[HRS, str]:
+    """A mark to advance to; ``floor``: its digest may be empty (see check_mark)."""
     hrs = HRS(integer(document, "height"), integer(document, "round", 0, MAX_ROUND), integer(document, "step", 0, 9))
     digest = _text(document, "digest")
-    problem = check_mark(hrs, digest)
+    problem = check_mark(hrs, digest, floor)
     if problem:
         raise WireError(problem)
     return hrs, digest
@@ -176,7 +178,7 @@ def parse_request(document: object) -> Request:
         return request
     request = request._replace(ballot=parse_ballot(document.get("ballot")))
     if op == "advance":
-        hrs, digest = parse_mark(document)
+        hrs, digest = parse_mark(document, floor=True)
         return request._replace(hrs=hrs, digest=digest)
     if op == "reset":
         hrs = HRS(integer(document, "height"), integer(document, "round", 0, MAX_ROUND), integer(document, "step", 0, 3))
@@ -291,7 +293,7 @@ def frame_length(header: bytes) -> int:
 def decode_line(line: bytes) -> dict[str, object]:
     if len(line) > MAX_LINE:
         raise WireError(f"line longer than {MAX_LINE} bytes refused")
-    document = loads(line)
+    document = loads(line, "a line must be one JSON object")
     if not isinstance(document, dict):
         raise WireError("a line must be one JSON object")
     return document
