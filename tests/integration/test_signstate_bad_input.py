@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from signstate_support import as_peer, exchange, frame, read_frame, tcp, tls
 
 from highlander.adapters.waiting import wait_until
 from highlander.signstate import pki
@@ -118,54 +119,6 @@ def log_text(trio: LocalTrio, node: str = TARGET) -> str:
 
 
 # --- speaking to node-a's peer port ----------------------------------------------------------
-
-
-def tcp(trio: LocalTrio) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", trio.ports[TARGET]), timeout=TIMEOUT)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def tls(trio: LocalTrio, context: ssl.SSLContext) -> ssl.SSLSocket:
-    raw = tcp(trio)
-    try:
-        return context.wrap_socket(raw, server_hostname=TARGET)
-    except BaseException:
-        raw.close()
-        raise
-
-
-def as_peer(trio: LocalTrio, node: str = "node-b") -> ssl.SSLSocket:
-    """Mutual TLS to node-a with the cluster certificate of ``node``."""
-    return tls(trio, pki.client_context(trio.pki_dir, node))
-
-
-def frame(document: object) -> bytes:
-    data = json.dumps(document, separators=(",", ":")).encode()
-    return HEADER.pack(len(data)) + data
-
-
-def read_frame(sock: socket.socket) -> object:
-    """One frame from the daemon, read the plain way a peer in any language would."""
-
-    def exactly(size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = sock.recv(size - len(data))
-            if not chunk:
-                raise EOFError("connection closed")
-            data += chunk
-        return data
-
-    (length,) = HEADER.unpack(exactly(HEADER.size))
-    return json.loads(exactly(length))
-
-
-def exchange(sock: ssl.SSLSocket, data: bytes) -> dict[str, object]:
-    sock.sendall(data)
-    answer = read_frame(sock)
-    assert isinstance(answer, dict)
-    return answer
 
 
 def advance_request(marked: Marked, request_id: int = 1, sender: str = "node-b", **changes: object) -> dict[str, object]:
