@@ -1,191 +1,307 @@
-"""The durable store of a sign-state replica, on real files.
+"""A replica's durable state, on real files.
 
-A damaged record must never be read as "nothing signed yet": resetting a
-high-water mark to zero is exactly how a validator double-signs. So every
-way a record file can go wrong (garbage, truncation, a flipped field, a file
-of another key, a format from another version) is shown to raise a
-:class:`StoreError` that names the file — and never to come back as EMPTY.
+A lost or damaged record must never be read as "nothing signed yet":
+starting a high-water mark from zero is exactly how a validator
+double-signs. So every way the state directory can go wrong (missing,
+another node's, another incarnation's, a damaged or missing line, a log
+rolled back behind its seal, a torn seal) is shown to raise :class:`Lost`
+with a message that names the file and says to rejoin — and never to open.
+What must keep working is shown too: an interrupted last write is dropped,
+a full disk keeps the queue, the log is compacted without losing a record.
 """
 
 from __future__ import annotations
 
-import json
+import errno
+import fcntl
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from highlander.signstate import store as store_module
-from highlander.signstate.register import EMPTY, HRS, KeyId, Record
-from highlander.signstate.replica import Replica
+from highlander.signstate.register import EMPTY, HRS, MAX_COUNTER, MAX_HEIGHT, MAX_ROUND, Ballot, KeyId, Record
 from highlander.signstate.store import (
+    FORMAT,
+    LOG_MAGIC,
     NAME_CHARS,
+    SEAL_SLOT,
+    Lost,
     Store,
     StoreError,
     check_key,
-    decode,
-    encode,
-    write_durably,
+    create,
+    decode_line,
+    encode_line,
 )
-from highlander.signstate.wire import Request
 
+NODE = "node-a"
 KEY = KeyId("cosmoshub-4", "validator-1")
 OTHER = KeyId("cosmoshub-4", "validator-2")
-RECORD = Record(7, HRS(1234, 2, 3), "ab" * 32)
+THIRD = KeyId("osmosis-1", "val")
+RECORD = Record(Ballot(7, "node-b"), HRS(1234, 2, 3), "ab" * 32)
+REJOIN = "run 'highlander signstate rejoin' on this node"
+
+
+def mark(height: int, owner: str = NODE) -> Record:
+    return Record(Ballot(3, owner), HRS(height, 0, 1), f"{height:02x}")
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def leftovers(directory: Path) -> list[str]:
-    """Temporary files write_durably may have left behind, anywhere below ``directory``."""
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*.tmp"))
+@pytest.fixture
+def directory(tmp_path: Path) -> Path:
+    return tmp_path / "state"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "state")
+def opened() -> Iterator[Callable[[Store], Store]]:
+    """Registers stores to close at the end of the test, whatever happens."""
+    stores: list[Store] = []
+
+    def keep(store: Store) -> Store:
+        stores.append(store)
+        return store
+
+    yield keep
+    for store in stores:
+        store.close()
 
 
-@pytest.fixture
-def saved(store: Store) -> Path:
-    """The path of KEY's record, saved with RECORD."""
-    store.save(KEY, RECORD)
-    return store.path(KEY)
+def reopen(directory: Path, node: str = NODE) -> Store:
+    """The store as a restarted daemon sees it (closed again; the records stay in memory)."""
+    store = Store(directory, node)
+    store.open()
+    store.close()
+    return store
 
 
-def rewrite(path: Path, change) -> None:  # type: ignore[no-untyped-def]
-    """Apply ``change`` to the record document and recompute a *valid* checksum,
-    so only the change itself can make the record unreadable."""
-    document = json.loads(path.read_bytes())
-    document.pop("checksum")
-    change(document)
-    document["checksum"] = store_module._checksum(document)
-    path.write_text(json.dumps(document))
+def written(directory: Path, changes: list[tuple[KeyId, Record]], records: list[tuple[KeyId, Record]] = ()) -> Path:  # type: ignore[assignment]
+    """A replica created with ``records``, then ``changes`` put and flushed, closed; its directory."""
+    store = create(directory, NODE, records)
+    try:
+        for key, record in changes:
+            store.put(key, record)
+        store.flush()
+    finally:
+        store.close()
+    return directory
 
 
-def assert_refused(store: Store, key: KeyId, path: Path, *words: str) -> StoreError:
-    """Loading ``key`` raises a StoreError naming ``path`` (and ``words``), never EMPTY."""
-    with pytest.raises(StoreError) as caught:
-        loaded = store.load(key)
-        pytest.fail(f"a damaged record was read as {loaded}")  # pragma: no cover
+def log_lines(directory: Path) -> list[bytes]:
+    return (directory / "log").read_bytes().splitlines(keepends=True)
+
+
+def set_log_lines(directory: Path, lines: list[bytes]) -> None:
+    (directory / "log").write_bytes(b"".join(lines))
+
+
+def sealed_line(text: str) -> bytes:
+    """A log line with a valid checksum: only what ``text`` says can make it unreadable."""
+    return f"{text} {zlib.crc32(text.encode()):08x}\n".encode()
+
+
+def flip(line: bytes, at: int = 4) -> bytes:
+    """``line`` with one character changed, its checksum left as it was."""
+    return line[:at] + (b"9" if line[at : at + 1] != b"9" else b"8") + line[at + 1 :]
+
+
+def assert_lost(directory: Path, path: Path, *words: str, node: str = NODE) -> str:
+    """Opening ``directory`` raises Lost naming ``path``, saying to rejoin, and never opens."""
+    store = Store(directory, node)
+    with pytest.raises(Lost) as caught:
+        store.open()
+        store.close()
+        pytest.fail(f"lost state was opened with {store.records}")  # pragma: no cover
     message = str(caught.value)
     assert str(path) in message
+    assert REJOIN in message
     for word in words:
         assert word in message
-    return caught.value
+    return message
 
 
-# --- round trip ----------------------------------------------------------------
+# --- round trip ----------------------------------------------------------------------------
 
 
-def test_a_key_without_a_record_is_empty(store: Store) -> None:
-    assert store.load(KEY) == EMPTY
-    assert store.keys() == []
+def test_a_new_replica_is_empty(directory: Path, opened: Callable[[Store], Store]) -> None:
+    store = opened(create(directory, NODE))
+    assert store.keys() == [] and store.get(KEY) == EMPTY
+    assert (store.seq, store.durable, store.pending()) == (0, 0, False)
+    assert store.flush() == 0  # nothing queued: nothing written
+    store.close()
+    assert reopen(directory).records == {}
 
 
-def test_saved_record_reads_back_in_this_and_a_new_store(store: Store, saved: Path) -> None:
-    assert store.load(KEY) == RECORD
-    assert Store(store.directory).load(KEY) == RECORD  # what a restarted daemon sees
-    assert saved == store.directory / KEY.chain_id / f"{KEY.key_id}.json"
+def test_put_flush_and_open_round_trip(directory: Path, opened: Callable[[Store], Store]) -> None:
+    store = opened(create(directory, NODE))
+    assert store.put(KEY, mark(1)) == 1
+    assert store.put(OTHER, RECORD) == 2
+    assert store.put(KEY, mark(2)) == 3
+    assert store.get(KEY) == mark(2)  # in memory at once
+    assert (store.durable, store.pending()) == (0, True)  # not yet on disk: no reply may depend on it
+    assert store.flush() == 3
+    assert (store.durable, store.pending()) == (3, False)
+    assert store.last_change == {KEY: 3, OTHER: 2}
+    store.close()
+    again = reopen(directory)
+    assert again.records == {KEY: mark(2), OTHER: RECORD}
+    assert again.keys() == [KEY, OTHER]
+    assert (again.seq, again.durable) == (3, 3)
+    assert again.last_change == {KEY: 3, OTHER: 2}
 
 
-def test_save_replaces_the_previous_record(store: Store, saved: Path) -> None:
-    newer = Record(8, HRS(1235, 0, 1), "cd" * 32)
-    store.save(KEY, newer)
-    assert store.load(KEY) == newer
-    assert store.load(OTHER) == EMPTY
+def test_appends_continue_after_a_reopen(directory: Path) -> None:
+    written(directory, [(KEY, mark(1))])
+    store = Store(directory, NODE)
+    store.open()
+    try:
+        assert store.put(OTHER, mark(2)) == 2
+        store.flush()
+    finally:
+        store.close()
+    assert reopen(directory).records == {KEY: mark(1), OTHER: mark(2)}
 
 
-def test_keys_lists_every_record_and_ignores_temporary_and_lock_files(store: Store, saved: Path) -> None:
-    third = KeyId("osmosis-1", "val")
-    store.save(OTHER, RECORD)
-    store.save(third, RECORD)
-    os.close(store.claim())
-    (saved.parent / f".{saved.name}.123.456.tmp").write_text("half a write")
-    (saved.parent / ".hidden.json").write_text("{}")
-    assert store.keys() == sorted([KEY, OTHER, third])
+def test_create_with_records_for_a_rejoin(directory: Path) -> None:
+    records = [(KEY, RECORD), (OTHER, EMPTY), (THIRD, mark(9))]
+    written(directory, [], records)
+    again = reopen(directory)
+    assert again.records == dict(records)
+    assert again.seq == 0
 
 
-def test_keys_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
-    assert Store(tmp_path / "never-created").keys() == []
+def test_create_over_an_old_replica_starts_a_new_incarnation(directory: Path) -> None:
+    written(directory, [(KEY, mark(1))])
+    old = reopen(directory).incarnation
+    written(directory, [], [(OTHER, RECORD)])
+    again = reopen(directory)
+    assert again.incarnation != old and len(again.incarnation) == 32
+    assert again.records == {OTHER: RECORD}
 
 
-def test_record_file_and_directories_are_private(store: Store) -> None:
-    os.close(store.claim())  # the daemon and the offline import claim the directory first
-    store.save(KEY, RECORD)
-    assert mode(store.path(KEY)) == 0o600
-    assert mode(store.path(KEY).parent) == 0o700
-    assert mode(store.directory) == 0o700
+def test_the_largest_values_round_trip(directory: Path) -> None:
+    largest = Record(Ballot(MAX_COUNTER, "n" * 64), HRS(MAX_HEIGHT, MAX_ROUND, 3), "f" * 128)
+    key = KeyId("c" * 64, "k" * 64)
+    written(directory, [(key, largest), (KEY, EMPTY)])
+    assert reopen(directory).records == {key: largest, KEY: EMPTY}
 
 
-def test_save_leaves_no_temporary_file(store: Store, saved: Path) -> None:
-    for height in range(2, 6):
-        store.save(KEY, Record(7, HRS(height, 0, 1), "ee"))
-    assert leftovers(store.directory) == []
-    assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]
+def test_the_group_commit_makes_many_changes_durable_with_one_sync(
+    directory: Path, opened: Callable[[Store], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = opened(create(directory, NODE))
+    keys = [KeyId("chain", f"key-{i}") for i in range(50)]
+    for height in range(1, 5):
+        for key in keys:
+            store.put(key, mark(height))
+    synced: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(store_module.os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+    assert store.flush() == 200
+    assert synced.count(store._log_fd) == 1
+    store.close()
+    again = reopen(directory)
+    assert again.records == {key: mark(4) for key in keys}
+    assert again.seq == 200
 
 
-def test_record_file_is_readable_json_with_checksum(saved: Path) -> None:
-    document = json.loads(saved.read_text())
-    assert document["chain_id"] == KEY.chain_id and document["key_id"] == KEY.key_id
-    assert document["hwm"] == [1234, 2, 3]
-    assert document["promised_epoch"] == 7
-    assert len(document["checksum"]) == 64
+def test_changes_put_during_a_flush_wait_for_the_next(directory: Path, opened: Callable[[Store], Store],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    # The daemon flushes off its event loop while requests keep arriving.
+    store = opened(create(directory, NODE))
+    store.put(KEY, mark(1))
+    real = os.fdatasync
+
+    def sync_while_a_change_arrives(fd: int) -> None:
+        if fd == store._log_fd and not store.pending():
+            store.put(OTHER, mark(2))
+        real(fd)
+
+    monkeypatch.setattr(store_module.os, "fdatasync", sync_while_a_change_arrives)
+    assert store.flush() == 1
+    assert store.pending() and store.durable == 1
+    assert store.flush() == 2
+    store.close()
+    assert reopen(directory).records == {KEY: mark(1), OTHER: mark(2)}
 
 
+# --- the log's lines --------------------------------------------------------------------------
+
+
+def test_the_log_is_text_with_a_header_and_a_checksum_on_every_line(directory: Path) -> None:
+    written(directory, [(KEY, RECORD), (OTHER, EMPTY)], [(THIRD, mark(5))])
+    incarnation = reopen(directory).incarnation
+    lines = log_lines(directory)
+    for line in lines:
+        text, crc = line.rstrip(b"\n").rsplit(b" ", 1)
+        assert crc == f"{zlib.crc32(text):08x}".encode()
+    assert lines[0].split()[:4] == [LOG_MAGIC.encode(), str(FORMAT).encode(), incarnation.encode(), b"0"]
+    assert lines[1].split()[:-1] == b"0 osmosis-1 val 3 node-a 5 0 1 05".split()
+    assert lines[2].split()[:-1] == f"1 cosmoshub-4 validator-1 7 node-b 1234 2 3 {'ab' * 32}".encode().split()
+    assert lines[3].split()[:-1] == b"2 cosmoshub-4 validator-2 0 - 0 0 0 -".split()
+
+
+@settings(max_examples=200, deadline=None)
 @given(
+    seq=st.integers(0, 2**63 - 1),
     chain=st.text(alphabet=sorted(NAME_CHARS), min_size=1, max_size=64).filter(lambda s: s[0] != "."),
     key_id=st.text(alphabet=sorted(NAME_CHARS), min_size=1, max_size=64).filter(lambda s: s[0] != "."),
-    epoch=st.integers(0, 2**63 - 1),
-    hrs=st.tuples(st.integers(0, 2**63 - 1), st.integers(0, 2**31), st.integers(0, 3)),
+    counter=st.integers(0, MAX_COUNTER),
+    owner=st.from_regex(r"\A[a-z0-9][a-z0-9.-]{0,62}\Z") | st.just(""),
+    hrs=st.tuples(st.integers(0, MAX_HEIGHT), st.integers(0, MAX_ROUND), st.integers(0, 3)),
     digest=st.text(alphabet="0123456789abcdef", max_size=128),
 )
-def test_encode_decode_round_trip(chain: str, key_id: str, epoch: int, hrs: tuple[int, int, int], digest: str) -> None:
+def test_encode_decode_line_round_trip(
+    seq: int, chain: str, key_id: str, counter: int, owner: str, hrs: tuple[int, int, int], digest: str
+) -> None:
     key = KeyId(chain, key_id)
-    record = Record(epoch, HRS(*hrs), digest)
-    assert decode(key, encode(key, record), "somewhere") == record
+    record = Record(Ballot(counter, owner), HRS(*hrs), digest)
+    line = encode_line(seq, key, record)
+    text, crc = line.rstrip(b"\n").rsplit(b" ", 1)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert crc == f"{zlib.crc32(text):08x}".encode()
+    assert decode_line(text.decode().split(" ")) == (seq, key, record)
 
 
-# --- write_durably ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        ("1 c k 3 n 1 0 1", "8 fields instead of 9"),
+        ("1 c k 3 n 1 0 1 aa extra", "10 fields instead of 9"),
+        ("1 .c k 3 n 1 0 1 aa", "chain_id '.c' must be"),
+        ("x c k 3 n 1 0 1 aa", "invalid literal"),
+        ("1 c k three n 1 0 1 aa", "invalid literal"),
+    ],
+)
+def test_decode_line_refuses_malformed_words(words: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        decode_line(words.split(" "))
 
 
-def test_write_durably_creates_a_private_file_without_leftovers(tmp_path: Path) -> None:
-    target = tmp_path / "record.json"
-    write_durably(target, b"x" * 200)
-    assert target.read_bytes() == b"x" * 200
-    assert mode(target) == 0o600
-    assert leftovers(tmp_path) == []
+# --- Lost: every way the state can be missing, damaged or older --------------------------------
 
 
-def test_write_durably_replaces_content_and_mode(tmp_path: Path) -> None:
-    target = tmp_path / "record.json"
-    target.write_bytes(b"old content that is longer than the new")
-    target.chmod(0o644)
-    write_durably(target, b"new")
-    assert target.read_bytes() == b"new"
-    assert mode(target) == 0o600  # a fresh file: a loose old mode is not inherited
-    write_durably(target, b"public", mode=0o644)
-    assert mode(target) == 0o644
+def test_a_missing_directory_is_lost_and_not_recreated(directory: Path) -> None:
+    message = assert_lost(directory, directory, "does not exist", "mount it")
+    assert not directory.exists()
 
 
-def test_write_durably_removes_its_temporary_file_when_the_rename_fails(tmp_path: Path) -> None:
-    target = tmp_path / "occupied"
-    target.mkdir()
-    (target / "inside").write_text("a non-empty directory cannot be replaced by a file")
-    with pytest.raises(OSError):
-        write_durably(target, b"data")
-    assert leftovers(tmp_path) == []
-    assert target.is_dir()
-
-
-# --- damaged records: StoreError naming the file, never EMPTY ------------------------
+def test_a_missing_identity_is_lost(directory: Path) -> None:
+    written(directory, [(KEY, RECORD)])
+    (directory / "identity").unlink()
+    message = assert_lost(directory, directory, "no identity file")
+    assert "'highlander signstate init' on every node" in message  # a new cluster's fix, said apart
 
 
 @pytest.mark.parametrize(
@@ -194,206 +310,519 @@ def test_write_durably_removes_its_temporary_file_when_the_rename_fails(tmp_path
         b"",
         b"\x00" * 64,
         b"\xff\xfe garbage \x80",
-        b"not json at all",
+        b'{"format": 2, "node": "node-a"',
         b"[]",
-        b'"a string"',
         b"null",
         b"42",
         b"{}",
-        b'{"format": 1}',
+        b'{"format": 2, "node": "node-a"}',
+        b'{"format": 2, "incarnation": "00"}',
     ],
-    ids=["empty", "zeros", "binary", "text", "list", "string", "null", "number", "no-fields", "no-checksum"],
+    ids=["empty", "zeros", "binary", "truncated", "list", "null", "number", "no-fields", "no-incarnation", "no-node"],
 )
-def test_corrupt_record_is_refused(store: Store, saved: Path, content: bytes) -> None:
-    saved.write_bytes(content)
-    assert_refused(store, KEY, saved, "never delete it")
+def test_a_damaged_identity_is_lost(directory: Path, content: bytes) -> None:
+    written(directory, [(KEY, RECORD)])
+    (directory / "identity").write_bytes(content)
+    assert_lost(directory, directory / "identity", "is damaged")
 
 
-@pytest.mark.parametrize("keep", [1, 10, 50, -30, -2])
-def test_truncated_record_is_refused(store: Store, saved: Path, keep: int) -> None:
-    data = saved.read_bytes()
-    saved.write_bytes(data[:keep])
-    assert_refused(store, KEY, saved, "truncated or damaged")
+def test_an_identity_of_another_format_is_a_clear_error_not_lost(directory: Path) -> None:
+    # Not a lost disk: a version mismatch the operator fixes by running the right version.
+    written(directory, [(KEY, RECORD)])
+    (directory / "identity").write_text('{"format": 3, "node": "node-a", "incarnation": "00"}')
+    with pytest.raises(StoreError) as caught:
+        Store(directory, NODE).open()
+    assert not isinstance(caught.value, Lost)
+    assert str(directory / "identity") in str(caught.value)
+    assert f"format 3 is not the format of this version ({FORMAT})" in str(caught.value)
+
+
+def test_another_nodes_directory_is_refused(directory: Path) -> None:
+    written(directory, [(KEY, RECORD)])
+    with pytest.raises(StoreError) as caught:
+        Store(directory, "node-b").open()
+    assert not isinstance(caught.value, Lost)
+    message = str(caught.value)
+    assert f"{directory} holds the sign-state of node-a, not of node-b" in message
+    assert "check state_dir and node in the configuration" in message
+
+
+def test_a_missing_log_is_lost(directory: Path) -> None:
+    written(directory, [(KEY, RECORD)])
+    (directory / "log").unlink()
+    assert_lost(directory, directory / "log", "is missing")
 
 
 @pytest.mark.parametrize(
-    "field, value",
-    [
-        ("promised_epoch", 0),
-        ("promised_epoch", 8),
-        ("hwm", [0, 0, 0]),
-        ("hwm", [1233, 2, 3]),
-        ("digest", ""),
-        ("digest", "cd" * 32),
-        ("key_id", OTHER.key_id),
-    ],
+    "content", [b"", b"\n", b"garbage\n", b"\x00" * 100], ids=["empty", "newline", "text", "zeros"]
 )
-def test_checksum_mismatch_is_refused(store: Store, saved: Path, field: str, value: object) -> None:
-    document = json.loads(saved.read_bytes())
-    document[field] = value  # the checksum stays the old one
-    saved.write_text(json.dumps(document))
-    assert_refused(store, KEY, saved, "checksum mismatch")
+def test_a_log_without_its_header_is_lost(directory: Path, content: bytes) -> None:
+    written(directory, [(KEY, RECORD)])
+    (directory / "log").write_bytes(content)
+    assert_lost(directory, directory / "log", "header of this replica's incarnation")
 
 
-def test_the_checksum_is_what_tells_damage_from_a_genuine_record(store: Store, saved: Path) -> None:
-    # A record that is intact but says EMPTY is EMPTY; this only pins that the
-    # checksum is what separates damage from a genuine record.
-    rewrite(saved, lambda d: d.update(hwm=[0, 0, 0], digest="", promised_epoch=0))
-    assert store.load(KEY) == EMPTY
+def test_a_log_of_another_incarnation_is_lost(directory: Path, tmp_path: Path) -> None:
+    # E.g. a rejoin a crash interrupted after the new log, before the new identity.
+    written(directory, [(KEY, RECORD)])
+    other = written(tmp_path / "other", [(KEY, RECORD)])
+    shutil.copy(other / "log", directory / "log")
+    assert_lost(directory, directory / "log", "header of this replica's incarnation")
 
 
-def test_record_of_another_key_is_refused(store: Store, saved: Path) -> None:
-    other_path = store.path(OTHER)
-    other_path.write_bytes(saved.read_bytes())  # e.g. a file copied to the wrong name
-    error = assert_refused(store, OTHER, other_path, str(KEY), str(OTHER))
-    assert "not" in str(error)
+def test_a_log_with_a_damaged_header_is_lost(directory: Path) -> None:
+    written(directory, [(KEY, RECORD)])
+    lines = log_lines(directory)
+    set_log_lines(directory, [flip(lines[0], 30), *lines[1:]])
+    assert_lost(directory, directory / "log", "header")
 
 
-def test_record_of_another_chain_is_refused(store: Store, saved: Path) -> None:
-    elsewhere = KeyId("osmosis-1", KEY.key_id)
-    path = store.path(elsewhere)
-    path.parent.mkdir(mode=0o700)
-    path.write_bytes(saved.read_bytes())
-    assert_refused(store, elsewhere, path, str(KEY))
-
-
-def test_unsupported_format_is_refused(store: Store, saved: Path) -> None:
-    rewrite(saved, lambda d: d.update(format=2))
-    assert_refused(store, KEY, saved, "format 2")
+@pytest.mark.parametrize("at", [0, 2, 10, 30, -12, -3])
+def test_a_damaged_line_in_the_middle_is_lost(directory: Path, at: int) -> None:
+    written(directory, [(KEY, mark(1)), (OTHER, mark(2)), (KEY, mark(3))])
+    lines = log_lines(directory)
+    set_log_lines(directory, [lines[0], lines[1], flip(lines[2], at % len(lines[2])), lines[3]])
+    assert_lost(directory, directory / "log", "line 3 is damaged (checksum mismatch)")
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("text", "message"),
     [
-        lambda d: d.pop("hwm"),
-        lambda d: d.pop("digest"),
-        lambda d: d.pop("promised_epoch"),
-        lambda d: d.pop("format"),
-        lambda d: d.pop("chain_id"),
-        lambda d: d.update(hwm=[1, 2]),
-        lambda d: d.update(hwm="1/2/3"),
-        lambda d: d.update(hwm=None),
-        lambda d: d.update(promised_epoch="seven"),
-        lambda d: d.update(promised_epoch=None),
+        ("2 cosmoshub-4 validator-2 3 node-a 2 0 1", "8 fields instead of 9"),
+        ("2 cosmoshub-4 ../etc 3 node-a 2 0 1 02", "key_id '../etc' must be"),
+        ("2 cosmoshub-4 validator-2 3 node-a two 0 1 02", "invalid literal"),
     ],
-    ids=[
-        "no-hwm", "no-digest", "no-epoch", "no-format", "no-chain",
-        "short-hwm", "text-hwm", "null-hwm", "text-epoch", "null-epoch",
-    ],
-)  # fmt: skip
-def test_missing_or_malformed_field_with_valid_checksum_is_refused(store: Store, saved: Path, change) -> None:  # type: ignore[no-untyped-def]
-    rewrite(saved, change)
-    assert_refused(store, KEY, saved)
+)
+def test_a_line_with_a_valid_checksum_but_malformed_content_is_lost(directory: Path, text: str, message: str) -> None:
+    written(directory, [(KEY, mark(1)), (OTHER, mark(2)), (KEY, mark(3))])
+    lines = log_lines(directory)
+    set_log_lines(directory, [lines[0], lines[1], sealed_line(text), lines[3]])
+    assert_lost(directory, directory / "log", "line 3 is damaged", message)
 
 
-def test_unreadable_record_is_refused(store: Store) -> None:
-    path = store.path(KEY)
-    path.mkdir(parents=True)  # a directory where the file should be
-    assert_refused(store, KEY, path, "cannot read")
+@pytest.mark.parametrize("missing", [1, 2, 3])
+def test_a_deleted_change_is_lost(directory: Path, missing: int) -> None:
+    written(directory, [(KEY, mark(1)), (OTHER, mark(2)), (KEY, mark(3)), (OTHER, mark(4))])
+    lines = log_lines(directory)
+    set_log_lines(directory, lines[:missing] + lines[missing + 1 :])
+    assert_lost(directory, directory / "log", f"change {missing + 1} where {missing} was due")
 
 
-def test_replica_refuses_a_damaged_key_and_serves_the_others(store: Store, saved: Path) -> None:
-    store.save(OTHER, RECORD)
-    saved.write_bytes(saved.read_bytes()[:-20])
-    damaged = saved.read_bytes()
-    replica = Replica(store)
-    for op in ("status", "promise", "advance"):
-        with pytest.raises(StoreError, match="truncated"):
-            replica.handle(Request(1, op, KEY, 9, HRS(2000, 0, 1), "aa"))
-    assert saved.read_bytes() == damaged  # untouched: only an operator's import repairs it
-    assert replica.handle(Request(2, "status", OTHER)).record == RECORD
+def test_changes_out_of_order_are_lost(directory: Path) -> None:
+    written(directory, [(KEY, mark(1)), (OTHER, mark(2)), (KEY, mark(3))])
+    lines = log_lines(directory)
+    set_log_lines(directory, [lines[0], lines[2], lines[1], lines[3]])
+    assert_lost(directory, directory / "log", "change 2 where 1 was due")
 
 
-def test_write_error_names_the_file(store: Store, saved: Path) -> None:
-    saved.unlink()
-    saved.mkdir()  # something the record cannot replace
-    (saved / "inside").write_text("x")
-    with pytest.raises(StoreError) as caught:
-        store.save(KEY, RECORD)
-    assert str(saved) in str(caught.value) and "cannot write" in str(caught.value)
-    assert leftovers(store.directory) == []
-
-
-def test_directory_error_names_the_file(store: Store) -> None:
-    # The chain's directory cannot be created (here: a file is in its place;
-    # on a real node: a full disk or a read-only file system). The replica
-    # and the server only catch StoreError, so anything else escapes them.
-    store.directory.mkdir()
-    (store.directory / KEY.chain_id).write_text("not a directory")
-    with pytest.raises(StoreError) as caught:
-        store.save(KEY, RECORD)
-    assert str(store.directory / KEY.chain_id) in str(caught.value)
-
-
-# --- claim ---------------------------------------------------------------------------
-
-
-def test_claim_creates_the_directory_and_holds_it(tmp_path: Path) -> None:
-    store = Store(tmp_path / "a" / "b")
-    fd = store.claim()
+def test_a_log_older_than_its_seal_is_lost(directory: Path, tmp_path: Path) -> None:
+    # A rolled-back disk, or a backup restored over a running replica's log.
+    written(directory, [(KEY, mark(1)), (OTHER, mark(2))])
+    shutil.copy(directory / "log", tmp_path / "log.old")
+    store = Store(directory, NODE)
+    store.open()
     try:
-        assert store.directory.is_dir() and mode(store.directory) == 0o700
-        with pytest.raises(StoreError) as caught:
-            Store(store.directory).claim()
-        message = str(caught.value)
-        assert str(store.directory) in message
-        assert "in use by another process" in message and "stop it first" in message
+        store.put(KEY, mark(3))
+        store.flush()
+    finally:
+        store.close()
+    shutil.copy(tmp_path / "log.old", directory / "log")
+    message = assert_lost(directory, directory / "log", "ends at change 2 but its seal says 3", "rolled back")
+    assert "backup" in message
+
+
+def test_a_log_cut_at_a_line_boundary_is_lost(directory: Path) -> None:
+    # A complete last change gone: nothing in the log shows it, the seal does.
+    written(directory, [(KEY, mark(1)), (OTHER, mark(2)), (KEY, mark(3))])
+    set_log_lines(directory, log_lines(directory)[:-1])
+    assert_lost(directory, directory / "log", "ends at change 2 but its seal says 3")
+
+
+def test_a_damaged_last_change_that_was_sealed_is_lost_not_dropped(directory: Path) -> None:
+    # Only a last line no seal counts can be a write a crash interrupted.
+    written(directory, [(KEY, mark(1)), (OTHER, mark(2)), (KEY, mark(3))])
+    lines = log_lines(directory)
+    set_log_lines(directory, [*lines[:-1], flip(lines[-1])])
+    assert_lost(directory, directory / "log", "seal says 3")
+
+
+def test_a_damaged_last_line_of_a_snapshot_is_lost_not_dropped(directory: Path) -> None:
+    """A snapshot is written whole (temporary file, fsync, rename): its last
+    line is never an interrupted write, so damage there is damage, and the
+    key on it must not come back as "nothing signed yet"."""
+    written(directory, [], [(KEY, RECORD), (OTHER, mark(5))])
+    lines = log_lines(directory)
+    set_log_lines(directory, [*lines[:-1], flip(lines[-1])])
+    assert_lost(directory, directory / "log")
+
+
+def test_a_deleted_line_of_a_snapshot_is_lost(directory: Path) -> None:
+    """A snapshot line removed whole (a log cut at a line boundary, a block
+    lost) is a key read as "nothing signed yet"."""
+    written(directory, [(THIRD, mark(1))], [(KEY, RECORD), (OTHER, mark(5))])
+    lines = log_lines(directory)
+    set_log_lines(directory, [lines[0], lines[2], lines[3]])
+    assert_lost(directory, directory / "log")
+
+
+def test_a_key_twice_in_a_snapshot_is_lost(directory: Path) -> None:
+    written(directory, [], [(KEY, RECORD), (OTHER, mark(5))])
+    lines = log_lines(directory)
+    set_log_lines(directory, [*lines, lines[1]])
+    store = Store(directory, NODE)
+    with pytest.raises(Lost, match="twice in the snapshot"):
+        store.open()
+
+
+def test_a_missing_seal_is_lost(directory: Path) -> None:
+    written(directory, [(KEY, RECORD)])
+    (directory / "seal").unlink()
+    assert_lost(directory, directory / "seal", "is missing")
+
+
+@pytest.mark.parametrize(
+    "seal",
+    [b"", b"\x00" * (2 * SEAL_SLOT), b"garbage" * 1000],
+    ids=["empty", "zeros", "garbage"],
+)
+def test_a_seal_with_both_slots_torn_is_lost(directory: Path, seal: bytes) -> None:
+    written(directory, [(KEY, RECORD)])
+    (directory / "seal").write_bytes(seal)
+    assert_lost(directory, directory / "seal", "damaged or belongs to another incarnation")
+
+
+def test_a_seal_with_both_slots_flipped_is_lost(directory: Path) -> None:
+    written(directory, [(KEY, RECORD)])
+    data = bytearray((directory / "seal").read_bytes())
+    data[30] ^= 1
+    data[SEAL_SLOT + 30] ^= 1
+    (directory / "seal").write_bytes(bytes(data))
+    assert_lost(directory, directory / "seal", "damaged")
+
+
+def test_a_seal_of_another_incarnation_is_lost(directory: Path, tmp_path: Path) -> None:
+    written(directory, [(KEY, RECORD)])
+    other = written(tmp_path / "other", [(KEY, RECORD)])
+    shutil.copy(other / "seal", directory / "seal")
+    assert_lost(directory, directory / "seal", "another incarnation")
+
+
+@pytest.mark.parametrize("slot", [0, 1])
+def test_one_torn_seal_slot_is_survived(directory: Path, slot: int) -> None:
+    # The two slots exist so that a torn write never loses both.
+    written(directory, [(KEY, mark(1)), (OTHER, mark(2))])
+    data = bytearray((directory / "seal").read_bytes())
+    data[slot * SEAL_SLOT : (slot + 1) * SEAL_SLOT] = b"\x00" * SEAL_SLOT
+    (directory / "seal").write_bytes(bytes(data))
+    assert reopen(directory).records == {KEY: mark(1), OTHER: mark(2)}
+
+
+def test_the_seal_check_survives_a_torn_newer_slot(directory: Path, tmp_path: Path) -> None:
+    # The older slot still counts: a log rolled back behind it is still caught.
+    written(directory, [(KEY, mark(1))])
+    shutil.copy(directory / "log", tmp_path / "log.old")
+    for height in (2, 3):
+        store = Store(directory, NODE)
+        store.open()
+        store.put(KEY, mark(height))
+        store.flush()
+        store.close()
+    seal = (directory / "seal").read_bytes()
+    newer = max((0, 1), key=lambda i: int(seal[i * SEAL_SLOT :].split(b" ")[2]))
+    torn = bytearray(seal)
+    torn[newer * SEAL_SLOT : (newer + 1) * SEAL_SLOT] = b"\x00" * SEAL_SLOT
+    (directory / "seal").write_bytes(bytes(torn))
+    shutil.copy(tmp_path / "log.old", directory / "log")
+    assert_lost(directory, directory / "log", "ends at change 1 but its seal says 2")
+
+
+def test_a_failed_open_releases_the_directory(directory: Path) -> None:
+    written(directory, [(KEY, RECORD)])
+    (directory / "seal").unlink()
+    with pytest.raises(Lost):
+        Store(directory, NODE).open()
+    fd = os.open(directory / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it
     finally:
         os.close(fd)
-    os.close(Store(store.directory).claim())  # free again once the holder let go
 
 
-def test_claim_is_exclusive_across_processes(tmp_path: Path) -> None:
-    store = Store(tmp_path / "state")
-    fd = store.claim()
-    script = (
-        "import sys\n"
-        "from highlander.signstate.store import Store, StoreError\n"
-        "try:\n"
-        "    Store(sys.argv[1]).claim()\n"
-        "except StoreError as e:\n"
-        "    print(e)\n"
-        "    sys.exit(3)\n"
-    )
+# --- an interrupted write ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"4 cosmoshub-4 valid", b"4 cosmoshub-4 validator-1 3 node-a 9 0 1 09 0000", b"\x00" * 300, b"\xff"],
+    ids=["half-line", "no-newline", "zeros", "one-byte"],
+)
+def test_an_interrupted_last_line_is_dropped_and_appends_continue(directory: Path, tail: bytes) -> None:
+    written(directory, [(KEY, mark(1)), (OTHER, mark(2)), (KEY, mark(3))])
+    size = (directory / "log").stat().st_size
+    with open(directory / "log", "ab") as log:
+        log.write(tail)
+    store = Store(directory, NODE)
+    store.open()
     try:
-        result = subprocess.run(
-            [sys.executable, "-c", script, str(store.directory)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 3, result.stderr
-        assert "in use by another process" in result.stdout
+        assert store.records == {KEY: mark(3), OTHER: mark(2)} and store.seq == 3
+        assert (directory / "log").stat().st_size == size  # cut back before anything is appended
+        assert store.put(THIRD, mark(4)) == 4
+        store.flush()
     finally:
-        os.close(fd)
-    again = subprocess.run(
-        [sys.executable, "-c", script, str(store.directory)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert again.returncode == 0, again.stderr
+        store.close()
+    assert reopen(directory).records == {KEY: mark(3), OTHER: mark(2), THIRD: mark(4)}
 
 
-# --- key names -----------------------------------------------------------------------
+def test_an_interrupted_last_line_with_its_newline_is_dropped(directory: Path) -> None:
+    # A group commit's write torn inside its last line: the line is complete but its checksum fails.
+    written(directory, [(KEY, mark(1)), (OTHER, mark(2))])
+    with open(directory / "log", "ab") as log:
+        log.write(flip(encode_line(3, KEY, mark(3))))
+    assert reopen(directory).records == {KEY: mark(1), OTHER: mark(2)}
+
+
+def test_temporary_files_of_interrupted_writes_are_removed_at_open(directory: Path) -> None:
+    written(directory, [(KEY, RECORD)])
+    leftovers = [".log.123.456.tmp", ".identity.99999.1.tmp", ".seal.1.2.tmp", ".anything.tmp"]
+    for name in leftovers:
+        (directory / name).write_bytes(b"half a write")
+    (directory / "notes.tmp").write_text("not ours: kept")
+    assert reopen(directory).records == {KEY: RECORD}
+    assert sorted(p.name for p in directory.iterdir()) == [".lock", "identity", "log", "notes.tmp", "seal"]
+
+
+# --- a failed write -------------------------------------------------------------------------------
+
+
+def enospc_once(monkeypatch: pytest.MonkeyPatch, name: str, written_first: int = 0) -> list[int]:
+    """Make ``os.<name>`` fail once with ENOSPC (a write first writes ``written_first`` bytes)."""
+    real = getattr(os, name)
+    failed: list[int] = []
+
+    def failing(fd: int, *args: object) -> object:
+        if not failed:
+            failed.append(fd)
+            if name == "write" and written_first:
+                real(fd, bytes(args[0])[:written_first])  # type: ignore[index]
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, *args)
+
+    monkeypatch.setattr(store_module.os, name, failing)
+    return failed
+
+
+@pytest.mark.parametrize(("call", "written_first"), [("write", 0), ("write", 25), ("fdatasync", 0)])
+def test_a_failed_flush_keeps_the_queue_and_the_next_one_succeeds(
+    directory: Path, opened: Callable[[Store], Store], monkeypatch: pytest.MonkeyPatch, call: str, written_first: int
+) -> None:
+    store = opened(create(directory, NODE))
+    store.put(KEY, mark(1))
+    store.flush()
+    size = (directory / "log").stat().st_size
+    store.put(OTHER, mark(2))
+    store.put(KEY, mark(3))
+    failed = enospc_once(monkeypatch, call, written_first)
+    with pytest.raises(StoreError) as caught:
+        store.flush()
+    assert failed
+    assert str(caught.value) == f"{directory / 'log'}: cannot write: No space left on device"
+    assert (store.durable, store.pending()) == (1, True)  # nothing that depends on it may be answered
+    assert (directory / "log").stat().st_size == size  # cut back to what was synced
+    assert store.flush() == 3
+    assert (store.durable, store.pending()) == (3, False)
+    store.close()
+    assert reopen(directory).records == {KEY: mark(3), OTHER: mark(2)}
+
+
+def test_after_a_failed_flush_the_log_reads_as_what_was_synced(
+    directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = create(directory, NODE)
+    try:
+        store.put(KEY, mark(1))
+        store.flush()
+        store.put(KEY, mark(2))
+        enospc_once(monkeypatch, "write", 30)
+        with pytest.raises(StoreError):
+            store.flush()
+    finally:
+        monkeypatch.undo()
+        store.close()  # a daemon killed before it could retry
+    assert reopen(directory).records == {KEY: mark(1)}  # not Lost, not the half-written change
+
+
+def test_changes_put_after_a_failed_flush_follow_the_kept_ones(
+    directory: Path, opened: Callable[[Store], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = opened(create(directory, NODE))
+    store.put(KEY, mark(1))
+    enospc_once(monkeypatch, "fdatasync")
+    with pytest.raises(StoreError):
+        store.flush()
+    store.put(KEY, mark(2))
+    store.put(OTHER, mark(3))
+    assert store.flush() == 3
+    store.close()
+    again = reopen(directory)
+    assert again.records == {KEY: mark(2), OTHER: mark(3)} and again.seq == 3
+
+
+# --- the snapshot ----------------------------------------------------------------------------------
+
+
+def test_the_log_is_rewritten_as_a_snapshot_when_it_grows(
+    directory: Path, opened: Callable[[Store], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "LOG_MIN_LIMIT", 2000)
+    store = opened(create(directory, NODE, [(THIRD, RECORD)]))  # a key never changed again
+    sizes, bases = [], set()
+    for height in range(1, 201):
+        store.put(KEY if height % 3 else OTHER, mark(height))
+        store.flush()
+        sizes.append((directory / "log").stat().st_size)
+        bases.add(log_lines(directory)[0].split()[3])
+    assert max(sizes) < 2000 + 200  # bounded: the limit, and one flush past it
+    assert len(bases) > 2  # rewritten, more than once
+    assert mode(directory / "log") == 0o600
+    assert [p.name for p in directory.iterdir() if p.name.endswith(".tmp")] == []
+    store.close()
+    again = reopen(directory)
+    assert again.records == {THIRD: RECORD, KEY: mark(200), OTHER: mark(198)}
+    assert again.seq == 200
+
+
+def test_appends_after_a_snapshot_survive_a_reopen(
+    directory: Path, opened: Callable[[Store], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "LOG_MIN_LIMIT", 0)
+    store = opened(create(directory, NODE))
+    for height in range(1, 6):
+        store.put(KEY, mark(height))
+    store.flush()
+    store.put(KEY, mark(6))
+    store.flush()  # the log (5 changes of one key) is more than twice its content: a snapshot
+    lines = log_lines(directory)
+    assert lines[0].split()[3] == b"6" and len(lines) == 2
+    monkeypatch.setattr(store_module, "LOG_MIN_LIMIT", 1 << 30)
+    store.put(OTHER, mark(7))
+    store.flush()
+    store.close()
+    assert reopen(directory).records == {KEY: mark(6), OTHER: mark(7)}
+    assert len(log_lines(directory)) == 3
+
+
+def test_a_rolled_back_snapshot_is_lost(directory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "LOG_MIN_LIMIT", 0)
+    written(directory, [(KEY, mark(1)), (KEY, mark(2)), (KEY, mark(3))])
+    shutil.copy(directory / "log", tmp_path / "log.old")
+    store = Store(directory, NODE)
+    store.open()
+    try:
+        store.put(KEY, mark(4))
+        store.flush()  # a snapshot at 4
+    finally:
+        store.close()
+    assert log_lines(directory)[0].split()[3] == b"4"
+    shutil.copy(tmp_path / "log.old", directory / "log")
+    assert_lost(directory, directory / "log", "seal says 4")
+
+
+def test_a_failed_snapshot_keeps_the_old_log_and_the_queue(
+    directory: Path, opened: Callable[[Store], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = opened(create(directory, NODE))
+    for height in range(1, 6):
+        store.put(KEY, mark(height))
+    store.flush()
+    before = (directory / "log").read_bytes()
+    monkeypatch.setattr(store_module, "LOG_MIN_LIMIT", 0)
+    store.put(OTHER, mark(6))
+    enospc_once(monkeypatch, "write")  # the snapshot's write_durably uses os.write too
+    with pytest.raises(StoreError, match="No space left on device"):
+        store.flush()
+    assert (directory / "log").read_bytes() == before
+    assert [p.name for p in directory.iterdir() if p.name.endswith(".tmp")] == []
+    assert store.pending()
+    assert store.flush() == 6
+    store.close()
+    assert reopen(directory).records == {KEY: mark(5), OTHER: mark(6)}
+
+
+# --- one process per directory ----------------------------------------------------------------------
+
+
+def test_a_second_open_of_the_same_directory_fails_clearly(directory: Path, opened: Callable[[Store], Store]) -> None:
+    opened(create(directory, NODE))
+    with pytest.raises(StoreError) as caught:
+        Store(directory, NODE).open()
+    message = str(caught.value)
+    assert str(directory) in message
+    assert "in use by another process" in message and "stop it first" in message
+    assert not isinstance(caught.value, Lost)
+
+
+OPEN_IN_ANOTHER_PROCESS = """\
+import sys
+from highlander.signstate.store import Store, StoreError
+try:
+    Store(sys.argv[1], sys.argv[2]).open()
+except StoreError as e:
+    print(e)
+    sys.exit(3)
+"""
+
+
+def open_elsewhere(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", OPEN_IN_ANOTHER_PROCESS, str(directory), NODE],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_the_directory_is_exclusive_across_processes(directory: Path) -> None:
+    store = create(directory, NODE)
+    try:
+        held = open_elsewhere(directory)
+        assert held.returncode == 3, held.stderr
+        assert "in use by another process" in held.stdout and str(directory) in held.stdout
+    finally:
+        store.close()
+    free = open_elsewhere(directory)
+    assert free.returncode == 0, free.stdout + free.stderr
+
+
+# --- modes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_the_state_is_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    directory = tmp_path / "a" / "state"
+    previous = os.umask(umask)
+    try:
+        written(directory, [(KEY, RECORD)])
+    finally:
+        os.umask(previous)
+    assert mode(directory) == 0o700
+    for name in ("identity", "log", "seal"):
+        assert mode(directory / name) == 0o600, name
+    assert mode(directory / ".lock") & 0o077 == 0
+
+
+# --- key names --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "key",
-    [
-        KeyId("a", "b"),
-        KeyId("x" * 64, "y" * 64),
-        KeyId("cosmoshub-4", "priv_validator.key"),
-        KeyId("A.b-C_9", "0"),
-    ],
+    [KeyId("a", "b"), KeyId("x" * 64, "y" * 64), KeyId("cosmoshub-4", "priv_validator.key"), KeyId("A.b-C_9", "0")],
 )
-def test_valid_key_names(store: Store, key: KeyId) -> None:
+def test_valid_key_names(directory: Path, key: KeyId) -> None:
     assert check_key(key) is None
-    store.save(key, RECORD)
-    assert store.load(key) == RECORD
-    assert store.keys() == [key]
+    written(directory, [(key, RECORD)])
+    assert reopen(directory).records == {key: RECORD}
 
 
 @pytest.mark.parametrize(
-    "key, field",
+    ("key", "field"),
     [
         (KeyId("", "k"), "chain_id"),
         (KeyId("c", ""), "key_id"),
@@ -411,12 +840,7 @@ def test_valid_key_names(store: Store, key: KeyId) -> None:
         (KeyId("c", "k*"), "key_id"),
     ],
 )
-def test_invalid_key_names_are_refused_before_any_file_is_touched(
-    tmp_path: Path, store: Store, key: KeyId, field: str
-) -> None:
+def test_invalid_key_names(key: KeyId, field: str) -> None:
     problem = check_key(key)
     assert problem is not None and problem.startswith(field) and repr(getattr(key, field)) in problem
-    for action in (lambda: store.path(key), lambda: store.load(key), lambda: store.save(key, RECORD)):
-        with pytest.raises(StoreError, match=field):
-            action()
-    assert sorted(p.name for p in tmp_path.rglob("*")) == []  # not even the state directory
+    assert "must be 1 to 64 of A-Z a-z 0-9 . _ - and not start with '.'" in problem
