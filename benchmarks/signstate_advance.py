@@ -1,35 +1,46 @@
 #!/usr/bin/env python3
-"""Latency of a sign-state ``advance`` against one local durable write.
+"""Latency and throughput of sign-state ``advance`` against one local durable write.
 
 Starts three real sign-state daemons on loopback (a LocalTrio in a temporary
-directory), promotes one key through node-a's signer socket, then alternates
-N sequential ``advance`` calls (each a real round over three replicas, every
-replica fsyncing its record and directory before it answers) with N local
-durable writes of a ~200-byte record (``store.write_durably``: temp file,
-fsync, rename, fsync of the directory) into the same file system. Noise hits
-both alike, so the ratios are what count.
+directory) and measures, through node-a's signer socket:
 
-Also prints node-a's resident memory after 100 more keys (promote + advance
-each; goal <= 50 MiB). The last two lines are ``p50 ratio X`` (advance p50 /
-write p50, goal <= 4) and ``p99 ratio Y`` (advance p99 / write p50, goal <= 10).
+1. **healthy**: N sequential ``advance`` calls of one key (each a real round
+   over three replicas, every replica syncing its log before it answers)
+   alternating with N local durable writes of a ~200-byte record (temp
+   file, fsync, rename, fsync of the directory: ``adapters.files``) into the
+   same file system. Noise hits both alike, so the ratios are what count.
+2. **frozen**: the same with node-c stopped (SIGSTOP): the share of OK
+   answers (goal 100 %) and p99 against the healthy p99 (goal <= 2).
+3. **concurrent**: 100 keys, each advancing from its own signer connection
+   at once for a few seconds: aggregate advances/s (goal >= 2000) and p99
+   (goal <= 10 ms), group commit syncing many keys' changes at once.
+4. node-a's resident memory after those 100 keys (goal <= 50 MiB).
+
+The last lines are ``p50 ratio X`` (advance p50 / write p50, goal <= 3) and
+``p99 ratio Y`` (advance p99 / write p50, goal <= 10).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from highlander.adapters.files import write_durably
 from highlander.signstate.client import SignerClient
 from highlander.signstate.localtrio import LocalTrio
-from highlander.signstate.register import HRS, KeyId, Record
-from highlander.signstate.store import encode, write_durably
+from highlander.signstate.register import HRS, Ballot, KeyId, Record
+from highlander.signstate.store import encode_line
 
 TARGET = "node-a"
+DIGEST = "cd" * 32  # a sha256, as a signer would send
 
 
 def percentile(samples: list[float], p: int) -> float:
@@ -45,69 +56,109 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
 
 
+def sequential(client: SignerClient, key: KeyId, count: int, reference: Path | None) -> tuple[list[float], list[float], int]:
+    """``count`` advances of one key (and as many durable writes when ``reference`` is
+    given); their latencies, the writes', and how many advances were OK."""
+    session = client.promote(key)
+    data = b"x" * len(encode_line(10**7, key, Record(Ballot(session.epoch, TARGET), HRS(10**7, 0, 3), DIGEST)))
+    advances: list[float] = []
+    writes: list[float] = []
+    ok = 0
+    for height in range(1, count + 1):
+        started = time.perf_counter()
+        answer = client.call({"op": "advance", "chain_id": key.chain_id, "key_id": key.key_id, "epoch": session.epoch,
+                              "height": height, "round": 0, "step": 1, "digest": DIGEST})  # fmt: skip
+        advanced = time.perf_counter()
+        advances.append(advanced - started)
+        ok += answer.get("status") == "OK"
+        if reference is not None:
+            write_durably(reference, data)
+            writes.append(time.perf_counter() - advanced)
+    return advances, writes, ok
+
+
+async def concurrent(socket_path: Path, keys: int, seconds: float) -> tuple[int, list[float], int]:
+    """Every key advancing from its own connection at once: (advances, latencies, failures)."""
+    latencies: list[float] = []
+    failures = 0
+    stop_at = time.monotonic() + seconds
+
+    async def signer(index: int) -> None:
+        nonlocal failures
+        reader, writer = await asyncio.open_unix_connection(str(socket_path))
+        key = {"chain_id": "bench-many", "key_id": f"key-{index}"}
+
+        async def call(document: dict[str, object]) -> dict[str, object]:
+            writer.write(json.dumps(document).encode() + b"\n")
+            return json.loads(await reader.readline())
+
+        epoch = (await call({"op": "promote", **key}))["epoch"]
+        height = 0
+        while time.monotonic() < stop_at:
+            height += 1
+            started = time.perf_counter()
+            answer = await call({"op": "advance", **key, "epoch": epoch, "height": height, "round": 0, "step": 1,
+                                 "digest": DIGEST})  # fmt: skip
+            latencies.append(time.perf_counter() - started)
+            failures += answer.get("status") != "OK"
+        writer.close()
+
+    await asyncio.gather(*(signer(i) for i in range(keys)))
+    return len(latencies), latencies, failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--count", type=int, default=2000, help="advances and writes each (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=50, help="untimed rounds first (default: %(default)s)")
-    parser.add_argument("--keys", type=int, default=100, help="keys created before reading RSS (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed advances first (default: %(default)s)")
+    parser.add_argument("--keys", type=int, default=100, help="keys advancing at once (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the concurrent run (default: %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) for inspection")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="hl-bench-signstate-"))
     trio = LocalTrio(work)
-    client: SignerClient | None = None
+    reference = work / "reference" / "record"
+    reference.parent.mkdir()
     try:
         trio.start()
-        client = SignerClient(trio.socket(TARGET))
-        key = KeyId("bench-1", "validator")
-        session = client.promote(key)
-        # The reference: one record like a replica's, written the way a replica
-        # writes it, next to the replicas' state directories.
-        reference = work / "reference" / "record.json"
-        reference.parent.mkdir()
-        data = encode(key, Record(session.epoch, HRS(10**7, 0, 3), "ab" * 32))
-        digest = "cd" * 32  # a sha256, as a signer would send
-
-        advances: list[float] = []
-        writes: list[float] = []
-        for i in range(args.warmup + args.count):
-            height = i + 1
-            started = time.perf_counter()
-            client.advance(key, session.epoch, HRS(height, 0, 1), digest)
-            advanced = time.perf_counter()
-            write_durably(reference, data)
-            written = time.perf_counter()
-            if i >= args.warmup:
-                advances.append(advanced - started)
-                writes.append(written - advanced)
-
-        for i in range(args.keys):
-            other = KeyId("bench-rss", f"key-{i}")
-            other_session = client.promote(other)
-            client.advance(other, other_session.epoch, HRS(1, 0, 1), digest)
+        with SignerClient(trio.socket(TARGET)) as client:
+            sequential(client, KeyId("bench-warmup", "validator"), args.warmup, reference)
+            advances, writes, _ = sequential(client, KeyId("bench-1", "validator"), args.count, reference)
+            trio.signal("node-c", signal.SIGSTOP)
+            try:
+                frozen, _, frozen_ok = sequential(client, KeyId("bench-frozen", "validator"), args.count // 2, None)
+            finally:
+                trio.signal("node-c", signal.SIGCONT)
+        time.sleep(1.0)  # node-c works off its backlog
+        total, latencies, failures = asyncio.run(concurrent(trio.socket(TARGET), args.keys, args.seconds))
         rss = rss_mib(trio.pid(TARGET))
     finally:
-        if client is not None:
-            client.close()
         trio.stop()
         if args.keep:
-            print(f"work directory     {work}", file=sys.stderr)
+            print(f"work directory       {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    advance_p50 = statistics.median(advances) * 1000
-    advance_p99 = percentile(advances, 99) * 1000
-    write_p50 = statistics.median(writes) * 1000
-    total = sum(advances)
-    print(f"data size          {len(data)} bytes per durable write")
-    print(f"rounds             {args.count} advances and {args.count} durable writes, alternating")
-    print(f"advances/s         {len(advances) / total:.0f} (sequential, one signer)")
-    print(f"advance p50        {advance_p50:.3f} ms")
-    print(f"advance p99        {advance_p99:.3f} ms")
-    print(f"advance max        {max(advances) * 1000:.3f} ms")
-    print(f"write p50          {write_p50:.3f} ms")
-    print(f"write p99          {percentile(writes, 99) * 1000:.3f} ms")
-    print(f"RSS node-a         {rss:.1f} MiB after {args.keys} more keys (goal <= 50 MiB)")
+    ms = 1000.0
+    advance_p50, advance_p99 = statistics.median(advances) * ms, percentile(advances, 99) * ms
+    write_p50 = statistics.median(writes) * ms
+    frozen_p50, frozen_p99 = statistics.median(frozen) * ms, percentile(frozen, 99) * ms
+    print(f"rounds               {args.count} advances and {args.count} durable writes, alternating")
+    print(f"advance p50          {advance_p50:.3f} ms")
+    print(f"advance p99          {advance_p99:.3f} ms")
+    print(f"advance max          {max(advances) * ms:.3f} ms")
+    print(f"write p50            {write_p50:.3f} ms")
+    print(f"write p99            {percentile(writes, 99) * ms:.3f} ms")
+    print(f"frozen p50           {frozen_p50:.3f} ms (node-c stopped)")
+    print(f"frozen p99           {frozen_p99:.3f} ms")
+    print(f"frozen OK            {100 * frozen_ok / len(frozen):.1f} % of {len(frozen)} (goal 100 %)")
+    print(f"frozen p99 ratio     {frozen_p99 / advance_p99:.2f} (frozen p99 / healthy p99, goal <= 2)")
+    print(f"concurrent           {args.keys} keys, each from its own connection, {args.seconds:g} s")
+    print(f"concurrent rate      {total / args.seconds:.0f} advances/s (goal >= 2000)")
+    print(f"concurrent p99       {percentile(latencies, 99) * ms:.3f} ms (goal <= 10 ms)")
+    print(f"concurrent failures  {failures}")
+    print(f"RSS node-a           {rss:.1f} MiB after {args.keys} keys (goal <= 50 MiB)")
     print(f"p50 ratio {advance_p50 / write_p50:.2f}")
     print(f"p99 ratio {advance_p99 / write_p50:.2f}")
     return 0

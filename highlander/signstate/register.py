@@ -132,15 +132,26 @@ def check_mark(hrs: HRS, digest: str, floor: bool = False) -> str | None:
         return f"height must be 1 to {MAX_HEIGHT} and round 0 to {MAX_ROUND}, got {hrs}"
     if hrs.step not in STEPS:
         return f"step must be 1 (propose), 2 (prevote) or 3 (precommit), got {hrs.step}"
-    if (not digest and not floor) or len(digest) > 128 or any(c not in "0123456789abcdef" for c in digest):
+    if not digest and not floor:
         return "digest must be 1 to 128 lower-case hex digits"
-    return None
+    return check_digest(digest)
+
+
+NODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
 
 
 def check_ballot(ballot: Ballot) -> str | None:
     """Why ``ballot`` can never be valid, or None."""
-    if not 1 <= ballot.counter <= MAX_COUNTER or not ballot.owner:
+    owner = ballot.owner
+    if not 1 <= ballot.counter <= MAX_COUNTER or not 1 <= len(owner) <= 253 or not set(owner) <= NODE_CHARS:
         return f"a ballot is a counter from 1 to {MAX_COUNTER} and the node it belongs to, got {ballot}"
+    return None
+
+
+def check_digest(digest: str) -> str | None:
+    """Why ``digest`` is not the hex of sign bytes (or "" for none), or None."""
+    if len(digest) > 128 or any(c not in "0123456789abcdef" for c in digest):
+        return "digest must be 1 to 128 lower-case hex digits"
     return None
 
 
@@ -198,6 +209,8 @@ def reset(record: Record, ballot: Ballot, hrs: HRS) -> tuple[Record, Reply]:
     """
     if ballot < record.promised:
         return record, Reply(STALE_EPOCH, record)
+    if _too_far(record, ballot):
+        return record, Reply(REFUSED, record)
     lowered = Record(max(record.promised, ballot), hrs, "")
     return lowered, Reply(OK, lowered)
 

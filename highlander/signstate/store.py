@@ -115,8 +115,9 @@ def decode_line(words: list[str]) -> tuple[int, KeyId, Record]:
     return int(seq), key, Record(ballot, HRS(int(h), int(r), int(s)), "" if digest == "-" else digest)
 
 
-def _header(incarnation: str, base: int) -> bytes:
-    return _sealed(f"{LOG_MAGIC} {FORMAT} {incarnation} {base}")
+def _header(incarnation: str, base: int, count: int) -> bytes:
+    """The first line: whose log, and the snapshot that follows (``count`` lines at ``base``)."""
+    return _sealed(f"{LOG_MAGIC} {FORMAT} {incarnation} {base} {count}")
 
 
 def _seal_slot(incarnation: str, seq: int) -> bytes:
@@ -203,9 +204,12 @@ class Store:
                 "check state_dir and node in the configuration"
             )
         self._claim()
+        self._load_claimed(identity.incarnation)
+
+    def _load_claimed(self, incarnation: str) -> None:
         try:
             _remove_leftovers(self.directory)
-            self.incarnation = identity.incarnation
+            self.incarnation = incarnation
             self._load()
         except BaseException:
             self.close()
@@ -233,21 +237,23 @@ class Store:
             raise StoreError(f"{path}: cannot read: {exc.strerror}") from None
         lines = data.splitlines(keepends=True)
         header = _unsealed(lines[0]) if lines else None
-        if not header or header[:3] != [LOG_MAGIC, str(FORMAT), self.incarnation] or len(header) != 4:
+        if not header or header[:3] != [LOG_MAGIC, str(FORMAT), self.incarnation] or len(header) != 5:
             raise Lost(f"{path} does not begin with the header of this replica's incarnation; {FIX_REJOIN}")
-        base = int(header[3])
-        expected, size, in_snapshot = base, len(lines[0]), True
+        base, count = int(header[3]), int(header[4])
+        if len(lines) - 1 < count:
+            raise Lost(f"{path}: its snapshot has {len(lines) - 1} of {count} lines; {FIX_REJOIN}")
+        expected, size = base, len(lines[0])
         for number, line in enumerate(lines[1:], start=2):
             words = _unsealed(line)
-            if words is None and number == len(lines):
-                break  # the last line of a write a crash interrupted: never synced, never answered
+            in_snapshot = number - 1 <= count  # written whole by a rename: never interrupted
+            if words is None and number == len(lines) and not in_snapshot:
+                break  # the last change of a write a crash interrupted: never synced, never answered
             try:
                 if words is None:
                     raise ValueError("checksum mismatch")
                 seq, key, record = decode_line(words)
-                in_snapshot = in_snapshot and seq == base
-                if in_snapshot and key in self.records:
-                    raise ValueError(f"{key} twice in the snapshot")
+                if in_snapshot and (seq != base or key in self.records):
+                    raise ValueError(f"snapshot line of change {seq} for {key}, where one line per key at {base} is due")
                 if not in_snapshot and seq != expected + 1:
                     raise ValueError(f"change {seq} where {expected + 1} was due")
             except ValueError as exc:
@@ -387,7 +393,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _snapshot(incarnation: str, records: Mapping[KeyId, Record], base: int) -> bytes:
-    return _header(incarnation, base) + b"".join(encode_line(base, k, r) for k, r in sorted(records.items()))
+    lines = [encode_line(base, k, r) for k, r in sorted(records.items())]
+    return _header(incarnation, base, len(lines)) + b"".join(lines)
 
 
 def create(directory: Path, node: str, records: Iterable[tuple[KeyId, Record]] = ()) -> Store:
@@ -400,12 +407,18 @@ def create(directory: Path, node: str, records: Iterable[tuple[KeyId, Record]] =
     """
     directory = Path(directory)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
     fsync_directory(directory.parent)
-    incarnation = secrets.token_hex(16)
-    write_durably(directory / "log", _snapshot(incarnation, dict(records), 0))
-    write_durably(directory / "seal", _seal_slot(incarnation, 0) * 2)
-    document = {"format": FORMAT, "node": node, "incarnation": incarnation}
-    write_durably(identity_path(directory), (json.dumps(document, indent=1) + "\n").encode())
     store = Store(directory, node)
-    store.open()
+    store._claim()
+    try:
+        incarnation = secrets.token_hex(16)
+        write_durably(directory / "log", _snapshot(incarnation, dict(records), 0))
+        write_durably(directory / "seal", _seal_slot(incarnation, 0) * 2)
+        document = {"format": FORMAT, "node": node, "incarnation": incarnation}
+        write_durably(identity_path(directory), (json.dumps(document, indent=1) + "\n").encode())
+    except BaseException:
+        store.close()
+        raise
+    store._load_claimed(incarnation)
     return store

@@ -28,6 +28,7 @@ from highlander.signstate.register import (
     Record,
     Reply,
     check_ballot,
+    check_digest,
     check_mark,
 )
 from highlander.signstate.store import check_key
@@ -39,7 +40,7 @@ MAX_DEPTH = 8  # every message is at most three levels deep
 HEADER = struct.Struct(">I")
 REPLICA_OPS = ("promise", "advance", "status", "dump", "reset")
 REPLY_STATUSES = ("OK", "REFUSED", "STALE_EPOCH", "REGRESSION", "CONFLICT", "RECOVERING")
-DUMP_PAGE = 48  # records per dump reply: well inside a frame
+DUMP_PAGE = 24  # records per dump reply: even the largest fit in a frame
 
 
 class WireError(ValueError):
@@ -170,8 +171,10 @@ def parse_request(document: object) -> Request:
         raise WireError(f"op must be one of {', '.join(REPLICA_OPS)}, got {_short(op)}")
     request_id = integer(document, "id", 0, MAX_COUNTER)
     if op == "dump":
-        after = document.get("after")
-        key = parse_key(after) if isinstance(after, dict) else KeyId("", "")
+        after = document.get("after", {"chain_id": "", "key_id": ""})
+        if not isinstance(after, dict):
+            raise WireError(f"after must be the last key of the previous page, got {_short(after)}")
+        key = parse_key(after) if after != {"chain_id": "", "key_id": ""} else KeyId("", "")
         return Request(request_id, "dump", key)
     request = Request(request_id, str(op), parse_key(document))
     if op == "status":
@@ -218,9 +221,14 @@ def parse_hwm(document: dict[str, object]) -> tuple[HRS, str]:
 
 
 def parse_record(document: object) -> Record:
+    """A record as a replica may hold it: an empty one, or a mark (or floor) within bounds."""
     if not isinstance(document, dict):
         raise WireError("record must be a JSON object")
-    return Record(parse_ballot(document.get("ballot"), empty=True), *parse_hwm(document))
+    hwm, digest = parse_hwm(document)
+    problem = check_digest(digest) if hwm == ZERO else check_mark(hwm, digest, floor=True)
+    if problem:
+        raise WireError(f"record: {problem}")
+    return Record(parse_ballot(document.get("ballot"), empty=True), hwm, digest)
 
 
 def reply_document(request_id: int, reply: Reply) -> dict[str, object]:
@@ -266,7 +274,9 @@ def parse_page(document: object) -> Page:
         raise WireError("a dump reply must hold records and more")
     if checked["status"] != "OK":
         raise WireError(f"the replica cannot be read: {checked['status']}")
-    return Page([(parse_key(r), parse_record(r)) for r in records if isinstance(r, dict)], bool(checked["more"]))
+    if not all(isinstance(r, dict) for r in records):
+        raise WireError("every entry of a dump page must be a record")
+    return Page([(parse_key(r), parse_record(r)) for r in records], bool(checked["more"]))
 
 
 # --- frames between nodes -------------------------------------------------------------------

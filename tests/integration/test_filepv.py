@@ -152,13 +152,13 @@ def test_export_and_import_through_the_cli(trio: LocalTrio, tmp_path: Path) -> N
     # Import raises a (stopped) replica from a signer's file, and refuses a running one's.
     signed(out, HRS(9, 0, 1), b"vote-9-1")
     refused = subprocess.run(
-        [*highlander, "import", "--state-dir", str(trio.state_dir("node-c")), *key, str(out)],
+        [*highlander, "import", "--config", str(trio.config("node-c")), *key, str(out)],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert refused.returncode != 0 and "in use by another process" in refused.stderr
     trio.stop("node-c")
     imported = subprocess.run(
-        [*highlander, "import", "--state-dir", str(trio.state_dir("node-c")), *key, str(out)],
+        [*highlander, "import", "--config", str(trio.config("node-c")), *key, str(out)],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert imported.returncode == 0, imported.stderr

@@ -115,7 +115,7 @@ def test_ocf_tester_passes(agent: Path, instance: Instance, free_port: int, trio
     # Each start was a promotion: the register's epoch moved on.
     with SignerClient(trio.socket("node-a")) as client:
         records = client.status(KeyId("test-chain", "ocf-tester"))
-    assert all(isinstance(r, Record) and r.promised_epoch >= 2 for r in records.values()), records
+    assert all(isinstance(r, Record) and r.promised.counter >= 2 for r in records.values()), records
 
 
 def test_the_validator_does_not_start_without_a_sign_state_majority(

@@ -470,7 +470,7 @@ def test_a_key_twice_in_a_snapshot_is_lost(directory: Path) -> None:
     lines = log_lines(directory)
     set_log_lines(directory, [*lines, lines[1]])
     store = Store(directory, NODE)
-    with pytest.raises(Lost, match="twice in the snapshot"):
+    with pytest.raises(Lost, match="line 4 is damaged"):
         store.open()
 
 
