@@ -41,13 +41,15 @@ def serve(config_path: Path) -> None:
 
 
 def read_state_file(path: Path, kind: str) -> formats.SignState:
-    parse = formats.parse_cometbft if kind == "cometbft" else formats.parse_tmkms
     try:
-        return parse(path.read_text())
+        with open(path, "rb") as handle:
+            data = handle.read(formats.MAX_SIZE + 1)
     except OSError as exc:
         raise StateFileError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return formats.parse_state(data, kind, str(path))
     except formats.StateFileError as exc:
-        raise StateFileError(f"{path}: {exc}") from None
+        raise StateFileError(str(exc)) from None
 
 
 def render_state(kind: str, hrs: HRS) -> str:

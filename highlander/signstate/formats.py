@@ -62,7 +62,8 @@ number or string ``total``, or None for ``null``), so it comes back
 unchanged; :func:`nil_block_id` is what current tmkms writes for "no block".
 Input the programs would never write is refused rather than normalised when
 normalising would lose the round trip (unknown or repeated fields, leading
-zeros, non-canonical base64).
+zeros, non-canonical base64), and so is JSON nested deeper than
+:data:`highlander.strictjson.MAX_DEPTH` levels (no state file nests more than three).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ import os
 import tempfile
 from typing import Any, NamedTuple
 
+from highlander import strictjson
 from highlander.signstate.register import HRS, ZERO
 
 COMETBFT_NAME = "priv_validator_state.json"
@@ -85,6 +87,7 @@ INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 UINT32_MAX = 2**32 - 1
 HASH_SIZES = (0, 32)  # an absent hash, or SHA-256
+MAX_SIZE = 1 << 16  # bytes of a state file read at most; either kind is a few hundred
 
 _COMETBFT_FIELDS = ("height", "round", "step", "signature", "signbytes")
 _TMKMS_FIELDS = ("height", "round", "step", "block_id")
@@ -131,32 +134,13 @@ def _fail(source: str, message: str) -> StateFileError:
     return StateFileError(f"{source}: {message}")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
 def _load(text: str, source: str) -> dict[str, Any]:
     if not isinstance(text, str):
         raise _fail(source, f"expected text, got {type(text).__name__}")
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-        for key, value in items:
-            if key in seen:
-                raise _fail(source, f'field "{key}" appears more than once')
-            seen[key] = value
-        return seen
-
     try:
-        document = json.loads(text, object_pairs_hook=pairs, parse_constant=_reject_constant)
-    except json.JSONDecodeError as e:
-        raise _fail(
-            source, f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
-        ) from None
-    except ValueError as e:
-        if isinstance(e, StateFileError):
-            raise
-        raise _fail(source, f"not valid JSON: {e}") from None
+        document = strictjson.loads(text)
+    except strictjson.JSONInputError as e:
+        raise _fail(source, str(e)) from None
     if not isinstance(document, dict):
         raise _fail(source, f"expected a JSON object, got {_show(document)}")
     return document
@@ -314,6 +298,20 @@ def dump_cometbft(state: SignState) -> str:
     if signbytes is not None:
         document["signbytes"] = signbytes.hex().upper()
     return json.dumps(document, indent=2)
+
+
+# -- either format, from a file's bytes -------------------------------------
+
+
+def parse_state(data: bytes, kind: str, source: str) -> SignState:
+    """A state file's bytes as the signer ``kind`` ("cometbft" or "tmkms") wrote them."""
+    if len(data) > MAX_SIZE:
+        raise _fail(source, f"more than {MAX_SIZE} bytes; a signer's state file is a few hundred: is this the right file?")
+    try:
+        text = strictjson.decode(data)
+    except strictjson.JSONInputError as e:
+        raise _fail(source, str(e)) from None
+    return parse_cometbft(text, source) if kind == "cometbft" else parse_tmkms(text, source)
 
 
 # -- tmkms -----------------------------------------------------------------

@@ -548,6 +548,28 @@ def test_parse_wants_text() -> None:
         parse_cometbft(COMET_INITIAL.encode())  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("parse", [parse_cometbft, parse_tmkms])
+@pytest.mark.parametrize(("opening", "closing", "column"), [("[", "]", 43), ('{"a":', "}", 167)])
+def test_deep_nesting_is_a_clear_error(parse, opening: str, closing: str, column: int) -> None:  # type: ignore[no-untyped-def]
+    text = '{"height": ' + opening * 100_000 + "0" + closing * 100_000 + "}"
+    with pytest.raises(StateFileError) as caught:
+        parse(text)
+    assert str(caught.value).endswith(f": nested deeper than 32 levels at line 1 column {column}")
+
+
+@pytest.mark.parametrize(
+    ("block_id", "field"),
+    [
+        ('{"hash":"","hash":"","parts":{"total":0,"hash":""}}', "block_id.hash"),
+        ('{"hash":"","parts":{"total":0,"hash":"","total":0}}', "block_id.parts.total"),
+    ],
+)
+def test_a_nested_duplicate_names_its_path(block_id: str, field: str) -> None:
+    with pytest.raises(StateFileError) as caught:
+        parse_tmkms('{"height":"1","round":"0","step":0,"block_id":' + block_id + "}")
+    assert str(caught.value) == f'tmkms state file: field "{field}" appears more than once'
+
+
 # --- write_atomically -----------------------------------------------------
 
 
