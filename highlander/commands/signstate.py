@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from highlander.adapters.files import write_file
 from highlander.signstate import formats
 from highlander.signstate.config import load_config
 from highlander.signstate.register import HRS, ZERO, KeyId, Record
@@ -68,7 +69,10 @@ def raise_state_file(path: Path, kind: str, hrs: HRS) -> HRS:
     current = read_state_file(path, kind).hrs if path.exists() else ZERO
     if hrs <= current:
         return current
-    formats.write_atomically(path, render_state(kind, hrs))
+    try:
+        write_file(path, render_state(kind, hrs), mode=0o600)
+    except OSError as exc:
+        raise StateFileError(f"{path}: cannot write: {exc.strerror}") from None
     return hrs
 
 

@@ -70,11 +70,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from typing import Any, NamedTuple
 
 from highlander import strictjson
@@ -444,52 +441,3 @@ def digest_of(state: SignState) -> str:
         text = "tmkms-block-id:" + _block_id_text(state.block_id)
         return hashlib.sha256(text.encode("ascii")).hexdigest()
     return ""
-
-
-# -- durable writing -------------------------------------------------------
-
-
-def write_atomically(path: str | os.PathLike[str], text: str, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``text`` so that a crash leaves the old or the new file.
-
-    A temporary file in the same directory gets the bytes, ``mode`` (exactly,
-    regardless of umask) and the owner of the file it replaces (so a root
-    agent does not lock a non-root signer out of its own state); it is
-    fsynced, renamed over ``path``, and the directory is fsynced. On any
-    failure the temporary file is removed and ``path`` is untouched.
-    """
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    data = text.encode("utf-8")
-    try:
-        existing = os.stat(target)
-    except FileNotFoundError:
-        existing = None
-    fd, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory
-    )
-    try:
-        try:
-            os.fchmod(fd, mode)
-            if existing is not None:
-                uid = existing.st_uid if existing.st_uid != os.geteuid() else -1
-                gid = existing.st_gid if existing.st_gid != os.getegid() else -1
-                if uid != -1 or gid != -1:
-                    os.fchown(fd, uid, gid)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
