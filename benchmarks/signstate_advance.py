@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from highlander.adapters.files import write_durably
+from highlander.adapters.files import write_file
 from highlander.signstate.client import SignerClient
 from highlander.signstate.localtrio import LocalTrio
 from highlander.signstate.register import HRS, Ballot, KeyId, Record
@@ -72,7 +72,7 @@ def sequential(client: SignerClient, key: KeyId, count: int, reference: Path | N
         advances.append(advanced - started)
         ok += answer.get("status") == "OK"
         if reference is not None:
-            write_durably(reference, data)
+            write_file(reference, data, mode=0o600)
             writes.append(time.perf_counter() - advanced)
     return advances, writes, ok
 

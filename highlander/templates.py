@@ -12,7 +12,6 @@ what runs always matches the code that renders it.
 
 from __future__ import annotations
 
-import os
 import sysconfig
 from pathlib import Path
 from typing import Any
@@ -88,23 +87,3 @@ def render(name: str, /, **context: Any) -> str:
     except jinja2.TemplateNotFound as exc:
         raise TemplateNotFound(f"template {name!r} not found in {template_dirs()}") from exc
     return template.render(**context)
-
-
-def render_to(name: str, path: Path, /, *, mode: int = 0o644, **context: Any) -> Path:
-    """Render ``name`` into ``path`` atomically with permissions ``mode``.
-
-    Written to a temporary file and renamed, so a reader (corosync, an
-    operator) never sees half a file.
-    """
-    text = render(name, **context)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, text.encode())
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return path

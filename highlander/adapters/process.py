@@ -53,12 +53,11 @@ def read_pidfile(path: str) -> int | None:
 
 def write_pidfile(path: str, pid: int) -> None:
     """Record ``pid`` atomically so a concurrent monitor never reads half a file."""
+    from highlander.adapters.files import write_file  # imported when writing: every monitor imports this module
+
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as f:
-        f.write(f"{pid}\n")
-    os.replace(temporary, path)
+    write_file(path, f"{pid}\n", mode=0o644)
 
 
 def remove_file(path: str) -> None:

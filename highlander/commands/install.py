@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from highlander import strictjson
+from highlander.adapters.files import write_file
 
 OCF_PROVIDER = "highlander"
 OCF_AGENTS = ("signstate", "validator")
@@ -69,15 +71,23 @@ class Manifest:
         if not path.exists():
             return cls()
         try:
-            data = json.loads(path.read_text())
+            data = strictjson.loads(path.read_bytes())
             return cls(dict(data["files"]), list(data["directories"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise InstallError(f"{path} is not a highlander install manifest ({exc}); remove it by hand") from None
 
     def save(self, path: Path) -> None:
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"files": self.files, "directories": self.directories}, indent=2))
-        os.replace(temporary, path)
+        _write(path, json.dumps({"files": self.files, "directories": self.directories}, indent=2), 0o644)
+
+
+def _write(path: Path, data: bytes | str, mode: int) -> None:
+    """Replace ``path`` whole (or leave it as it was); InstallError says why it could not."""
+    try:
+        write_file(path, data, mode=mode)
+    except OSError as exc:
+        raise InstallError(
+            f"cannot write {path}: {exc.strerror} (every file is replaced whole or not at all; run the install again)"
+        ) from None
 
 
 def _digest(path: Path) -> str:
@@ -128,16 +138,15 @@ def install(layout: Layout, scripts_dir: Path | None = None) -> list[Path]:
     manifest = Manifest.load(layout.manifest)
     _make_directories(layout.manifest.parent, manifest)
     written = []
-    for name, source in found.items():
-        target = targets[name]
-        _make_directories(target.parent, manifest)
-        temporary = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(source, temporary)
-        temporary.chmod(0o755)
-        os.replace(temporary, target)
-        manifest.files[str(target)] = _digest(target)
-        written.append(target)
-    manifest.save(layout.manifest)
+    try:
+        for name, source in found.items():
+            target = targets[name]
+            _make_directories(target.parent, manifest)
+            _write(target, source.read_bytes(), 0o755)
+            manifest.files[str(target)] = _digest(target)
+            written.append(target)
+    finally:  # what was written is recorded even when the rest failed, so --uninstall finds it
+        manifest.save(layout.manifest)
     return written
 
 

@@ -17,8 +17,9 @@ root-only file on the nodes, which the agent reads through its
 
 The output appears whole or not at all: everything is rendered (and with
 ``check`` verified) in a temporary directory next to DIR, which then
-replaces DIR. DIR may be missing, empty, or an earlier render; anything
-else is left alone.
+replaces DIR (highlander.adapters.files: a temporary directory left by a
+crash is removed by the next render). DIR may be missing, empty, or an
+earlier render; anything else is left alone.
 
 ``check`` runs the programs that will read the files, before anything is
 moved into place:
@@ -40,7 +41,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
-import shutil
 import socket
 import tempfile
 import tomllib
@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from highlander import templates
+from highlander.adapters.files import fsync_directory, new_directory, replace_directory
 from highlander.adapters.runner import CommandRunner, Result
 from highlander.inventory import Inventory, load
 from highlander.inventory.model import KNOWN_HOSTS, SECRET_OPTIONS, FenceDevice, Node
@@ -249,27 +250,30 @@ def write(files: Sequence[RenderedFile], out: Path, *, before_commit: Callable[[
     out = Path(os.path.abspath(out))
     _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
-    try:
+    with new_directory(out) as tmp:
         for f in files:
             path = tmp / f.relative
-            path.parent.mkdir(mode=0o755, exist_ok=True)
-            os.chmod(path.parent, 0o755)
-            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, f.mode), "wb") as handle:
-                handle.write(f.text.encode())
-                handle.flush()
-                os.fchmod(handle.fileno(), f.mode)  # not narrowed by the umask
-                os.fsync(handle.fileno())
-        (tmp / MARKER).write_text("Rendered by `highlander render`; the whole directory is replaced on the next render.\n")
-        os.chmod(tmp / MARKER, 0o644)
+            if not path.parent.is_dir():
+                path.parent.mkdir()
+                os.chmod(path.parent, 0o755)
+            _write_new(path, f.text, f.mode)
+        _write_new(tmp / MARKER, "Rendered by `highlander render`; the whole directory is replaced on the next render.\n")
+        for directory in {path.parent for path in tmp.rglob("*")}:
+            fsync_directory(directory)
         os.chmod(tmp, 0o755)
         if before_commit is not None:
             before_commit(tmp)
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        replace_directory(tmp, out)
     return out
+
+
+def _write_new(path: Path, text: str, mode: int = 0o644) -> None:
+    """A new file in the render's own directory (which appears in place whole, or not)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as handle:
+        handle.write(text.encode())
+        handle.flush()
+        os.fchmod(handle.fileno(), mode)  # not narrowed by the umask
+        os.fsync(handle.fileno())
 
 
 def _check_replaceable(out: Path) -> None:
@@ -277,21 +281,6 @@ def _check_replaceable(out: Path) -> None:
         raise RenderError([f"{out}: exists and is not a directory"])
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise RenderError([f"{out}: not empty and not an earlier render (no {MARKER}): choose another --out"])
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rename(out, old / "previous")
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old / "previous", out)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --- checking with the real tools ----------------------------------------------------

@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from highlander.adapters.files import write_file
 from highlander.signstate import formats, store
 from highlander.signstate.config import load_config
 from highlander.signstate.register import HRS, ZERO, KeyId, Record, merge
@@ -64,13 +65,15 @@ def init(config_path: Path) -> Path:
 
 
 def read_state_file(path: Path, kind: str) -> formats.SignState:
-    parse = formats.parse_cometbft if kind == "cometbft" else formats.parse_tmkms
     try:
-        return parse(path.read_text())
+        with open(path, "rb") as handle:
+            data = handle.read(formats.MAX_SIZE + 1)
     except OSError as exc:
         raise StateFileError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return formats.parse_state(data, kind, str(path))
     except formats.StateFileError as exc:
-        raise StateFileError(f"{path}: {exc}") from None
+        raise StateFileError(str(exc)) from None
 
 
 def render_state(kind: str, hrs: HRS) -> str:
@@ -89,7 +92,10 @@ def raise_state_file(path: Path, kind: str, hrs: HRS) -> HRS:
     current = read_state_file(path, kind).hrs if path.exists() else ZERO
     if hrs <= current:
         return current
-    formats.write_atomically(path, render_state(kind, hrs))
+    try:
+        write_file(path, render_state(kind, hrs), mode=0o600)
+    except OSError as exc:
+        raise StateFileError(f"{path}: cannot write: {exc.strerror}") from None
     return hrs
 
 

@@ -13,12 +13,14 @@ def load(path: Path) -> Inventory:
     """Read and check an inventory file; InventoryError names every problem."""
     import yaml
 
+    from highlander.inventory import loader
+
     try:
-        text = Path(path).read_text()
+        document = loader.read(path)
     except OSError as exc:
         raise InventoryError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        document = yaml.safe_load(text)
+    except loader.Refused as exc:
+        raise InventoryError([f"{path}: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -39,6 +40,30 @@ RESERVED_OPTIONS = {
     "pcmk_host_list": "the node the device fences", "pcmk_host_map": "the node the device fences",
     "pcmk_host_check": "the node the device fences",
 }  # fmt: skip
+
+
+# How a bad value is shown in a problem: a few elements, a few levels, a few dozen characters.
+# A value can be any structure the file describes; printing it whole could take any time and memory.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict = 1, 4, 4
+_SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 60, 60, 40
+SHOWN_LENGTH = 100
+SHOWN_KEY_LENGTH = 40
+
+
+def _shortened(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 3] + "..."
+
+
+def shown(value: object) -> str:
+    """A short rendering of any value for a problem message (``repr``-like, truncated)."""
+    return _shortened(_SHOWN.repr(value), SHOWN_LENGTH)
+
+
+def setting(path: str, key: object) -> str:
+    """The path of ``key`` below ``path``, with an overlong key shortened."""
+    name = _shortened(str(key) if isinstance(key, (str, int)) else shown(key), SHOWN_KEY_LENGTH)
+    return f"{path}.{name}" if path else name
 
 
 class InventoryError(ValueError):
@@ -158,7 +183,7 @@ class _Checker:
             return {}
         for key in value:
             if key not in known:
-                self.problem(f"{path}.{key}" if path else str(key), f"unknown setting (known: {', '.join(known)})")
+                self.problem(setting(path, key), f"unknown setting (known: {', '.join(known)})")
         return value
 
     def text(
@@ -173,16 +198,16 @@ class _Checker:
                 self.problem(where, f"required{f' ({what})' if what else ''}")
             return default
         if not isinstance(value, (str, int)) or isinstance(value, bool):
-            self.problem(where, f"expected text, got {value!r}")
+            self.problem(where, f"expected text, got {shown(value)}")
             return default
         text = str(value)
         if pattern is not None and not pattern.match(text):
-            self.problem(where, f"not {what} ({text!r})")
+            self.problem(where, f"not {what} ({shown(text)})")
             return default
         if check is not None:
             problem = check(text)
             if problem:
-                self.problem(where, f"{problem} ({text!r})")
+                self.problem(where, f"{problem} ({shown(text)})")
                 return default
         return text
 
@@ -192,7 +217,7 @@ class _Checker:
         where = f"{path}.{key}" if path else key
         value = document.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            self.problem(where, f"expected a whole number from {low} to {high}, got {value!r}")
+            self.problem(where, f"expected a whole number from {low} to {high}, got {shown(value)}")
             return default
         return value
 
@@ -201,7 +226,7 @@ class _Checker:
         where = f"{path}.{key}" if path else key
         value = document.get(key, default)
         if value not in choices:
-            self.problem(where, f"must be one of {', '.join(choices)}, got {value!r}")
+            self.problem(where, f"must be one of {', '.join(choices)}, got {shown(value)}")
             return choices[0]
         return str(value)
 
@@ -249,7 +274,7 @@ def _options(c: _Checker, raw: object, path: str, method: str) -> dict[str, str]
         return {}
     options: dict[str, str] = {}
     for key, value in raw.items():
-        where = f"{path}.{key}"
+        where = setting(path, key)
         if key in ("password", "passwd"):
             c.problem(where, "inline passwords are not accepted: use the device's password_file or "
                              "password_vault")  # fmt: skip
@@ -305,11 +330,11 @@ def _node(c: _Checker, raw: object, path: str) -> Node | None:
         c.problem(f"{path}.addresses", "expected one or two addresses (one per corosync link)")
     else:
         for i, value in enumerate(addresses_raw):
-            problem = _host(str(value))
+            problem = _host(value) if isinstance(value, str) else "expected an address as text"
             if problem:
-                c.problem(f"{path}.addresses[{i}]", f"{problem} ({value!r})")
+                c.problem(f"{path}.addresses[{i}]", f"{problem} ({shown(value)})")
             else:
-                addresses.append(str(value))
+                addresses.append(value)
     fence_raw = d.get("fence", [])
     fences = []
     if not isinstance(fence_raw, list):

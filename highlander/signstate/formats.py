@@ -62,20 +62,19 @@ number or string ``total``, or None for ``null``), so it comes back
 unchanged; :func:`nil_block_id` is what current tmkms writes for "no block".
 Input the programs would never write is refused rather than normalised when
 normalising would lose the round trip (unknown or repeated fields, leading
-zeros, non-canonical base64).
+zeros, non-canonical base64), and so is JSON nested deeper than
+:data:`highlander.strictjson.MAX_DEPTH` levels (no state file nests more than three).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from typing import Any, NamedTuple
 
+from highlander import strictjson
 from highlander.signstate.register import HRS, ZERO
 
 COMETBFT_NAME = "priv_validator_state.json"
@@ -85,6 +84,7 @@ INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 UINT32_MAX = 2**32 - 1
 HASH_SIZES = (0, 32)  # an absent hash, or SHA-256
+MAX_SIZE = 1 << 16  # bytes of a state file read at most; either kind is a few hundred
 
 _COMETBFT_FIELDS = ("height", "round", "step", "signature", "signbytes")
 _TMKMS_FIELDS = ("height", "round", "step", "block_id")
@@ -131,32 +131,13 @@ def _fail(source: str, message: str) -> StateFileError:
     return StateFileError(f"{source}: {message}")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
 def _load(text: str, source: str) -> dict[str, Any]:
     if not isinstance(text, str):
         raise _fail(source, f"expected text, got {type(text).__name__}")
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-        for key, value in items:
-            if key in seen:
-                raise _fail(source, f'field "{key}" appears more than once')
-            seen[key] = value
-        return seen
-
     try:
-        document = json.loads(text, object_pairs_hook=pairs, parse_constant=_reject_constant)
-    except json.JSONDecodeError as e:
-        raise _fail(
-            source, f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
-        ) from None
-    except ValueError as e:
-        if isinstance(e, StateFileError):
-            raise
-        raise _fail(source, f"not valid JSON: {e}") from None
+        document = strictjson.loads(text)
+    except strictjson.JSONInputError as e:
+        raise _fail(source, str(e)) from None
     if not isinstance(document, dict):
         raise _fail(source, f"expected a JSON object, got {_show(document)}")
     return document
@@ -316,6 +297,20 @@ def dump_cometbft(state: SignState) -> str:
     return json.dumps(document, indent=2)
 
 
+# -- either format, from a file's bytes -------------------------------------
+
+
+def parse_state(data: bytes, kind: str, source: str) -> SignState:
+    """A state file's bytes as the signer ``kind`` ("cometbft" or "tmkms") wrote them."""
+    if len(data) > MAX_SIZE:
+        raise _fail(source, f"more than {MAX_SIZE} bytes; a signer's state file is a few hundred: is this the right file?")
+    try:
+        text = strictjson.decode(data)
+    except strictjson.JSONInputError as e:
+        raise _fail(source, str(e)) from None
+    return parse_cometbft(text, source) if kind == "cometbft" else parse_tmkms(text, source)
+
+
 # -- tmkms -----------------------------------------------------------------
 
 
@@ -446,52 +441,3 @@ def digest_of(state: SignState) -> str:
         text = "tmkms-block-id:" + _block_id_text(state.block_id)
         return hashlib.sha256(text.encode("ascii")).hexdigest()
     return ""
-
-
-# -- durable writing -------------------------------------------------------
-
-
-def write_atomically(path: str | os.PathLike[str], text: str, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``text`` so that a crash leaves the old or the new file.
-
-    A temporary file in the same directory gets the bytes, ``mode`` (exactly,
-    regardless of umask) and the owner of the file it replaces (so a root
-    agent does not lock a non-root signer out of its own state); it is
-    fsynced, renamed over ``path``, and the directory is fsynced. On any
-    failure the temporary file is removed and ``path`` is untouched.
-    """
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    data = text.encode("utf-8")
-    try:
-        existing = os.stat(target)
-    except FileNotFoundError:
-        existing = None
-    fd, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory
-    )
-    try:
-        try:
-            os.fchmod(fd, mode)
-            if existing is not None:
-                uid = existing.st_uid if existing.st_uid != os.geteuid() else -1
-                gid = existing.st_gid if existing.st_gid != os.getegid() else -1
-                if uid != -1 or gid != -1:
-                    os.fchown(fd, uid, gid)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

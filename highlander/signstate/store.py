@@ -41,7 +41,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from highlander.adapters.files import fsync_directory, write_durably
+from highlander.adapters.files import fsync_directory, remove_stale_temporaries, write_file
 from highlander.signstate.register import EMPTY, HRS, Ballot, KeyId, Record
 
 FORMAT = 2
@@ -161,8 +161,8 @@ def read_identity(directory: Path) -> Identity:
 
 def _remove_leftovers(directory: Path) -> None:
     """Temporary files of an interrupted write (crash, full disk): never read, only removed."""
-    for leftover in directory.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
+    for name in ("identity", "log", "seal"):
+        remove_stale_temporaries(directory / name)
 
 
 class Store:
@@ -352,7 +352,7 @@ class Store:
 
     def _write_snapshot(self, records: Mapping[KeyId, Record], base: int) -> None:
         data = _snapshot(self.incarnation, records, base)
-        write_durably(self.directory / "log", data)
+        write_file(self.directory / "log", data, mode=0o600)
         fd = os.open(self.directory / "log", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         os.close(self._log_fd)
         self._log_fd = fd
@@ -413,10 +413,10 @@ def create(directory: Path, node: str, records: Iterable[tuple[KeyId, Record]] =
     store._claim()
     try:
         incarnation = secrets.token_hex(16)
-        write_durably(directory / "log", _snapshot(incarnation, dict(records), 0))
-        write_durably(directory / "seal", _seal_slot(incarnation, 0) * 2)
+        write_file(directory / "log", _snapshot(incarnation, dict(records), 0), mode=0o600)
+        write_file(directory / "seal", _seal_slot(incarnation, 0) * 2, mode=0o600)
         document = {"format": FORMAT, "node": node, "incarnation": incarnation}
-        write_durably(identity_path(directory), (json.dumps(document, indent=1) + "\n").encode())
+        write_file(identity_path(directory), json.dumps(document, indent=1) + "\n", mode=0o600)
     except BaseException:
         store.close()
         raise

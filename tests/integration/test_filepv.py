@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from highlander.adapters import files
 from highlander.adapters.waiting import wait_until
 from highlander.commands.signstate import raise_state_file, read_state_file
 from highlander.signstate import formats
@@ -26,7 +27,7 @@ KEY = KeyId("filepv-chain", "val")
 
 def signed(path: Path, hrs: HRS, signbytes: bytes) -> None:
     """Write the state file the way CometBFT does after signing at ``hrs``."""
-    formats.write_atomically(path, formats.dump_cometbft(formats.SignState(hrs, b"\x01" * 64, signbytes)))
+    files.write_file(path, formats.dump_cometbft(formats.SignState(hrs, b"\x01" * 64, signbytes)), mode=0o600)
 
 
 @pytest.fixture

@@ -283,6 +283,27 @@ def test_a_bad_inventory_writes_nothing_and_names_every_problem(tmp_path: Path) 
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["bad.yml"]
 
 
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("cluster: " + "[" * 100_000 + "]" * 100_000 + "\n", "line 1, column 41: nested deeper than 32 levels"),
+        ("l0: &l0 [x, x, x, x, x, x, x, x, x]\n"
+         + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9))
+         + "cluster: {name: *l8}\n", "line 1, column 5: YAML anchors and aliases are not accepted"),
+        ("cluster: {name: a, name: b}\n", "cluster.name: given twice (lines 1 and 1): keep one"),
+    ],
+    ids=["deep", "alias-bomb", "duplicate-key"],
+)  # fmt: skip
+def test_a_hostile_inventory_is_a_clear_error(tmp_path: Path, text: str, problem: str) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(text)
+    done = highlander("render", str(bad), "--out", str(tmp_path / "out"))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"highlander render: {bad}: not a usable inventory (1 problem):\n  - {bad}: {problem}")
+    assert "Traceback" not in done.stderr and len(done.stderr) < 500
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.yml"]
+
+
 def test_a_failed_check_writes_nothing(tmp_path: Path, tools: CommandRunner) -> None:
     """The check runs before the move: a veto leaves the earlier render as it was."""
     inventory = load(Path(__file__).parents[2] / "examples/trio.yml")

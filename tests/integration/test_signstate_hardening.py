@@ -346,7 +346,7 @@ def test_a_socket_path_that_is_a_regular_file_is_refused_and_kept(trio: LocalTri
 
 def test_temporary_files_of_an_interrupted_write_are_removed_at_start(trio: LocalTrio) -> None:
     trio.stop("node-c")
-    leftover = trio.state_dir("node-c") / ".log.12345.67890.tmp"
+    leftover = trio.state_dir("node-c") / ".log.0123456789ab.highlander-tmp"
     leftover.write_bytes(b"half a snapshot")
     trio.start("node-c")
     assert not leftover.exists()

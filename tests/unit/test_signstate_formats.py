@@ -7,12 +7,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import stat
 from pathlib import Path
 
 import pytest
 
+from highlander.adapters.files import write_file
 from highlander.signstate.formats import (
     SignState,
     StateFileError,
@@ -23,7 +22,6 @@ from highlander.signstate.formats import (
     nil_block_id,
     parse_cometbft,
     parse_tmkms,
-    write_atomically,
 )
 from highlander.signstate.register import HRS, ZERO, check_mark
 
@@ -548,112 +546,26 @@ def test_parse_wants_text() -> None:
         parse_cometbft(COMET_INITIAL.encode())  # type: ignore[arg-type]
 
 
-# --- write_atomically -----------------------------------------------------
+@pytest.mark.parametrize("parse", [parse_cometbft, parse_tmkms])
+@pytest.mark.parametrize(("opening", "closing", "column"), [("[", "]", 43), ('{"a":', "}", 167)])
+def test_deep_nesting_is_a_clear_error(parse, opening: str, closing: str, column: int) -> None:  # type: ignore[no-untyped-def]
+    text = '{"height": ' + opening * 100_000 + "0" + closing * 100_000 + "}"
+    with pytest.raises(StateFileError) as caught:
+        parse(text)
+    assert str(caught.value).endswith(f": nested deeper than 32 levels at line 1 column {column}")
 
 
-def test_write_creates_and_replaces(tmp_path: Path) -> None:
-    path = tmp_path / "priv_validator_state.json"
-    write_atomically(path, COMET_INITIAL)
-    assert path.read_bytes() == COMET_INITIAL.encode()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    write_atomically(str(path), COMET_PRECOMMIT)
-    assert path.read_text() == COMET_PRECOMMIT
-    assert sorted(os.listdir(tmp_path)) == ["priv_validator_state.json"]
-
-
-def test_write_mode_ignores_umask(tmp_path: Path) -> None:
-    old = os.umask(0o077)
-    try:
-        write_atomically(tmp_path / "a", "x", mode=0o644)
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o644
-
-
-def test_write_failure_leaves_the_old_file_and_no_temporary(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "state.json"
-    path.write_text(TMKMS_PREVOTE)
-    real_write = os.write
-    calls = []
-
-    def failing_write(fd: int, data: bytes) -> int:
-        calls.append(fd)
-        if len(calls) == 1:
-            return real_write(fd, bytes(data)[:5])  # a short write, then the disk fills
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "write", failing_write)
-    with pytest.raises(OSError, match="No space left"):
-        write_atomically(path, TMKMS_PROPOSAL)
-    assert path.read_text() == TMKMS_PREVOTE
-    assert os.listdir(tmp_path) == ["state.json"]
-
-
-def test_write_failure_at_rename_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "state.json"
-    path.write_text(TMKMS_PREVOTE)
-
-    def failing_replace(src: str, dst: str) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(OSError, match="Input/output"):
-        write_atomically(path, TMKMS_PROPOSAL)
-    assert path.read_text() == TMKMS_PREVOTE
-    assert os.listdir(tmp_path) == ["state.json"]
-
-
-def test_write_handles_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_write = os.write
-    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data)[:3]))
-    write_atomically(tmp_path / "s", COMET_PRECOMMIT)
-    assert (tmp_path / "s").read_text() == COMET_PRECOMMIT
-
-
-def test_write_fsyncs_file_before_rename_and_directory_after(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    events: list[str] = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd: int) -> None:
-        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
-        real_fsync(fd)
-
-    def replace(src: str, dst: str) -> None:
-        events.append("rename")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
-    write_atomically(tmp_path / "s", "x")
-    assert events == ["fsync-file", "rename", "fsync-dir"]
-
-
-def test_write_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    write_atomically("state.json", TMKMS_INITIAL)
-    assert (tmp_path / "state.json").read_text() == TMKMS_INITIAL
-
-
-def test_write_missing_directory_fails_cleanly(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        write_atomically(tmp_path / "missing" / "state.json", "x")
-    assert os.listdir(tmp_path) == []
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="changing owners needs root")
-def test_write_keeps_the_owner_of_the_file_it_replaces(tmp_path: Path) -> None:
-    path = tmp_path / "priv_validator_state.json"
-    path.write_text(COMET_INITIAL)
-    os.chown(path, 65534, 65534)
-    write_atomically(path, COMET_PRECOMMIT)
-    info = path.stat()
-    assert (info.st_uid, info.st_gid) == (65534, 65534)
-    assert stat.S_IMODE(info.st_mode) == 0o600
-    assert path.read_text() == COMET_PRECOMMIT
+@pytest.mark.parametrize(
+    ("block_id", "field"),
+    [
+        ('{"hash":"","hash":"","parts":{"total":0,"hash":""}}', "block_id.hash"),
+        ('{"hash":"","parts":{"total":0,"hash":"","total":0}}', "block_id.parts.total"),
+    ],
+)
+def test_a_nested_duplicate_names_its_path(block_id: str, field: str) -> None:
+    with pytest.raises(StateFileError) as caught:
+        parse_tmkms('{"height":"1","round":"0","step":0,"block_id":' + block_id + "}")
+    assert str(caught.value) == f'tmkms state file: field "{field}" appears more than once'
 
 
 def test_written_file_reads_back(tmp_path: Path) -> None:
@@ -661,6 +573,6 @@ def test_written_file_reads_back(tmp_path: Path) -> None:
     state = SignState(
         HRS(1234568, 2, 1), base64.b64decode(PROPOSAL_SIGNATURE), bytes.fromhex(PROPOSAL_SIGNBYTES)
     )
-    write_atomically(path, dump_cometbft(state))
+    write_file(path, dump_cometbft(state), mode=0o600)
     assert path.read_text() == COMET_PROPOSAL
     assert parse_cometbft(path.read_text()) == state

@@ -583,7 +583,8 @@ def test_an_interrupted_last_line_with_its_newline_is_dropped(directory: Path) -
 
 def test_temporary_files_of_interrupted_writes_are_removed_at_open(directory: Path) -> None:
     written(directory, [(KEY, RECORD)])
-    leftovers = [".log.123.456.tmp", ".identity.99999.1.tmp", ".seal.1.2.tmp", ".anything.tmp"]
+    leftovers = [".log.0123456789ab.highlander-tmp", ".identity.00000000abcd.highlander-tmp",
+                 ".seal.ffffffffffff.highlander-tmp"]  # fmt: skip
     for name in leftovers:
         (directory / name).write_bytes(b"half a write")
     (directory / "notes.tmp").write_text("not ours: kept")
@@ -684,7 +685,7 @@ def test_the_log_is_rewritten_as_a_snapshot_when_it_grows(
     assert max(sizes) < 2000 + 200  # bounded: the limit, and one flush past it
     assert len(bases) > 2  # rewritten, more than once
     assert mode(directory / "log") == 0o600
-    assert [p.name for p in directory.iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in directory.iterdir() if p.name.endswith("highlander-tmp")] == []
     store.close()
     again = reopen(directory)
     assert again.records == {THIRD: RECORD, KEY: mark(200), OTHER: mark(198)}
@@ -737,11 +738,11 @@ def test_a_failed_snapshot_keeps_the_old_log_and_the_queue(
     before = (directory / "log").read_bytes()
     monkeypatch.setattr(store_module, "LOG_MIN_LIMIT", 0)
     store.put(OTHER, mark(6))
-    enospc_once(monkeypatch, "write")  # the snapshot's write_durably uses os.write too
+    enospc_once(monkeypatch, "write")  # the snapshot's write_file uses os.write too
     with pytest.raises(StoreError, match="No space left on device"):
         store.flush()
     assert (directory / "log").read_bytes() == before
-    assert [p.name for p in directory.iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in directory.iterdir() if p.name.endswith("highlander-tmp")] == []
     assert store.pending()
     assert store.flush() == 6
     store.close()
