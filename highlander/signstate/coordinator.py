@@ -143,6 +143,9 @@ class Coordinator:
         request = Request(0, "advance", tally.key, tally.ballot, tally.hrs, tally.digest)
         problems = await self._fan_out(request, tally.on_reply)
         status = tally.outcome or tally.give_up()
+        if status == OK and event == "advance":  # the common case: thousands a second, nothing to explain
+            log.debug("event=advance key=%s ballot=%s hrs=%s outcome=OK", tally.key, tally.ballot, tally.hrs)
+            return Outcome(OK, tally.ballot, _best_record(tally.replies))
         detail = self._explain(tally.replies, problems, status)
         log.info("event=%s key=%s ballot=%s hrs=%s outcome=%s %s", event, tally.key, tally.ballot, tally.hrs, status,
                  detail)  # fmt: skip
@@ -226,7 +229,7 @@ class Coordinator:
                 for key, record in await self._dump(link):
                     merged.setdefault(key, []).append(record)
             except (PeerError, WireError, asyncio.TimeoutError) as exc:
-                raise RejoinError(f"cannot rejoin: {name} did not give its records ({exc or 'no answer'}); "
+                raise RejoinError(f"cannot rejoin: {name} did not give its records ({str(exc) or type(exc).__name__}); "
                                   "both other replicas must be up and healthy") from None  # fmt: skip
         records = [(key, register.merge(found)) for key, found in merged.items()]
         await self.replica.install(records)

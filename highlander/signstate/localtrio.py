@@ -43,6 +43,8 @@ class LocalTrio:
         self.timeout = timeout
         self.pki_dir = self.workdir / "pki"
         self.ports = dict(zip(NODES, free_ports(len(NODES))))
+        # The port a node reaches a peer at, where a test puts a relay between them.
+        self.routes: dict[tuple[str, str], int] = {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def socket(self, node: str) -> Path:
@@ -66,7 +68,9 @@ class LocalTrio:
                 pki.issue(self.pki_dir, node, addresses=["127.0.0.1"])
         for node in NODES:
             (self.workdir / node).mkdir(parents=True, exist_ok=True)
-            peers = "\n".join(f'{peer} = "127.0.0.1:{self.ports[peer]}"' for peer in NODES if peer != node)
+            peers = "\n".join(
+                f'{peer} = "127.0.0.1:{self.routes.get((node, peer), self.ports[peer])}"' for peer in NODES if peer != node
+            )
             self.config(node).write_text(
                 f'node = "{node}"\n'
                 f'listen = "127.0.0.1:{self.ports[node]}"\n'

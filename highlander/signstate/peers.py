@@ -134,7 +134,7 @@ class PeerLink:
             )  # fmt: skip
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
             self._connecting = None
-            self._last_error = f"cannot connect: {exc or type(exc).__name__}"
+            self._last_error = f"cannot connect: {str(exc) or type(exc).__name__}"
             self._retry_at = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             self._outbox.clear()

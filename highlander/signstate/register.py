@@ -143,14 +143,17 @@ NODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123
 def check_ballot(ballot: Ballot) -> str | None:
     """Why ``ballot`` can never be valid, or None."""
     owner = ballot.owner
-    if not 1 <= ballot.counter <= MAX_COUNTER or not 1 <= len(owner) <= 253 or not set(owner) <= NODE_CHARS:
+    if not 1 <= ballot.counter <= MAX_COUNTER or not 1 <= len(owner) <= 253 or not NODE_CHARS.issuperset(owner):
         return f"a ballot is a counter from 1 to {MAX_COUNTER} and the node it belongs to, got {ballot}"
     return None
 
 
+HEX = frozenset("0123456789abcdef")
+
+
 def check_digest(digest: str) -> str | None:
     """Why ``digest`` is not the hex of sign bytes (or "" for none), or None."""
-    if len(digest) > 128 or any(c not in "0123456789abcdef" for c in digest):
+    if len(digest) > 128 or not HEX.issuperset(digest):
         return "digest must be 1 to 128 lower-case hex digits"
     return None
 

@@ -51,7 +51,7 @@ from pathlib import Path
 from highlander.signstate import pki
 from highlander.signstate.config import NodeConfig
 from highlander.signstate.coordinator import Coordinator, Outcome, RejoinError
-from highlander.signstate.peers import PeerLink, read_frame, tune
+from highlander.signstate.peers import Outbox, PeerLink, read_frame, tune
 from highlander.signstate.register import HRS, MAX_ROUND, ZERO, check_mark
 from highlander.signstate.replica import Replica
 from highlander.signstate.store import StoreError
@@ -136,7 +136,10 @@ class SignStateNode:
             writer.transport.abort()
 
     async def _serve_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
-        """Read frames and answer each once it is durable, in whatever order that happens."""
+        """Read frames and answer each once it is durable, in whatever order that happens
+        (the answers that are ready in one turn of the loop go out in one write)."""
+        outbox = Outbox()
+        outbox.writer = writer
         while True:
             try:
                 document = await read_frame(reader)
@@ -147,19 +150,19 @@ class SignStateNode:
                 writer.write(encode_frame(error_document(None, str(exc))))
                 await writer.drain()
                 return
-            self._answer_peer(writer, name, document)
+            self._answer_peer(outbox, name, document)
             if writer.transport.get_write_buffer_size() > PEER_BACKLOG_LIMIT:
                 log.warning("event=dropped peer=%s reason=does-not-read-its-replies", name)
                 return
 
-    def _answer_peer(self, writer: asyncio.StreamWriter, name: str, document: object) -> None:
+    def _answer_peer(self, outbox: Outbox, name: str, document: object) -> None:
         request_id = document.get("id") if isinstance(document, dict) else None
         request_id = request_id if type(request_id) is int else None
         try:
             request = parse_request(document)
         except WireError as exc:
             log.warning("event=bad-request peer=%s reason=%r", name, str(exc))
-            writer.write(encode_frame(error_document(request_id, str(exc))))
+            outbox.put(encode_frame(error_document(request_id, str(exc))))
             return
 
         def send(answer: asyncio.Future[object]) -> None:
@@ -169,8 +172,7 @@ class SignStateNode:
             except WireError as exc:
                 log.warning("event=bad-request peer=%s reason=%r", name, str(exc))
                 frame = error_document(request.id, str(exc))
-            if not writer.is_closing():
-                writer.write(encode_frame(frame))
+            outbox.put(encode_frame(frame))
 
         self.replica.submit(request, name).add_done_callback(send)  # type: ignore[arg-type]
 

@@ -70,7 +70,7 @@ class Identity(NamedTuple):
 def check_key(key: KeyId) -> str | None:
     """Why ``key`` cannot name a record, or None."""
     for what, name in (("chain_id", key.chain_id), ("key_id", key.key_id)):
-        if not 1 <= len(name) <= 64 or not set(name) <= NAME_CHARS or name[0] == ".":
+        if not 1 <= len(name) <= 64 or not NAME_CHARS.issuperset(name) or name[0] == ".":
             return f"{what} {name!r} must be 1 to 64 of A-Z a-z 0-9 . _ - and not start with '.'"
     return None
 

@@ -36,8 +36,8 @@ from highlander.signstate.store import check_key
 VERSION = 2
 MAX_FRAME = 16 * 1024  # a request is ~200 bytes, a page of records ~8 KiB
 MAX_LINE = 16 * 1024
-MAX_DEPTH = 8  # every message is at most three levels deep
 HEADER = struct.Struct(">I")
+MAX_DEPTH = 8  # every message is at most four levels deep
 REPLICA_OPS = ("promise", "advance", "status", "dump", "reset")
 REPLY_STATUSES = ("OK", "REFUSED", "STALE_EPOCH", "REGRESSION", "CONFLICT", "RECOVERING")
 DUMP_PAGE = 24  # records per dump reply: even the largest fit in a frame
@@ -91,18 +91,25 @@ def _depth(document: object, limit: int) -> bool:
     return True
 
 
+# Made once: json.loads and json.dumps build a new decoder or encoder per call when given options.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def loads(data: bytes | str, invalid: str = "not valid UTF-8 JSON") -> object:
     """JSON with every name once and at most MAX_DEPTH levels, else WireError
     (``invalid`` says what is wrong with data that is not JSON at all)."""
     try:
-        document = json.loads(data, object_pairs_hook=_unique)
+        document = _DECODER.decode(data.decode() if isinstance(data, bytes) else data)
     except WireError:
         raise
     except RecursionError:
         raise WireError("the message is nested too deeply") from None
     except (UnicodeDecodeError, ValueError):
         raise WireError(invalid) from None
-    if not _depth(document, MAX_DEPTH):
+    text = data if isinstance(data, bytes) else data.encode()
+    # A request opens three brackets at most: only more can nest too deeply.
+    if text.count(b"[") + text.count(b"{") > MAX_DEPTH and not _depth(document, MAX_DEPTH):
         raise WireError("the message is nested too deeply")
     return document
 
@@ -283,7 +290,7 @@ def parse_page(document: object) -> Page:
 
 
 def encode_frame(document: dict[str, object]) -> bytes:
-    data = json.dumps(document, separators=(",", ":")).encode()
+    data = _ENCODER.encode(document).encode()
     if len(data) > MAX_FRAME:
         raise WireError(f"message of {len(data)} bytes exceeds the frame limit")
     return HEADER.pack(len(data)) + data
@@ -310,4 +317,4 @@ def decode_line(line: bytes) -> dict[str, object]:
 
 
 def encode_line(document: dict[str, object]) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode() + b"\n"
+    return _ENCODER.encode(document).encode() + b"\n"

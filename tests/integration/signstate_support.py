@@ -1,21 +1,39 @@
-"""What the sign-state process tests share: speaking to a daemon the plain way.
+"""What the sign-state process tests share.
 
-Not a test module. A peer or signer written in any language would open a
-socket, wrap it in TLS with a node's certificate and exchange length-prefixed
-JSON frames; these helpers do exactly that, without the daemon's own code.
+Not a test module.
+
+- Speaking to a daemon the plain way: a peer or signer written in any
+  language would open a socket, wrap it in TLS with a node's certificate and
+  exchange length-prefixed JSON frames; these helpers do exactly that,
+  without the daemon's own code.
+- ``demo-signer`` processes on a fast synthetic chain, and the journal
+  checker run over what they signed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+from highlander.adapters.waiting import wait_until
+from highlander.demo.journals import Entry, parse_journal
+from highlander.demo.signer import chain_height
 from highlander.signstate import pki
 from highlander.signstate.localtrio import LocalTrio
 from highlander.signstate.wire import HEADER
 
 TIMEOUT = 10.0
+BLOCK_TIME = 0.05
+CHAIN_ID = "drill-chain"
+KEY_ID = "validator"
+HIGHLANDER = [sys.executable, "-m", "highlander"]
 
 
 def tcp(trio: LocalTrio, node: str = "node-a") -> socket.socket:
@@ -64,3 +82,234 @@ def exchange(sock: socket.socket, data: bytes) -> dict[str, object]:
     answer = read_frame(sock)
     assert isinstance(answer, dict)
     return answer
+
+
+# --- signers and their journals ------------------------------------------------------------
+
+
+class SignerProcess:
+    """One ``demo-signer`` process, its journal and its log."""
+
+    def __init__(self, name: str, node: str, process: subprocess.Popen[bytes], journal: Path, log: Path) -> None:
+        self.name = name
+        self.node = node
+        self.process = process
+        self.journal = journal
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def entries(self) -> list[Entry]:
+        if not self.journal.exists():
+            return []
+        entries, _ = parse_journal(self.journal.read_bytes(), str(self.journal))
+        return entries
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def alive(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"signer {self.name} exited with {self.process.returncode}:\n{self.log_text()}")
+        return True
+
+    def wait_entries(self, count: int, timeout: float = 20) -> list[Entry]:
+        """Until the journal holds ``count`` entries (the signer must stay alive)."""
+
+        def enough() -> list[Entry] | None:
+            self.alive()
+            entries = self.entries()
+            return entries if len(entries) >= count else None
+
+        return wait_until(enough, timeout=timeout, what=f"{count} signatures by {self.name}", interval=0.05)
+
+    def kill(self) -> None:
+        """SIGKILL by PID: a crash of the signer."""
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM by PID and the exit status (SIGKILL if it does not stop)."""
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+class Signers:
+    """Starts demo-signer processes for one synthetic chain; :meth:`stop_all` by PID."""
+
+    def __init__(self, workdir: Path, trio: LocalTrio | None) -> None:
+        self.workdir = workdir
+        self.trio = trio
+        self.genesis = time.time()
+        self.key_file = workdir / "validator.pem"
+        self.started: list[SignerProcess] = []
+
+    def start(self, node: str, *, guard: bool = True, status_port: int | None = None) -> SignerProcess:
+        name = f"{len(self.started) + 1:02d}-{node}"
+        journal = self.workdir / f"{name}.jsonl"
+        log = self.workdir / f"{name}.log"
+        socket_path = self.trio.socket(node) if self.trio else self.workdir / "no-daemon.sock"
+        argv = [
+            *HIGHLANDER, "demo-signer", "--socket", str(socket_path), "--chain-id", CHAIN_ID, "--key-id", KEY_ID,
+            "--node", node, "--journal", str(journal), "--block-time", str(BLOCK_TIME),
+            "--genesis", repr(self.genesis), "--key-file", str(self.key_file),
+        ]  # fmt: skip
+        if not guard:
+            argv.append("--no-guard")
+        if status_port is not None:
+            argv += ["--status-listen", f"127.0.0.1:{status_port}"]
+        with open(log, "ab") as out:
+            process = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        signer = SignerProcess(name, node, process, journal, log)
+        self.started.append(signer)
+        return signer
+
+    def height_now(self) -> int:
+        return chain_height(time.time(), self.genesis, BLOCK_TIME)
+
+    def journals(self) -> list[Path]:
+        return [s.journal for s in self.started if s.journal.exists()]
+
+    def stop_all(self) -> None:
+        for signer in self.started:
+            signer.terminate(timeout=5)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {s.name} (exit {s.process.poll()})\n{s.log_text()[-3000:]}" for s in self.started)
+
+
+def check_journals(journals: list[Path]) -> tuple[int, dict]:  # type: ignore[type-arg]
+    done = subprocess.run(
+        [*HIGHLANDER, "check-journals", "--json", *map(str, journals)], check=False, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+# --- relays between replicas -------------------------------------------------------------------
+
+
+class Relay:
+    """A TCP relay on loopback from one node to a peer's port, for a nemesis to break.
+
+    ``cut`` resets every connection and every new one (a link down);
+    ``blackhole`` keeps connections open and drops what they carry (a
+    partition the sender cannot see); ``delay`` holds each chunk a random
+    time up to the bound (seeded: a run can be repeated); ``heal`` ends all
+    of that. Its listening socket is bound once and kept, so its port is
+    never taken by anyone else.
+    """
+
+    def __init__(self, target_port: int, seed: int) -> None:
+        import random
+        import threading
+
+        self.target_port = target_port
+        self.mode = "up"
+        self.max_delay = 0.0
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._connections: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._start(self._accept)
+
+    def _start(self, target, *args) -> None:  # type: ignore[no-untyped-def]
+        import threading
+
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if self.mode == "cut":
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._connections += [client, upstream]
+            self._start(self._pump, client, upstream)
+            self._start(self._pump, upstream, client)
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if self.mode == "blackhole":
+                    continue
+                if self.max_delay:
+                    with self._lock:
+                        pause = self._random.uniform(0, self.max_delay)
+                    time.sleep(pause)
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _reset_all(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for sock in connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def cut(self) -> None:
+        self.mode = "cut"
+        self._reset_all()
+
+    def blackhole(self) -> None:
+        self.mode = "blackhole"
+
+    def delay(self, max_delay: float) -> None:
+        self.max_delay = max_delay
+
+    def heal(self) -> None:
+        self.mode, self.max_delay = "up", 0.0
+
+    def close(self) -> None:
+        self.listener.close()
+        self._reset_all()
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout=5)
+
+
+def relayed(trio: LocalTrio, seed: int) -> dict[tuple[str, str], Relay]:
+    """A relay on every link from a node to a peer (six), routed in ``trio``'s configuration."""
+    relays: dict[tuple[str, str], Relay] = {}
+    for number, (node, peer) in enumerate((n, p) for n in trio.ports for p in trio.ports if n != p):
+        relays[node, peer] = Relay(trio.ports[peer], seed + number)
+        trio.routes[node, peer] = relays[node, peer].port
+    return relays

@@ -16,7 +16,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -25,120 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from signstate_support import BLOCK_TIME, CHAIN_ID, HIGHLANDER, KEY_ID, Signers, check_journals
+
 from highlander.adapters.waiting import wait_until
-from highlander.demo.journals import Entry, parse_journal
-from highlander.demo.signer import chain_height, lateness
+from highlander.demo.signer import lateness
 from highlander.signstate.localtrio import NODES, LocalTrio, free_ports
 from highlander.signstate.register import HRS
 
 pytestmark = pytest.mark.signstate
-
-BLOCK_TIME = 0.05
-CHAIN_ID = "drill-chain"
-KEY_ID = "validator"
-HIGHLANDER = [sys.executable, "-m", "highlander"]
-
-
-class SignerProcess:
-    """One ``demo-signer`` process, its journal and its log."""
-
-    def __init__(self, name: str, node: str, process: subprocess.Popen[bytes], journal: Path, log: Path) -> None:
-        self.name = name
-        self.node = node
-        self.process = process
-        self.journal = journal
-        self.log = log
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def entries(self) -> list[Entry]:
-        if not self.journal.exists():
-            return []
-        entries, _ = parse_journal(self.journal.read_bytes(), str(self.journal))
-        return entries
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def alive(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"signer {self.name} exited with {self.process.returncode}:\n{self.log_text()}")
-        return True
-
-    def wait_entries(self, count: int, timeout: float = 20) -> list[Entry]:
-        """Until the journal holds ``count`` entries (the signer must stay alive)."""
-
-        def enough() -> list[Entry] | None:
-            self.alive()
-            entries = self.entries()
-            return entries if len(entries) >= count else None
-
-        return wait_until(enough, timeout=timeout, what=f"{count} signatures by {self.name}", interval=0.05)
-
-    def kill(self) -> None:
-        """SIGKILL by PID: a crash of the signer."""
-        if self.process.poll() is None:
-            os.kill(self.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def terminate(self, timeout: float = 15) -> int:
-        """SIGTERM by PID and the exit status (SIGKILL if it does not stop)."""
-        if self.process.poll() is None:
-            os.kill(self.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
-
-
-class Signers:
-    """Starts demo-signer processes for one synthetic chain; :meth:`stop_all` by PID."""
-
-    def __init__(self, workdir: Path, trio: LocalTrio | None) -> None:
-        self.workdir = workdir
-        self.trio = trio
-        self.genesis = time.time()
-        self.key_file = workdir / "validator.pem"
-        self.started: list[SignerProcess] = []
-
-    def start(self, node: str, *, guard: bool = True, status_port: int | None = None) -> SignerProcess:
-        name = f"{len(self.started) + 1:02d}-{node}"
-        journal = self.workdir / f"{name}.jsonl"
-        log = self.workdir / f"{name}.log"
-        socket_path = self.trio.socket(node) if self.trio else self.workdir / "no-daemon.sock"
-        argv = [
-            *HIGHLANDER, "demo-signer", "--socket", str(socket_path), "--chain-id", CHAIN_ID, "--key-id", KEY_ID,
-            "--node", node, "--journal", str(journal), "--block-time", str(BLOCK_TIME),
-            "--genesis", repr(self.genesis), "--key-file", str(self.key_file),
-        ]  # fmt: skip
-        if not guard:
-            argv.append("--no-guard")
-        if status_port is not None:
-            argv += ["--status-listen", f"127.0.0.1:{status_port}"]
-        with open(log, "ab") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
-        signer = SignerProcess(name, node, process, journal, log)
-        self.started.append(signer)
-        return signer
-
-    def height_now(self) -> int:
-        return chain_height(time.time(), self.genesis, BLOCK_TIME)
-
-    def journals(self) -> list[Path]:
-        return [s.journal for s in self.started if s.journal.exists()]
-
-    def stop_all(self) -> None:
-        for signer in self.started:
-            signer.terminate(timeout=5)
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {s.name} (exit {s.process.poll()})\n{s.log_text()[-3000:]}" for s in self.started)
-
 
 @pytest.fixture
 def trio(tmp_path: Path) -> Iterator[LocalTrio]:
@@ -168,15 +61,6 @@ def unguarded(tmp_path: Path) -> Iterator[Signers]:
         yield started
     finally:
         started.stop_all()
-
-
-def check_journals(journals: list[Path]) -> tuple[int, dict]:  # type: ignore[type-arg]
-    done = subprocess.run(
-        [*HIGHLANDER, "check-journals", "--json", *map(str, journals)], check=False, capture_output=True, text=True,
-        timeout=60,
-    )
-    assert done.returncode in (0, 1), done.stderr
-    return done.returncode, json.loads(done.stdout)
 
 
 def mark(entry: dict) -> tuple[int, int, int]:  # type: ignore[type-arg]
