@@ -762,6 +762,7 @@ def install_configuration(nodes: dict[str, LabNode], plan: Plan, rendered: Path,
     corosync waits for its configuration picks it up.
     """
     from highlander.lab.cluster import AUTHKEY, COROSYNC_CONF
+    from highlander.signstate import store
     from highlander.signstate.config import load_config
 
     authkey = Path(secrets_["authkey"]).read_bytes()
@@ -776,6 +777,9 @@ def install_configuration(nodes: dict[str, LabNode], plan: Plan, rendered: Path,
         _write_file(pki_dir / "ca.crt", (ca / "ca.crt").read_bytes(), 0o644)
         _write_file(pki_dir / f"{n.name}.crt", (ca / f"{n.name}.crt").read_bytes(), 0o644)
         _write_file(pki_dir / f"{n.name}.key", (ca / f"{n.name}.key").read_bytes(), 0o600)
+        state_dir = node.host_path(str(config.state_dir))
+        if not state_dir.exists():  # the lab's cluster is new: its replicas are initialised once
+            store.create(state_dir, n.name).close()
         _write_bmc_passwords(node, plan, secrets_)
         # corosync last: it starts as soon as both files are there
         _write_file(node.host_path(AUTHKEY), authkey, 0o400)
