@@ -80,7 +80,8 @@ def sequential(client: SignerClient, key: KeyId, count: int, reference: Path | N
 
 
 async def concurrent(socket_path: Path, keys: int, seconds: float, rate: float | None) -> tuple[int, list[float], int]:
-    """Every key advancing from its own connection at once: (advances, latencies, failures).
+    """Every key advancing from its own connection at once: (advances answered within
+    the run, the latency of every advance due in it, failures).
 
     ``rate`` None: each signer sends its next advance as soon as the last is
     answered (the daemon's capacity). A rate: the signers together offer
@@ -89,13 +90,13 @@ async def concurrent(socket_path: Path, keys: int, seconds: float, rate: float |
     backlog shows in it.
     """
     latencies: list[float] = []
-    failures = 0
+    failures = in_time = 0
     start = time.monotonic() + 0.5  # all connected and promoted by then
     stop_at = start + seconds
     interval = keys / rate if rate else 0.0
 
     async def signer(index: int) -> None:
-        nonlocal failures
+        nonlocal failures, in_time
         reader, writer = await asyncio.open_unix_connection(str(socket_path))
         key = {"chain_id": f"bench-{'open' if rate else 'closed'}", "key_id": f"key-{index}"}
 
@@ -116,11 +117,12 @@ async def concurrent(socket_path: Path, keys: int, seconds: float, rate: float |
             done = time.monotonic()
             latencies.append(done - (due if rate else now))
             failures += answer.get("status") != "OK"
+            in_time += done <= stop_at
             due = due + interval if rate else done
         writer.close()
 
     await asyncio.gather(*(signer(i) for i in range(keys)))
-    return len(latencies), latencies, failures
+    return in_time, latencies, failures
 
 
 def main() -> int:

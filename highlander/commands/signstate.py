@@ -43,7 +43,12 @@ def serve(config_path: Path) -> None:
             loop.add_signal_handler(signum, node.stop)
         await node.serve()
 
-    asyncio.run(run())
+    import os
+    if os.environ.get("HL_UVLOOP"):
+        import uvloop
+        uvloop.run(run())
+    else:
+        asyncio.run(run())
 
 
 def init(config_path: Path) -> Path:

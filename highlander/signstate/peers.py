@@ -170,6 +170,7 @@ class PeerLink:
         """The connection died: requests that were on it go once more on a new one
         (advance, status, dump and reset are idempotent; a repeated promise is at
         worst refused, and the promotion retries above it); then they fail."""
+        self._outbox.clear()  # what was queued for the dead connection is queued again below
         resent = 0
         for request_id, (future, frame, retried) in list(self._pending.items()):
             if future.done():
