@@ -46,10 +46,18 @@ class Daemon:
         key, _, value = self.tag.partition("=")
         return {**env, key: value}
 
-    def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: str = "/", user: str | None = None) -> Popen[bytes]:
-        """Start the daemon detached and record its PID."""
+    def spawn(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str = "/",
+        user: str | None = None,
+        stdin: bytes | None = None,
+    ) -> Popen[bytes]:
+        """Start the daemon detached and record its PID; ``stdin`` is what
+        it reads on standard input (default: nothing)."""
         try:
-            daemon = process.spawn(argv, env=self.tagged(env), cwd=cwd, logfile=self.logfile, user=user)
+            daemon = process.spawn(argv, env=self.tagged(env), cwd=cwd, logfile=self.logfile, user=user, stdin=stdin)
         except OSError as exc:
             # Permission problems are the host's; anything else (exec format
             # error, a broken interpreter line) means the program is not usable.

@@ -27,6 +27,8 @@ from highlander.ocf.spec import Action, Agent, Parameter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from subprocess import Popen
+
     from highlander.adapters.health import Health
     from highlander.ocf.runtime import Resource
     from highlander.signstate.register import HRS
@@ -37,6 +39,9 @@ SIGNSTATE_SOCKET = "/run/highlander/signstate.sock"
 # Without a health check, a daemon that is still alive this long after its
 # start counts as started: it catches a wrong flag or a missing file at once.
 SETTLE_SECONDS = 1.0
+# FilePV mode: how often the follower reads the state file. With
+# replication_deadline it bounds the window in which a signature is unchecked.
+STATE_POLL_MS = 20
 
 
 PARAMETERS = (
@@ -162,11 +167,17 @@ PARAMETERS = (
         "For a daemon that signs on its own (CometBFT FilePV): its state file "
         "(priv_validator_state.json, or a tmkms state file). Before start it is "
         "raised to the register's high-water mark plus height_margin, never "
-        "lowered; while the daemon runs every change to it is replicated to the "
-        "register, and if another node was promoted meanwhile the daemon is "
-        "killed at once. A signature made between the file's change and its "
-        "replication (about 0.1 s) is not guarded by the register: that residual "
-        "window is what height_margin covers on the next promotion.",
+        "lowered. The daemon then runs as the child of a follower that reads the "
+        f"file every {STATE_POLL_MS} ms and replicates every change to the register. "
+        "The follower kills the daemon (SIGKILL, every process of it) when another "
+        "node was promoted, when a change is not on a majority within "
+        "replication_deadline, when the file stays unreadable that long, and when "
+        "the follower itself dies; monitor then fails with the reason. Such a "
+        "daemon signs before the register sees the mark: a signature can be handed "
+        f"out unchecked for at most {STATE_POLL_MS} ms + replication_deadline after "
+        "its state-file write, and height_margin on the next promotion covers that "
+        "window. The daemon must not change its own user nor be set-user-ID or have "
+        "file capabilities (that cuts its tie to the follower): use the user parameter.",
         check=checks.absolute_path,
     ),
     Parameter(
@@ -180,12 +191,27 @@ PARAMETERS = (
         "height_margin",
         "Heights to skip after a promotion (FilePV mode)",
         "How many heights above the register's high-water mark the state file "
-        "is raised to on promotion, so that a signature of the previous signer "
-        "that the register had not seen yet (the FilePV residual window) can "
-        "never be repeated with other content.",
+        "is raised to on promotion (precommit of round 0 there), so that a "
+        "signature of the previous signer that the register had not seen yet "
+        "(the FilePV window, see state_file) can never be repeated with other "
+        "content. Use at least the number of blocks the chain makes in "
+        f"replication_deadline + {STATE_POLL_MS} ms, plus one.",
         type="integer",
         default=0,
         check=checks.not_negative,
+    ),
+    Parameter(
+        "replication_deadline",
+        "Milliseconds a state-file change may wait for a majority (FilePV mode)",
+        "With state_file: how long a change of the state file may go without "
+        "being on a majority of the sign-state register, counted from when the "
+        "follower first saw it, before the daemon is killed (fail closed: no "
+        "majority, the local sign-state daemon gone or frozen, or the file "
+        "unreadable). Keep it well under one block time. A signature is handed "
+        f"out unchecked for at most this + {STATE_POLL_MS} ms after its state-file write.",
+        type="integer",
+        default=1000,
+        check=checks.positive,
     ),
 )
 
@@ -203,6 +229,20 @@ def _heightfile(res: Resource) -> str:
 
 def _followerfile(res: Resource) -> str:
     return _daemon(res).pidfile + ".follow"
+
+
+def _reasonfile(res: Resource) -> str:
+    """Where the follower says why it killed the daemon, for monitor."""
+    return _daemon(res).pidfile + ".killed"
+
+
+def _guarded(res: Resource) -> bool:
+    """FilePV mode: the daemon runs under a follower."""
+    return bool(res.params["signstate"] and res.params["state_file"])
+
+
+def _follower(res: Resource) -> Daemon:
+    return Daemon(NAME, res, _followerfile(res), _daemon(res).logfile)
 
 
 def _words(res: Resource, name: str) -> list[str]:
@@ -288,11 +328,24 @@ def validate(res: Resource) -> None:
     if not os.path.isdir(directory):
         raise OCFError(codes.ERR_ARGS, f"directory={directory!r} does not exist on this host")
     _daemon_environment(res)  # reads and checks environment_file
-    if res.params["signstate"] and not (res.params["chain_id"] and res.params["key_id"]):
+    if res.params["signstate"]:
+        _check_signing_key(res)
+
+
+def _check_signing_key(res: Resource) -> None:
+    """chain_id and key_id name a record of the register: its rule, at
+    validate time (the rule's module is too heavy for every monitor)."""
+    from highlander.signstate.register import KeyId
+    from highlander.signstate.store import check_key
+
+    if not (res.params["chain_id"] and res.params["key_id"]):
         raise OCFError(
             codes.ERR_CONFIGURED,
             "chain_id and key_id are required while signstate=true (the register guards that key)",
         )
+    problem = check_key(KeyId(str(res.params["chain_id"]), str(res.params["key_id"])))
+    if problem:
+        raise OCFError(codes.ERR_CONFIGURED, f"{problem} (the sign-state register names its records by them)")
 
 
 # --- health -------------------------------------------------------------------
@@ -374,40 +427,69 @@ def _raise_state_file(res: Resource, hwm: HRS) -> HRS:
     import pwd
     from pathlib import Path
 
-    from highlander.commands.signstate import StateFileError, raise_state_file
+    from highlander.commands.signstate import StateFileError, raise_state_file, raised_mark
 
     path = str(res.params["state_file"])
-    margin = res.integer("height_margin")
-    # Precommit of round 0 at the raised height: nothing at or below it is signed.
-    target = hwm._replace(height=hwm.height + margin, round=0, step=3) if margin and hwm.height else hwm
+    target = raised_mark(hwm, res.integer("height_margin"))
     existed = os.path.exists(path)
     try:
         held = raise_state_file(Path(path), str(res.params["state_format"]), target)
     except StateFileError as exc:
         raise OCFError(codes.ERR_GENERIC, f"state_file: {exc}") from None
-    if not existed and res.params["user"]:
+    if not existed and os.path.exists(path) and res.params["user"]:  # created just now (not for 0/0/0)
         entry = pwd.getpwnam(str(res.params["user"]))
         os.chown(path, entry.pw_uid, entry.pw_gid)
     res.log.info(f"sign-state: {path} holds {held}")
     return held
 
 
-def _follow(res: Resource, daemon: Daemon, epoch: int, since: HRS) -> None:
-    """FilePV mode: replicate the state file's changes while the daemon runs."""
+def _spawn_guarded(res: Resource, daemon: Daemon, epoch: int, since: HRS) -> Popen[bytes]:
+    """FilePV mode: start the follower, which starts the daemon as its child
+    (dying with it), records its PID and replicates its state file."""
     import sys
 
-    follower = Daemon(NAME, res, _followerfile(res), daemon.logfile)
-    follower.spawn(
+    from highlander.signstate.follow import Signer
+
+    signer = Signer(
+        _words(res, "command"),
+        daemon.tagged(_daemon_environment(res)),
+        str(res.params["directory"]),
+        str(res.params["user"]) if res.params["user"] else None,
+    )
+    return _follower(res).spawn(
         [
             sys.executable, "-m", "highlander", "signstate", "follow",
             "--socket", str(res.params["signstate_socket"]),
             "--chain-id", str(res.params["chain_id"]), "--key-id", str(res.params["key_id"]),
             "--epoch", str(epoch), "--state-file", str(res.params["state_file"]),
             "--format", str(res.params["state_format"]), "--since", str(since),
-            "--guard-pid", str(daemon.pid()),
+            "--deadline", str(res.integer("replication_deadline") / 1000),
+            "--poll", str(STATE_POLL_MS / 1000),
+            "--pidfile", daemon.pidfile, "--reason-file", _reasonfile(res),
         ],
         env={"PATH": DAEMON_PATH, "LANG": "C.UTF-8"},
+        stdin=signer.to_json().encode(),
     )  # fmt: skip
+
+
+def _check_follower(res: Resource) -> None:
+    """FilePV mode: fail with the follower's reason when it killed the
+    daemon, or when the follower is gone (the daemon died with it)."""
+    try:
+        with open(_reasonfile(res)) as f:
+            reason = f.read().strip()
+    except FileNotFoundError:
+        reason = ""
+    if reason:
+        raise OCFError(codes.ERR_GENERIC, reason)
+    follower = _follower(res)
+    recorded = process.read_pidfile(follower.pidfile)
+    if recorded is not None and follower.pid() is None:
+        raise OCFError(
+            codes.ERR_GENERIC,
+            f"the follower guarding the daemon (PID {recorded}) is gone: the daemon's state file is no "
+            "longer replicated to the sign-state register, and the daemon must not run unguarded",
+        )
 
 
 # --- actions --------------------------------------------------------------------
@@ -421,21 +503,29 @@ def start(res: Resource) -> int:
     if daemon.pid() is not None:
         res.log.info("already running")
         return codes.SUCCESS
+    process.remove_file(_reasonfile(res))
     epoch, held = 0, None
     if res.params["signstate"]:
         epoch, hwm = _promote(res)
         if res.params["state_file"]:
             held = _raise_state_file(res, hwm)
-    child = daemon.spawn(
-        _words(res, "command"),
-        env=_daemon_environment(res),
-        cwd=str(res.params["directory"]),
-        user=str(res.params["user"]) if res.params["user"] else None,
-    )
-    settled = time.monotonic() + SETTLE_SECONDS
-    daemon.wait_ready(child, lambda: _healthy(res) is not None or time.monotonic() >= settled, "healthy")
     if held is not None:
-        _follow(res, daemon, epoch, held)
+        child = _spawn_guarded(res, daemon, epoch, held)
+    else:
+        child = daemon.spawn(
+            _words(res, "command"),
+            env=_daemon_environment(res),
+            cwd=str(res.params["directory"]),
+            user=str(res.params["user"]) if res.params["user"] else None,
+        )
+    settled = time.monotonic() + SETTLE_SECONDS
+
+    def ready() -> bool:
+        if daemon.pid() is None:
+            raise OCFError(codes.ERR_GENERIC, "the follower has not started the daemon yet")
+        return _healthy(res) is not None or time.monotonic() >= settled
+
+    daemon.wait_ready(child, ready, "healthy")
     res.log.info("daemon is healthy")
     return codes.SUCCESS
 
@@ -444,15 +534,17 @@ def stop(res: Resource) -> int:
     code = _daemon(res).stop(res.integer("stop_timeout"))
     process.remove_file(_heightfile(res))
     process.remove_file(_followerfile(res))
+    process.remove_file(_reasonfile(res))
     return code
 
 
 def monitor(res: Resource) -> int:
+    if _guarded(res):
+        _check_follower(res)
     if not _daemon(res).running():
         return codes.NOT_RUNNING
-    if res.params["signstate"] and res.params["state_file"]:
-        if Daemon(NAME, res, _followerfile(res)).pid() is None:
-            raise OCFError(codes.ERR_GENERIC, "the state file's replication to the sign-state register stopped")
+    if _guarded(res) and _follower(res).pid() is None:
+        raise OCFError(codes.ERR_GENERIC, "the daemon runs without the follower that replicates its state file")
     if res.check_level >= 10:
         found = _healthy(res)
         if res.check_level >= 20:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from highlander.signstate.client import DEFAULT_SOCKET, Refused, SignerClient
+from highlander.signstate import follow as guard
 from highlander.signstate.register import HRS, KeyId, Record
 
 socket_option = click.option(
@@ -150,15 +151,17 @@ def advance(socket_path: Path, chain_id: str, key_id: str, epoch: int, height: i
 def export(socket_path: Path, chain_id: str, key_id: str, kind: str, height_margin: int, out: Path | None) -> None:
     """The quorum's highest mark as a signer state file (stdout, or raise --out)."""
     from highlander.commands import signstate as commands
+    from highlander.signstate.register import majority
 
     with _client(socket_path) as client:
-        found = client.status(KeyId(chain_id, key_id))
+        try:
+            found = client.status(KeyId(chain_id, key_id))
+        except (Refused, ConnectionError) as exc:
+            raise click.ClickException(str(exc)) from None
     records = [r for r in found.values() if isinstance(r, Record)]
-    if len(records) < 2:
+    if len(records) < majority(len(found)):
         raise click.ClickException(f"only {len(records)} of {len(found)} replicas answered; a majority is needed")
-    hwm = max(r.hwm for r in records)
-    if height_margin and hwm.height:
-        hwm = HRS(hwm.height + height_margin, 0, 0)
+    hwm = commands.raised_mark(max(r.hwm for r in records), height_margin)
     if out is None:
         click.echo(commands.render_state(kind, hwm), nl=False)
         return
@@ -273,24 +276,39 @@ def _parse_mark(text: str, option: str) -> HRS:
 @click.option("--state-file", type=click.Path(path_type=Path, dir_okay=False), required=True)
 @click.option("--format", "kind", type=click.Choice(["cometbft", "tmkms"]), default="cometbft", show_default=True)
 @click.option("--since", default="0/0/0", show_default=True, metavar="H/R/S",
-              help="The mark the promotion wrote into the file; what is above it gets replicated.")  # fmt: skip
-@click.option("--guard-pid", type=click.IntRange(min=1), help="Signer to SIGKILL when it has been superseded.")
+              help="The mark the promotion wrote into the file; what is above it gets replicated.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=guard.DEADLINE_SECONDS, show_default=True,
+              help="Seconds a change of the file may wait for a majority before the signer is killed.")
+@click.option("--poll", type=click.FloatRange(min=0, min_open=True), default=guard.POLL_SECONDS, show_default=True,
+              help="Seconds between two reads of the state file.")
+@click.option("--pidfile", type=click.Path(path_type=Path, dir_okay=False), help="Record the signer's PID here.")
+@click.option("--reason-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write why the signer was killed here.")  # fmt: skip
 def follow(socket_path: Path, chain_id: str, key_id: str, epoch: int, state_file: Path, kind: str, since: str,
-           guard_pid: int | None) -> None:  # fmt: skip
-    """Replicate a FilePV signer's state file to the register while it runs."""
-    import logging
-    import signal
-    import sys
-    import threading
+           deadline: float, poll: float, pidfile: Path | None, reason_file: Path | None) -> None:  # fmt: skip
+    """Run a FilePV signer and replicate its state file while it runs.
 
-    from highlander.signstate.follow import follow as run
+    The signer comes as one JSON object on standard input, {"argv": [...],
+    "env": {...}, "cwd": "/", "user": null}, so that secrets in its
+    environment stay off the command line. It dies with this process. A
+    change of the state file that no majority accepted within --deadline
+    seconds, a STALE_EPOCH or a CONFLICT gets it killed. Exit status: the
+    signer's own; 3 superseded, 4 conflict, 5 not replicated in time.
+    """
+    import logging
+    import sys
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     mark = _parse_mark(since, "--since")
     try:
-        sys.exit(run(socket_path, KeyId(chain_id, key_id), epoch, state_file, kind, mark, guard_pid, stop))
-    except ConnectionError as exc:
+        signer = guard.Signer.from_json(sys.stdin.read())
+    except ValueError as exc:
+        raise click.ClickException(f"standard input: {exc}") from None
+    try:
+        status = guard.follow(
+            socket_path, KeyId(chain_id, key_id), epoch, state_file, kind, mark, signer,
+            deadline=deadline, interval=poll, pidfile=pidfile, reason_file=reason_file,
+        )  # fmt: skip
+    except guard.SignerError as exc:
         raise click.ClickException(str(exc)) from None
+    sys.exit(status)

@@ -8,7 +8,6 @@ height of a CometBFT or tmkms signer is how it comes to sign twice.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -43,12 +42,7 @@ def serve(config_path: Path) -> None:
             loop.add_signal_handler(signum, node.stop)
         await node.serve()
 
-    import os
-    if os.environ.get("HL_UVLOOP"):
-        import uvloop
-        uvloop.run(run())
-    else:
-        asyncio.run(run())
+    asyncio.run(run())
 
 
 def init(config_path: Path) -> Path:
@@ -87,6 +81,20 @@ def render_state(kind: str, hrs: HRS) -> str:
     if kind == "cometbft":
         return formats.dump_cometbft(formats.SignState(hrs))
     return formats.dump_tmkms(formats.SignState(hrs, block_id=formats.nil_block_id()))
+
+
+def raised_mark(hwm: HRS, height_margin: int) -> HRS:
+    """The mark a signer's state file is raised to after a promotion, from
+    the register's high-water mark and a height margin (FilePV mode).
+
+    With a margin: precommit of round 0 at ``height_margin`` heights above
+    the mark, so the new signer signs nothing below that height, nor its
+    round 0, where the previous signer may have signed in its unchecked
+    window. Without one, or before anything was signed: the mark itself.
+    """
+    if not height_margin or not hwm.height:
+        return hwm
+    return HRS(hwm.height + height_margin, 0, 3)
 
 
 def raise_state_file(path: Path, kind: str, hrs: HRS) -> HRS:

@@ -179,6 +179,7 @@ def test_the_validator_declares_its_parameters() -> None:
         "state_file",
         "state_format",
         "height_margin",
+        "replication_deadline",
     ]
     required = [e.get("name") for e in parse(VALIDATOR).findall("parameters/parameter[@required='1']")]
     assert required == ["command"]

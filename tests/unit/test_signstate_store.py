@@ -293,7 +293,7 @@ def test_decode_line_refuses_malformed_words(words: str, message: str) -> None:
 
 
 def test_a_missing_directory_is_lost_and_not_recreated(directory: Path) -> None:
-    message = assert_lost(directory, directory, "does not exist", "mount it")
+    assert_lost(directory, directory, "does not exist", "mount it")
     assert not directory.exists()
 
 
