@@ -49,8 +49,6 @@ POLL_SECONDS = 0.02
 DEADLINE_SECONDS = 1.0
 # After a refused or failed advance, ask again this much later.
 RETRY_SECONDS = 0.05
-# A state file is a few hundred bytes; anything much larger is not one.
-MAX_STATE_BYTES = 64 * 1024
 
 # Exit statuses of a follower that killed its signer (otherwise the signer's own).
 SUPERSEDED = 3
@@ -117,7 +115,7 @@ class _StateFile:
 
     def __init__(self, path: Path, kind: str) -> None:
         self.path = path
-        self.parse = formats.parse_cometbft if kind == "cometbft" else formats.parse_tmkms
+        self.kind = kind
         self.raw: bytes | None = None
         self.existed = False
         self.state: formats.SignState | None = None
@@ -126,7 +124,7 @@ class _StateFile:
     def read(self) -> None:
         try:
             with open(self.path, "rb") as f:
-                raw = f.read(MAX_STATE_BYTES + 1)
+                raw = f.read(formats.MAX_SIZE + 1)
             self.existed = True
         except FileNotFoundError:
             if not self.existed:
@@ -140,11 +138,9 @@ class _StateFile:
             return
         self.raw = raw
         try:
-            if len(raw) > MAX_STATE_BYTES:
-                raise ValueError(f"{self.path}: larger than {MAX_STATE_BYTES} bytes; not a state file")
-            self.state, self.error = self.parse(raw.decode("utf-8"), source=str(self.path)), ""
-        except (ValueError, RecursionError) as exc:  # StateFileError and UnicodeDecodeError are ValueErrors
-            self.state, self.error = None, str(exc) or type(exc).__name__
+            self.state, self.error = formats.parse_state(raw, self.kind, str(self.path)), ""
+        except formats.StateFileError as exc:
+            self.state, self.error = None, str(exc)
 
 
 class _Replicator(threading.Thread):

@@ -299,7 +299,7 @@ def test_an_unreadable_state_file_kills_the_signer(trio: LocalTrio, validator: V
     validator.params.update(command="sleep 600")  # signs nothing: only the file changes
     validator.start()
     signer = validator.signer_pid()
-    formats.write_atomically(validator.state, '{"height": "7", "round": 0')
+    files.write_file(validator.state, '{"height": "7", "round": 0', mode=0o600)
     validator.wait_signer_killed(signer, "its state file is unreadable")
     reason = validator.failed_monitor()
     assert "killed the signer: the state file was unreadable for 1 s (" in reason, reason
