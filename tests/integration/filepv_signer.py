@@ -6,7 +6,11 @@ hands the signature out. Each signature is also a journal line
 ``<CLOCK_MONOTONIC seconds> <height>/<round>/<step>``, so a test can tell what
 was signed and when (the clock is the host's, shared with the test).
 
-Usage: python filepv_signer.py STATE_FILE JOURNAL [SECONDS_PER_SIGNATURE]
+Usage: python filepv_signer.py STATE_FILE JOURNAL [SECONDS_PER_SIGNATURE [IDENTITY]]
+
+IDENTITY goes into the sign bytes, as a real validator's blocks differ
+between two nodes: two signers with different identities at one mark sign
+different bytes, a double sign.
 Only the standard library: it runs with the daemon's bare environment.
 """
 
@@ -28,8 +32,8 @@ def load(path: str) -> tuple[int, int, int]:
     return int(state["height"]), int(state["round"]), int(state["step"])
 
 
-def save(path: str, height: int, round_: int, step: int) -> None:
-    signbytes = f"vote {height}/{round_}/{step}".encode()
+def save(path: str, height: int, round_: int, step: int, identity: str) -> None:
+    signbytes = f"vote {height}/{round_}/{step}{identity and ' by ' + identity}".encode()
     document = {
         "height": str(height),
         "round": round_,
@@ -48,11 +52,12 @@ def save(path: str, height: int, round_: int, step: int) -> None:
 def main() -> None:
     path, journal = sys.argv[1], sys.argv[2]
     pause = float(sys.argv[3]) if len(sys.argv) > 3 else 0.05
+    identity = sys.argv[4] if len(sys.argv) > 4 else ""
     height, round_, step = load(path)
     with open(journal, "a", buffering=1) as out:
         while True:
             height, round_, step = (height + 1, 0, 1) if step in (0, 3) else (height, round_, step + 1)
-            save(path, height, round_, step)
+            save(path, height, round_, step, identity)
             out.write(f"{time.monotonic():.6f} {height}/{round_}/{step}\n")
             time.sleep(pause)
 

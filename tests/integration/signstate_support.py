@@ -313,3 +313,95 @@ def relayed(trio: LocalTrio, seed: int) -> dict[tuple[str, str], Relay]:
         relays[node, peer] = Relay(trio.ports[peer], seed + number)
         trio.routes[node, peer] = relays[node, peer].port
     return relays
+
+
+# --- FilePV signers behind the follower -------------------------------------------------------
+
+FILEPV_SIGNER = Path(__file__).with_name("filepv_signer.py")
+
+
+class FilePVSigners:
+    """FilePV-like signers, each started as the validator agent starts one in FilePV mode.
+
+    Promote on the node, raise that node's state file to the register's mark
+    plus ``margin`` heights, and run the signer under ``highlander signstate
+    follow`` with ``deadline``: a change it cannot replicate in time gets it
+    killed. Every signature is a journal line of its run; two runs never sign
+    the same bytes, so two runs at one mark are a double sign.
+    """
+
+    def __init__(self, workdir: Path, trio: LocalTrio, key: tuple[str, str], margin: int = 20,
+                 deadline: float = 1.0) -> None:  # fmt: skip
+        from highlander.signstate.register import KeyId
+
+        self.workdir = workdir / "filepv"
+        self.workdir.mkdir(exist_ok=True)
+        self.trio = trio
+        self.key = KeyId(*key)
+        self.margin = margin
+        self.deadline = deadline
+        self.started: list[subprocess.Popen[bytes]] = []
+        self.node_of: dict[int, str] = {}  # PID -> node
+
+    def journals(self) -> list[Path]:
+        return sorted(self.workdir.glob("run-*.journal"))
+
+    def start(self, node: str, guard: bool = True) -> subprocess.Popen[bytes] | None:
+        """A run on ``node``; None when the node cannot be promoted now, or runs one
+        already (a node has one validator and one state file)."""
+        if any(p.poll() is None and self.node_of[p.pid] == node for p in self.started):
+            return None
+        from highlander.commands.signstate import raise_state_file, raised_mark
+        from highlander.signstate.client import Refused, SignerClient
+        from highlander.signstate.follow import Signer
+
+        run = f"run-{len(self.started) + 1:03d}-{node}"
+        state = self.workdir / f"{node}.state.json"  # the node's own priv_validator_state.json
+        signer = [sys.executable, str(FILEPV_SIGNER), str(state), str(self.workdir / f"{run}.journal"), "0.05", run]
+        if not guard:
+            process = subprocess.Popen(signer, stdin=subprocess.DEVNULL)
+            self.started.append(process)
+            self.node_of[process.pid] = node
+            return process
+        try:
+            with SignerClient(self.trio.socket(node), timeout=5) as client:
+                session = client.promote(self.key)
+        except (Refused, ConnectionError, OSError):
+            return None
+        held = raise_state_file(state, "cometbft", raised_mark(session.hwm, self.margin))
+        with open(self.workdir / f"{run}.log", "ab") as log:
+            process = subprocess.Popen(
+                [*HIGHLANDER, "signstate", "follow", "--socket", str(self.trio.socket(node)),
+                 "--chain-id", self.key.chain_id, "--key-id", self.key.key_id, "--epoch", str(session.epoch),
+                 "--state-file", str(state), "--since", str(held), "--deadline", str(self.deadline)],
+                stdin=subprocess.PIPE, stdout=log, stderr=log,
+            )  # fmt: skip
+        assert process.stdin is not None
+        process.stdin.write(Signer(signer, dict(os.environ)).to_json().encode())
+        process.stdin.close()
+        self.started.append(process)
+        self.node_of[process.pid] = node
+        return process
+
+    def stop_all(self) -> None:
+        """SIGTERM by PID (the follower stops its signer), SIGKILL after 10 s."""
+        for process in self.started:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in self.started:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def filepv_double_signs(journals: list[Path]) -> dict[str, list[str]]:
+    """The marks signed by more than one run, with the runs that signed them."""
+    runs: dict[str, set[str]] = {}
+    for journal in journals:
+        for line in journal.read_text().splitlines():
+            _, _, mark = line.partition(" ")
+            if mark:
+                runs.setdefault(mark, set()).add(journal.stem)
+    return {mark: sorted(who) for mark, who in sorted(runs.items()) if len(who) > 1}

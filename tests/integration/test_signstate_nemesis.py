@@ -1,24 +1,28 @@
 """A nemesis against the register, in the spirit of Jepsen.
 
 Three real replica daemons on loopback, every link between them through a
-relay; signers that compete for one key (``demo-signer`` processes on a fast
-synthetic chain, each promoted on its node, several at once); and a nemesis
-that, for a bounded time, mixes:
+relay; signers that compete for a key: ``demo-signer`` processes on a fast
+synthetic chain (the socket API: they ask before every signature), and for a
+second key FilePV-like signers under ``highlander signstate follow`` (they
+sign first; a promotion skips a height margin and a change not replicated
+within the deadline gets the signer killed), each promoted on its node,
+several at once; and a nemesis that, for a bounded time, mixes:
 
 - links cut, blackholed (a partition the sender cannot see) or slowed by
   random delays, then healed;
 - replicas killed with SIGKILL and restarted, frozen with SIGSTOP and woken;
 - a replica's disk lost (its state directory removed) or rolled back (an
   older copy put back), after which it is recovering until rejoined;
-- signers killed, started on another node (a failover: it supersedes), or
-  started beside a running one (two active signers).
+- signers of either kind killed, started on another node (a failover: it
+  supersedes), or started beside a running one (two active signers).
 
 Everything is drawn from one seeded generator (printed, and set with
 ``HIGHLANDER_NEMESIS_SEED``); nothing depends on timing to be safe, only on
 the register. At the end the journals of every signature handed out are
-checked: zero double signs. The negative control runs the same nemesis
-with one signer that does not ask the register, and the same checker must
-find its double signs. CI runs a short nemesis; ``-m soak`` a long one.
+checked: zero double signs. The negative controls run the same nemesis with
+one signer of each kind that does not ask the register, and the same
+checkers must find their double signs. CI runs a short nemesis; ``-m soak`` a
+long one.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
-from signstate_support import Relay, Signers, check_journals, relayed
+from signstate_support import FilePVSigners, Relay, Signers, check_journals, filepv_double_signs, relayed
 
 from highlander.signstate.client import SignerClient
 from highlander.signstate.localtrio import NODES, LocalTrio
@@ -55,11 +60,12 @@ class Nemesis:
     :meth:`calm`.
     """
 
-    def __init__(self, trio: LocalTrio, relays: dict[tuple[str, str], Relay], signers: Signers, rng: random.Random,
-                 workdir: Path) -> None:  # fmt: skip
+    def __init__(self, trio: LocalTrio, relays: dict[tuple[str, str], Relay], signers: Signers,
+                 filepv: FilePVSigners, rng: random.Random, workdir: Path) -> None:  # fmt: skip
         self.trio = trio
         self.relays = relays
         self.signers = signers
+        self.filepv = filepv
         self.rng = rng
         self.workdir = workdir
         self.down: set[str] = set()  # killed
@@ -77,7 +83,8 @@ class Nemesis:
         actions = [
             (3, self.break_link), (3, self.heal_link), (2, self.kill_replica), (3, self.restart_replica),
             (2, self.freeze_replica), (3, self.wake_replica), (1, self.backup), (1, self.lose_disk),
-            (2, self.rejoin), (3, self.failover), (1, self.second_signer),
+            (2, self.rejoin), (3, self.failover), (1, self.second_signer), (3, self.filepv_failover),
+            (1, self.second_filepv_signer),
         ]  # fmt: skip
         action = self.rng.choices([a for _, a in actions], weights=[w for w, _ in actions])[0]
         action()
@@ -129,6 +136,8 @@ class Nemesis:
 
     def backup(self) -> None:
         node = self.rng.choice(NODES)
+        if node == self.lost:
+            return  # nothing sound to copy
         copy = self.workdir / f"backup-{node}"
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(self.trio.state_dir(node), copy, ignore=shutil.ignore_patterns(".lock"))
@@ -180,6 +189,20 @@ class Nemesis:
         self.signers.start(node)
         self.note(f"a second signer on {node}")
 
+    def filepv_failover(self) -> None:
+        running = [p for p in self.filepv.started if p.poll() is None]
+        for follower in running:  # its signer dies with it
+            follower.kill()
+            follower.wait()
+        node = self.rng.choice(NODES)
+        started = self.filepv.start(node)
+        self.note(f"FilePV failover: killed {len(running)}, {'started one' if started else 'no promotion'} on {node}")
+
+    def second_filepv_signer(self) -> None:
+        node = self.rng.choice(NODES)
+        started = self.filepv.start(node)
+        self.note(f"a second FilePV signer on {node}" if started else f"no FilePV promotion on {node}")
+
     def calm(self) -> None:
         """Undo every fault, so that the run ends on a healthy trio."""
         for relay in self.relays.values():
@@ -196,17 +219,22 @@ class Nemesis:
             time.sleep(0.5)
 
 
+Arena = tuple[LocalTrio, dict[tuple[str, str], Relay], Signers, FilePVSigners]
+
+
 @pytest.fixture
-def arena(tmp_path: Path) -> Iterator[tuple[LocalTrio, dict[tuple[str, str], Relay], Signers]]:
+def arena(tmp_path: Path) -> Iterator[Arena]:
     """A relayed trio and its signers; everything stopped by PID, relays closed, whatever happens."""
     trio = LocalTrio(tmp_path / "trio", timeout=0.5)
     relays = relayed(trio, seed=1)
     signers = Signers(tmp_path, trio)
+    filepv = FilePVSigners(tmp_path, trio, ("filepv-chain", "validator"))
     try:
         trio.start()
-        yield trio, relays, signers
+        yield trio, relays, signers, filepv
     finally:
         signers.stop_all()
+        filepv.stop_all()
         for node in NODES:
             trio.signal(node, signal.SIGCONT)
         trio.stop()
@@ -214,15 +242,23 @@ def arena(tmp_path: Path) -> Iterator[tuple[LocalTrio, dict[tuple[str, str], Rel
             relay.close()
 
 
-def run_nemesis(arena: tuple[LocalTrio, dict[tuple[str, str], Relay], Signers], seconds: float, workdir: Path,
-                unguarded: bool = False) -> tuple[Nemesis, dict]:  # type: ignore[type-arg]  # fmt: skip
-    trio, relays, signers = arena
+class Outcome(NamedTuple):
+    nemesis: Nemesis
+    report: dict  # type: ignore[type-arg]  # check-journals --json of the socket signers
+    filepv_double_signs: dict[str, list[str]]
+    filepv_signed: int
+
+
+def run_nemesis(arena: Arena, seconds: float, workdir: Path, unguarded: bool = False) -> Outcome:
+    trio, relays, signers, filepv = arena
     chosen = seed()
     print(f"nemesis seed {chosen} (HIGHLANDER_NEMESIS_SEED={chosen} repeats it)")
-    nemesis = Nemesis(trio, relays, signers, random.Random(chosen), workdir)
+    nemesis = Nemesis(trio, relays, signers, filepv, random.Random(chosen), workdir)
     signers.start("node-a")
+    filepv.start("node-b")
     if unguarded:
         nemesis.kept.add(signers.start("node-b", guard=False).name)
+        filepv.start("node-c", guard=False)  # never stopped by a failover: not a follower's child
     # Besides the random steps, every run loses a disk a third of the way in and
     # rolls one back at two thirds (when a backup exists by then).
     started = time.monotonic()
@@ -240,28 +276,39 @@ def run_nemesis(arena: tuple[LocalTrio, dict[tuple[str, str], Relay], Signers], 
         time.sleep(1.0)
     finally:
         signers.stop_all()
+        filepv.stop_all()
         print("\n".join(nemesis.log))
     _, report = check_journals(signers.journals())
-    return nemesis, report
+    journals = filepv.journals()
+    signed = sum(len(j.read_text().splitlines()) for j in journals)
+    return Outcome(nemesis, report, filepv_double_signs(journals), signed)
 
 
-def test_no_double_sign_under_the_nemesis(arena, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    nemesis, report = run_nemesis(arena, SHORT, tmp_path)
+def assert_no_double_sign(outcome: Outcome) -> None:
+    report = outcome.report
     signed = sum(s["count"] for s in report["signers"])
     assert report["double_signs"] == [], report["double_signs"]
-    assert signed > 100, f"only {signed} signatures: the nemesis left nothing to check"
-    print(f"{signed} signatures by {len(report['signers'])} signer runs, {nemesis.rejoined} rejoins, no double sign")
+    assert outcome.filepv_double_signs == {}, outcome.filepv_double_signs
+    assert signed > 100, f"only {signed} signatures through the socket: the nemesis left nothing to check"
+    assert outcome.filepv_signed > 50, f"only {outcome.filepv_signed} FilePV signatures: nothing to check"
+    print(f"{signed} socket signatures by {len(report['signers'])} runs, {outcome.filepv_signed} FilePV signatures, "
+          f"{outcome.nemesis.rejoined} rejoins: no double sign")  # fmt: skip
+
+
+def test_no_double_sign_under_the_nemesis(arena: Arena, tmp_path: Path) -> None:
+    assert_no_double_sign(run_nemesis(arena, SHORT, tmp_path))
 
 
 @pytest.mark.soak
-def test_no_double_sign_under_a_long_nemesis(arena, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    nemesis, report = run_nemesis(arena, LONG, tmp_path)
-    assert report["double_signs"] == [], report["double_signs"]
-    assert nemesis.rejoined > 0
+def test_no_double_sign_under_a_long_nemesis(arena: Arena, tmp_path: Path) -> None:
+    outcome = run_nemesis(arena, LONG, tmp_path)
+    assert_no_double_sign(outcome)
+    assert outcome.nemesis.rejoined > 0
 
 
-def test_negative_control_an_unguarded_signer_is_caught(arena, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The same nemesis and checker with one signer that never asks the register."""
-    _, report = run_nemesis(arena, 10.0, tmp_path, unguarded=True)
-    assert report["double_signs"], "the checker found no double sign with an unguarded signer beside guarded ones"
+def test_negative_control_unguarded_signers_are_caught(arena: Arena, tmp_path: Path) -> None:
+    """The same nemesis and checkers with one signer of each kind that never asks the register."""
+    outcome = run_nemesis(arena, 10.0, tmp_path, unguarded=True)
+    assert outcome.report["double_signs"], "check-journals found no double sign by the unguarded socket signer"
+    assert outcome.filepv_double_signs, "the FilePV checker found no double sign by the unguarded FilePV signer"
 
