@@ -28,13 +28,14 @@ def serve(config_path: Path) -> None:
     """Run one node's replica and coordinator until SIGTERM or SIGINT."""
     import asyncio
 
+    from highlander.signstate.backends.trio import TrioBackend
     from highlander.signstate.server import SignStateNode
 
     config = load_config(config_path)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s %(levelname)s node={config.node} %(message)s"
     )
-    node = SignStateNode(config)
+    node = SignStateNode(config, TrioBackend(config))
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

@@ -1,14 +1,8 @@
-"""``highlander signstate serve``: one node's replica and coordinator.
+"""``highlander signstate serve``: one node's part of the register and its signer API.
 
-Two listeners, on one event loop:
-
-- TCP with mutual TLS for the other two nodes' coordinators. A peer must
-  present a certificate of the cluster CA naming one of the configured
-  peers, and may act only at ballots it owns. A connection holds nothing
-  before it has authenticated: handshakes in progress are capped, and when
-  the cap is reached the oldest unauthenticated one is dropped, so a flood of
-  connections that never authenticate cannot keep a peer out.
-- A Unix socket for signers on this host (one JSON object per line):
+The register is a backend (:mod:`highlander.signstate.backends`; the
+built-in trio also listens for its peers). Signers on this host use a Unix
+socket, one JSON object per line, on one event loop:
 
   ``{"op": "promote", "chain_id": C, "key_id": K}``
       -> ``{"status": "OK", "epoch": E, "height": H, "round": R, "step": S, "digest": D}``
@@ -42,139 +36,41 @@ import grp
 import logging
 import os
 import socket
-import ssl
 import stat
 import struct
-from collections import OrderedDict
 from pathlib import Path
 
-from highlander.signstate import pki
+from highlander.signstate.backends import Backend, BackendError, Outcome
 from highlander.signstate.config import NodeConfig
-from highlander.signstate.coordinator import Coordinator, Outcome, RejoinError
-from highlander.signstate.peers import Outbox, PeerLink, read_frame, tune
 from highlander.signstate.register import HRS, MAX_ROUND, ZERO, check_mark
-from highlander.signstate.replica import Replica
 from highlander.signstate.store import StoreError
 from highlander.signstate.wire import (
     MAX_LINE,
-    Page,
     WireError,
     decode_line,
-    encode_frame,
     encode_line,
-    error_document,
     integer,
-    page_document,
     parse_key,
     parse_mark,
-    parse_request,
     record_document,
-    reply_document,
 )
 
 log = logging.getLogger("highlander.signstate")
 
-HANDSHAKE_TIMEOUT = 5.0
-MAX_HANDSHAKES = 128  # unauthenticated connections at once; the oldest goes when another arrives
-MAX_LINKS_PER_PEER = 4  # a peer keeps one; more are left over from its restarts
 MAX_SIGNERS = 1024
 BACKLOG = 512
 SIGNER_OPS = ("promote", "advance", "status", "ping", "rejoin", "reset")
 ROOT_OPS = ("rejoin", "reset")
-PEER_BACKLOG_LIMIT = 4 << 20  # replies a peer does not read: it is gone
 
 
 class SignStateNode:
-    """The replica, the coordinator and both listeners of one node."""
+    """One node's backend and the signer API in front of it."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, backend: Backend) -> None:
         self.config = config
-        self.replica = Replica(config.node, config.state_dir)
-        self.replica.open()
-        client = pki.client_context(config.pki_dir, config.node)
-        self.server_context = pki.server_context(config.pki_dir, config.node)
-        links = {name: PeerLink(name, address, client, config.timeout) for name, address in sorted(config.peers.items())}
-        self.coordinator = Coordinator(config.node, self.replica, links, config.timeout)
-        self._handshakes: OrderedDict[asyncio.StreamWriter, None] = OrderedDict()
-        self._links: dict[str, list[asyncio.StreamWriter]] = {name: [] for name in config.peers}
+        self.backend = backend
         self._signers = 0
         self._stopped: asyncio.Event | None = None
-
-    # --- peers ---
-
-    async def _peer_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        where = "%s:%s" % writer.get_extra_info("peername")[:2]
-        self._handshakes[writer] = None
-        if len(self._handshakes) > MAX_HANDSHAKES:
-            oldest = next(iter(self._handshakes))
-            log.warning("event=dropped reason=too-many-handshakes oldest=%s", _peer(oldest))
-            self._handshakes.pop(oldest)
-            oldest.transport.abort()
-        try:
-            await writer.start_tls(self.server_context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
-            name = pki.peer_name(writer.get_extra_info("ssl_object"))
-        except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError, pki.PKIError) as exc:
-            log.warning("event=rejected peer=%s reason=%r", where, str(exc) or type(exc).__name__)
-            writer.transport.abort()
-            return
-        finally:
-            self._handshakes.pop(writer, None)
-        if name not in self.config.peers:
-            log.warning("event=rejected peer=%s name=%s reason=not-a-configured-peer", where, name)
-            writer.transport.abort()
-            return
-        tune(writer)
-        links = self._links[name]
-        links.append(writer)
-        if len(links) > MAX_LINKS_PER_PEER:
-            links.pop(0).transport.abort()
-        try:
-            await self._serve_peer(reader, writer, name)
-        finally:
-            if writer in links:
-                links.remove(writer)
-            writer.transport.abort()
-
-    async def _serve_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
-        """Read frames and answer each once it is durable, in whatever order that happens
-        (the answers that are ready in one turn of the loop go out in one write)."""
-        outbox = Outbox()
-        outbox.writer = writer
-        while True:
-            try:
-                document = await read_frame(reader)
-            except (EOFError, OSError, ssl.SSLError):
-                return
-            except WireError as exc:  # the framing is lost: say why, then hang up
-                log.warning("event=bad-frame peer=%s reason=%r", name, str(exc))
-                writer.write(encode_frame(error_document(None, str(exc))))
-                await writer.drain()
-                return
-            self._answer_peer(outbox, name, document)
-            if writer.transport.get_write_buffer_size() > PEER_BACKLOG_LIMIT:
-                log.warning("event=dropped peer=%s reason=does-not-read-its-replies", name)
-                return
-
-    def _answer_peer(self, outbox: Outbox, name: str, document: object) -> None:
-        request_id = document.get("id") if isinstance(document, dict) else None
-        request_id = request_id if type(request_id) is int else None
-        try:
-            request = parse_request(document)
-        except WireError as exc:
-            log.warning("event=bad-request peer=%s reason=%r", name, str(exc))
-            outbox.put(encode_frame(error_document(request_id, str(exc))))
-            return
-
-        def send(answer: asyncio.Future[object]) -> None:
-            try:
-                reply = answer.result()
-                frame = page_document(request.id, reply) if isinstance(reply, Page) else reply_document(request.id, reply)  # type: ignore[arg-type]
-            except WireError as exc:
-                log.warning("event=bad-request peer=%s reason=%r", name, str(exc))
-                frame = error_document(request.id, str(exc))
-            outbox.put(encode_frame(frame))
-
-        self.replica.submit(request, name).add_done_callback(send)  # type: ignore[arg-type]
 
     # --- signers ---
 
@@ -215,7 +111,7 @@ class SignStateNode:
             if op in ROOT_OPS and not root:
                 raise WireError(f"{op} is for root only")
             answer = await self._signer_op(str(op), document)
-        except (WireError, StoreError, RejoinError) as exc:
+        except (WireError, StoreError, BackendError) as exc:
             answer = {"status": "ERROR", "error": str(exc)}
         except Exception as exc:  # the signer gets an answer, whatever broke
             log.exception("event=internal-error")
@@ -226,48 +122,45 @@ class SignStateNode:
 
     async def _signer_op(self, op: str, document: dict[str, object]) -> dict[str, object]:
         if op == "ping":
-            return {"status": "OK", "node": self.config.node, "recovering": self.replica.lost}
+            return {"status": "OK", "node": self.config.node, "recovering": self.backend.recovering()}
         if op == "rejoin":
-            return {"status": "OK", "detail": await self.coordinator.rejoin()}
+            return {"status": "OK", "detail": await self.backend.rejoin()}
         key = parse_key(document)
         if op == "promote":
-            return _outcome_document(await self.coordinator.promote(key))
+            return _outcome_document(await self.backend.promote(key))
         if op == "advance":
             epoch = integer(document, "epoch", 1)
             hrs, digest = parse_mark(document)
-            return _outcome_document(await self.coordinator.advance(key, epoch, hrs, digest))
+            return _outcome_document(await self.backend.advance(key, epoch, hrs, digest))
         if op == "reset":
             hrs = HRS(integer(document, "height", 0), integer(document, "round", 0, MAX_ROUND),
                       integer(document, "step", 0, 3))  # fmt: skip
             problem = check_mark(hrs, "", floor=True)
             if hrs != ZERO and problem:
                 raise WireError(f"reset: {problem} (or 0/0/0: nothing signed)")
-            return _outcome_document(await self.coordinator.reset(key, hrs))
+            return _outcome_document(await self.backend.reset(key, hrs))
         replicas = {
             name: record_document(found) if not isinstance(found, str) else {"error": found}
-            for name, found in (await self.coordinator.status(key)).items()
+            for name, found in (await self.backend.status(key)).items()
         }
         return {"status": "OK", "replicas": replicas}
 
     # --- running ---
 
     async def serve(self) -> None:
-        """Serve until :meth:`stop`; the listeners are closed on the way out."""
+        """Serve until :meth:`stop`; everything is closed on the way out."""
         self._stopped = asyncio.Event()
-        listen = self.config.listen
-        peers = await asyncio.start_server(self._peer_connected, listen.host, listen.port, backlog=BACKLOG,
-                                           reuse_address=True)  # fmt: skip
+        await self.backend.start()
         signers = await self._signer_server()
-        log.info("event=serving node=%s listen=%s socket=%s peers=%s%s", self.config.node, listen, self.config.socket,
-                 ",".join(self.config.peers), f" recovering={self.replica.lost!r}" if self.replica.lost else "")  # fmt: skip
+        recovering = self.backend.recovering()
+        log.info("event=serving node=%s backend=%s socket=%s%s", self.config.node, type(self.backend).__name__,
+                 self.config.socket, f" recovering={recovering!r}" if recovering else "")  # fmt: skip
         try:
             await self._stopped.wait()
         finally:
-            for server in (peers, signers):
-                server.close()
+            signers.close()
             self.config.socket.unlink(missing_ok=True)
-            await self.coordinator.close()
-            self.replica.close()
+            await self.backend.close()
             log.info("event=stopped node=%s", self.config.node)
 
     async def _signer_server(self) -> asyncio.AbstractServer:
@@ -312,11 +205,6 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int:
     sock = writer.get_extra_info("socket")
     credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", credentials)[1]
-
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername") or ("?", "?")
-    return "%s:%s" % peer[:2]
 
 
 def _outcome_document(outcome: Outcome) -> dict[str, object]:

@@ -1,23 +1,29 @@
-"""The coordinator: runs promotions and advances over the three replicas.
+"""The built-in backend: three replicas, one on each node of the trio.
 
-It lives in every node's daemon and serves the signers of that node. Each
-request goes to the local replica (in-process) and to both peers (over their
-links) at once; the register's tallies decide as soon as a majority
-answered, and a peer that has not answered within ``timeout`` counts as
-missing. Only this node's ballots pass through it: a promotion asks for a
-ballot owned by this node, and a signer's advance is forwarded only at the
-ballot this node was promised.
+Each request of a signer goes to the local replica (in-process) and to both
+peers (over their links) at once; the register's tallies decide as soon as a
+majority answered, and a peer that has not answered within ``timeout``
+counts as missing. This node's replica answers the other two nodes'
+coordinators on a TCP listener with mutual TLS: a peer must present a
+certificate of the cluster CA naming one of the configured peers, and may
+act only at ballots it owns. A connection holds nothing before it has
+authenticated: handshakes in progress are capped, and when the cap is
+reached the oldest unauthenticated one is dropped, so a flood of
+connections that never authenticate cannot keep a peer out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
 
-from highlander.signstate import register
-from highlander.signstate.peers import PeerError, PeerLink
+from highlander.signstate import pki, register
+from highlander.signstate.backends import Backend, BackendError, Outcome
+from highlander.signstate.config import NodeConfig
+from highlander.signstate.peers import Outbox, PeerError, PeerLink, read_frame, tune
 from highlander.signstate.register import (
     HRS,
     NO_BALLOT,
@@ -34,34 +40,64 @@ from highlander.signstate.register import (
     Reply,
 )
 from highlander.signstate.replica import Replica
-from highlander.signstate.wire import Page, Request, WireError, parse_page, parse_reply, request_document
+from highlander.signstate.wire import (
+    Page,
+    Request,
+    WireError,
+    encode_frame,
+    error_document,
+    page_document,
+    parse_page,
+    parse_reply,
+    parse_request,
+    reply_document,
+    request_document,
+)
 
 log = logging.getLogger("highlander.signstate")
 
 PROMOTION_ATTEMPTS = 5
+HANDSHAKE_TIMEOUT = 5.0
+MAX_HANDSHAKES = 128  # unauthenticated connections at once; the oldest goes when another arrives
+MAX_LINKS_PER_PEER = 4  # a peer keeps one; more are left over from its restarts
+BACKLOG = 512
+PEER_BACKLOG_LIMIT = 4 << 20  # replies a peer does not read: it is gone
 
 
-class Outcome(NamedTuple):
-    """What the coordinator tells the signer."""
-
-    status: str
-    ballot: Ballot = NO_BALLOT
-    record: Record = register.EMPTY
-    detail: str = ""
-
-
-class Coordinator:
-    def __init__(self, node: str, replica: Replica, links: dict[str, PeerLink], timeout: float) -> None:
-        self.node = node
-        self.replica = replica
-        self.links = links
-        self.timeout = timeout
-        self.replicas = (node, *links)
-        # Per key, the highest ballot any replica reported (advances below it are
-        # refused at once: a superseded signer never signs again), and the ballot
-        # this node was promised by its latest promotion.
+class TrioBackend(Backend):
+    def __init__(self, config: NodeConfig) -> None:
+        super().__init__(config.node)
+        self.config = config
+        self.timeout = config.timeout
+        self.replica = Replica(config.node, config.state_dir)
+        self.replica.open()
+        client = pki.client_context(config.pki_dir, config.node)
+        self.server_context = pki.server_context(config.pki_dir, config.node)
+        self.links = {name: PeerLink(name, address, client, config.timeout) for name, address in sorted(config.peers.items())}
+        self.replicas = (config.node, *self.links)
+        # Per key, the highest ballot any replica reported: advances below it
+        # are refused at once, so a superseded signer never signs again.
         self._newest: dict[KeyId, Ballot] = {}
-        self._promoted: dict[KeyId, Ballot] = {}
+        self._handshakes: OrderedDict[asyncio.StreamWriter, None] = OrderedDict()
+        self._peer_links: dict[str, list[asyncio.StreamWriter]] = {name: [] for name in config.peers}
+        self._listener: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        listen = self.config.listen
+        self._listener = await asyncio.start_server(self._peer_connected, listen.host, listen.port, backlog=BACKLOG,
+                                                    reuse_address=True)  # fmt: skip
+        if self.replica.lost:
+            log.error("event=recovering reason=%r", self.replica.lost)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        for link in self.links.values():
+            await link.close()
+        self.replica.close()
+
+    def recovering(self) -> str:
+        return self.replica.lost
 
     # --- sending ---
 
@@ -119,25 +155,15 @@ class Coordinator:
 
     # --- the signer's operations ---
 
-    async def advance(self, key: KeyId, counter: int, hrs: HRS, digest: str) -> Outcome:
-        """Ask a majority to accept ``hrs``/``digest`` before it is signed.
+    def newest_known(self, key: KeyId) -> Ballot:
+        return self._newest.get(key, NO_BALLOT)
 
-        ``counter`` is the epoch the signer's promotion returned; the ballot
-        is that counter owned by this node, and it must be the one this node
-        was promised: a signer cannot take another node's epoch, nor push
-        the replicas to one nobody promoted.
-        """
-        ballot = Ballot(counter, self.node)
-        newest = self._newest.get(key, NO_BALLOT)
-        if ballot < newest:
-            return Outcome(register.STALE_EPOCH, ballot, detail=f"ballot {newest} superseded {ballot}")
-        if ballot != self._promoted.get(key) and ballot != self._local_promise(key):
-            return Outcome(REFUSED, ballot, detail=f"epoch {counter} was not promoted on {self.node}; promote first")
-        return await self._run_advance(Advance(key, ballot, hrs, digest, self.replicas), "advance")
-
-    def _local_promise(self, key: KeyId) -> Ballot | None:
-        """What the local replica promised (survives a restart of this daemon)."""
+    async def promised_here(self, key: KeyId) -> Ballot | None:
+        """What the local replica promised (it survives a restart of this daemon)."""
         return self.replica.store.get(key).promised if self.replica.store is not None else None
+
+    async def _advance(self, key: KeyId, ballot: Ballot, hrs: HRS, digest: str) -> Outcome:
+        return await self._run_advance(Advance(key, ballot, hrs, digest, self.replicas), "advance")
 
     async def _run_advance(self, tally: Advance, event: str) -> Outcome:
         request = Request(0, "advance", tally.key, tally.ballot, tally.hrs, tally.digest)
@@ -153,10 +179,10 @@ class Coordinator:
             log.error("event=conflict key=%s hrs=%s: another digest was accepted at this mark", tally.key, tally.hrs)
         return Outcome(status, tally.ballot, _best_record(tally.replies), detail)
 
-    async def promote(self, key: KeyId) -> Outcome:
-        """Make this node the signer for ``key``: a new ballot of this node promised
-        by a majority, and their highest mark written back to a majority."""
-        seen = max(self._newest.get(key, NO_BALLOT), self._local_promise(key) or NO_BALLOT)
+    async def _promote(self, key: KeyId) -> Outcome:
+        """A new ballot of this node promised by a majority, and their highest
+        mark written back to a majority."""
+        seen = max(self._newest.get(key, NO_BALLOT), await self.promised_here(key) or NO_BALLOT)
         ballot = register.next_ballot(seen, self.node)
         for _ in range(PROMOTION_ATTEMPTS):
             promotion = Promotion(key, ballot, self.replicas)
@@ -174,7 +200,6 @@ class Coordinator:
                 repair = await self._run_advance(Repair(key, ballot, best.hwm, best.digest, self.replicas), "repair")
                 if repair.status != OK:
                     return Outcome(repair.status, ballot, best, f"read repair failed: {repair.detail}")
-            self._promoted[key] = ballot
             log.info("event=promote key=%s ballot=%s outcome=OK hwm=%s", key, ballot, best.hwm)
             return Outcome(OK, ballot, best._replace(promised=ballot))
         return Outcome(REFUSED, ballot, detail=f"ballot refused {PROMOTION_ATTEMPTS} times: another node is promoting")
@@ -229,7 +254,7 @@ class Coordinator:
                 for key, record in await self._dump(link):
                     merged.setdefault(key, []).append(record)
             except (PeerError, WireError, asyncio.TimeoutError) as exc:
-                raise RejoinError(f"cannot rejoin: {name} did not give its records ({str(exc) or type(exc).__name__}); "
+                raise BackendError(f"cannot rejoin: {name} did not give its records ({str(exc) or type(exc).__name__}); "
                                   "both other replicas must be up and healthy") from None  # fmt: skip
         records = [(key, register.merge(found)) for key, found in merged.items()]
         await self.replica.install(records)
@@ -260,14 +285,87 @@ class Coordinator:
         text += "".join(f"; {name}: {problem}" for name, problem in sorted(problems.items()))
         return f"no majority answered ({text})" if status == NO_QUORUM else f"({text})"
 
-    async def close(self) -> None:
-        for link in self.links.values():
-            await link.close()
+    # --- the replica's listener for the peers ---
 
+    async def _peer_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        where = "%s:%s" % writer.get_extra_info("peername")[:2]
+        self._handshakes[writer] = None
+        if len(self._handshakes) > MAX_HANDSHAKES:
+            oldest = next(iter(self._handshakes))
+            log.warning("event=dropped reason=too-many-handshakes oldest=%s", _peer(oldest))
+            self._handshakes.pop(oldest)
+            oldest.transport.abort()
+        try:
+            await writer.start_tls(self.server_context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+            name = pki.peer_name(writer.get_extra_info("ssl_object"))
+        except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError, pki.PKIError) as exc:
+            log.warning("event=rejected peer=%s reason=%r", where, str(exc) or type(exc).__name__)
+            writer.transport.abort()
+            return
+        finally:
+            self._handshakes.pop(writer, None)
+        if name not in self.config.peers:
+            log.warning("event=rejected peer=%s name=%s reason=not-a-configured-peer", where, name)
+            writer.transport.abort()
+            return
+        tune(writer)
+        links = self._peer_links[name]
+        links.append(writer)
+        if len(links) > MAX_LINKS_PER_PEER:
+            links.pop(0).transport.abort()
+        try:
+            await self._serve_peer(reader, writer, name)
+        finally:
+            if writer in links:
+                links.remove(writer)
+            writer.transport.abort()
 
-class RejoinError(RuntimeError):
-    """A rejoin cannot be done now; the message says what is missing."""
+    async def _serve_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
+        """Read frames and answer each once it is durable, in whatever order that happens
+        (the answers that are ready in one turn of the loop go out in one write)."""
+        outbox = Outbox()
+        outbox.writer = writer
+        while True:
+            try:
+                document = await read_frame(reader)
+            except (EOFError, OSError, ssl.SSLError):
+                return
+            except WireError as exc:  # the framing is lost: say why, then hang up
+                log.warning("event=bad-frame peer=%s reason=%r", name, str(exc))
+                writer.write(encode_frame(error_document(None, str(exc))))
+                await writer.drain()
+                return
+            self._answer_peer(outbox, name, document)
+            if writer.transport.get_write_buffer_size() > PEER_BACKLOG_LIMIT:
+                log.warning("event=dropped peer=%s reason=does-not-read-its-replies", name)
+                return
+
+    def _answer_peer(self, outbox: Outbox, name: str, document: object) -> None:
+        request_id = document.get("id") if isinstance(document, dict) else None
+        request_id = request_id if type(request_id) is int else None
+        try:
+            request = parse_request(document)
+        except WireError as exc:
+            log.warning("event=bad-request peer=%s reason=%r", name, str(exc))
+            outbox.put(encode_frame(error_document(request_id, str(exc))))
+            return
+
+        def send(answer: asyncio.Future[object]) -> None:
+            try:
+                reply = answer.result()
+                frame = page_document(request.id, reply) if isinstance(reply, Page) else reply_document(request.id, reply)  # type: ignore[arg-type]
+            except WireError as exc:
+                log.warning("event=bad-request peer=%s reason=%r", name, str(exc))
+                frame = error_document(request.id, str(exc))
+            outbox.put(encode_frame(frame))
+
+        self.replica.submit(request, name).add_done_callback(send)  # type: ignore[arg-type]
 
 
 def _best_record(replies: dict[str, Reply]) -> Record:
     return max((r.record for r in replies.values()), key=lambda rec: rec.hwm, default=register.EMPTY)
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername") or ("?", "?")
+    return "%s:%s" % peer[:2]
