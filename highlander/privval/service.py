@@ -25,6 +25,11 @@ log = logging.getLogger("highlander.privval")
 
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 1.0
+# A node's listener serves one signer at a time. A signer that may not sign
+# hangs up after refusing a signature and stays away this long, so that a
+# promoted signer waiting in the node's accept queue gets the node.
+YIELD_SECONDS = 3.0
+SIGN_REQUESTS = ("sign_vote_request", "sign_proposal_request")
 
 
 class NodeLink:
@@ -38,6 +43,7 @@ class NodeLink:
         self.timeout = timeout
         self.stopping = stopping
         self._connection: Connection | None = None
+        self._yielding = False
         self._thread = threading.Thread(target=self._run, name=f"privval {address}", daemon=True)
 
     def start(self) -> None:
@@ -65,15 +71,20 @@ class NodeLink:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             failing, backoff = False, BACKOFF_FIRST
-            log.info("event=connected node=%s", self.address)
+            if not self._yielding:
+                log.info("event=connected node=%s", self.address)
             self._connection = connection
             try:
-                self._serve(connection)
+                yielded = self._serve(connection)
             finally:
                 self._connection = None
                 connection.close()
+            if yielded:
+                self.stopping.wait(YIELD_SECONDS)
 
-    def _serve(self, connection: Connection) -> None:
+    def _serve(self, connection: Connection) -> bool:
+        """Answer requests until the connection ends; True when it was
+        given up for a signer that may sign."""
         node = str(self.address)
         while not self.stopping.is_set():
             try:
@@ -81,19 +92,29 @@ class NodeLink:
                 request = messages.parse(schema.PrivvalMessage, body)
             except TimeoutError:
                 log.warning("event=dropped node=%s reason=%r", node, f"no request for {self.timeout:g} s")
-                return
+                return False
             except (messages.FrameError, SecretConnectionError) as exc:
                 log.warning("event=dropped node=%s reason=%r", node, f"malformed message: {exc}")
-                return
+                return False
             except OSError as exc:
                 if not self.stopping.is_set():
                     log.warning("event=dropped node=%s reason=%r", node, str(exc) or type(exc).__name__)
-                return
+                return False
             try:
                 connection.write_message(self.signer.handle(request, node))
             except OSError as exc:
                 log.warning("event=dropped node=%s reason=%r", node, f"cannot answer: {exc}")
-                return
+                return False
+            if request.WhichOneof("sum") in SIGN_REQUESTS:
+                if self.signer.may_sign():
+                    self._yielding = False
+                    continue
+                if not self._yielding:  # one line when it starts, not one per cycle
+                    log.info("event=yielding node=%s reason=%r", node, "this signer may not sign; hanging up after "
+                             "each refusal so that one that may gets the node")  # fmt: skip
+                self._yielding = True
+                return True
+        return False
 
 
 class Service:

@@ -37,6 +37,7 @@ from highlander.signstate.client import Conflict, Refused, Session, Superseded
 from highlander.signstate.register import HRS, KeyId
 
 log = logging.getLogger("highlander.privval")
+SUPERSEDED = "superseded: another signer was promoted in the register; this one no longer signs"
 
 
 class Register(Protocol):
@@ -48,7 +49,12 @@ class Register(Protocol):
 
 
 class Refusal(Exception):
-    """Why a request is not signed; sent to the node as a RemoteSignerError."""
+    """Why a request is not signed; sent to the node as a RemoteSignerError.
+    ``quiet`` ones are expected (an unpromoted signer) and logged at debug level."""
+
+    def __init__(self, reason: str, quiet: bool = False) -> None:
+        super().__init__(reason)
+        self.quiet = quiet
 
 
 class Signer:
@@ -97,6 +103,10 @@ class Signer:
             self.session = None
         log.info("event=demoted key=%s", self.key_id)
 
+    def may_sign(self) -> bool:
+        """Promoted and not superseded: signing requests can succeed here."""
+        return self.session is not None and not self.superseded
+
     # -- requests -------------------------------------------------------------
 
     def handle(self, request: Message, peer: str) -> Message:
@@ -115,7 +125,8 @@ class Signer:
             if kind == "sign_bytes_request":
                 raise Refusal("arbitrary bytes are never signed: they bypass the double-sign rule")
         except Refusal as refusal:
-            log.warning("event=refused node=%s request=%s reason=%r", peer, kind, str(refusal))
+            level = logging.DEBUG if refusal.quiet else logging.WARNING
+            log.log(level, "event=refused node=%s request=%s reason=%r", peer, kind, str(refusal))
             return messages.refusal(kind, str(refusal))
         # CometBFT's own signer answers an empty message to what it does not know.
         log.warning("event=unknown-request node=%s request=%s", peer, kind or "none")
@@ -161,15 +172,15 @@ class Signer:
         stored timestamp when it replaces the request's; or a Refusal."""
         with self._lock:
             if self.superseded:
-                raise Refusal("superseded: another signer was promoted in the register; this one no longer signs")
+                raise Refusal(SUPERSEDED, quiet=True)
             session = self.session
             if session is None:
-                raise Refusal("this signer is not promoted; it answers PubKey and Ping only")
+                raise Refusal("this signer is not promoted; it answers PubKey and Ping only", quiet=True)
             decision = decide(self.last, hrs, sign_bytes)
             if isinstance(decision, Refuse):
-                if decision.conflict:
-                    log.error("event=ALARM reason=double-sign-attempt key=%s node=%s %s at=%s",
-                              self.key_id, peer, what, hrs)  # fmt: skip
+                # A conflict with this signer's own last signature is what two
+                # nodes of one validator racing look like: refused, and logged
+                # by handle(); ALARM is kept for the register's CONFLICT.
                 raise Refusal(decision.reason)
             if isinstance(decision, Reuse):
                 log.info("event=resent key=%s node=%s %s at=%s", self.key_id, peer, what, hrs)
@@ -196,7 +207,7 @@ class Signer:
         except Superseded as exc:
             self.superseded = True
             log.error("event=superseded key=%s epoch=%d detail=%r: signing stops", self.key_id, session.epoch, str(exc))
-            raise Refusal("superseded: another signer was promoted in the register; this one no longer signs") from None
+            raise Refusal(SUPERSEDED) from None
         except Conflict:
             log.error("event=ALARM reason=register-conflict key=%s node=%s %s at=%s",
                       self.key_id, peer, what, hrs)  # fmt: skip

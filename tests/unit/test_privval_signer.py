@@ -115,11 +115,11 @@ def test_only_the_timestamp_differs_gets_the_stored_timestamp(signer: Signer) ->
     verify(signer, signbytes.vote_sign_bytes(CHAIN, second), second.signature)
 
 
-def test_conflict_is_refused_and_raises_the_alarm(signer: Signer, caplog: pytest.LogCaptureFixture) -> None:
+def test_conflict_is_refused_and_logged(signer: Signer, caplog: pytest.LogCaptureFixture) -> None:
     signer.handle(vote_request(block=b"a"), "a")
     response = signer.handle(vote_request(block=b"b"), "b").signed_vote_response
     assert "conflicting data" in response.error.description and response.vote.signature == b""
-    assert "event=ALARM" in caplog.text
+    assert "event=refused node=b" in caplog.text and "conflicting data" in caplog.text
 
 
 def test_concurrent_same_hrs_requests_for_two_blocks_yield_one_signature(signer: Signer) -> None:
