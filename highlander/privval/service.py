@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -30,6 +31,7 @@ BACKOFF_MAX = 1.0
 # promoted signer waiting in the node's accept queue gets the node.
 YIELD_SECONDS = 3.0
 SIGN_REQUESTS = ("sign_vote_request", "sign_proposal_request")
+STOP_GRACE = 2.0  # seconds for links to finish the request they are answering
 
 
 class NodeLink:
@@ -138,5 +140,9 @@ class Service:
         """Block until :meth:`stop` (from a signal handler or another thread)."""
         while not self.stopping.wait(1.0):
             pass
+        # A link still dialing (a node that does not answer its handshake)
+        # would hold the exit for a whole timeout; it is a daemon thread and
+        # signs nothing, so it is left behind after a short grace.
+        deadline = time.monotonic() + STOP_GRACE
         for link in self.links:
-            link.join(5.0)
+            link.join(max(0.0, deadline - time.monotonic()))
