@@ -102,7 +102,10 @@ class CometNode:
         else:
             genesis = json.loads(genesis_path.read_text())
             genesis["chain_id"] = chain_id
-            genesis["consensus_params"]["abci"]["vote_extensions_enable_height"] = str(extensions_height)
+            params = genesis["consensus_params"]
+            for section in ("abci", "feature"):  # 0.38 / 1.0; 0.37 has no vote extensions
+                if section in params:
+                    params[section]["vote_extensions_enable_height"] = str(extensions_height)
             genesis_path.write_text(json.dumps(genesis, indent=2))
         config = self.home / "config" / "config.toml"
         text = config.read_text()
