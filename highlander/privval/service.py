@@ -65,7 +65,7 @@ class NodeLink:
         while not self.stopping.is_set():
             try:
                 connection = dial(self.address, self.identity, self.timeout)
-            except (OSError, SecretConnectionError, messages.FrameError) as exc:
+            except (OSError, ValueError) as exc:  # refused, unreachable, or a broken handshake
                 if not failing:  # one line per outage, not one per attempt
                     log.warning("event=dial-failed node=%s error=%r (retrying)", self.address, str(exc))
                 failing = True
@@ -76,8 +76,12 @@ class NodeLink:
             if not self._yielding:
                 log.info("event=connected node=%s", self.address)
             self._connection = connection
+            yielded = False
             try:
                 yielded = self._serve(connection)
+            except Exception:  # a bug must cost one connection, never the node's link
+                log.exception("event=internal-error node=%s (connection dropped)", self.address)
+                self.stopping.wait(backoff)
             finally:
                 self._connection = None
                 connection.close()
