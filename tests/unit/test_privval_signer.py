@@ -22,30 +22,33 @@ from highlander.privval.key import KeyFileError, load_key, parse_key
 from highlander.privval.rules import LastSigned
 from highlander.privval.signer import Signer
 from highlander.privval.state import StateError, StateFile
-from highlander.signstate import register
 from highlander.signstate.client import Conflict, Refused, Session, Superseded
-from highlander.signstate.register import EMPTY, HRS, KeyId
+from highlander.signstate.register import HRS, KeyId
 
 
 CHAIN = "test-chain"
 
 
 class OneReplica:
-    """The register protocol on one in-memory record, raising as SignerClient does."""
+    """The register's contract as the signer sees it (SignerClient's
+    exceptions), on one in-memory mark; the real trio is in the integration tests."""
 
     def __init__(self) -> None:
-        self.record = EMPTY
+        self.epoch, self.hwm, self.digest = 0, HRS(0, 0, 0), ""
         self.advances: list[HRS] = []
 
     def promote(self, key: KeyId) -> Session:
-        self.record, reply = register.promise(self.record, self.record.promised_epoch + 1)
-        return Session(reply.record.promised_epoch, reply.record.hwm, reply.record.digest)
+        self.epoch += 1
+        return Session(self.epoch, self.hwm, self.digest)
 
     def advance(self, key: KeyId, epoch: int, hrs: HRS, digest: str) -> None:
-        self.record, reply = register.advance(self.record, epoch, hrs, digest)
-        error = {"STALE_EPOCH": Superseded, "CONFLICT": Conflict}.get(reply.status, Refused)
-        if reply.status != register.OK:
-            raise error(reply.status, "")
+        if epoch < self.epoch:
+            raise Superseded("STALE_EPOCH", "")
+        if hrs < self.hwm:
+            raise Refused("REGRESSION", "")
+        if hrs == self.hwm and digest != self.digest:
+            raise Conflict("CONFLICT", "")
+        self.hwm, self.digest = hrs, digest
         self.advances.append(hrs)
 
 
@@ -177,7 +180,7 @@ def test_superseded_signer_stops_for_good(signer: Signer, replica: OneReplica) -
     replica.promote(signer.key_id)  # another node was promoted
     assert "superseded" in signer.handle(vote_request(height=11), "n").signed_vote_response.error.description
     assert signer.superseded
-    replica.record = replica.record._replace(promised_epoch=0)  # even if the register would accept
+    replica.epoch = 0  # even if the register would accept
     assert "superseded" in signer.handle(vote_request(height=12), "n").signed_vote_response.error.description
     assert signer.last.hrs == HRS(10, 0, 2)
 
@@ -185,13 +188,13 @@ def test_superseded_signer_stops_for_good(signer: Signer, replica: OneReplica) -
 def test_register_conflict_is_refused_with_an_alarm(signer: Signer, replica: OneReplica,
                                                     caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     # Another signer got a different vote at 10/0/2 into the register.
-    replica.record = replica.record._replace(hwm=HRS(10, 0, 2), digest="ab" * 32)
+    replica.hwm, replica.digest = HRS(10, 0, 2), "ab" * 32
     assert "different signature" in signer.handle(vote_request(), "n").signed_vote_response.error.description
     assert "reason=register-conflict" in caplog.text
 
 
 def test_nothing_at_or_below_the_promotion_mark_is_signed(tmp_path: Path, replica: OneReplica) -> None:
-    replica.record = replica.record._replace(hwm=HRS(10, 0, 2), digest="ab" * 32)
+    replica.hwm, replica.digest = HRS(10, 0, 2), "ab" * 32
     key = load_key(support.write_key(tmp_path / "k.json", Ed25519PrivateKey.generate()))
     late = Signer(CHAIN, key, KeyId(CHAIN, "v"), StateFile(tmp_path / "s.json"), lambda: replica)
     late.promote()
