@@ -1,4 +1,5 @@
-"""``highlander privval``: run the remote signer, promote and demote it."""
+"""``highlander privval``: run the remote signer (promote and demote it
+through its control socket, :mod:`highlander.privval.control`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 from highlander.privval.config import PrivvalConfig, load_config
+from highlander.privval.control import ControlServer
 from highlander.privval.key import load_key
 from highlander.privval.service import Service
 from highlander.privval.signer import Signer
@@ -39,10 +41,6 @@ def promote(signer: Signer) -> None:
         raise PrivvalError(f"cannot promote {signer.key_id} in the sign-state register: {exc}") from None
 
 
-def demote(signer: Signer) -> None:
-    signer.demote()
-
-
 def serve(config_path: Path, promoted: bool) -> None:
     """Dial every configured node and answer it until SIGTERM or SIGINT."""
     config = load_config(config_path)
@@ -57,7 +55,14 @@ def serve(config_path: Path, promoted: bool) -> None:
     if promoted:
         promote(signer)
     service = Service(signer, config.nodes, config.timeout)
+    control = ControlServer(config.control, signer, service.connected) if config.control else None
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: service.stop())
+    if control is not None:
+        control.start()
     service.start()
-    service.wait()
+    try:
+        service.wait()
+    finally:
+        if control is not None:
+            control.stop()

@@ -10,6 +10,7 @@ Example::
     key_id = "validator"          # the key's name in the register [default: its address]
     max_height_gap = 100000       # refuse a jump further above the last mark
     timeout = 10.0                # seconds of silence before a node is redialed
+    control = "/run/highlander/privval.sock"  # promote/demote/status (optional)
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class PrivvalConfig(NamedTuple):
     key_id: str | None = None
     max_height_gap: int = 100_000
     timeout: float = 10.0
+    control: Path | None = None
 
     def key(self, address: str) -> KeyId:
         """The register's name for this signer's key."""
@@ -67,7 +69,7 @@ def parse_node(text: object, where: str) -> NodeAddress:
 
 
 def parse_config(document: dict[str, object], source: str = "config") -> PrivvalConfig:
-    known = {"chain_id", "key_file", "state_file", "register", "nodes", "key_id", "max_height_gap", "timeout"}
+    known = {"chain_id", "key_file", "state_file", "register", "nodes", "key_id", "max_height_gap", "timeout", "control"}
     unknown = sorted(set(document) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -101,6 +103,7 @@ def parse_config(document: dict[str, object], source: str = "config") -> Privval
         key_id=key_id,
         max_height_gap=gap,
         timeout=float(timeout),
+        control=absolute_path(document, "control", source) if "control" in document else None,
     )
 
 

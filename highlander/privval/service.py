@@ -51,6 +51,10 @@ class NodeLink:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
+
     def interrupt(self) -> None:
         """Unblock a read in progress (on stop)."""
         connection = self._connection
@@ -134,6 +138,10 @@ class Service:
     def start(self) -> None:
         for link in self.links:
             link.start()
+
+    def connected(self) -> list[str]:
+        """The nodes with a connection right now."""
+        return [str(link.address) for link in self.links if link.connected]
 
     def stop(self) -> None:
         self.stopping.set()

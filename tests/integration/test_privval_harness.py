@@ -6,6 +6,7 @@ signer and the register (three sign-state daemons) are real processes."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+import stat
 from pathlib import Path
 
 import privval_support as support
@@ -13,7 +14,7 @@ import pytest
 from cometbft_support import FakeNode, PrivvalProcess, fake_nodes, in_parallel
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from highlander.privval import messages, schema, signbytes
+from highlander.privval import control, messages, schema, signbytes
 from highlander.privval.secretconn import raw_public
 from highlander.privval.transport import Connection
 from highlander.signstate.localtrio import LocalTrio
@@ -137,3 +138,36 @@ def test_silent_peer_during_the_handshake_does_not_stop_the_other_node(harness: 
     answer = FakeNode.ask(other, support.vote_request(CHAIN, height=5)).signed_vote_response
     harness.verify_vote(answer.vote)
     stalled.close()
+
+
+def test_control_socket_promotes_and_demotes_a_running_signer(tmp_path: Path, trio: LocalTrio) -> None:
+    private = Ed25519PrivateKey.generate()
+    key_file = support.write_key(tmp_path / "priv_validator_key.json", private)
+    control_path = tmp_path / "control.sock"
+    with fake_nodes(1) as (node,):
+        signer = PrivvalProcess(tmp_path / "signer", CHAIN, key_file, trio.socket("node-a"), [node.laddr],
+                                control=str(control_path))  # fmt: skip
+        try:
+            signer.start(promote=False)
+            connection = node.accept()
+            assert ping_works(connection)
+            assert stat.S_IMODE(control_path.stat().st_mode) == 0o600
+            status = control.request(control_path, "status")
+            assert status["promoted"] is False and status["connected"] == [node.laddr]
+            refused = FakeNode.ask(connection, support.vote_request(CHAIN, height=3)).signed_vote_response
+            assert "not promoted" in refused.error.description
+
+            promoted = control.request(control_path, "promote")
+            assert promoted["status"] == "OK" and promoted["mark"] == "0/0/0"
+            connection = node.accept()  # the unpromoted signer had hung up for a signer that may sign
+            signed = FakeNode.ask(connection, support.vote_request(CHAIN, height=3)).signed_vote_response
+            assert not signed.HasField("error")
+
+            assert control.request(control_path, "demote") == {"status": "OK"}
+            later = FakeNode.ask(connection, support.vote_request(CHAIN, height=4)).signed_vote_response
+            assert "not promoted" in later.error.description
+            assert control.request(control_path, "status")["last"] == "3/0/2"
+            assert control.request(control_path, "reboot")["status"] == "ERROR"
+        finally:
+            signer.stop()
+    assert not control_path.exists()

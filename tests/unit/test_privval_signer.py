@@ -301,6 +301,7 @@ def test_config_parses_nodes() -> None:
                             NodeAddress("tcp", "::1", 1))  # fmt: skip
     assert [str(node) for node in config.nodes] == ["tcp://127.0.0.1:26659", "unix:///run/p.sock", "tcp://[::1]:1"]
     assert config.key("ABC") == KeyId(CHAIN, "ABC") and config.max_height_gap == 100_000
+    assert config.control is None and parse_config({**BASE, "control": "/run/p.sock"}).control == Path("/run/p.sock")
 
 
 @pytest.mark.parametrize(
@@ -316,6 +317,7 @@ def test_config_parses_nodes() -> None:
         ({"timeout": 0.1}, "timeout"),
         ({"colour": "red"}, "unknown setting"),
         ({"key_id": "../x"}, "key_id"),
+        ({"control": "privval.sock"}, "control must be an absolute path"),
     ],
 )
 def test_config_errors_name_the_field(change: dict[str, object], complaint: str) -> None:
