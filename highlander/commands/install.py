@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OCF_PROVIDER = "highlander"
-OCF_AGENTS = ("signstate", "validator")
+OCF_AGENTS = ("privval", "signstate", "validator")
 FENCE_AGENTS: tuple[str, ...] = (
     "fence_highlander_ipmi",
     "fence_highlander_ilo_ssh",
