@@ -92,8 +92,9 @@ class CometNode:
         return self.home / "cometbft.log"
 
     def init(self, chain_id: str, *, extensions_height: int = 0, genesis_from: CometNode | None = None,
-             peer: CometNode | None = None) -> None:  # fmt: skip
-        """``cometbft init``, then this test's chain id, ports and short timeouts."""
+             peer: CometNode | None = None, remote_signer: bool = True) -> None:  # fmt: skip
+        """``cometbft init``, then this test's chain id, ports and short timeouts
+        (``remote_signer=False``: the node signs itself with FilePV)."""
         subprocess.run([self.binary, "init", "--home", self.home], check=True, capture_output=True)
         genesis_path = self.home / "config" / "genesis.json"
         if genesis_from is not None:
@@ -111,7 +112,7 @@ class CometNode:
         text = config.read_text()
         for section, key, value in [
             ("", "proxy_app", '"kvstore"'), ("", "moniker", f'"{self.name}"'),
-            ("", "priv_validator_laddr", f'"{self.privval_laddr}"'),
+            ("", "priv_validator_laddr", f'"{self.privval_laddr}"' if remote_signer else '""'),
             ("rpc", "laddr", f'"tcp://127.0.0.1:{self.rpc_port}"'),
             ("p2p", "laddr", f'"tcp://127.0.0.1:{self.p2p_port}"'),
             ("p2p", "addr_book_strict", "false"), ("p2p", "allow_duplicate_ip", "true"),
@@ -121,6 +122,15 @@ class CometNode:
         ]:  # fmt: skip
             text = _set(text, section, key, value)
         config.write_text(text)
+
+    def use_remote_signer(self) -> None:
+        """Point a FilePV node at its privval listener (the node stopped)."""
+        config = self.home / "config" / "config.toml"
+        config.write_text(_set(config.read_text(), "", "priv_validator_laddr", f'"{self.privval_laddr}"'))
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "data" / "priv_validator_state.json"
 
     @property
     def key_file(self) -> Path:

@@ -152,3 +152,44 @@ def test_another_signer_promoted_takes_over_the_chain(tmp_path: Path, trio: Loca
     node.wait_for_height(taken_over + 5)
     assert "event=signed" in second.log_text()
     assert node.evidence(range(1, node.height() + 1)) == []
+
+
+def test_moving_from_filepv_continues_above_the_imported_mark(tmp_path: Path, trio: LocalTrio,
+                                                              processes: list) -> None:  # type: ignore[type-arg]  # fmt: skip
+    """The README's move: FilePV signs first; its state is imported into every
+    replica and copied to the signer; the node then signs through the signer."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from highlander.privval.key import load_key
+    from highlander.signstate.localtrio import NODES
+
+    node = CometNode(tmp_path, "node-a")
+    node.init(CHAIN, remote_signer=False)
+    processes.append(node)
+    node.start()
+    node.wait_for_height(4)
+    node.stop()
+    address = load_key(node.key_file).address
+
+    trio.stop()
+    for replica in NODES:
+        subprocess.run(
+            [sys.executable, "-m", "highlander", "signstate", "import", "--state-dir", str(trio.state_dir(replica)),
+             "--chain-id", CHAIN, "--key-id", address, str(node.state_file)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    trio.start()
+    filepv_height = int(json.loads(node.state_file.read_text())["height"])
+    signer = PrivvalProcess(tmp_path / "signer", CHAIN, node.key_file, trio.socket("node-a"), [node.privval_laddr])
+    processes.append(signer)
+    shutil.copy(node.state_file, signer.dir / "state.json")
+    node.use_remote_signer()
+    signer.start()
+    promoted = signer.wait_log(r"event=promoted .* mark=\S+")
+    assert f"mark={filepv_height}/" in promoted  # the register holds FilePV's last mark
+    node.start()
+    node.wait_for_height(filepv_height + 3)
+    assert node.evidence(range(1, node.height() + 1)) == []
