@@ -25,12 +25,13 @@ measures:
 A peer that is not available prints one line saying why; no number is made
 up.
 
-Measured on a shared two-core machine (load about 6, 300 votes each, tmkms
-0.15.0, Horcrux v3.3.2): highlander p50 11.6 ms / p99 38 ms — of which the
-register's advance 3.1 ms and the signer's own durable state write (temp
-file, fsync, rename, directory fsync) 5.8 ms —, tmkms p50 0.19 ms (no
-replication; no fsync on this path), Horcrux p50 6.3 ms: ratio vs tmkms 61,
-ratio vs horcrux 1.84. The goals are not met. The last lines are ``ratio vs tmkms X`` and ``ratio vs horcrux Y``
+Measured on a shared two-core machine (tmkms 0.15.0, Horcrux v3.3.2), three
+runs at load 5 to 7 from other work: highlander p50 2.6 / 4.5 / 11.6 ms,
+tmkms 0.27 / 0.34 / 0.19 ms, Horcrux 5.7 / 5.9 / 6.3 ms; ratio vs tmkms 9.6 /
+13 / 61, ratio vs horcrux 0.45 / 0.77 / 1.84. In the slowest run the
+register's advance took 3.1 ms and the signer's own durable state write
+(temp file, fsync, rename, directory fsync) 5.8 ms of the 11.6. The goals
+(3 and 0.2) are not met; tmkms neither replicates nor, on this path, fsyncs. The last lines are ``ratio vs tmkms X`` and ``ratio vs horcrux Y``
 (highlander p50 / peer p50; goals <= 3 and <= 0.2).
 """
 
