@@ -18,6 +18,7 @@ from highlander import __version__
 # Sub-commands that live in their own modules, as "module:attribute".
 LAZY_COMMANDS = {
     "signstate": "highlander.cli.signstate:signstate",
+    "privval": "highlander.cli.privval:privval",
     "demo-signer": "highlander.cli.demo:demo_signer",
     "check-journals": "highlander.cli.demo:check_journals",
     "render": "highlander.cli.render:render",

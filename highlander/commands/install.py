@@ -21,7 +21,7 @@ from highlander import strictjson
 from highlander.adapters.files import write_file
 
 OCF_PROVIDER = "highlander"
-OCF_AGENTS = ("signstate", "validator")
+OCF_AGENTS = ("privval", "signstate", "validator")
 FENCE_AGENTS: tuple[str, ...] = (
     "fence_highlander_ipmi",
     "fence_highlander_ilo_ssh",

@@ -93,11 +93,15 @@ def parse_config(document: dict[str, object], source: str = "config") -> NodeCon
     )
 
 
-def load_config(path: Path) -> NodeConfig:
+def read_toml(path: Path) -> dict[str, object]:
+    """A TOML configuration file as a dict; ConfigError names the file and the problem."""
     try:
-        document = tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(document, str(path))
+
+
+def load_config(path: Path) -> NodeConfig:
+    return parse_config(read_toml(path), str(path))

@@ -156,6 +156,33 @@ def test_ocf_tester_passes_for_the_signstate_agent(trio: LocalTrio, tmp_path: Pa
     assert "passed all tests" in done.stdout
 
 
+def test_ocf_tester_passes_for_the_privval_agent(trio: LocalTrio, tmp_path: Path) -> None:
+    """Start, promote (through the real register), demote, stop — and every
+    monitor in between — of the promotable remote signer."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from privval_support import write_key
+
+    key = write_key(tmp_path / "priv_validator_key.json", Ed25519PrivateKey.generate())
+    config = tmp_path / "privval.toml"
+    state, register, control = tmp_path / "state.json", trio.socket("node-a"), tmp_path / "privval.sock"
+    config.write_text(
+        f'chain_id = "ocf-tester"\nkey_file = "{key}"\nstate_file = "{state}"\nregister = "{register}"\n'
+        f'nodes = ["tcp://127.0.0.1:1"]\ncontrol = "{control}"\n'
+    )
+    done = run(
+        [
+            "ocf-tester", "-n", f"pv-{uuid4().hex[:8]}",
+            "-o", f"config={config}",
+            "-o", f"pidfile={tmp_path / 'privval.pid'}",
+            "-o", f"logfile={tmp_path / 'privval.log'}",
+            str(OCF_DIR / "privval"),
+        ]
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "passed all tests" in done.stdout
+    assert "event=promoted" in (tmp_path / "privval.log").read_text()
+
+
 def crm_validate(*options: str, level: str | None = None) -> subprocess.CompletedProcess[str]:
     validate = "--validate" if level is None else f"--validate={level}"
     argv = ["crm_resource", validate, "--class", "ocf", "--provider", "highlander", "--agent", "validator"]
@@ -194,7 +221,7 @@ def test_crm_resource_validate_at_level_0_checks_only_the_parameters(agent: Path
     assert crm_validate("command=sleep 1", "pidfile=relative.pid", level="0").returncode == 6
 
 
-@pytest.fixture(params=["validator", "signstate"])
+@pytest.fixture(params=["validator", "signstate", "privval"])
 def any_agent(request: pytest.FixtureRequest, agent: Path) -> Path:
     return OCF_DIR / request.param
 

@@ -19,7 +19,7 @@ from highlander.cli import LAZY_COMMANDS, main
 
 ALL_COMMANDS = [
     "check-journals", "demo", "demo-chain", "demo-signer", "drill",
-    "fence", "install", "lab", "render", "signstate",
+    "fence", "install", "lab", "privval", "render", "signstate",
 ]  # fmt: skip
 
 # Resolve demo-signer in a fresh interpreter and print the heavy modules it pulled in.

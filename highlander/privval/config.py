@@ -1,0 +1,111 @@
+"""``highlander privval``'s configuration file (TOML), checked field by field.
+
+Example::
+
+    chain_id = "cosmoshub-4"
+    key_file = "/etc/highlander/privval/priv_validator_key.json"
+    state_file = "/var/lib/highlander/privval/cosmoshub-4.json"
+    register = "/run/highlander/signstate.sock"  # the local sign-state daemon
+    nodes = ["tcp://10.0.0.1:26659", "unix:///run/cometbft/privval.sock"]
+    key_id = "validator"          # the key's name in the register [default: its address]
+    max_height_gap = 100000       # refuse a jump further above the last mark
+    timeout = 10.0                # seconds of silence before a node is redialed
+    control = "/run/highlander/privval.sock"  # promote/demote/status (optional)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from highlander.signstate.config import ConfigError, parse_address, read_toml
+from highlander.signstate.config import _path as absolute_path
+from highlander.signstate.register import KeyId
+from highlander.signstate.store import check_key
+
+__all__ = ["ConfigError", "NodeAddress", "PrivvalConfig", "load_config", "parse_config", "parse_node"]
+
+
+class NodeAddress(NamedTuple):
+    """A CometBFT node's ``priv_validator_laddr``: TCP (host, port) or a Unix socket path."""
+
+    scheme: str  # "tcp" or "unix"
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.scheme == "unix":
+            return f"unix://{self.path}"
+        return f"tcp://[{self.host}]:{self.port}" if ":" in self.host else f"tcp://{self.host}:{self.port}"
+
+
+class PrivvalConfig(NamedTuple):
+    chain_id: str
+    key_file: Path
+    state_file: Path
+    register: Path
+    nodes: tuple[NodeAddress, ...]
+    key_id: str | None = None
+    max_height_gap: int = 100_000
+    timeout: float = 10.0
+    control: Path | None = None
+
+    def key(self, address: str) -> KeyId:
+        """The register's name for this signer's key."""
+        return KeyId(self.chain_id, self.key_id or address)
+
+
+def parse_node(text: object, where: str) -> NodeAddress:
+    if isinstance(text, str) and text.startswith("unix://"):
+        path = text[len("unix://") :]
+        if not path.startswith("/"):
+            raise ConfigError(f"{where}: {text!r} must name an absolute socket path, as unix:///run/x.sock")
+        return NodeAddress("unix", path=path)
+    if isinstance(text, str) and text.startswith("tcp://"):
+        address = parse_address(text[len("tcp://") :], where)
+        return NodeAddress("tcp", address.host, address.port)
+    raise ConfigError(f"{where}: {text!r} is not tcp://HOST:PORT or unix:///PATH (the node's priv_validator_laddr)")
+
+
+def parse_config(document: dict[str, object], source: str = "config") -> PrivvalConfig:
+    known = {"chain_id", "key_file", "state_file", "register", "nodes", "key_id", "max_height_gap", "timeout", "control"}
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    chain_id = document.get("chain_id")
+    if not isinstance(chain_id, str) or not chain_id:
+        raise ConfigError(f"{source}: chain_id must name the chain (as in genesis.json), got {chain_id!r}")
+    key_id = document.get("key_id")
+    if key_id is not None and not isinstance(key_id, str):
+        raise ConfigError(f"{source}: key_id must be a name, got {key_id!r}")
+    problem = check_key(KeyId(chain_id, key_id or "address"))
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
+    nodes = document.get("nodes")
+    if not isinstance(nodes, list) or not nodes:
+        raise ConfigError(f"{source}: nodes must list at least one node, as [\"tcp://10.0.0.1:26659\"]")
+    parsed = tuple(parse_node(node, f"{source}: nodes[{index}]") for index, node in enumerate(nodes))
+    if len(set(parsed)) != len(parsed):
+        raise ConfigError(f"{source}: nodes lists the same node twice")
+    gap = document.get("max_height_gap", 100_000)
+    if not isinstance(gap, int) or isinstance(gap, bool) or gap < 1:
+        raise ConfigError(f"{source}: max_height_gap must be a positive number of blocks, got {gap!r}")
+    timeout = document.get("timeout", 10.0)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 1 <= timeout <= 300:
+        raise ConfigError(f"{source}: timeout must be seconds from 1 to 300, got {timeout!r}")
+    return PrivvalConfig(
+        chain_id=chain_id,
+        key_file=absolute_path(document, "key_file", source),
+        state_file=absolute_path(document, "state_file", source),
+        register=absolute_path(document, "register", source),
+        nodes=parsed,
+        key_id=key_id,
+        max_height_gap=gap,
+        timeout=float(timeout),
+        control=absolute_path(document, "control", source) if "control" in document else None,
+    )
+
+
+def load_config(path: Path) -> PrivvalConfig:
+    return parse_config(read_toml(path), str(path))
