@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from highlander.adapters.files import write_file
 from highlander.privval.rules import NOTHING, LastSigned
 from highlander.signstate import formats
 from highlander.signstate.register import ZERO
@@ -30,13 +31,14 @@ class StateFile:
         """The stored state; NOTHING when the file does not exist yet. A damaged
         file is an error, never "nothing signed" (that is how validators double-sign)."""
         try:
-            text = self.path.read_text()
+            with open(self.path, "rb") as handle:
+                data = handle.read(formats.MAX_SIZE + 1)
         except FileNotFoundError:
             return NOTHING
         except OSError as exc:
             raise StateError(f"{self.path}: cannot read: {exc.strerror}") from None
         try:
-            state = formats.parse_cometbft(text, str(self.path))
+            state = formats.parse_state(data, "cometbft", str(self.path))
         except formats.StateFileError as exc:
             raise StateError(f"{exc}; restore the file or import a higher one, never delete it") from None
         return LastSigned(state.hrs, state.signbytes or b"", state.signature or b"")
@@ -50,6 +52,6 @@ class StateFile:
             raise StateError(f"{self.path}: nothing to save at {ZERO}")
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            formats.write_atomically(self.path, formats.dump_cometbft(state))
+            write_file(self.path, formats.dump_cometbft(state), mode=0o600)
         except OSError as exc:
             raise StateError(f"{self.path}: cannot write: {exc.strerror or exc}") from None
