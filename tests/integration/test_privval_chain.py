@@ -177,7 +177,7 @@ def test_moving_from_filepv_continues_above_the_imported_mark(tmp_path: Path, tr
     trio.stop()
     for replica in NODES:
         subprocess.run(
-            [sys.executable, "-m", "highlander", "signstate", "import", "--state-dir", str(trio.state_dir(replica)),
+            [sys.executable, "-m", "highlander", "signstate", "import", "--config", str(trio.config(replica)),
              "--chain-id", CHAIN, "--key-id", address, str(node.state_file)],
             check=True, capture_output=True,
         )  # fmt: skip
