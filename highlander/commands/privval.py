@@ -66,3 +66,4 @@ def serve(config_path: Path, promoted: bool) -> None:
     finally:
         if control is not None:
             control.stop()
+        signer.close()

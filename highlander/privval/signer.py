@@ -12,7 +12,16 @@ Horcrux signed twice — get exactly one signature):
    within ``max_height_gap`` of the last mark;
 4. the register advances (a majority of the trio, durable) — only then is
    the key used;
-5. the new last signature is saved durably before it is returned.
+5. the new last signature is handed out, and saved durably right after, in
+   order, by a thread of its own.
+
+Why the save may follow the answer, where FilePV saves first: FilePV's file
+is its only guard, and here the register is the guard that accepted this
+mark and digest before the key was used. A signer restarted before its file
+caught up is promoted above the register's mark, which holds that signature:
+it signs nothing more at that mark (a missed vote at worst). The file lets a
+restarted signer hand out a stored signature again and refuse lower marks
+before it even asks. One durable write less on the way to every signature.
 
 An instance that is not promoted answers PubKey and Ping (so its node stays
 up) and refuses to sign; one the register reports superseded (STALE_EPOCH)
@@ -24,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from google.protobuf.message import Message
@@ -78,6 +88,8 @@ class Signer:
         self._register: Register | None = None
         self._lock = threading.Lock()
         self.last = state.load()
+        self._saved = self.last  # what the state file holds (only the saving thread changes it)
+        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
         self.session: Session | None = None
         self.superseded = False
 
@@ -191,14 +203,22 @@ class Signer:
             self._advance(session, hrs, sign_bytes, peer, what)
             signature = self.key.sign(sign_bytes)
             signed = LastSigned(hrs, sign_bytes, signature)
-            try:
-                self.state.save(self.last, signed)
-            except StateError as exc:
-                log.error("event=state-not-saved key=%s error=%r", self.key_id, str(exc))
-                raise Refusal(f"the signature could not be recorded durably: {exc}") from None
             self.last = signed
+            self._saver.submit(self._save, signed)
         log.info("event=signed key=%s node=%s %s at=%s", self.key_id, peer, what, hrs)
         return signature, None
+
+    def _save(self, signed: LastSigned) -> None:
+        try:
+            self.state.save(self._saved, signed)
+        except StateError as exc:  # the register still guards; a restarted signer asks it again
+            log.error("event=state-not-saved key=%s at=%s error=%r", self.key_id, signed.hrs, str(exc))
+            return
+        self._saved = signed
+
+    def close(self) -> None:
+        """Wait until the last signature is in the state file."""
+        self._saver.shutdown(wait=True)
 
     def _advance(self, session: Session, hrs: HRS, sign_bytes: bytes, peer: str, what: str) -> None:
         digest = formats.digest_of(formats.SignState(hrs, signbytes=sign_bytes))
