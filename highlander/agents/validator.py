@@ -392,34 +392,20 @@ def _height_advanced(res: Resource, found: Health | None) -> None:
 
 
 def _promote(res: Resource) -> tuple[int, HRS]:
-    """Make this node the key's signer; retried while there is no majority
-    (a peer may be rebooting), until half of the start timeout is spent."""
-    import time
+    """Make this node the key's signer, asking again while there is no majority
+    (a peer may be rebooting) until half of the start timeout is spent."""
+    from pathlib import Path
 
-    from highlander.signstate.client import Refused, SignerClient
-    from highlander.signstate.register import NO_QUORUM, KeyId
+    from highlander.commands.signstate import RegisterError, promote
+    from highlander.signstate.register import KeyId
 
     key = KeyId(str(res.params["chain_id"]), str(res.params["key_id"]))
-    give_up = time.monotonic() + res.time_left() / 2
-    while True:
-        try:
-            with SignerClient(str(res.params["signstate_socket"]), timeout=10) as client:
-                session = client.promote(key)
-            res.log.info(f"sign-state: promoted to epoch {session.epoch} for {key}, high-water mark {session.hwm}")
-            return session.epoch, session.hwm
-        except Refused as exc:
-            if exc.status != NO_QUORUM:
-                raise OCFError(codes.ERR_GENERIC, f"sign-state refused the promotion of {key}: {exc}") from None
-            reason = str(exc)
-        except (ConnectionError, OSError) as exc:
-            reason = str(exc)
-        if time.monotonic() >= give_up:
-            raise OCFError(
-                codes.ERR_GENERIC,
-                f"sign-state: no majority promised a new epoch for {key}; the validator must not start "
-                f"without one ({reason})",
-            )
-        time.sleep(1.0)
+    try:
+        session = promote(Path(str(res.params["signstate_socket"])), key, patience=res.time_left() / 2)
+    except RegisterError as exc:
+        raise OCFError(codes.ERR_GENERIC, f"sign-state: {exc}; the validator must not start without it") from None
+    res.log.info(f"sign-state: promoted to epoch {session.epoch} for {key}, high-water mark {session.hwm}")
+    return session.epoch, session.hwm
 
 
 def _raise_state_file(res: Resource, hwm: HRS) -> HRS:

@@ -113,11 +113,12 @@ def promote(socket_path: Path, chain_id: str, key_id: str) -> None:
     Even a promotion that fails (no majority) supersedes the running signer
     on the replicas that promised: do not run it by hand on an active node.
     """
-    with _client(socket_path) as client:
-        try:
-            session = client.promote(KeyId(chain_id, key_id))
-        except Refused as exc:
-            raise click.ClickException(f"not promoted: {exc}") from None
+    from highlander.commands import signstate as commands
+
+    try:
+        session = commands.promote(socket_path, KeyId(chain_id, key_id))
+    except commands.RegisterError as exc:
+        raise click.ClickException(f"not promoted: {exc}") from None
     h, r, s = session.hwm
     click.echo(json.dumps({"epoch": session.epoch, "height": h, "round": r, "step": s, "digest": session.digest}))
 
@@ -151,17 +152,11 @@ def advance(socket_path: Path, chain_id: str, key_id: str, epoch: int, height: i
 def export(socket_path: Path, chain_id: str, key_id: str, kind: str, height_margin: int, out: Path | None) -> None:
     """The quorum's highest mark as a signer state file (stdout, or raise --out)."""
     from highlander.commands import signstate as commands
-    from highlander.signstate.register import majority
 
-    with _client(socket_path) as client:
-        try:
-            found = client.status(KeyId(chain_id, key_id))
-        except (Refused, ConnectionError) as exc:
-            raise click.ClickException(str(exc)) from None
-    records = [r for r in found.values() if isinstance(r, Record)]
-    if len(records) < majority(len(found)):
-        raise click.ClickException(f"only {len(records)} of {len(found)} replicas answered; a majority is needed")
-    hwm = commands.raised_mark(max(r.hwm for r in records), height_margin)
+    try:
+        hwm = commands.raised_mark(commands.quorum_mark(socket_path, KeyId(chain_id, key_id)), height_margin)
+    except commands.RegisterError as exc:
+        raise click.ClickException(str(exc)) from None
     if out is None:
         click.echo(commands.render_state(kind, hwm), nl=False)
         return

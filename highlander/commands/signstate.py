@@ -1,5 +1,5 @@
-"""Sign-state use cases: run a node, and move marks between the register
-and a signer's own state file.
+"""Sign-state use cases: run a node, promote a signer, and move marks
+between the register and a signer's own state file.
 
 A state file is only ever raised, never lowered: lowering the last signed
 height of a CometBFT or tmkms signer is how it comes to sign twice.
@@ -17,11 +17,66 @@ from highlander.signstate import formats, store
 from highlander.signstate.config import load_config
 from highlander.signstate.register import HRS, ZERO, KeyId, Record, merge
 
+TYPE_CHECKING = False  # typing's constant without importing typing on the agents' start-up path
+if TYPE_CHECKING:
+    from highlander.signstate.client import Session
+
 FORMATS = ("cometbft", "tmkms")
 
 
 class StateFileError(RuntimeError):
     """A state file cannot be used; the message names it and says why."""
+
+
+class RegisterError(RuntimeError):
+    """The register did not allow what was asked; the message says why."""
+
+
+PROMOTE_RETRY = 1.0  # seconds between promotions while there is no majority
+
+
+def promote(socket_path: Path, key: KeyId, patience: float = 0.0) -> Session:
+    """Make this node ``key``'s signer: the epoch and the mark to continue above.
+
+    Without a majority (a peer may be rebooting) it asks again every second
+    for ``patience`` seconds; any other refusal is final. Even a promotion
+    that fails supersedes the running signer on the replicas that promised.
+    """
+    import time
+
+    from highlander.signstate.client import Refused, SignerClient
+    from highlander.signstate.register import NO_QUORUM
+
+    give_up = time.monotonic() + patience
+    while True:
+        try:
+            with SignerClient(socket_path, timeout=10) as client:
+                return client.promote(key)
+        except Refused as exc:
+            if exc.status != NO_QUORUM:
+                raise RegisterError(f"the register refused the promotion of {key}: {exc}") from None
+            reason = str(exc)
+        except (ConnectionError, OSError) as exc:
+            reason = str(exc)
+        if time.monotonic() + PROMOTE_RETRY > give_up:
+            raise RegisterError(f"no majority promised a new epoch for {key} ({reason})")
+        time.sleep(PROMOTE_RETRY)
+
+
+def quorum_mark(socket_path: Path, key: KeyId) -> HRS:
+    """The highest mark a majority of the register reports for ``key``."""
+    from highlander.signstate.client import Refused, SignerClient
+    from highlander.signstate.register import majority
+
+    try:
+        with SignerClient(socket_path) as client:
+            found = client.status(key)
+    except (Refused, ConnectionError, OSError) as exc:
+        raise RegisterError(str(exc)) from None
+    records = [r for r in found.values() if isinstance(r, Record)]
+    if len(records) < majority(len(found)):
+        raise RegisterError(f"only {len(records)} of {len(found)} replicas answered; a majority is needed")
+    return max(r.hwm for r in records)
 
 
 def serve(config_path: Path) -> None:
