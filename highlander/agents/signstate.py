@@ -132,7 +132,12 @@ AGENT = Agent(
         "height/round/step, and the coordinator that local signers ask before "
         "every signature. Clone it on all three nodes of the trio, witness "
         "included, and order the validator after it: without a majority of "
-        "replicas no validator starts and no signature is allowed."
+        "replicas no validator starts and no signature is allowed. A replica "
+        "whose state directory is lost, damaged or older than it was (restored "
+        "from a backup) does not start from zero: it keeps running but answers "
+        "nothing until 'highlander signstate rejoin' rebuilds it from both other "
+        "replicas; monitor at depth 10 logs that it is recovering. Initialise the "
+        "three replicas of a new cluster once with 'highlander signstate init'."
     ),
     parameters=PARAMETERS,
     actions=(
