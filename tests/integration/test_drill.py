@@ -5,7 +5,8 @@ validator to the other active node and the failed node never signs again; a
 killed signer is restarted in place; a standby or witness lost costs no
 signing pause; two nodes lost stop all signing until they are back. Nothing
 is ever signed twice, the trio is healthy after each. A short soak mixes
-them. The lab is then drilled as a real cluster: over SSH from its switch
+them. The validator moved by hand between iterations is found as an unasked
+move, with its evidence. The lab is then drilled as a real cluster: over SSH from its switch
 namespace, with power cuts through its own fence devices run on peers, and
 never without the confirmation and known host keys. ``lab down`` leaves
 nothing. The whole module takes about 7 minutes on two cores.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +28,11 @@ from typing import Any
 import pytest
 from lab_support import HIGHLANDER, journals, run, running_lab
 
+from highlander.adapters.pacemaker import Pacemaker
 from highlander.demo.journals import Entry
 from highlander.drill import measure, report
+from highlander.drill.lab import LabSite
+from highlander.drill.scenarios import Drill
 from highlander.lab import trio
 from highlander.lab.node import system_env
 from highlander.signstate.register import HRS
@@ -202,6 +207,37 @@ def test_a_soak_mixes_scenarios_without_double_signs(lab: Path, tmp_path: Path) 
     assert f"soak of 3 iterations (seed 5): {', '.join(names)}" in result.stdout
 
 
+@pytest.mark.lab
+def test_an_unasked_move_between_iterations_is_found_with_its_evidence(lab: Path, tmp_path: Path) -> None:
+    """The validator moved by hand (crm_resource --move) after an iteration
+    ended: the check before the next one reports it, with the moment's
+    evidence; healthy on the other node and banned from none, the drill may go on."""
+    drill = Drill(LabSite(lab), print, report_dir=tmp_path)
+    drill.wait_healthy("before the move", 120)
+    left = drill.placement()
+    assert left is not None and len(left.nodes) == 1
+    assert drill.check_placement(1, left) and drill.findings == []  # nothing moved: nothing found
+    (was,) = left.nodes
+    other = ({"node-a", "node-b"} - {was}).pop()
+    runner = trio.node_runner(lab, "node-w")
+    runner.run(["crm_resource", "--resource", "validator", "--move", "--node", other], check=True)
+    try:
+        Pacemaker(runner).wait_for(f"the validator on {other}", lambda s: s.started_on("validator") == (other,), 120)
+        assert drill.check_placement(2, left)  # the drill goes on: one validator, no node banned
+    finally:
+        runner.run(["crm_resource", "--resource", "validator", "--clear"], check=True)
+    (finding,) = drill.findings
+    assert (finding["left_on"], finding["now_on"], finding["stops_drill"]) == ([was], [other], False)
+    assert any(f"stop operation for validator on {was}: ok" in line for line in finding["operations"])
+    assert any(f"start operation for validator on {other}: ok" in line for line in finding["operations"])
+    folder = tmp_path / finding["evidence"]
+    assert "cli-prefer-validator" in (folder / "node-w" / "constraints.xml").read_text()  # the move, as it was
+    for node in ("node-a", "node-b", "node-w"):
+        for name in ("crm_mon.txt", "scores.txt", "cib.xml", "files/var/log/pacemaker/pacemaker.log"):
+            assert (folder / node / name).stat().st_size > 0, f"{node}/{name}"
+    assert "UNASKED MOVE" in (folder / "drill.log").read_text() and (folder / "site" / "events.jsonl").exists()
+
+
 # --- on the lab, driven over SSH as a real cluster ---------------------------------------
 
 
@@ -242,6 +278,39 @@ def test_a_real_cluster_is_drilled_over_ssh(lab: Path, tmp_path: Path, scenario:
         assert copy.read_bytes() and original.startswith(copy.read_bytes())
     check = run("check-journals", *map(str, copies))
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+# Collects a real cluster's evidence over SSH (argv: inventory, key, known_hosts, folder); prints what it could not.
+COLLECT = """
+import json, sys
+from pathlib import Path
+from highlander.drill.remote import RemoteSite
+from highlander.inventory import load
+inventory, key, known_hosts, folder = map(Path, sys.argv[1:])
+site = RemoteSite(load(inventory), folder / "cache", key_file=key, known_hosts=known_hosts)
+print(json.dumps(site.collect(folder, 0.0)))
+site.close()
+"""
+
+
+@pytest.mark.lab
+def test_a_real_clusters_evidence_is_collected_over_ssh(lab: Path, tmp_path: Path) -> None:
+    plan, _ = trio.load_plan(lab)
+    ssh = lab / "ssh"
+    argv = ["ip", "netns", "exec", plan.switch, sys.executable, "-c", COLLECT, str(plan.inventory),
+            str(ssh / trio.SSH_KEY), str(ssh / "known_hosts"), str(tmp_path)]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, env=system_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    problems = json.loads(result.stdout)
+    assert all("journalctl" in problem for problem in problems), problems  # the lab's nodes run no systemd
+    for node in ("node-a", "node-b", "node-w"):
+        for name in ("crm_mon.txt", "constraints.xml", "cib.xml", "scores.txt",
+                     "files/var/log/pacemaker/pacemaker.log", "files/var/log/highlander/signstate-signstate.log"):
+            assert (tmp_path / node / name).stat().st_size > 0, f"{node}/{name}"
+    for node in ("node-a", "node-b"):
+        copy = tmp_path / node / f"files/var/log/highlander/journal-{node}.jsonl"
+        original = lab / "nodes" / node / f"root/var/log/highlander/journal-{node}.jsonl"
+        assert copy.read_bytes() and original.read_bytes().startswith(copy.read_bytes())
 
 
 @pytest.mark.lab
