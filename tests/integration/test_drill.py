@@ -29,6 +29,7 @@ import pytest
 from lab_support import HIGHLANDER, journals, run, running_lab
 
 from highlander.adapters.pacemaker import Pacemaker
+from highlander.adapters.runner import CommandRunner
 from highlander.demo.journals import Entry
 from highlander.drill import measure, report
 from highlander.drill.lab import LabSite
@@ -278,6 +279,39 @@ def test_a_real_cluster_is_drilled_over_ssh(lab: Path, tmp_path: Path, scenario:
         assert copy.read_bytes() and original.startswith(copy.read_bytes())
     check = run("check-journals", *map(str, copies))
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def score(runner: CommandRunner, node: str) -> str:
+    """The validator's allocation score on ``node``, as the live scheduler computes it now."""
+    shown = runner.run(["crm_simulate", "--live-check", "--show-scores"], check=True).stdout
+    return next(line.rsplit(": ", 1)[1] for line in shown.splitlines()
+                if line.startswith("pcmk__primitive_assign: validator allocation score on " + node + ":"))  # fmt: skip
+
+
+@pytest.mark.lab
+def test_a_failed_start_bans_the_standby_only_until_the_failure_expires(lab: Path) -> None:
+    """What a start of the validator that failed once on the standby leaves
+    (fail count INFINITY: a start failure is fatal) bans the standby, so that
+    no failover could go there; the rendered failure-timeout (60 s) lifts the
+    ban, and the validator does not move when it does."""
+    runner = trio.node_runner(lab, "node-w")
+    status = Pacemaker(runner).wait_for("a validator", lambda s: len(s.started_on("validator")) == 1, 120)
+    (active,) = status.started_on("validator")
+    standby = ({"node-a", "node-b"} - {active}).pop()
+    failed = time.time()
+    for name, value in (("fail-count-validator#start_0", "INFINITY"), ("last-failure-validator#start_0", str(int(failed)))):
+        runner.run(["attrd_updater", "--name", name, "--update", value, "--node", standby], check=True)
+    try:
+        Pacemaker(runner).wait_for("the fail count", lambda s: s.fail_count("validator") >= 1000000, 30)
+        assert score(runner, standby) == "-INFINITY"
+        deadline = time.monotonic() + 120
+        while score(runner, standby) == "-INFINITY":
+            assert time.monotonic() < deadline, "the failed start still bans the standby after 120 s"
+            time.sleep(2)
+        assert time.time() - failed >= 59  # not before the failure-timeout
+        assert Pacemaker(runner).status().started_on("validator") == (active,)
+    finally:
+        runner.run(["crm_resource", "--cleanup", "--resource", "validator", "--node", standby], check=True)
 
 
 # Collects a real cluster's evidence over SSH (argv: inventory, key, known_hosts, folder); prints what it could not.
