@@ -33,7 +33,7 @@ from highlander.adapters.runner import CommandRunner
 from highlander.demo.journals import Entry
 from highlander.drill import measure, report
 from highlander.drill.lab import LabSite
-from highlander.drill.scenarios import Drill
+from highlander.drill.scenarios import BANNED, Drill
 from highlander.lab import trio
 from highlander.lab.node import system_env
 from highlander.signstate.register import HRS
@@ -289,29 +289,41 @@ def score(runner: CommandRunner, node: str) -> str:
 
 
 @pytest.mark.lab
-def test_a_failed_start_bans_the_standby_only_until_the_failure_expires(lab: Path) -> None:
-    """What a start of the validator that failed once on the standby leaves
-    (fail count INFINITY: a start failure is fatal) bans the standby, so that
-    no failover could go there; the rendered failure-timeout (60 s) lifts the
-    ban, and the validator does not move when it does."""
+def test_a_failed_start_bans_a_node_only_until_the_failure_expires(lab: Path) -> None:
+    """A start of the validator that fails once on the standby (here its signer
+    cannot open its journal there and exits) is fatal: the fail count is
+    INFINITY and bans the standby from every failover. The rendered
+    failure-timeout (60 s) lifts the ban; nothing moves when it does."""
     runner = trio.node_runner(lab, "node-w")
-    status = Pacemaker(runner).wait_for("a validator", lambda s: len(s.started_on("validator")) == 1, 120)
-    (active,) = status.started_on("validator")
+    pacemaker = Pacemaker(runner)
+    (active,) = pacemaker.wait_for("a validator", lambda s: len(s.started_on("validator")) == 1, 120).started_on(
+        "validator")  # fmt: skip
     standby = ({"node-a", "node-b"} - {active}).pop()
-    failed = time.time()
-    for name, value in (("fail-count-validator#start_0", "INFINITY"), ("last-failure-validator#start_0", str(int(failed)))):
-        runner.run(["attrd_updater", "--name", name, "--update", value, "--node", standby], check=True)
+    journal = lab / "nodes" / standby / "root/var/log/highlander" / f"journal-{standby}.jsonl"
+    saved = journal.with_name(journal.name + ".saved")
+    if journal.exists():
+        journal.rename(saved)
+    journal.mkdir()
     try:
-        Pacemaker(runner).wait_for("the fail count", lambda s: s.fail_count("validator") >= 1000000, 30)
+        runner.run(["crm_resource", "--resource", "validator", "--move", "--node", standby], check=True)
+        pacemaker.wait_for("the failed start on the standby",
+                           lambda s: s.fail_counts.get((standby, "validator"), 0) >= BANNED, 120)  # fmt: skip
+        failed = time.time()
+        runner.run(["crm_resource", "--resource", "validator", "--clear"], check=True)
+        pacemaker.wait_for("the validator back", lambda s: s.started_on("validator") == (active,), 120)
         assert score(runner, standby) == "-INFINITY"
         deadline = time.monotonic() + 120
         while score(runner, standby) == "-INFINITY":
             assert time.monotonic() < deadline, "the failed start still bans the standby after 120 s"
             time.sleep(2)
-        assert time.time() - failed >= 59  # not before the failure-timeout
-        assert Pacemaker(runner).status().started_on("validator") == (active,)
+        assert time.time() - failed >= 45  # the failure-timeout, not sooner
+        assert pacemaker.status().started_on("validator") == (active,)
     finally:
-        runner.run(["crm_resource", "--cleanup", "--resource", "validator", "--node", standby], check=True)
+        runner.run(["crm_resource", "--resource", "validator", "--clear"])
+        journal.rmdir()
+        if saved.exists():
+            saved.rename(journal)
+        runner.run(["crm_resource", "--cleanup", "--resource", "validator"], check=True)
 
 
 # Collects a real cluster's evidence over SSH (argv: inventory, key, known_hosts, folder); prints what it could not.
