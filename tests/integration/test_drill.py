@@ -6,10 +6,11 @@ killed signer is restarted in place; a standby or witness lost costs no
 signing pause; two nodes lost stop all signing until they are back. Nothing
 is ever signed twice, the trio is healthy after each. A short soak mixes
 them. The validator moved by hand between iterations is found as an unasked
-move, with its evidence. The lab is then drilled as a real cluster: over SSH from its switch
+move, with its evidence; a failed start bans a node only until the rendered
+failure-timeout. The lab is then drilled as a real cluster: over SSH from its switch
 namespace, with power cuts through its own fence devices run on peers, and
 never without the confirmation and known host keys. ``lab down`` leaves
-nothing. The whole module takes about 7 minutes on two cores.
+nothing. The whole module takes about 9 minutes on two cores.
 
 The pure parts (log lines, phases, the report) are tested without a lab here
 and in tests/unit/test_drill_scenarios.py.
