@@ -18,6 +18,12 @@ Then ``double signs: N`` (both stacks' journals; ours must be 0), ``total
 ratio X`` and, last, ``post-detection ratio Y`` (ours / stock medians; goals
 <= 0.75 and <= 0.25).
 
+A drill that fails (an iteration's expected outcome not met, an error, the
+validator moving between iterations unasked) has kept its evidence in its
+report directory (``evidence/``) before the lab is taken down; the benchmark
+then keeps that report (under ``--keep``, or else in a new directory under
+/var/tmp), says where, and stops with exit status 1.
+
 Run as root with the interpreter highlander is installed in, after
 ``highlander install``, while no other lab runs (it starts two, one after
 the other).
@@ -27,10 +33,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +71,23 @@ def phases(iteration: dict[str, Any]) -> dict[str, float | None]:
     return measured
 
 
-def run_stack(stack: str, work: Path, iterations: int, timeout: float) -> tuple[list[dict[str, Any]], int]:
-    """(the drill's iterations, double signs in the lab's journals) on a lab of ``stack``."""
+def keep(report: Path, kept: Path | None) -> Path:
+    """The drill's report with its evidence, where it outlives this run: as it
+    is under ``--keep``, else copied to a new directory under /var/tmp."""
+    if kept is not None:
+        return report
+    target = Path(tempfile.mkdtemp(prefix=f"highlander-failover-{time.strftime('%Y%m%d-%H%M%S')}-", dir="/var/tmp"))
+    shutil.copytree(report, target / report.name)
+    return target / report.name
+
+
+def run_stack(stack: str, work: Path, iterations: int, timeout: float,
+              kept: Path | None) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+    """(the drill's iterations, double signs in the lab's journals) on a lab of ``stack``;
+    a failed drill's report is kept and the benchmark stops once the lab is down."""
     lab = work / f"lab-{stack}"
     report = work / f"report-{stack}"
+    failed: str | None = None
     try:
         up = highlander("lab", "up", "--dir", str(lab), "--stack", stack, "--timeout", "240", timeout=400)
         if up.returncode != 0:
@@ -76,12 +97,20 @@ def run_stack(stack: str, work: Path, iterations: int, timeout: float) -> tuple[
                            timeout=iterations * (timeout + 400))  # fmt: skip
         data = report / "power-cut-active.json"
         if not data.exists():
-            sys.exit(f"the drill on the {stack} stack wrote no report (exit {drill.returncode})")
+            failed = f"the drill on the {stack} stack wrote no report (exit {drill.returncode})"
+            return [], 0
+        if drill.returncode != 0:
+            summary = json.loads(data.read_text())["summary"]
+            failed = (f"the drill on the {stack} stack FAILED: {'; '.join(summary.get('failures', [])) or 'see above'}"
+                      f"\nreport and evidence kept in {keep(report, kept)}")  # fmt: skip
+            return [], 0
         journals = sorted(lab.glob("nodes/*/root/var/log/highlander/journal-*.jsonl"))
         double_signs = len(check_journals(journals).double_signs)
         return json.loads(data.read_text())["iterations"], double_signs
     finally:
         highlander("lab", "down", "--dir", str(lab), timeout=300)
+        if failed is not None:
+            sys.exit(failed)
 
 
 def medians(iterations: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -124,7 +153,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hl-failover-") as scratch:
         work = args.keep or Path(scratch)
         for stack in STACKS:
-            results[stack], found = run_stack(stack, work, args.iterations, args.timeout)
+            results[stack], found = run_stack(stack, work, args.iterations, args.timeout, args.keep)
             double_signs += found
     for stack in STACKS:
         print(table(stack, results[stack]))

@@ -8,7 +8,7 @@ import random
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,9 @@ from highlander.drill.scenarios import SCENARIOS, Drill, DrillError
 from highlander.drill.site import Site
 from highlander.inventory.model import Inventory, InventoryError
 from highlander.lab.trio import LabError
+
+if TYPE_CHECKING:
+    from highlander.drill.evidence import Progress
 
 # What stops a drill with one clear line (the cluster, the lab or the SSH set-up).
 ERRORS = (DrillError, LabError, RemoteError, SshError, InventoryError, TimeoutError)
@@ -32,7 +35,11 @@ HELP = (
     "the monitor's failure), fencing (-> fence done), promotion (-> validator started), the signing gap in "
     "the journals and the total; check-journals after each iteration (zero double signs), and the "
     "availability estimate a = 1 - (1 - mtbf/(mttr+mtbf))^2. An iteration whose expected outcome was not "
-    "met fails the drill. --soak N runs N iterations of mixed scenarios instead of one SCENARIO.\n\n"
+    "met fails the drill, and so does the validator moving between iterations, where nothing was asked "
+    "(an unasked move). A failed iteration or an unasked move keeps its evidence (every node's crm_mon with "
+    "fail counts and attributes, constraints, CIB, scores, Pacemaker's, the agents' and the signers' logs, "
+    "the journals, the site's events) in the report directory under evidence/ before anything else runs; "
+    "an error ends the drill there. --soak N runs N iterations of mixed scenarios instead of one SCENARIO.\n\n"
     "On a real cluster (--inventory) the drill reaches every node over SSH (its ssh_host, host keys "
     "checked) and cuts power with the node's own fence device, run on a peer that holds its password_file; "
     "the signers must write the journals of highlander demo-signer (--journals). It asks you to type the "
@@ -50,7 +57,8 @@ HELP = (
 @click.option("--iterations", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Write <scenario>.json, <scenario>.txt and the timeline picture <scenario>.html here "
-                   "(soak.* for a soak).")  # fmt: skip
+                   "(soak.* for a soak), and the evidence of failures under evidence/.  [default: a new "
+                   "temporary directory, made only when a failure's evidence is kept]")  # fmt: skip
 @click.option("--mtbf-hours", type=click.FloatRange(min=0, min_open=True), default=8760.0, show_default=True,
               help="Mean time between failures of one node, for the availability estimate.")  # fmt: skip
 @click.option("--timeout", type=click.FloatRange(min=10), default=120, show_default=True,
@@ -72,20 +80,22 @@ def drill(scenario: str | None, soak: int | None, seed: int | None, directory: P
           report_dir: Path | None, mtbf_hours: float, timeout: float, inventory: Path | None, ssh_user: str,
           ssh_key: Path | None, known_hosts: Path | None, journals: str, yes: bool, as_json: bool) -> None:  # fmt: skip
     from highlander.drill import report
+    from highlander.drill.evidence import Progress
 
     if (scenario is None) == (soak is None):
         raise click.UsageError("give a SCENARIO or --soak N")
     if inventory is not None and directory is not None:
         raise click.UsageError("--dir names a lab, --inventory a real cluster: give one")
     name = scenario or "soak"
+    progress = Progress(click.echo)
     with ExitStack() as stack:
         try:
             if inventory is None:
-                site = _lab(directory)
+                site = _lab(directory, progress)
             else:
                 site = _remote(inventory, report_dir, stack, ssh_user, ssh_key, known_hosts, journals)
             stack.callback(site.close)
-            runner = Drill(site, click.echo, timeout=timeout)
+            runner = Drill(site, progress, timeout=timeout, report_dir=report_dir)
             if scenario is not None:
                 runner.check_runnable(scenario)
             if inventory is not None:
@@ -95,21 +105,21 @@ def drill(scenario: str | None, soak: int | None, seed: int | None, directory: P
                                  f"from the journals of highlander demo-signer")  # fmt: skip
             if scenario is not None:
                 records = runner.run(scenario, iterations)
-                summary = report.summarize(records, mtbf_hours, nodes=2)
+                summary = report.summarize(records, mtbf_hours, nodes=2, findings=runner.findings)
             else:
                 records = runner.soak(soak or 1, random.randrange(1 << 32) if seed is None else seed)
-                summary = report.soak_summary(records, mtbf_hours, nodes=2)
+                summary = report.soak_summary(records, mtbf_hours, nodes=2, findings=runner.findings)
         except ERRORS as exc:
             raise click.ClickException(str(exc)) from None
-    _report(name, records, summary, report_dir, as_json)
+    _report(name, records, summary, runner.findings, runner.report_dir, as_json)
 
 
-def _lab(directory: Path | None) -> Site:
+def _lab(directory: Path | None, say: Progress) -> Site:
     from highlander.drill.lab import LabSite
 
     if os.geteuid() != 0:
         raise click.ClickException("the drill powers lab nodes off and enters their namespaces: run it as root")
-    return LabSite(_directory(directory), click.echo)
+    return LabSite(_directory(directory), say)
 
 
 def _remote(inventory: Path, report_dir: Path | None, stack: ExitStack, user: str, key: Path | None,
@@ -138,19 +148,24 @@ def _confirm(inventory: Inventory, name: str, yes: bool) -> None:
         raise click.ClickException(f"{typed.strip()!r} is not {inventory.cluster_name!r}: nothing was done")
 
 
-def _report(name: str, records: list[dict[str, Any]], summary: dict[str, Any], report_dir: Path | None,
-            as_json: bool) -> None:  # fmt: skip
+def _report(name: str, records: list[dict[str, Any]], summary: dict[str, Any], findings: list[dict[str, Any]],
+            report_dir: Path | None, as_json: bool) -> None:  # fmt: skip
+    """The report, written to ``report_dir`` (the drill's own temporary one when
+    it kept evidence without --report) and shown; a failed drill exits 1."""
     from highlander.drill import report
 
     if report_dir is not None:
-        for path in report.write(report_dir, name, records, summary):
+        for path in report.write(report_dir, name, records, summary, findings):
             click.echo(f"wrote {path}")
     if as_json:
-        click.echo(json.dumps({"scenario": name, "summary": summary, "iterations": records}, indent=2))
+        click.echo(json.dumps(report.document(name, records, summary, findings), indent=2))
     else:
         click.echo(report.table(name, summary))
     if not summary["ok"]:
         failed = sorted({f for it in records for f in it.get("failed_expectations", [])})
+        moves = f"; unasked moves {len(findings)}" if findings else ""
+        kept = f"; evidence in {report_dir / 'evidence'}" if report_dir is not None and (report_dir / "evidence").is_dir() else ""
         raise click.ClickException(f"{name}: the drill FAILED (double signs {summary['double_signs']}, "
-                                   f"dual-active {summary['dual_active']}"
-                                   f"{'; not met: ' + '; '.join(failed) if failed else ''}); see the iterations above")  # fmt: skip
+                                   f"dual-active {summary['dual_active']}{moves}"
+                                   f"{'; not met: ' + '; '.join(failed) if failed else ''}){kept}; "
+                                   f"see the iterations above")  # fmt: skip

@@ -62,6 +62,9 @@ QNETD_PORT = 5403
 # CIB's version counters go on from where they are (a whole-CIB replace with a lower epoch is refused).
 LOAD_CIB = "cibadmin --replace --scope configuration --xml-file cib.xml"
 MARKER = ".highlander-render"
+# How long a failed operation counts against a node (the CIB's failure-timeout):
+# a start that failed once bans the node only this long, not until someone cleans up.
+FAILURE_TIMEOUT = "60s"
 # Lines of corosync.conf that the check copy may change (to throwaway paths and stderr logging).
 CHECK_ONLY_SETTINGS = ("keyfile:", "logfile:", "to_stderr:")
 
@@ -146,6 +149,7 @@ def cib_context(inventory: Inventory) -> dict[str, object]:
         },
         "secrets_dir": SECRETS_DIR,
         "known_hosts": KNOWN_HOSTS,
+        "failure_timeout": FAILURE_TIMEOUT,
     }
 
 

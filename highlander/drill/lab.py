@@ -19,10 +19,15 @@ from typing import Any
 
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
 from highlander.adapters.runner import Runs
+from highlander.drill import evidence
 from highlander.drill.site import FAILURES, Undo, at_once
 from highlander.inventory import load
 from highlander.lab import trio
-from highlander.lab.node import RECORD_FILE, init_alive, processes_in
+from highlander.lab.node import NODE_LOG, RECORD_FILE, init_alive, processes_in
+
+# The lab's own account, kept with a failure's evidence: its events (power cuts
+# and boots as the BMC hooks saw them), its supervisor's log, every BMC's power events.
+LAB_FILES = (trio.EVENTS_FILE, trio.SUPERVISOR_LOG, trio.STATE_FILE, "bmc/*/events.log")
 
 
 class LabSite:
@@ -75,6 +80,30 @@ class LabSite:
 
     def journal_paths(self) -> list[Path]:
         return sorted(self.directory.glob("nodes/*/root/var/log/highlander/journal-*.jsonl"))
+
+    def collect(self, folder: Path, since: float) -> list[str]:
+        """Every node's files straight from the lab directory (a powered-off
+        node's too), the commands inside each running node, the lab's own files.
+        The lab is young: its files are kept whole (up to the size limit)."""
+        problems: list[str] = []
+        for node in self.plan.nodes:
+            mine = folder / node.name
+            mine.mkdir(parents=True, exist_ok=True)
+            if trio.node_init(self.directory, node.name) is None:
+                problems.append(f"{node.name}: powered off: no crm_mon, cibadmin or crm_simulate from it")
+            else:
+                problems += evidence.node_commands(self.runner(node.name), mine)
+            for pattern in evidence.NODE_FILES:
+                for path in sorted(self._path(node.name, "/").glob(pattern.lstrip("/"))):
+                    inner = "/" + str(path.relative_to(self._path(node.name, "/")))
+                    evidence.keep_bytes(evidence.node_file(mine, inner), evidence.tail(path))
+            init_log = self.directory / "nodes" / node.name / NODE_LOG
+            if init_log.exists():  # the node's init: its boots and what its programs printed
+                evidence.keep_bytes(mine / NODE_LOG, evidence.tail(init_log))
+        for pattern in LAB_FILES:
+            for path in sorted(self.directory.glob(pattern)):
+                evidence.keep_bytes(folder / "site" / path.relative_to(self.directory), evidence.tail(path))
+        return problems
 
     # -- power --
 

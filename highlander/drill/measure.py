@@ -139,6 +139,21 @@ def quorum_loss(lines: Sequence[LogLine], node: str, since: float, resource: str
     return QuorumLoss(lost, stopped)
 
 
+def placement_changes(lines: Iterable[LogLine], resource: str = "validator") -> list[LogLine]:
+    """Every start, stop, promotion or demotion of ``resource`` on any node, in
+    time order, each once (the executing node and the DC may both log one
+    result, told apart by its ``call=`` number): between drill iterations,
+    where nothing was asked, each one is an unasked move or restart."""
+    pattern = re.compile(rf"Result of (?:start|stop|promote|demote) operation for {re.escape(resource)} on "
+                         rf"(\S+): [^|]*(?:\|.*\bcall=(\d+))?")  # fmt: skip
+    seen: dict[tuple[str, ...], LogLine] = {}
+    for line in sorted(lines, key=lambda line: line.time):
+        match = pattern.search(line.text)
+        if match:
+            seen.setdefault((match.group(0).split("|")[0].strip(), match.group(2) or str(line.time)), line)
+    return list(seen.values())
+
+
 def fence_failures(lines: Iterable[LogLine], target: str, since: float) -> int:
     """Failed fencing operations against ``target`` since ``since`` (the controller retries
     each; after stonith-max-attempts it gives up until the next recheck)."""

@@ -33,6 +33,7 @@ from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
 from highlander.adapters.runner import Result, Runs
 from highlander.adapters.ssh import SshRunner
 from highlander.commands.fence import stdin_for
+from highlander.drill import evidence
 from highlander.drill.site import Undo, at_once
 from highlander.inventory.model import FenceDevice, Inventory
 
@@ -43,6 +44,8 @@ GLOB = re.compile(r"^/[A-Za-z0-9._/*?-]+$")
 # node costs a connect timeout per question, and the drill asks several a second.
 QUIET = 10.0
 POWER_TIMEOUT = 120.0  # one fence agent run: its own login retries and power waits
+# The cluster's units, whose systemd journal a failure's evidence keeps from the drill's start on.
+UNITS = ("corosync", "pacemaker", "highlander-signstate")
 
 
 class RemoteError(RuntimeError):
@@ -136,6 +139,32 @@ class RemoteSite:
                         f.write(appended)
                     self._journal_sizes[local] = have + len(appended)
         return sorted(self._journal_sizes)
+
+    def collect(self, folder: Path, since: float) -> list[str]:
+        """Over each node's SSH: the commands, the last part of each log and
+        journal, and the systemd journal of the cluster's units since ``since``.
+        A node that does not answer is named, and the others still collected."""
+        problems: list[str] = []
+        for name in self.names:
+            mine = folder / name
+            runner = self.runners[name]
+            problems += evidence.node_commands(runner, mine)
+            patterns = " ".join(evidence.NODE_FILES)
+            listing = runner.run(["sh", "-c", f"ls -1d {patterns} 2>/dev/null"], timeout=15)
+            for remote in listing.stdout.split():
+                copy = runner.run(["tail", "-c", str(evidence.MAX_BYTES), remote], timeout=120)
+                if copy.ok:
+                    evidence.keep_bytes(evidence.node_file(mine, remote), copy.stdout.encode())
+                else:
+                    problems.append(f"{name}: {remote}: {(copy.stderr or copy.stdout).strip()[-300:]}")
+            units = [arg for unit in UNITS for arg in ("-u", unit)]
+            journal = runner.run(["journalctl", "--no-pager", "-o", "short-iso-precise", "--since",
+                                  f"@{int(since)}", *units], timeout=120)  # fmt: skip
+            if journal.ok:
+                evidence.keep_bytes(folder / "site" / name / "journalctl.txt", journal.stdout.encode())
+            else:
+                problems.append(f"{name}: journalctl: {(journal.stderr or journal.stdout).strip()[-300:]}")
+        return problems
 
     # -- power --
 

@@ -47,6 +47,18 @@ from :data:`WINDOW` seconds before the failure to as long after the recovery
 :data:`highlander.drill.report.PHASES` (None where one does not apply).
 A soak (:meth:`Drill.soak`) runs the scenarios the site can cause in a
 shuffled, repeated order.
+
+Between iterations nothing is asked of the cluster, so nothing may move:
+before each iteration (:meth:`Drill.check_placement`) the validator must run
+where the previous one left it, with no start or stop of it in the logs
+since. Anything else is an *unasked move*, a finding of its own in the
+report (the drill FAILS); when it leaves the next iteration nothing valid to
+measure (the validator not on exactly one node, or banned from an active
+node by a fail count), the drill stops there. A failed iteration (expected
+outcome not met, a timeout, an error) and an unasked move keep their
+evidence (:mod:`highlander.drill.evidence`) in the report directory before
+the next iteration runs or anything is taken down; an error ends the drill
+after that.
 """
 
 from __future__ import annotations
@@ -54,14 +66,17 @@ from __future__ import annotations
 import datetime
 import functools
 import random
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from highlander.adapters.pacemaker import ClusterStatus
 from highlander.demo.journals import Entry, check_journals, read_journals
-from highlander.drill import measure
+from highlander.drill import evidence, measure
+from highlander.drill.report import PHASES
 from highlander.drill.site import FAILURES, Site
 
 VALIDATOR = "validator"
@@ -88,6 +103,8 @@ MAX_GAP = 3.0
 # Journal entries kept around each failure for the timeline.
 WINDOW = 10.0
 REJOIN_TIMEOUT = 180.0
+# Pacemaker's INFINITY as crm_mon shows a fail count: the node is banned for the resource.
+BANNED = 1000000
 
 
 class DrillError(RuntimeError):
@@ -110,6 +127,16 @@ def unmet(expectations: dict[str, bool]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where the validator ran when an iteration ended (empty: nowhere), when
+    that was, and how far each node's Pacemaker log went then."""
+
+    nodes: tuple[str, ...]
+    time: float
+    offsets: dict[str, int]
+
+
+@dataclass(frozen=True)
 class Failure:
     """How a failover scenario fails the active node: ``kind`` is a failure of
     :data:`~highlander.drill.site.FAILURES`, ``action`` says it for the progress line.
@@ -127,13 +154,19 @@ class Failure:
 
 class Drill:
     """The scenarios on ``site``; ``say`` gets the progress lines, ``timeout``
-    bounds each wait for the cluster (a takeover, a fencing, a restart)."""
+    bounds each wait for the cluster (a takeover, a fencing, a restart).
+    ``report_dir`` receives the evidence of failures (under ``evidence/``);
+    without one, a temporary directory is made when the first is kept."""
 
-    def __init__(self, site: Site, say: Callable[[str], None] = print, *, timeout: float = 120.0) -> None:
+    def __init__(self, site: Site, say: Callable[[str], None] = print, *, timeout: float = 120.0,
+                 report_dir: Path | None = None) -> None:  # fmt: skip
         self.site = site
         self.names = [n.name for n in site.inventory.nodes]
-        self.say = say
+        self.say = say if isinstance(say, evidence.Progress) else evidence.Progress(say)
         self.timeout = timeout
+        self.report_dir = report_dir
+        self.findings: list[dict[str, Any]] = []  # the unasked moves
+        self.started = time.time()
 
     # -- looking at the cluster --
 
@@ -496,8 +529,7 @@ class Drill:
 
     def run(self, scenario: str, iterations: int) -> list[dict[str, Any]]:
         self.check_runnable(scenario)
-        step = SCENARIOS[scenario].step
-        return [step(self, i, scenario) for i in range(1, iterations + 1)]
+        return self.iterate([scenario] * iterations)
 
     def soak(self, count: int, seed: int) -> list[dict[str, Any]]:
         """``count`` iterations of mixed scenarios: rounds of every scenario this
@@ -510,7 +542,124 @@ class Drill:
             shuffle(round_)
             order += round_
         self.say(f"soak of {count} iterations (seed {seed}): {', '.join(order[:count])}")
-        return [SCENARIOS[name].step(self, i, name) for i, name in enumerate(order[:count], 1)]
+        return self.iterate(order[:count])
+
+    def iterate(self, order: Sequence[str]) -> list[dict[str, Any]]:
+        """One iteration of each scenario in ``order``, each after checking that
+        nothing moved since the previous one. A failed iteration keeps its
+        evidence before the next one runs; an error (a timeout, the cluster not
+        recovering) or an unasked move that leaves nothing valid to measure
+        ends the drill, with the records so far."""
+        records: list[dict[str, Any]] = []
+        left = self.placement()
+        for iteration, name in enumerate(order, 1):
+            if left is not None and not self.check_placement(iteration, left):
+                break
+            try:
+                record = SCENARIOS[name].step(self, iteration, name)
+            except Exception as exc:  # noqa: BLE001 (any failure keeps its evidence; the drill stops)
+                self.say(f"[{iteration}] FAILED: {exc}")
+                record = self.failed_record(iteration, name, exc)
+                record["evidence"] = self.keep_evidence(f"{iteration:02d}-{name}", f"iteration {iteration} "
+                                                        f"({name}) stopped: {exc}", record, exc)  # fmt: skip
+                records.append(record)
+                break
+            if not record["ok"]:
+                what = "; ".join(record.get("failed_expectations") or ["double signs or two signers"])
+                record["evidence"] = self.keep_evidence(f"{iteration:02d}-{name}", f"iteration {iteration} "
+                                                        f"({name}) failed: {what}", record)  # fmt: skip
+            records.append(record)
+            left = self.placement()
+        return records
+
+    def failed_record(self, iteration: int, scenario: str, error: Exception) -> dict[str, Any]:
+        """The record of an iteration that an error stopped: not OK, nothing
+        measured, the journals checked all the same."""
+        try:
+            report = check_journals(self.site.journal_paths())
+            doubles, regressions = len(report.double_signs), len(report.regressions)
+        except Exception:  # noqa: BLE001 (the journals' own trouble is in the evidence)
+            doubles, regressions = 0, 0
+        return {
+            "iteration": iteration, "scenario": scenario, "ok": False, "error": str(error) or type(error).__name__,
+            "failed_expectations": [str(error) or type(error).__name__], "target": None, "new_node": None,
+            "phases": dict.fromkeys(PHASES), "double_signs": doubles, "regressions": regressions, "dual_active": 0,
+            "signatures": [],
+        }  # fmt: skip
+
+    # -- where the validator runs between iterations --
+
+    def placement(self) -> Placement | None:
+        """Where the validator runs now (None: the cluster cannot tell)."""
+        offsets = self.log_offsets()
+        now = time.time()
+        status = self.site.status()
+        return None if status is None else Placement(status.started_on(VALIDATOR), now, offsets)
+
+    def check_placement(self, iteration: int, left: Placement) -> bool:
+        """Before ``iteration``: the validator must run where the previous
+        iteration ``left`` it, and nothing have started or stopped it since.
+        Otherwise the unasked move is a finding (:attr:`findings`) with its
+        evidence; returns False when the next iteration would measure nothing
+        valid (the validator not on exactly one node once the cluster settled,
+        or an active node banned for it by a fail count)."""
+        status = self.site.status()
+        changes = measure.placement_changes(self.log_lines(left.offsets, left.time))
+        now = status.started_on(VALIDATOR) if status is not None else None
+        if not changes and (now is None or now == left.nodes):
+            return True
+        seen = time.time()
+        shown = ", ".join(now or ()) or "no node"
+        self.say(f"[{iteration}] UNASKED MOVE before this iteration: the validator was left on "
+                 f"{', '.join(left.nodes) or 'no node'} and runs on {shown}; {len(changes)} start/stop of it "
+                 f"since")  # fmt: skip
+        finding: dict[str, Any] = {
+            "kind": "unasked move", "before_iteration": iteration, "left_on": list(left.nodes),
+            "now_on": list(now or ()), "left_at": left.time, "seen_at": seen,
+            "operations": [line.text for line in changes],
+            "fail_counts": {node: count for (node, rid), count in (status.fail_counts if status else {}).items()
+                            if rid == VALIDATOR},
+        }  # fmt: skip
+        finding["evidence"] = self.keep_evidence(f"before-{iteration:02d}", f"before iteration {iteration}: the "
+                                                 f"validator moved unasked", finding)  # fmt: skip
+        reason = self.invalidated()
+        finding["stops_drill"] = reason is not None
+        finding["reason"] = reason
+        self.findings.append(finding)
+        if reason is not None:
+            self.say(f"[{iteration}] the drill stops: {reason}")
+        return reason is None
+
+    def invalidated(self) -> str | None:
+        """Why the next iteration would measure nothing valid, once the cluster
+        settled; None if it can run."""
+        try:
+            status = self.wait_healthy("after the unasked move", self.timeout)
+        except DrillError as exc:
+            return str(exc)
+        actives = [n.name for n in self.site.inventory.nodes if n.role == "active"]
+        banned = [n for n in actives if status.fail_counts.get((n, VALIDATOR), 0) >= BANNED]
+        if banned:
+            return (f"a fail count bans the validator from {', '.join(banned)}: no failover can go there "
+                    f"(crm_resource --cleanup --resource {VALIDATOR} clears it once the cause is known)")  # fmt: skip
+        return None
+
+    # -- evidence --
+
+    def keep_evidence(self, name: str, what: str, record: dict[str, Any], error: BaseException | None = None) -> str:
+        """Keep a failure's evidence in ``evidence/<name>`` of the report directory
+        (see :mod:`highlander.drill.evidence`); returns that folder, relative to it."""
+        if self.report_dir is None:
+            self.report_dir = Path(tempfile.mkdtemp(prefix="highlander-drill-"))
+        folder = self.report_dir / "evidence" / name
+        self.say(f"  keeping the evidence in {folder}")
+        evidence.write_drill_part(folder, self.say.lines, record, error)
+        try:
+            problems = self.site.collect(folder, self.started)
+        except Exception as exc:  # noqa: BLE001 (what was kept stays; the index says where it stopped)
+            problems = [f"collecting stopped: {type(exc).__name__}: {exc}"]
+        evidence.write_index(folder, what, problems)
+        return str(folder.relative_to(self.report_dir))
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,12 @@ class Site(Protocol):
         """Cause ``failure`` (a key of :attr:`failures`) on node ``target``; returns
         its time and what undoes it (None: fencing power-cycles the node)."""
 
+    def collect(self, folder: Path, since: float) -> list[str]:
+        """Keep the evidence of every node (:mod:`highlander.drill.evidence`:
+        crm_mon, constraints, the CIB, scores, the logs and journals) and the
+        site's own in ``folder``, from the drill's start ``since`` on where a
+        history is long; returns what could not be collected."""
+
     def close(self) -> None:
         """Let go of connections."""
 

@@ -12,6 +12,11 @@ Signature rows are ``[node, epoch, height, time]``; rows that go on with
 ``round, step, digest`` let the picture ring each double sign (one mark
 signed with two digests). Otherwise the record's ``double_signs`` count,
 in red in the header, is all there is to show.
+
+A failed iteration says why and links the folder of its evidence (a path
+relative to the report, which the page sits in); each unasked move of the
+validator between iterations gets a framed section of its own, before the
+iteration it preceded.
 """
 
 from __future__ import annotations
@@ -179,17 +184,47 @@ def _header(scenario: str, number: Any, record: dict[str, Any]) -> str:
     doubles = record.get("double_signs", 0) or 0
     shown = f'<span class="bad">{escape(str(doubles))}</span>' if doubles else "0"
     route = f"{record.get('target') or '?'} \N{RIGHTWARDS ARROW} {record.get('new_node') or '?'}"
+    why = ""
+    if not record.get("ok"):
+        what = record.get("error") or "; ".join(record.get("failed_expectations") or [])
+        why = f'\n<p class="bad">{escape(what)}</p>' if what else ""
     return (f"<h2>{escape(str(record.get('scenario') or scenario))}, iteration {escape(str(number))}</h2>\n"
-            f"<p>{escape(route)} &#183; {ok} &#183; double signs {shown}</p>")  # fmt: skip
+            f"<p>{escape(route)} &#183; {ok} &#183; double signs {shown}</p>{why}{_evidence(record)}")  # fmt: skip
 
 
-def page(scenario: str, iterations: Sequence[dict[str, Any]], table: str) -> str:
-    """The whole HTML document: a figure per iteration, then the summary ``table``."""
+def _evidence(item: dict[str, Any]) -> str:
+    folder = item.get("evidence")
+    if not folder:
+        return ""
+    return f'\n<p>evidence: <a href="{escape(folder)}/">{escape(folder)}</a></p>'
+
+
+def _finding(finding: dict[str, Any]) -> str:
+    """An unasked move: from where to where, the operations the logs show, whether the drill stopped."""
+    def nodes(key: str) -> str:
+        return ", ".join(finding.get(key) or []) or "no node"
+
+    operations = "".join(f"<li>{escape(line)}</li>" for line in finding.get("operations") or [])
+    stopped = f'\n<p class="bad">the drill stopped: {escape(finding["reason"])}</p>' if finding.get("reason") else ""
+    return (f'<section class="alarm">\n<h2>unasked move before iteration '
+            f"{escape(str(finding.get('before_iteration')))}</h2>\n"
+            f"<p>left on {escape(nodes('left_on'))}, then on {escape(nodes('now_on'))}</p>\n"
+            f"<ul>{operations}</ul>{stopped}{_evidence(finding)}\n</section>")  # fmt: skip
+
+
+def page(scenario: str, iterations: Sequence[dict[str, Any]], table: str,
+         findings: Sequence[dict[str, Any]] = ()) -> str:  # fmt: skip
+    """The whole HTML document: a figure per iteration (each unasked move before
+    the iteration it preceded), then the summary ``table``."""
     figures = []
     for i, record in enumerate(iterations, 1):
+        number = record.get("iteration", i)
+        figures += [_finding(f) for f in findings if f.get("before_iteration") == number]
         alarm = ' class="alarm"' if record.get("double_signs") else ""
-        figures.append(f"<section{alarm}>\n{_header(scenario, record.get('iteration', i), record)}\n"
+        figures.append(f"<section{alarm}>\n{_header(scenario, number, record)}\n"
                        f"{_svg(record)}\n</section>")  # fmt: skip
+    shown = {record.get("iteration", i) for i, record in enumerate(iterations, 1)}
+    figures += [_finding(f) for f in findings if f.get("before_iteration") not in shown]
     title = f"{escape(scenario)} drill"
     head = f'<head>\n<meta charset="utf-8">\n<title>{title}</title>\n<style>\n{STYLE}\n</style>\n</head>'
     body = "\n".join([f"<h1>{title}</h1>", *figures, f"<pre>{escape(table)}</pre>"])

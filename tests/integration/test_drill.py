@@ -5,10 +5,12 @@ validator to the other active node and the failed node never signs again; a
 killed signer is restarted in place; a standby or witness lost costs no
 signing pause; two nodes lost stop all signing until they are back. Nothing
 is ever signed twice, the trio is healthy after each. A short soak mixes
-them. The lab is then drilled as a real cluster: over SSH from its switch
+them. The validator moved by hand between iterations is found as an unasked
+move, with its evidence; a failed start bans a node only until the rendered
+failure-timeout. The lab is then drilled as a real cluster: over SSH from its switch
 namespace, with power cuts through its own fence devices run on peers, and
 never without the confirmation and known host keys. ``lab down`` leaves
-nothing. The whole module takes about 7 minutes on two cores.
+nothing. The whole module takes about 9 minutes on two cores.
 
 The pure parts (log lines, phases, the report) are tested without a lab here
 and in tests/unit/test_drill_scenarios.py.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +29,12 @@ from typing import Any
 import pytest
 from lab_support import HIGHLANDER, journals, run, running_lab
 
+from highlander.adapters.pacemaker import Pacemaker
+from highlander.adapters.runner import CommandRunner
 from highlander.demo.journals import Entry
 from highlander.drill import measure, report
+from highlander.drill.lab import LabSite
+from highlander.drill.scenarios import BANNED, Drill
 from highlander.lab import trio
 from highlander.lab.node import system_env
 from highlander.signstate.register import HRS
@@ -202,6 +209,37 @@ def test_a_soak_mixes_scenarios_without_double_signs(lab: Path, tmp_path: Path) 
     assert f"soak of 3 iterations (seed 5): {', '.join(names)}" in result.stdout
 
 
+@pytest.mark.lab
+def test_an_unasked_move_between_iterations_is_found_with_its_evidence(lab: Path, tmp_path: Path) -> None:
+    """The validator moved by hand (crm_resource --move) after an iteration
+    ended: the check before the next one reports it, with the moment's
+    evidence; healthy on the other node and banned from none, the drill may go on."""
+    drill = Drill(LabSite(lab), print, report_dir=tmp_path)
+    drill.wait_healthy("before the move", 120)
+    left = drill.placement()
+    assert left is not None and len(left.nodes) == 1
+    assert drill.check_placement(1, left) and drill.findings == []  # nothing moved: nothing found
+    (was,) = left.nodes
+    other = ({"node-a", "node-b"} - {was}).pop()
+    runner = trio.node_runner(lab, "node-w")
+    runner.run(["crm_resource", "--resource", "validator", "--move", "--node", other], check=True)
+    try:
+        Pacemaker(runner).wait_for(f"the validator on {other}", lambda s: s.started_on("validator") == (other,), 120)
+        assert drill.check_placement(2, left)  # the drill goes on: one validator, no node banned
+    finally:
+        runner.run(["crm_resource", "--resource", "validator", "--clear"], check=True)
+    (finding,) = drill.findings
+    assert (finding["left_on"], finding["now_on"], finding["stops_drill"]) == ([was], [other], False)
+    assert any(f"stop operation for validator on {was}: ok" in line for line in finding["operations"])
+    assert any(f"start operation for validator on {other}: ok" in line for line in finding["operations"])
+    folder = tmp_path / finding["evidence"]
+    assert "cli-prefer-validator" in (folder / "node-w" / "constraints.xml").read_text()  # the move, as it was
+    for node in ("node-a", "node-b", "node-w"):
+        for name in ("crm_mon.txt", "scores.txt", "cib.xml", "files/var/log/pacemaker/pacemaker.log"):
+            assert (folder / node / name).stat().st_size > 0, f"{node}/{name}"
+    assert "UNASKED MOVE" in (folder / "drill.log").read_text() and (folder / "site" / "events.jsonl").exists()
+
+
 # --- on the lab, driven over SSH as a real cluster ---------------------------------------
 
 
@@ -242,6 +280,84 @@ def test_a_real_cluster_is_drilled_over_ssh(lab: Path, tmp_path: Path, scenario:
         assert copy.read_bytes() and original.startswith(copy.read_bytes())
     check = run("check-journals", *map(str, copies))
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def score(runner: CommandRunner, node: str) -> str:
+    """The validator's allocation score on ``node``, as the live scheduler computes it now."""
+    shown = runner.run(["crm_simulate", "--live-check", "--show-scores"], check=True).stdout
+    return next(line.rsplit(": ", 1)[1] for line in shown.splitlines()
+                if line.startswith("pcmk__primitive_assign: validator allocation score on " + node + ":"))  # fmt: skip
+
+
+@pytest.mark.lab
+def test_a_failed_start_bans_a_node_only_until_the_failure_expires(lab: Path) -> None:
+    """A start of the validator that fails once on the standby (here its signer
+    cannot open its journal there and exits) is fatal: the fail count is
+    INFINITY and bans the standby from every failover. The rendered
+    failure-timeout (60 s) lifts the ban; nothing moves when it does."""
+    runner = trio.node_runner(lab, "node-w")
+    pacemaker = Pacemaker(runner)
+    (active,) = pacemaker.wait_for("a validator", lambda s: len(s.started_on("validator")) == 1, 120).started_on(
+        "validator")  # fmt: skip
+    standby = ({"node-a", "node-b"} - {active}).pop()
+    journal = lab / "nodes" / standby / "root/var/log/highlander" / f"journal-{standby}.jsonl"
+    saved = journal.with_name(journal.name + ".saved")
+    if journal.exists():
+        journal.rename(saved)
+    journal.mkdir()
+    try:
+        runner.run(["crm_resource", "--resource", "validator", "--move", "--node", standby], check=True)
+        pacemaker.wait_for("the failed start on the standby",
+                           lambda s: s.fail_counts.get((standby, "validator"), 0) >= BANNED, 120)  # fmt: skip
+        failed = time.time()
+        runner.run(["crm_resource", "--resource", "validator", "--clear"], check=True)
+        pacemaker.wait_for("the validator back", lambda s: s.started_on("validator") == (active,), 120)
+        assert score(runner, standby) == "-INFINITY"
+        deadline = time.monotonic() + 120
+        while score(runner, standby) == "-INFINITY":
+            assert time.monotonic() < deadline, "the failed start still bans the standby after 120 s"
+            time.sleep(2)
+        assert time.time() - failed >= 45  # the failure-timeout, not sooner
+        assert pacemaker.status().started_on("validator") == (active,)
+    finally:
+        runner.run(["crm_resource", "--resource", "validator", "--clear"])
+        journal.rmdir()
+        if saved.exists():
+            saved.rename(journal)
+        runner.run(["crm_resource", "--cleanup", "--resource", "validator"], check=True)
+
+
+# Collects a real cluster's evidence over SSH (argv: inventory, key, known_hosts, folder); prints what it could not.
+COLLECT = """
+import json, sys
+from pathlib import Path
+from highlander.drill.remote import RemoteSite
+from highlander.inventory import load
+inventory, key, known_hosts, folder = map(Path, sys.argv[1:])
+site = RemoteSite(load(inventory), folder / "cache", key_file=key, known_hosts=known_hosts)
+print(json.dumps(site.collect(folder, 0.0)))
+site.close()
+"""
+
+
+@pytest.mark.lab
+def test_a_real_clusters_evidence_is_collected_over_ssh(lab: Path, tmp_path: Path) -> None:
+    plan, _ = trio.load_plan(lab)
+    ssh = lab / "ssh"
+    argv = ["ip", "netns", "exec", plan.switch, sys.executable, "-c", COLLECT, str(plan.inventory),
+            str(ssh / trio.SSH_KEY), str(ssh / "known_hosts"), str(tmp_path)]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, env=system_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    problems = json.loads(result.stdout)
+    assert all("journalctl" in problem for problem in problems), problems  # the lab's nodes run no systemd
+    for node in ("node-a", "node-b", "node-w"):
+        for name in ("crm_mon.txt", "constraints.xml", "cib.xml", "scores.txt",
+                     "files/var/log/pacemaker/pacemaker.log", "files/var/log/highlander/signstate-signstate.log"):
+            assert (tmp_path / node / name).stat().st_size > 0, f"{node}/{name}"
+    for node in ("node-a", "node-b"):
+        copy = tmp_path / node / f"files/var/log/highlander/journal-{node}.jsonl"
+        original = lab / "nodes" / node / f"root/var/log/highlander/journal-{node}.jsonl"
+        assert copy.read_bytes() and original.read_bytes().startswith(copy.read_bytes())
 
 
 @pytest.mark.lab

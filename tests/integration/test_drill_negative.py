@@ -7,7 +7,9 @@ on the other node without fencing the frozen one, which signs again as soon
 as it is thawed. ``highlander drill freeze-active`` must then fail, and its
 report and ``highlander check-journals`` must name the double sign (same key
 and height/round/step, different digests). A checker that cannot fail
-proves nothing.
+proves nothing. The failed iteration keeps its evidence in the report
+directory before anything else runs: every node's crm_mon, constraints, CIB
+and scores, the logs and journals, the lab's events.
 """
 
 from __future__ import annotations
@@ -69,6 +71,31 @@ def test_freeze_active_unguarded_fails_with_a_double_sign(lab: Path, tmp_path: P
     assert any({e["node"] for e in d["entries"]} == {it["target"], it["new_node"]} for d in doubles)
     shown = run("check-journals", *map(str, journals(lab))).stdout
     assert "DOUBLE SIGN" in shown and "FAILED" in shown
+    assert_evidence(tmp_path, it)
+
+
+def assert_evidence(report_dir: Path, it: dict[str, object]) -> None:
+    """The failed iteration's evidence, kept whole and named by every form of the report."""
+    assert it["evidence"] == "evidence/01-freeze-active"
+    folder = report_dir / "evidence" / "01-freeze-active"
+    index = json.loads((folder / "index.json").read_text())
+    assert "iteration 1 (freeze-active) failed" in index["what"]
+    kept = ["drill.log", "record.json", "site/events.jsonl", "site/supervisor.log"]
+    for node in ("node-a", "node-b", "node-w"):
+        kept += [f"{node}/files/var/log/pacemaker/pacemaker.log", f"{node}/files/var/log/corosync/corosync.log",
+                 f"{node}/files/var/log/highlander/signstate-signstate.log"]  # fmt: skip
+        if f"{node}/crm_mon.txt" in index["files"]:  # a node that answered: its own view
+            kept += [f"{node}/crm_mon.txt", f"{node}/constraints.xml", f"{node}/cib.xml", f"{node}/scores.txt"]
+    for node in (it["target"], it["new_node"]):
+        kept += [f"{node}/files/var/log/highlander/validator-validator.log",
+                 f"{node}/files/var/log/highlander/journal-{node}.jsonl"]  # fmt: skip
+    assert "node-w/crm_mon.txt" in index["files"]
+    for name in kept:
+        assert (folder / name).stat().st_size > 0, name
+    assert "Migration Summary" in (folder / "node-w" / "crm_mon.txt").read_text()  # with fail counts
+    assert "freeze-active" in (folder / "drill.log").read_text()
+    assert "evidence: evidence/01-freeze-active" in (report_dir / "freeze-active.txt").read_text()
+    assert 'href="evidence/01-freeze-active/"' in (report_dir / "freeze-active.html").read_text()
 
 
 @pytest.mark.lab

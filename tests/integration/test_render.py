@@ -450,3 +450,13 @@ def test_a_second_fence_method_is_a_second_level() -> None:
         for op in cib.findall(".//primitive[@id='validator']/operations/op[@name='monitor']")
     }
     assert depths == {"10s": "0", "30s": "10"}
+
+
+def test_the_validator_sticks_and_failures_expire() -> None:
+    """Stickiness keeps the validator where it runs (nothing moves it back);
+    failure-timeout keeps one failed start from banning a node for good."""
+    cib = ET.fromstring(text_of(Path(__file__).parents[2] / "examples/lab.yml", "node-a/cib.xml"))
+    meta = {(p.get("id"), n.get("name")): n.get("value") for p in cib.iter()
+            for m in p.findall("meta_attributes") for n in m.findall("nvpair")}  # fmt: skip
+    assert meta[("validator", "resource-stickiness")] == "100"
+    assert meta[("validator", "failure-timeout")] == meta[("signstate-clone", "failure-timeout")] == "60s"
