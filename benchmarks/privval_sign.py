@@ -247,14 +247,51 @@ def attempt(run: Callable[[], list[float]]) -> list[float] | str:
         return f"{exc} {detail.decode(errors='replace').strip()[:300]}".strip()
 
 
+TMKMS_VERSION = "0.15.0"
+HORCRUX_MODULE = "github.com/strangelove-ventures/horcrux/v3"
+HORCRUX_VERSION = "v3.3.2"
+
+
+def build_peers(directory: Path) -> tuple[str | None, str | None]:
+    """Build tmkms (crates.io) and Horcrux (the Go module proxy) into ``directory``
+    once; their binaries, or None with the reason printed when one does not build."""
+    tmkms = directory / "tmkms" / "bin" / "tmkms"
+    if not tmkms.exists():
+        print(f"building tmkms {TMKMS_VERSION} (softsign) with cargo into {tmkms.parent}", file=sys.stderr)
+        done = subprocess.run(["cargo", "install", "--locked", "--root", str(directory / "tmkms"), "tmkms",
+                               "--version", TMKMS_VERSION, "--features=softsign"], capture_output=True, text=True)  # fmt: skip
+        if done.returncode:
+            print(f"tmkms did not build: {done.stderr.strip()[-500:]}", file=sys.stderr)
+    horcrux = directory / "horcrux" / "horcrux"
+    if not horcrux.exists():
+        # go install reads the module's version list, which the proxy here refuses; a
+        # dependency of a scratch module is fetched by its exact version and builds.
+        print(f"building Horcrux {HORCRUX_VERSION} with go into {horcrux.parent}", file=sys.stderr)
+        scratch = directory / "horcrux"
+        scratch.mkdir(parents=True, exist_ok=True)
+        steps = [["go", "mod", "init", "scratch"], ["go", "get", f"{HORCRUX_MODULE}@{HORCRUX_VERSION}"],
+                 ["go", "build", "-o", str(horcrux), f"{HORCRUX_MODULE}/cmd/horcrux"]]  # fmt: skip
+        for step in steps if not (scratch / "go.mod").exists() else steps[1:]:
+            done = subprocess.run(step, cwd=scratch, capture_output=True, text=True)
+            if done.returncode:
+                print(f"Horcrux did not build ({' '.join(step)}): {done.stderr.strip()[-500:]}", file=sys.stderr)
+                break
+    return (str(tmkms) if tmkms.exists() else None), (str(horcrux) if horcrux.exists() else None)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--count", type=int, default=500, help="timed votes per signer (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed votes first (default: %(default)s)")
     parser.add_argument("--tmkms", default=shutil.which("tmkms"), help="tmkms binary (default: on PATH)")
     parser.add_argument("--horcrux", default=shutil.which("horcrux"), help="horcrux binary (default: on PATH)")
+    parser.add_argument("--build", type=Path, metavar="DIR",
+                        help="build tmkms and Horcrux from their registries into DIR (once) and use them")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) for inspection")
     args = parser.parse_args()
+    if args.build:
+        built = build_peers(args.build)
+        args.tmkms, args.horcrux = args.tmkms or built[0], args.horcrux or built[1]
 
     work = Path(tempfile.mkdtemp(prefix="hl-bench-privval-"))
     private = Ed25519PrivateKey.generate()

@@ -11,6 +11,7 @@ Example::
     max_height_gap = 100000       # refuse a jump further above the last mark
     timeout = 10.0                # seconds of silence before a node is redialed
     control = "/run/highlander/privval.sock"  # promote/demote/status (optional)
+    metrics = "127.0.0.1:9541"    # serve Prometheus /metrics here (optional; keep it on loopback or a private net)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from highlander.signstate.config import ConfigError, parse_address, read_toml
+from highlander.signstate.config import Address, ConfigError, parse_address, read_toml
 from highlander.signstate.config import _path as absolute_path
 from highlander.signstate.register import KeyId
 from highlander.signstate.store import check_key
@@ -50,6 +51,7 @@ class PrivvalConfig(NamedTuple):
     max_height_gap: int = 100_000
     timeout: float = 10.0
     control: Path | None = None
+    metrics: Address | None = None
 
     def key(self, address: str) -> KeyId:
         """The register's name for this signer's key."""
@@ -69,7 +71,8 @@ def parse_node(text: object, where: str) -> NodeAddress:
 
 
 def parse_config(document: dict[str, object], source: str = "config") -> PrivvalConfig:
-    known = {"chain_id", "key_file", "state_file", "register", "nodes", "key_id", "max_height_gap", "timeout", "control"}
+    known = {"chain_id", "key_file", "state_file", "register", "nodes", "key_id", "max_height_gap", "timeout", "control",
+             "metrics"}  # fmt: skip
     unknown = sorted(set(document) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -104,6 +107,7 @@ def parse_config(document: dict[str, object], source: str = "config") -> Privval
         max_height_gap=gap,
         timeout=float(timeout),
         control=absolute_path(document, "control", source) if "control" in document else None,
+        metrics=parse_address(document["metrics"], f"{source}: metrics") if "metrics" in document else None,
     )
 
 

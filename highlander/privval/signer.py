@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf.message import Message
 
@@ -46,7 +47,11 @@ from highlander.signstate import formats
 from highlander.signstate.client import Conflict, Refused, Session, Superseded
 from highlander.signstate.register import HRS, KeyId
 
+if TYPE_CHECKING:
+    from highlander.adapters.metrics import PrivvalMetrics
+
 log = logging.getLogger("highlander.privval")
+SIGN_KINDS = {"sign_vote_request": "vote", "sign_proposal_request": "proposal"}
 SUPERSEDED = "superseded: another signer was promoted in the register; this one no longer signs"
 
 
@@ -60,11 +65,13 @@ class Register(Protocol):
 
 class Refusal(Exception):
     """Why a request is not signed; sent to the node as a RemoteSignerError.
-    ``quiet`` ones are expected (an unpromoted signer) and logged at debug level."""
+    ``quiet`` ones are expected (an unpromoted signer) and logged at debug level;
+    ``result`` is what the metrics count it as (refused, conflict, superseded)."""
 
-    def __init__(self, reason: str, quiet: bool = False) -> None:
+    def __init__(self, reason: str, quiet: bool = False, result: str = "refused") -> None:
         super().__init__(reason)
         self.quiet = quiet
+        self.result = result
 
 
 class Signer:
@@ -78,12 +85,14 @@ class Signer:
         state: StateFile,
         connect_register: Callable[[], Register],
         max_height_gap: int = 100_000,
+        metrics: PrivvalMetrics | None = None,
     ) -> None:
         self.chain_id = chain_id
         self.key = key
         self.key_id = key_id
         self.state = state
         self.max_height_gap = max_height_gap
+        self.metrics = metrics
         self._connect_register = connect_register
         self._register: Register | None = None
         self._lock = threading.Lock()
@@ -124,6 +133,7 @@ class Signer:
     def handle(self, request: Message, peer: str) -> Message:
         """The response to one request from the node at ``peer``."""
         kind = request.WhichOneof("sum")
+        started = time.perf_counter()
         try:
             if kind == "ping_request":
                 return messages.wrap("ping_response", schema.PingResponse())
@@ -131,25 +141,34 @@ class Signer:
                 self._check_chain(request.pub_key_request.chain_id, "public key")
                 return messages.pub_key_response(self.key.public)
             if kind == "sign_vote_request":
-                return self._sign_vote(request.sign_vote_request, peer)
-            if kind == "sign_proposal_request":
-                return self._sign_proposal(request.sign_proposal_request, peer)
-            if kind == "sign_bytes_request":
+                response, result = self._sign_vote(request.sign_vote_request, peer)
+            elif kind == "sign_proposal_request":
+                response, result = self._sign_proposal(request.sign_proposal_request, peer)
+            elif kind == "sign_bytes_request":
                 raise Refusal("arbitrary bytes are never signed: they bypass the double-sign rule")
+            else:
+                # CometBFT's own signer answers an empty message to what it does not know.
+                log.warning("event=unknown-request node=%s request=%s", peer, kind or "none")
+                return schema.PrivvalMessage()
         except Refusal as refusal:
             level = logging.DEBUG if refusal.quiet else logging.WARNING
             log.log(level, "event=refused node=%s request=%s reason=%r", peer, kind, str(refusal))
+            self._count(kind, refusal.result, started)
             return messages.refusal(kind, str(refusal))
-        # CometBFT's own signer answers an empty message to what it does not know.
-        log.warning("event=unknown-request node=%s request=%s", peer, kind or "none")
-        return schema.PrivvalMessage()
+        self._count(kind, result, started)
+        return response
+
+    def _count(self, kind: str | None, result: str, started: float) -> None:
+        if self.metrics is not None and kind in SIGN_KINDS:
+            self.metrics.signed(SIGN_KINDS[kind], result, started)
 
     def _check_chain(self, chain_id: str, what: str) -> None:
         if chain_id != self.chain_id:
             raise Refusal(f"{what} requested for chain {chain_id!r}; this signer serves {self.chain_id!r} only")
 
-    def _sign_signable(self, chain_id: str, signable: Message, peer: str, what: str) -> None:
-        """Sign a vote or proposal in place (signature, and the stored timestamp when reused)."""
+    def _sign_signable(self, chain_id: str, signable: Message, peer: str, what: str) -> str:
+        """Sign a vote or proposal in place (signature, and the stored timestamp when
+        reused); whether it was signed anew or resent."""
         self._check_chain(chain_id, what)
         schema.fill_non_nullable(signable)
         hrs_of, sign_bytes_of = (
@@ -160,31 +179,34 @@ class Signer:
             hrs = hrs_of(signable)
         except signbytes.BadRequest as exc:
             raise Refusal(str(exc)) from None
-        signature, timestamp = self._sign(hrs, sign_bytes_of(self.chain_id, signable), peer, what)
+        signature, timestamp, result = self._sign(hrs, sign_bytes_of(self.chain_id, signable), peer, what)
         signable.signature = signature
         if timestamp is not None:
             signable.timestamp.CopyFrom(timestamp)
+        return result
 
-    def _sign_vote(self, request: Message, peer: str) -> Message:
+    def _sign_vote(self, request: Message, peer: str) -> tuple[Message, str]:
         vote = request.vote
-        self._sign_signable(request.chain_id, vote, peer, "vote")
+        result = self._sign_signable(request.chain_id, vote, peer, "vote")
         vote.ClearField("extension_signature")
         if signbytes.needs_extension_signature(vote) and not request.skip_extension_signing:
             # Made fresh each time, as FilePV does: it signs the application's
             # extension, not the consensus vote.
             vote.extension_signature = self.key.sign(signbytes.vote_extension_sign_bytes(self.chain_id, vote))
-        return messages.wrap("signed_vote_response", schema.SignedVoteResponse(vote=vote))
+        return messages.wrap("signed_vote_response", schema.SignedVoteResponse(vote=vote)), result
 
-    def _sign_proposal(self, request: Message, peer: str) -> Message:
-        self._sign_signable(request.chain_id, request.proposal, peer, "proposal")
-        return messages.wrap("signed_proposal_response", schema.SignedProposalResponse(proposal=request.proposal))
+    def _sign_proposal(self, request: Message, peer: str) -> tuple[Message, str]:
+        result = self._sign_signable(request.chain_id, request.proposal, peer, "proposal")
+        proposal = schema.SignedProposalResponse(proposal=request.proposal)
+        return messages.wrap("signed_proposal_response", proposal), result
 
-    def _sign(self, hrs: HRS, sign_bytes: bytes, peer: str, what: str) -> tuple[bytes, Message | None]:
-        """The signature to hand out for ``sign_bytes`` at ``hrs``, and the
-        stored timestamp when it replaces the request's; or a Refusal."""
+    def _sign(self, hrs: HRS, sign_bytes: bytes, peer: str, what: str) -> tuple[bytes, Message | None, str]:
+        """The signature to hand out for ``sign_bytes`` at ``hrs``, the stored
+        timestamp when it replaces the request's, and whether it was signed
+        anew or resent; or a Refusal."""
         with self._lock:
             if self.superseded:
-                raise Refusal(SUPERSEDED, quiet=True)
+                raise Refusal(SUPERSEDED, quiet=True, result="superseded")
             session = self.session
             if session is None:
                 raise Refusal("this signer is not promoted; it answers PubKey and Ping only", quiet=True)
@@ -196,7 +218,7 @@ class Signer:
                 raise Refusal(decision.reason)
             if isinstance(decision, Reuse):
                 log.info("event=resent key=%s node=%s %s at=%s", self.key_id, peer, what, hrs)
-                return decision.signature, decision.timestamp
+                return decision.signature, decision.timestamp, "resent"
             problem = check_fresh(hrs, session.hwm, max(self.last.hrs, session.hwm), self.max_height_gap)
             if problem:
                 raise Refusal(problem)
@@ -206,7 +228,7 @@ class Signer:
             self.last = signed
             self._saver.submit(self._save, signed)
         log.info("event=signed key=%s node=%s %s at=%s", self.key_id, peer, what, hrs)
-        return signature, None
+        return signature, None, "signed"
 
     def _save(self, signed: LastSigned) -> None:
         try:
@@ -227,11 +249,12 @@ class Signer:
         except Superseded as exc:
             self.superseded = True
             log.error("event=superseded key=%s epoch=%d detail=%r: signing stops", self.key_id, session.epoch, str(exc))
-            raise Refusal(SUPERSEDED) from None
+            raise Refusal(SUPERSEDED, result="superseded") from None
         except Conflict:
             log.error("event=ALARM reason=register-conflict key=%s node=%s %s at=%s",
                       self.key_id, peer, what, hrs)  # fmt: skip
-            raise Refusal(f"the register holds a different signature at {hrs}: refusing a double sign") from None
+            raise Refusal(f"the register holds a different signature at {hrs}: refusing a double sign",
+                          result="conflict") from None
         except Refused as exc:
             raise Refusal(f"the register refused {hrs}: {exc}") from None
         except (ConnectionError, OSError, ValueError) as exc:
