@@ -32,7 +32,7 @@ def render(inventory: Path, out: Path, check: bool) -> None:
     try:
         files = command.render(inventory, out, check_files=check)
     except InventoryError as exc:
-        _fail(f"{inventory}: not a usable inventory", exc.problems)
+        _fail(f"{inventory}: not a usable inventory", exc.messages)
     except command.RenderError as exc:
         _fail("nothing was written", exc.problems)
     except OSError as exc:
