@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
     try:
         data = build(Path(source))
     except InventoryError as exc:
-        print(f"inventory.py: not a usable inventory:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
+        print(f"inventory.py: not a usable inventory:\n  " + "\n  ".join(exc.messages), file=sys.stderr)
         return 1
     if len(argv) > 1 and argv[1] == "--host":
         print(json.dumps({}))  # every host variable is in _meta

@@ -1,10 +1,10 @@
 """The life of one resource instance's daemon, shared by the agents.
 
-Where its PID file and log go, starting it detached and waiting until it is
-ready (or leaving nothing behind), finding it again on monitor, and stopping
-every process of it: SIGTERM, then SIGKILL in time for the stop to finish
-within Pacemaker's timeout. Only ``os`` and ``/proc`` are used on the
-monitor path.
+Where its PID file and log go, reading its configuration file, starting it
+detached and waiting until it is ready (or leaving nothing behind), finding
+it again on monitor, and stopping every process of it: SIGTERM, then
+SIGKILL in time for the stop to finish within Pacemaker's timeout. Only
+``os`` and ``/proc`` are used on the monitor path.
 """
 
 from __future__ import annotations
@@ -16,15 +16,37 @@ from highlander.ocf.codes import OCFError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from pathlib import Path
     from subprocess import Popen
+    from typing import TypeVar
 
     from highlander.ocf.runtime import Resource
+
+    Config = TypeVar("Config")
 
 RUN_DIR = "/run/highlander"
 LOG_DIR = "/var/log/highlander"
 # How often start asks whether the daemon is ready: a failover waits on it
 # (each poll is one cheap health request), so well under a block of a chain.
 POLL_SECONDS = 0.1
+
+
+def read_config(res: Resource, load: Callable[[Path], Config]) -> Config:
+    """The daemon's configuration file (the ``config`` parameter), read by ``load``.
+
+    As OCF sees its problems: a file that cannot be read is not installed
+    (OCF_ERR_INSTALLED: the resource may run on a node that has it); any
+    other problem is the configuration's (OCF_ERR_CONFIGURED).
+    """
+    from pathlib import Path
+
+    from highlander.signstate.config import CONFIG_UNREADABLE, ConfigError
+
+    try:
+        return load(Path(str(res.params["config"])))
+    except ConfigError as exc:
+        code = codes.ERR_INSTALLED if CONFIG_UNREADABLE in exc.codes else codes.ERR_CONFIGURED
+        raise OCFError(code, str(exc)) from None
 
 
 class Daemon:

@@ -14,7 +14,7 @@ control socket its configuration must name (``control = ...``).
 
 from __future__ import annotations
 
-from highlander.agents.daemon import Daemon
+from highlander.agents.daemon import Daemon, read_config
 from highlander.ocf import checks, codes
 from highlander.ocf.codes import OCFError
 from highlander.ocf.spec import Action, Agent, Parameter
@@ -58,15 +58,9 @@ def _daemon(res: Resource) -> Daemon:
 
 
 def _config(res: Resource) -> PrivvalConfig:
-    from pathlib import Path
+    from highlander.privval.config import load_config
 
-    from highlander.privval.config import ConfigError, load_config
-
-    try:
-        config = load_config(Path(str(res.params["config"])))
-    except ConfigError as exc:
-        code = codes.ERR_INSTALLED if "cannot read" in str(exc) else codes.ERR_CONFIGURED
-        raise OCFError(code, str(exc)) from None
+    config = read_config(res, load_config)
     if config.control is None:
         raise OCFError(codes.ERR_CONFIGURED, f"{res.params['config']}: set control = \"/run/highlander/privval.sock\"")
     return config

@@ -9,7 +9,7 @@ process, depth 10 that the daemon answers.
 
 from __future__ import annotations
 
-from highlander.agents.daemon import Daemon
+from highlander.agents.daemon import Daemon, read_config
 from highlander.ocf import checks, codes
 from highlander.ocf.codes import OCFError
 from highlander.ocf.spec import Action, Agent, Parameter
@@ -53,15 +53,9 @@ def _daemon(res: Resource) -> Daemon:
 
 
 def _config(res: Resource) -> NodeConfig:
-    from pathlib import Path
+    from highlander.signstate.config import load_config
 
-    from highlander.signstate.config import ConfigError, load_config
-
-    try:
-        return load_config(Path(str(res.params["config"])))
-    except ConfigError as exc:
-        code = codes.ERR_INSTALLED if "cannot read" in str(exc) else codes.ERR_CONFIGURED
-        raise OCFError(code, str(exc)) from None
+    return read_config(res, load_config)
 
 
 def validate(res: Resource) -> None:

@@ -32,9 +32,9 @@ def render(inventory: Path, out: Path, check: bool) -> None:
     try:
         files = command.render(inventory, out, check_files=check)
     except InventoryError as exc:
-        _fail(f"{inventory}: not a usable inventory", exc.problems)
+        _fail(f"{inventory}: not a usable inventory", exc.messages)
     except command.RenderError as exc:
-        _fail("nothing was written", exc.problems)
+        _fail("nothing was written", exc.messages)
     except OSError as exc:
         _fail("nothing was written", [f"{exc.filename or out}: {exc.strerror}"])
     width = max(len(str(f.relative)) for f in files)

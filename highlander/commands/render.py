@@ -46,7 +46,7 @@ import tempfile
 import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from highlander import templates
@@ -54,6 +54,7 @@ from highlander.adapters.files import fsync_directory, new_directory, replace_di
 from highlander.adapters.runner import CommandRunner, Result
 from highlander.inventory import Inventory, load
 from highlander.inventory.model import KNOWN_HOSTS, SECRET_OPTIONS, FenceDevice, Node
+from highlander.problems import Problem, ProblemError
 
 SECRETS_DIR = "/etc/highlander/secrets"
 SIGNSTATE_CONFIG = "/etc/highlander/signstate.toml"
@@ -68,13 +69,23 @@ FAILURE_TIMEOUT = "60s"
 # Lines of corosync.conf that the check copy may change (to throwaway paths and stderr logging).
 CHECK_ONLY_SETTINGS = ("keyfile:", "logfile:", "to_stderr:")
 
+# The codes of render's problems (highlander.problems). Their path is the file concerned: a template,
+# a rendered file (node-a/cib.xml) or the output directory; empty for the run as a whole.
+RENDER_MALFORMED_XML = "RENDER_MALFORMED_XML"  # a template bug, never an operator's
+RENDER_DUPLICATE_IDS = "RENDER_DUPLICATE_IDS"  # likewise
+RENDER_SECRET_IN_CIB = "RENDER_SECRET_IN_CIB"  # likewise
+RENDER_READ_BACK_FAILED = "RENDER_READ_BACK_FAILED"  # the daemon's own parser refuses the rendered file
+RENDER_READ_BACK_DIFFERS = "RENDER_READ_BACK_DIFFERS"  # it reads back as something else than was meant
+RENDER_OUT_NOT_A_DIRECTORY = "RENDER_OUT_NOT_A_DIRECTORY"
+RENDER_OUT_NOT_A_RENDER = "RENDER_OUT_NOT_A_RENDER"
+RENDER_CHECK_NEEDS_ROOT = "RENDER_CHECK_NEEDS_ROOT"
+RENDER_CHECK_FAILED = "RENDER_CHECK_FAILED"  # a tool refused a rendered file (crm_verify, corosync -t, ssh-keygen)
+RENDER_CHECK_DRIFT = "RENDER_CHECK_DRIFT"  # what the tool would check is not the rendered file
+RENDER_CHECK_UNAVAILABLE = "RENDER_CHECK_UNAVAILABLE"  # the check itself cannot run here
 
-class RenderError(RuntimeError):
+
+class RenderError(ProblemError, RuntimeError):
     """The files cannot be rendered, written or checked; ``problems`` says each reason."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -213,14 +224,17 @@ def _check_cib_text(cib: str) -> None:
     try:
         root = ET.fromstring(cib)
     except ET.ParseError as exc:  # a template bug, never an operator's
-        raise RenderError([f"cib.xml.j2 rendered malformed XML: {exc}"]) from None
+        message = f"cib.xml.j2 rendered malformed XML: {exc}"
+        raise RenderError([Problem(RENDER_MALFORMED_XML, "cib.xml.j2", message)]) from None
     ids = [e.get("id", "") for e in root.iter() if "id" in e.attrib]
     duplicated = sorted({i for i in ids if ids.count(i) > 1})
     if duplicated:
-        raise RenderError([f"cib.xml.j2 rendered duplicate ids: {', '.join(duplicated)}"])
+        message = f"cib.xml.j2 rendered duplicate ids: {', '.join(duplicated)}"
+        raise RenderError([Problem(RENDER_DUPLICATE_IDS, "cib.xml.j2", message)])
     for nvpair in root.iter("nvpair"):
         if nvpair.get("name") in SECRET_OPTIONS:
-            raise RenderError([f"cib.xml.j2 rendered a secret ({nvpair.get('name')}) into the CIB"])
+            message = f"cib.xml.j2 rendered a secret ({nvpair.get('name')}) into the CIB"
+            raise RenderError([Problem(RENDER_SECRET_IN_CIB, "cib.xml.j2", message)])
 
 
 def _check_signstate_text(inventory: Inventory, node: Node, text: str) -> None:
@@ -231,7 +245,8 @@ def _check_signstate_text(inventory: Inventory, node: Node, text: str) -> None:
     try:
         config = parse_config(tomllib.loads(text), where)
     except (tomllib.TOMLDecodeError, ConfigError) as exc:
-        raise RenderError([f"{where}: the rendered file does not read back: {exc}"]) from None
+        message = f"{where}: the rendered file does not read back: {exc}"
+        raise RenderError([Problem(RENDER_READ_BACK_FAILED, where, message)]) from None
     s = inventory.signstate
     expected = (
         node.name, (node.addresses[0], s.port),
@@ -243,7 +258,8 @@ def _check_signstate_text(inventory: Inventory, node: Node, text: str) -> None:
         config.state_dir, config.pki_dir, config.socket, config.socket_group,
     )  # fmt: skip
     if got != expected:
-        raise RenderError([f"{where}: reads back as {got}, expected {expected}"])
+        message = f"{where}: reads back as {got}, expected {expected}"
+        raise RenderError([Problem(RENDER_READ_BACK_DIFFERS, where, message)])
 
 
 # --- writing: whole or not at all -------------------------------------------------
@@ -282,17 +298,19 @@ def _write_new(path: Path, text: str, mode: int = 0o644) -> None:
 
 def _check_replaceable(out: Path) -> None:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise RenderError([f"{out}: exists and is not a directory"])
+        message = f"{out}: exists and is not a directory"
+        raise RenderError([Problem(RENDER_OUT_NOT_A_DIRECTORY, str(out), message)])
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise RenderError([f"{out}: not empty and not an earlier render (no {MARKER}): choose another --out"])
+        message = f"{out}: not empty and not an earlier render (no {MARKER}): choose another --out"
+        raise RenderError([Problem(RENDER_OUT_NOT_A_RENDER, str(out), message)])
 
 
 # --- checking with the real tools ----------------------------------------------------
 
 
-def check(inventory: Inventory, directory: Path, runner: CommandRunner) -> list[str]:
+def check(inventory: Inventory, directory: Path, runner: CommandRunner) -> list[Problem]:
     """Every problem the tools find in the files below ``directory`` (empty: all good)."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     members = {n.name for n in inventory.members}
     for node in inventory.nodes:
         if node.name not in members:
@@ -303,11 +321,12 @@ def check(inventory: Inventory, directory: Path, runner: CommandRunner) -> list[
         if known_hosts.exists():
             result = runner.run(["ssh-keygen", "-l", "-f", str(known_hosts)])
             if not result.ok:
-                problems.append(_tool_problem(f"{node.name}/known_hosts", result))
+                where = f"{node.name}/known_hosts"
+                problems.append(_tool_problem(RENDER_CHECK_FAILED, where, where, result))
     return problems
 
 
-def check_cib(inventory: Inventory, cib: Path, runner: CommandRunner) -> list[str]:
+def check_cib(inventory: Inventory, cib: Path, runner: CommandRunner) -> list[Problem]:
     """``crm_verify --xml-file`` on ``cib`` as the running cluster will hold it.
 
     An offline CIB has no status section, so the scheduler would take every
@@ -324,12 +343,13 @@ def check_cib(inventory: Inventory, cib: Path, runner: CommandRunner) -> list[st
             argv += ["--node-up", node.name]
         result = runner.run(argv)
         if not result.ok:
-            return [_tool_problem(where, result)]
+            return [_tool_problem(RENDER_CHECK_FAILED, where, where, result)]
         if _configuration(cib) != _configuration(online):
-            return [f"{where}: crm_simulate changed the configuration while injecting the node states"]
+            message = f"{where}: crm_simulate changed the configuration while injecting the node states"
+            return [Problem(RENDER_CHECK_DRIFT, where, message)]
         result = runner.run(["crm_verify", "--xml-file", str(online), "--verbose"])
         if not result.ok:
-            return [_tool_problem(where, result)]
+            return [_tool_problem(RENDER_CHECK_FAILED, where, where, result)]
     return []
 
 
@@ -340,7 +360,7 @@ def _configuration(cib: Path) -> bytes:
 
 def check_corosync_conf(
     inventory: Inventory, conf: Path, local_addresses: Sequence[str], runner: CommandRunner
-) -> list[str]:
+) -> list[Problem]:
     """``corosync -t`` on ``conf`` as a host with ``local_addresses`` would run it.
 
     For a member, its own addresses: corosync must find it in the nodelist.
@@ -352,20 +372,24 @@ def check_corosync_conf(
         copy = Path(scratch, "corosync.conf")
         result = runner.run(["corosync-keygen", "-l", "-k", str(key)])
         if not result.ok:
-            return [_tool_problem(f"{where}: corosync-keygen", result)]
+            return [_tool_problem(RENDER_CHECK_UNAVAILABLE, where, f"{where}: corosync-keygen", result)]
         text = templates.render(
             "corosync.conf.j2", **corosync_context(inventory, keyfile=str(key), logfile=str(log), to_stderr=True)
         )
         drift = check_copy_drift(conf.read_text(), text)
         if drift:
-            return [f"{where}: the check copy differs beyond the keyfile and log settings: {drift}"]
+            message = f"{where}: the check copy differs beyond the keyfile and log settings: {drift}"
+            return [Problem(RENDER_CHECK_DRIFT, where, message)]
         copy.write_text(text)
         problems = corosync_test(copy, local_addresses, runner)
         names = sorted({a for n in inventory.members for a in n.addresses if not _is_ip(a)})
         if problems and names:
-            problems[-1] += (f"\n    ({', '.join(names)}: host names are resolved inside the check's network "
-                             "namespace, which has no network: list them in /etc/hosts or give IP addresses)")  # fmt: skip
-        return [f"{where}: {p}" for p in problems]
+            hint = (
+                f"\n    ({', '.join(names)}: host names are resolved inside the check's network namespace, which "
+                "has no network: list them in /etc/hosts or give IP addresses)"
+            )
+            problems[-1] = replace(problems[-1], message=problems[-1].message + hint)
+        return [replace(p, path=where, message=f"{where}: {p.message}") for p in problems]
 
 
 def check_copy_drift(rendered: str, check_copy: str) -> str | None:
@@ -379,7 +403,7 @@ def check_copy_drift(rendered: str, check_copy: str) -> str | None:
     return None
 
 
-def corosync_test(conf: Path, local_addresses: Sequence[str], runner: CommandRunner) -> list[str]:
+def corosync_test(conf: Path, local_addresses: Sequence[str], runner: CommandRunner) -> list[Problem]:
     """``corosync -t -c conf`` in a throwaway network namespace that has ``local_addresses``.
 
     The addresses go on the namespace's own loopback device (present in
@@ -390,14 +414,16 @@ def corosync_test(conf: Path, local_addresses: Sequence[str], runner: CommandRun
     name = f"hl-check-{os.getpid()}-{secrets.token_hex(4)}"
     result = runner.run(["ip", "netns", "add", name])
     if not result.ok:
-        return [_tool_problem("cannot create a network namespace for corosync -t", result)]
+        what = "cannot create a network namespace for corosync -t"
+        return [_tool_problem(RENDER_CHECK_UNAVAILABLE, "", what, result)]
     try:
         steps = [["ip", "-n", name, "link", "set", "lo", "up"]]
         for address in local_addresses:
             try:
                 ips = _ips(address)
             except OSError as exc:
-                return [f"cannot check: {address} does not resolve here ({exc.strerror})"]
+                message = f"cannot check: {address} does not resolve here ({exc.strerror})"
+                return [Problem(RENDER_CHECK_UNAVAILABLE, "", message)]
             for ip in ips:
                 if ip.is_loopback:  # lo holds 127.0.0.0/8 and ::1 once it is up
                     continue
@@ -406,10 +432,11 @@ def corosync_test(conf: Path, local_addresses: Sequence[str], runner: CommandRun
         for argv in steps:
             result = runner.run(argv)
             if not result.ok:
-                return [_tool_problem("cannot prepare the network namespace for corosync -t", result)]
+                what = "cannot prepare the network namespace for corosync -t"
+                return [_tool_problem(RENDER_CHECK_UNAVAILABLE, "", what, result)]
         result = runner.run(["ip", "netns", "exec", name, "corosync", "-t", "-c", str(conf)])
         if not result.ok:
-            return [_tool_problem("corosync -t", result)]
+            return [_tool_problem(RENDER_CHECK_FAILED, "", "corosync -t", result)]
         return []
     finally:
         runner.run(["ip", "netns", "delete", name])
@@ -431,11 +458,11 @@ def _ips(address: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
         return sorted({ipaddress.ip_address(info[4][0]) for info in infos}, key=str)
 
 
-def _tool_problem(what: str, result: Result) -> str:
+def _tool_problem(code: str, path: str, what: str, result: Result) -> Problem:
     """The tool's own words, indented under what was being checked."""
     lines = [line for line in (result.stderr + "\n" + result.stdout).splitlines() if line.strip()]
     head = f"{what}: {' '.join(result.argv)} exited with {result.returncode}"
-    return "\n    ".join([head, *lines])
+    return Problem(code, path, "\n    ".join([head, *lines]))
 
 
 # --- the use case ---------------------------------------------------------------------
@@ -455,7 +482,8 @@ def render(
         write(files, out)
         return files
     if os.geteuid() != 0:
-        raise RenderError(["--check needs root: corosync -t runs in a throwaway network namespace"])
+        message = "--check needs root: corosync -t runs in a throwaway network namespace"
+        raise RenderError([Problem(RENDER_CHECK_NEEDS_ROOT, "", message)])
     if runner is None:
         from highlander.lab.node import system_env
 

@@ -17,6 +17,7 @@ its place in the file:
   of thousands of digits), as an error at its line instead of a traceback.
 
 Everything else is PyYAML's safe loader (plain data, no Python objects).
+A refusal carries its problem (code, path where known, message).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from highlander.inventory import codes
+from highlander.problems import Problem
+
 MAX_SIZE = 1 << 20
 MAX_DEPTH = 32
 MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -34,7 +38,11 @@ VALUE_TAG = "tag:yaml.org,2002:value"
 
 
 class Refused(yaml.YAMLError):
-    """Valid YAML that an inventory does not accept; the message says where and why."""
+    """Valid YAML that an inventory does not accept; ``problem`` says where and why."""
+
+    def __init__(self, code: str, path: str, message: str) -> None:
+        super().__init__(message)
+        self.problem = Problem(code, path, message)
 
 
 def _position(mark: yaml.Mark) -> str:
@@ -42,7 +50,7 @@ def _position(mark: yaml.Mark) -> str:
 
 
 def _path_text(parts: list[str]) -> str:
-    return "".join(parts).lstrip(".") or "(top level)"
+    return "".join(parts).lstrip(".")
 
 
 def _node_text(node: Node) -> str:
@@ -64,23 +72,25 @@ class InventoryLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Node | None, index: object) -> Node:
         event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            raise self._no_anchors(event.start_mark, f"alias *{event.anchor}")
-        if getattr(event, "anchor", None) is not None:
-            raise self._no_anchors(event.start_mark, f"anchor &{event.anchor}")
         if isinstance(parent, SequenceNode):
             part = f"[{index}]"
         elif isinstance(parent, MappingNode):
             part = f".{_node_text(index)}" if isinstance(index, Node) else ".(a key)"
         else:
             part = ""
-        if len(self._path) >= MAX_DEPTH:
-            raise Refused(
-                f"{_position(event.start_mark)}: nested deeper than {MAX_DEPTH} levels; "
-                "an inventory needs a handful"
-            )
         self._path.append(part)
         try:
+            if isinstance(event, yaml.AliasEvent):
+                raise self._no_anchors(event.start_mark, f"alias *{event.anchor}")
+            if getattr(event, "anchor", None) is not None:
+                raise self._no_anchors(event.start_mark, f"anchor &{event.anchor}")
+            if len(self._path) > MAX_DEPTH:
+                raise Refused(
+                    codes.INVENTORY_TOO_DEEP,
+                    _path_text(self._path),
+                    f"{_position(event.start_mark)}: nested deeper than {MAX_DEPTH} levels; "
+                    "an inventory needs a handful",
+                )
             return super().compose_node(parent, index)
         finally:
             self._path.pop()
@@ -91,18 +101,23 @@ class InventoryLoader(yaml.SafeLoader):
         for key, _ in node.value:
             if not isinstance(key, ScalarNode):
                 continue  # refused when constructed: a mapping key must be a single value
-            where = _path_text([*self._path, f".{_node_text(key)}"])
+            path = _path_text([*self._path, f".{_node_text(key)}"])
+            where = path or "(top level)"
             if key.tag == MERGE_TAG:
                 raise Refused(
-                    f"{where}: YAML merge keys are not accepted in an inventory: write the settings out in full"
+                    codes.INVENTORY_YAML_MERGE_KEY,
+                    path,
+                    f"{where}: YAML merge keys are not accepted in an inventory: write the settings out in full",
                 )
             # The key as loaded, so that 1 and 0x1 (or yes and true) are the same key.
             identity = key.value if key.tag == VALUE_TAG else self.construct_object(key)
             first = seen.setdefault(identity, key)
             if first is not key:
                 raise Refused(
+                    codes.INVENTORY_DUPLICATE_KEY,
+                    path,
                     f"{where}: given twice (lines {first.start_mark.line + 1} and {key.start_mark.line + 1}): "
-                    "keep one"
+                    "keep one",
                 )
         return node
 
@@ -117,8 +132,10 @@ class InventoryLoader(yaml.SafeLoader):
 
     def _no_anchors(self, mark: yaml.Mark, what: str) -> Refused:
         return Refused(
+            codes.INVENTORY_YAML_ANCHOR,
+            _path_text(self._path),
             f"{_position(mark)}: YAML anchors and aliases are not accepted in an inventory ({what}): "
-            "write every value out in full"
+            "write every value out in full",
         )
 
 
@@ -133,8 +150,10 @@ def read(path: Path) -> object:
         if len(data) > MAX_SIZE:
             size = max(len(data), os.fstat(handle.fileno()).st_size)
             raise Refused(
+                codes.INVENTORY_TOO_LARGE,
+                "",
                 f"{size} bytes; an inventory is a few kilobytes (at most {MAX_SIZE} bytes are read): "
-                "is this the right file?"
+                "is this the right file?",
             )
     loader = InventoryLoader(data)
     try:

@@ -1,8 +1,9 @@
 """The trio as the operator describes it once, checked completely.
 
 :func:`parse` turns the YAML document (already loaded into Python values)
-into an :class:`Inventory`, or raises :class:`InventoryError` listing every
-problem with its path and the fix, e.g.
+into an :class:`Inventory`, or raises :class:`InventoryError` with every
+problem: its code (:mod:`highlander.inventory.codes`), the path of the bad
+value and a message that names the path, what is wrong and the fix, e.g.
 ``nodes[2].fence[0].address: not an IP address or host name ('10.0.0.999')``.
 Pure: no file, network or clock, so every rule is unit-tested.
 
@@ -17,6 +18,9 @@ import re
 import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from highlander.inventory import codes
+from highlander.problems import Problem, ProblemError
 
 METHODS = ("ipmi", "ilo_ssh", "redfish")
 DEFAULT_FENCE_PORTS = {"ipmi": 623, "ilo_ssh": 22, "redfish": 443}
@@ -66,12 +70,8 @@ def setting(path: str, key: object) -> str:
     return f"{path}.{name}" if path else name
 
 
-class InventoryError(ValueError):
-    """Every problem found, one per line, each with its path."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+class InventoryError(ProblemError, ValueError):
+    """Every problem found in an inventory; ``str()`` is their messages, one per line."""
 
 
 @dataclass(frozen=True)
@@ -170,44 +170,48 @@ class _Checker:
     """Collects problems while reading a document, so all are reported at once."""
 
     def __init__(self) -> None:
-        self.problems: list[str] = []
+        self.problems: list[Problem] = []
 
-    def problem(self, path: str, message: str) -> None:
-        self.problems.append(f"{path or '(top level)'}: {message}")
+    def problem(self, code: str, path: str, message: str) -> None:
+        """A problem with the value at ``path``; its message starts with the path."""
+        self.problems.append(Problem(code, path, f"{path or '(top level)'}: {message}"))
 
     def mapping(self, value: object, path: str, known: tuple[str, ...]) -> Mapping[str, object]:
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            self.problem(path, f"expected a mapping of {', '.join(known)}, got {type(value).__name__}")
+            expected = f"expected a mapping of {', '.join(known)}, got {type(value).__name__}"
+            self.problem(codes.INVENTORY_WRONG_TYPE, path, expected)
             return {}
         for key in value:
             if key not in known:
-                self.problem(setting(path, key), f"unknown setting (known: {', '.join(known)})")
+                unknown = f"unknown setting (known: {', '.join(known)})"
+                self.problem(codes.INVENTORY_UNKNOWN_SETTING, setting(path, key), unknown)
         return value
 
     def text(
         self, document: Mapping[str, object], key: str, path: str, *, required: bool = False,
         default: str | None = None, pattern: re.Pattern[str] | None = None, what: str = "",
-        check: Callable[[str], str | None] | None = None,
+        check: Callable[[str], Refusal | None] | None = None,
     ) -> str | None:  # fmt: skip
         where = f"{path}.{key}" if path else key
         value = document.get(key)
         if value is None:
             if required:
-                self.problem(where, f"required{f' ({what})' if what else ''}")
+                self.problem(codes.INVENTORY_REQUIRED, where, f"required{f' ({what})' if what else ''}")
             return default
         if not isinstance(value, (str, int)) or isinstance(value, bool):
-            self.problem(where, f"expected text, got {shown(value)}")
+            self.problem(codes.INVENTORY_WRONG_TYPE, where, f"expected text, got {shown(value)}")
             return default
         text = str(value)
         if pattern is not None and not pattern.match(text):
-            self.problem(where, f"not {what} ({shown(text)})")
+            self.problem(codes.INVENTORY_INVALID_VALUE, where, f"not {what} ({shown(text)})")
             return default
         if check is not None:
-            problem = check(text)
-            if problem:
-                self.problem(where, f"{problem} ({shown(text)})")
+            refusal = check(text)
+            if refusal:
+                code, message = refusal
+                self.problem(code, where, f"{message} ({shown(text)})")
                 return default
         return text
 
@@ -217,7 +221,8 @@ class _Checker:
         where = f"{path}.{key}" if path else key
         value = document.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            self.problem(where, f"expected a whole number from {low} to {high}, got {shown(value)}")
+            expected = f"expected a whole number from {low} to {high}, got {shown(value)}"
+            self.problem(codes.INVENTORY_OUT_OF_RANGE, where, expected)
             return default
         return value
 
@@ -226,35 +231,47 @@ class _Checker:
         where = f"{path}.{key}" if path else key
         value = document.get(key, default)
         if value not in choices:
-            self.problem(where, f"must be one of {', '.join(choices)}, got {shown(value)}")
+            expected = f"must be one of {', '.join(choices)}, got {shown(value)}"
+            self.problem(codes.INVENTORY_NOT_A_CHOICE, where, expected)
             return choices[0]
         return str(value)
 
 
-def _host(text: str) -> str | None:
+# Why a text is refused: the problem's code and what is wrong.
+Refusal = tuple[str, str]
+NOT_ABSOLUTE: Refusal = (codes.INVENTORY_NOT_ABSOLUTE_PATH, "must be an absolute path")
+NOT_AN_ADDRESS: Refusal = (codes.INVENTORY_WRONG_TYPE, "expected an address as text")
+
+
+def _host(text: str) -> Refusal | None:
     try:
         ipaddress.ip_address(text)
         return None
     except ValueError:
         pass
     if text.replace(".", "").isdigit() or not HOSTNAME.match(text):
-        return "not an IP address or host name"
+        return codes.INVENTORY_NOT_A_HOST, "not an IP address or host name"
     return None
 
 
-def _absolute(text: str) -> str | None:
-    return None if text.startswith("/") else "must be an absolute path"
+def _absolute(text: str) -> Refusal | None:
+    return None if text.startswith("/") else NOT_ABSOLUTE
 
 
-def _url(text: str) -> str | None:
-    return None if text.startswith(("http://", "https://")) else "must be an http:// or https:// URL"
+def _url(text: str) -> Refusal | None:
+    if text.startswith(("http://", "https://")):
+        return None
+    return codes.INVENTORY_NOT_A_URL, "must be an http:// or https:// URL"
 
 
-def _secret_path(text: str) -> str | None:
+def _secret_path(text: str) -> Refusal | None:
     if not text.startswith("/"):
-        return "must be an absolute path"
+        return NOT_ABSOLUTE
     if not SAFE_PATH.match(text):
-        return "must be a path of letters, digits and ._-/ only (it becomes a password_script argument)"
+        return (
+            codes.INVENTORY_UNSAFE_PATH,
+            "must be a path of letters, digits and ._-/ only (it becomes a password_script argument)",
+        )
     return None
 
 
@@ -270,33 +287,58 @@ def _options(c: _Checker, raw: object, path: str, method: str) -> dict[str, str]
     if not isinstance(raw, Mapping) or not all(
         isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in raw.items()
     ):
-        c.problem(path, "expected a mapping of agent option names to values")
+        c.problem(codes.INVENTORY_WRONG_TYPE, path, "expected a mapping of agent option names to values")
         return {}
     options: dict[str, str] = {}
     for key, value in raw.items():
         where = setting(path, key)
         if key in ("password", "passwd"):
-            c.problem(where, "inline passwords are not accepted: use the device's password_file or "
-                             "password_vault")  # fmt: skip
+            c.problem(
+                codes.INVENTORY_INLINE_PASSWORD,
+                where,
+                "inline passwords are not accepted: use the device's password_file or password_vault",
+            )
         elif key in SECRET_OPTIONS:
-            c.problem(where, "a secret, and options end up in the cluster configuration: not accepted")
+            c.problem(
+                codes.INVENTORY_SECRET_OPTION,
+                where,
+                "a secret, and options end up in the cluster configuration: not accepted",
+            )
         elif key in RESERVED_OPTIONS:
-            c.problem(where, f"set by highlander from {RESERVED_OPTIONS[key]}; remove it from options")
+            c.problem(
+                codes.INVENTORY_RESERVED_OPTION,
+                where,
+                f"set by highlander from {RESERVED_OPTIONS[key]}; remove it from options",
+            )
         elif not OPTION_NAME.match(key):
-            c.problem(where, "not an agent option name (lower-case letters, digits and _)")
+            c.problem(
+                codes.INVENTORY_INVALID_OPTION_NAME,
+                where,
+                "not an agent option name (lower-case letters, digits and _)",
+            )
         elif key == "host_key" and method != "ilo_ssh":
-            c.problem(where, "only ilo_ssh devices take a host_key")
+            c.problem(codes.INVENTORY_OPTION_NOT_FOR_METHOD, where, "only ilo_ssh devices take a host_key")
         elif key == "host_key" and not HOST_KEY.match(str(value)):
-            c.problem(where, "not an SSH public key ('<type> <base64>', as in ssh-keyscan's output "
-                             "without the host name)")  # fmt: skip
+            c.problem(
+                codes.INVENTORY_INVALID_VALUE,
+                where,
+                "not an SSH public key ('<type> <base64>', as in ssh-keyscan's output without the host name)",
+            )
         else:
             options[key] = str(value)
     if method == "ilo_ssh" and not ({"ssh_fingerprint", "known_hosts", "host_key"} & set(raw)):
-        c.problem(path, "an ilo_ssh device needs ssh_fingerprint, known_hosts or host_key: host keys "
-                        "are checked, never accepted blindly")  # fmt: skip
+        c.problem(
+            codes.INVENTORY_HOST_KEY_NOT_PINNED,
+            path,
+            "an ilo_ssh device needs ssh_fingerprint, known_hosts or host_key: host keys are checked, never "
+            "accepted blindly",
+        )
     if "host_key" in raw and "known_hosts" in raw:
-        c.problem(f"{path}.host_key", "give host_key or known_hosts, not both (with host_key the agent "
-                                      f"uses {KNOWN_HOSTS})")  # fmt: skip
+        c.problem(
+            codes.INVENTORY_CONFLICTING_SETTINGS,
+            f"{path}.host_key",
+            f"give host_key or known_hosts, not both (with host_key the agent uses {KNOWN_HOSTS})",
+        )
     return options
 
 
@@ -304,8 +346,12 @@ def _fence(c: _Checker, raw: object, path: str) -> FenceDevice | None:
     keys = ("method", "address", "port", "username", "password_file", "password_vault", "password", "options")
     d = c.mapping(raw, path, keys)
     if "password" in d:
-        c.problem(f"{path}.password", "inline passwords are not accepted: use password_file (a 0600 file on "
-                                      "the nodes) or password_vault (an Ansible Vault variable)")  # fmt: skip
+        c.problem(
+            codes.INVENTORY_INLINE_PASSWORD,
+            f"{path}.password",
+            "inline passwords are not accepted: use password_file (a 0600 file on the nodes) or password_vault "
+            "(an Ansible Vault variable)",
+        )
     method = c.choice(d, "method", path, METHODS)
     address = c.text(d, "address", path, required=True, check=_host, what="the BMC's address")
     port = c.number(d, "port", path, DEFAULT_FENCE_PORTS.get(method, 623), 1, 65535)
@@ -313,7 +359,9 @@ def _fence(c: _Checker, raw: object, path: str) -> FenceDevice | None:
     password_file = c.text(d, "password_file", path, check=_secret_path)
     password_vault = c.text(d, "password_vault", path, pattern=IDENTIFIER, what="a variable name")
     if not password_file and not password_vault and "password" not in d:
-        c.problem(f"{path}.password_file", "required: a password_file or a password_vault variable")
+        c.problem(
+            codes.INVENTORY_REQUIRED, f"{path}.password_file", "required: a password_file or a password_vault variable"
+        )
     options = _options(c, d.get("options", {}), f"{path}.options", method)
     if address is None or username is None:
         return None
@@ -327,18 +375,21 @@ def _node(c: _Checker, raw: object, path: str) -> Node | None:
     addresses_raw = d.get("addresses")
     addresses: list[str] = []
     if not isinstance(addresses_raw, list) or not 1 <= len(addresses_raw) <= 2:
-        c.problem(f"{path}.addresses", "expected one or two addresses (one per corosync link)")
+        c.problem(
+            codes.INVENTORY_ADDRESS_COUNT, f"{path}.addresses", "expected one or two addresses (one per corosync link)"
+        )
     else:
         for i, value in enumerate(addresses_raw):
-            problem = _host(value) if isinstance(value, str) else "expected an address as text"
-            if problem:
-                c.problem(f"{path}.addresses[{i}]", f"{problem} ({shown(value)})")
+            refusal = _host(value) if isinstance(value, str) else NOT_AN_ADDRESS
+            if refusal:
+                code, message = refusal
+                c.problem(code, f"{path}.addresses[{i}]", f"{message} ({shown(value)})")
             else:
                 addresses.append(value)
     fence_raw = d.get("fence", [])
     fences = []
     if not isinstance(fence_raw, list):
-        c.problem(f"{path}.fence", "expected a list of fence devices (first level first)")
+        c.problem(codes.INVENTORY_WRONG_TYPE, f"{path}.fence", "expected a list of fence devices (first level first)")
     else:
         for i, device in enumerate(fence_raw):
             found = _fence(c, device, f"{path}.fence[{i}]")
@@ -361,7 +412,7 @@ def parse(document: object) -> Inventory:
     nodes_raw = top.get("nodes")
     indexed: list[tuple[int, Node]] = []
     if not isinstance(nodes_raw, list) or len(nodes_raw) != 3:
-        c.problem("nodes", "expected exactly three nodes: two active-capable and a witness")
+        c.problem(codes.INVENTORY_NODE_COUNT, "nodes", "expected exactly three nodes: two active-capable and a witness")
     else:
         for i, raw in enumerate(nodes_raw):
             node = _node(c, raw, f"nodes[{i}]")
@@ -401,10 +452,16 @@ def parse(document: object) -> Inventory:
         health_interval=c.number(t, "health_interval", "timeouts", 30, 1, 3600),
     )
     if timeouts.health_interval == timeouts.monitor_interval:
-        c.problem("timeouts.health_interval", "must differ from monitor_interval: Pacemaker runs one monitor "
-                                              "per interval (depth 0 and depth 10 need two)")  # fmt: skip
+        c.problem(
+            codes.INVENTORY_CONFLICTING_SETTINGS,
+            "timeouts.health_interval",
+            "must differ from monitor_interval: Pacemaker runs one monitor per interval (depth 0 and depth 10 "
+            "need two)",
+        )
     if c.problems or name is None:
-        raise InventoryError(c.problems or ["cluster.name: required"])
+        if not c.problems:
+            c.problem(codes.INVENTORY_REQUIRED, "cluster.name", "required")
+        raise InventoryError(c.problems)
     return Inventory(name, quorum, tuple(nodes), signstate, validator, timeouts)
 
 
@@ -414,21 +471,31 @@ def _check_trio(c: _Checker, indexed: list[tuple[int, Node]], quorum: str) -> No
     names = [n.name for n in nodes]
     for i, node in indexed:
         if names.count(node.name) > 1:
-            c.problem(f"nodes[{i}].name", f"{node.name!r} is used by more than one node")
+            shared = f"{node.name!r} is used by more than one node"
+            c.problem(codes.INVENTORY_DUPLICATE_NAME, f"nodes[{i}].name", shared)
     if len(nodes) == 3:
         roles = sorted(n.role for n in nodes)
         if roles != ["active", "active", "witness"]:
-            c.problem("nodes", f"expected two active-capable nodes and one witness, got roles {roles}")
+            expected = f"expected two active-capable nodes and one witness, got roles {roles}"
+            c.problem(codes.INVENTORY_WRONG_ROLES, "nodes", expected)
     links = {len(n.addresses) for n in nodes}
     if len(links) > 1:
-        c.problem("nodes", "every node needs the same number of addresses (one per corosync link)")
+        c.problem(
+            codes.INVENTORY_LINK_COUNT_MISMATCH,
+            "nodes",
+            "every node needs the same number of addresses (one per corosync link)",
+        )
     seen: dict[str, str] = {}
     for i, node in indexed:
         for j, address in enumerate(node.addresses):
             if address in seen:
-                c.problem(f"nodes[{i}].addresses[{j}]", f"{address} is also {seen[address]}'s address")
+                also = f"{address} is also {seen[address]}'s address"
+                c.problem(codes.INVENTORY_DUPLICATE_ADDRESS, f"nodes[{i}].addresses[{j}]", also)
             seen[address] = node.name
         member = quorum == "votequorum" or node.active
         if member and not node.fence:
-            c.problem(f"nodes[{i}].fence", f"{node.name} is a cluster member and needs a fence device "
-                                           "(fencing stays on)")  # fmt: skip
+            c.problem(
+                codes.INVENTORY_MEMBER_WITHOUT_FENCE,
+                f"nodes[{i}].fence",
+                f"{node.name} is a cluster member and needs a fence device (fencing stays on)",
+            )

@@ -19,8 +19,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from highlander.signstate.config import Address, ConfigError, parse_address, read_toml
-from highlander.signstate.config import _path as absolute_path
+from highlander.signstate.config import (
+    CONFIG_INVALID_ADDRESS,
+    CONFIG_INVALID_VALUE,
+    Address,
+    ConfigError,
+    absolute_path,
+    config_error,
+    parse_address,
+    read_toml,
+    refuse_unknown,
+)
 from highlander.signstate.register import KeyId
 from highlander.signstate.store import check_key
 
@@ -58,45 +67,52 @@ class PrivvalConfig(NamedTuple):
         return KeyId(self.chain_id, self.key_id or address)
 
 
-def parse_node(text: object, where: str) -> NodeAddress:
+def parse_node(text: object, path: str, source: str = "config") -> NodeAddress:
+    """A node's ``priv_validator_laddr``, the value at ``path`` in ``source``."""
     if isinstance(text, str) and text.startswith("unix://"):
-        path = text[len("unix://") :]
-        if not path.startswith("/"):
-            raise ConfigError(f"{where}: {text!r} must name an absolute socket path, as unix:///run/x.sock")
-        return NodeAddress("unix", path=path)
+        socket = text[len("unix://") :]
+        if not socket.startswith("/"):
+            message = f"{path}: {text!r} must name an absolute socket path, as unix:///run/x.sock"
+            raise config_error(CONFIG_INVALID_ADDRESS, path, message, source)
+        return NodeAddress("unix", path=socket)
     if isinstance(text, str) and text.startswith("tcp://"):
-        address = parse_address(text[len("tcp://") :], where)
+        address = parse_address(text[len("tcp://") :], path, source)
         return NodeAddress("tcp", address.host, address.port)
-    raise ConfigError(f"{where}: {text!r} is not tcp://HOST:PORT or unix:///PATH (the node's priv_validator_laddr)")
+    message = f"{path}: {text!r} is not tcp://HOST:PORT or unix:///PATH (the node's priv_validator_laddr)"
+    raise config_error(CONFIG_INVALID_ADDRESS, path, message, source)
 
 
 def parse_config(document: dict[str, object], source: str = "config") -> PrivvalConfig:
     known = {"chain_id", "key_file", "state_file", "register", "nodes", "key_id", "max_height_gap", "timeout", "control",
              "metrics"}  # fmt: skip
-    unknown = sorted(set(document) - known)
-    if unknown:
-        raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    refuse_unknown(document, known, source)
     chain_id = document.get("chain_id")
     if not isinstance(chain_id, str) or not chain_id:
-        raise ConfigError(f"{source}: chain_id must name the chain (as in genesis.json), got {chain_id!r}")
+        message = f"chain_id must name the chain (as in genesis.json), got {chain_id!r}"
+        raise config_error(CONFIG_INVALID_VALUE, "chain_id", message, source)
     key_id = document.get("key_id")
     if key_id is not None and not isinstance(key_id, str):
-        raise ConfigError(f"{source}: key_id must be a name, got {key_id!r}")
-    problem = check_key(KeyId(chain_id, key_id or "address"))
-    if problem:
-        raise ConfigError(f"{source}: {problem}")
+        raise config_error(CONFIG_INVALID_VALUE, "key_id", f"key_id must be a name, got {key_id!r}", source)
+    # The register's rules for its names; the chain's first, as the register checks them.
+    for name, key in (("chain_id", KeyId(chain_id, "address")), ("key_id", KeyId(chain_id, key_id or "address"))):
+        problem = check_key(key)
+        if problem:
+            raise config_error(CONFIG_INVALID_VALUE, name, problem, source)
     nodes = document.get("nodes")
     if not isinstance(nodes, list) or not nodes:
-        raise ConfigError(f"{source}: nodes must list at least one node, as [\"tcp://10.0.0.1:26659\"]")
-    parsed = tuple(parse_node(node, f"{source}: nodes[{index}]") for index, node in enumerate(nodes))
+        message = 'nodes must list at least one node, as ["tcp://10.0.0.1:26659"]'
+        raise config_error(CONFIG_INVALID_VALUE, "nodes", message, source)
+    parsed = tuple(parse_node(node, f"nodes[{index}]", source) for index, node in enumerate(nodes))
     if len(set(parsed)) != len(parsed):
-        raise ConfigError(f"{source}: nodes lists the same node twice")
+        raise config_error(CONFIG_INVALID_VALUE, "nodes", "nodes lists the same node twice", source)
     gap = document.get("max_height_gap", 100_000)
     if not isinstance(gap, int) or isinstance(gap, bool) or gap < 1:
-        raise ConfigError(f"{source}: max_height_gap must be a positive number of blocks, got {gap!r}")
+        message = f"max_height_gap must be a positive number of blocks, got {gap!r}"
+        raise config_error(CONFIG_INVALID_VALUE, "max_height_gap", message, source)
     timeout = document.get("timeout", 10.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 1 <= timeout <= 300:
-        raise ConfigError(f"{source}: timeout must be seconds from 1 to 300, got {timeout!r}")
+        message = f"timeout must be seconds from 1 to 300, got {timeout!r}"
+        raise config_error(CONFIG_INVALID_VALUE, "timeout", message, source)
     return PrivvalConfig(
         chain_id=chain_id,
         key_file=absolute_path(document, "key_file", source),
@@ -107,7 +123,7 @@ def parse_config(document: dict[str, object], source: str = "config") -> Privval
         max_height_gap=gap,
         timeout=float(timeout),
         control=absolute_path(document, "control", source) if "control" in document else None,
-        metrics=parse_address(document["metrics"], f"{source}: metrics") if "metrics" in document else None,
+        metrics=parse_address(document["metrics"], "metrics", source) if "metrics" in document else None,
     )
 
 

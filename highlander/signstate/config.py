@@ -21,9 +21,26 @@ import tomllib
 from pathlib import Path
 from typing import NamedTuple
 
+from highlander.problems import Problem, ProblemError
 
-class ConfigError(ValueError):
-    """The configuration is unusable; the message names the field and the fix."""
+# The codes of a configuration file's problems (highlander.problems), the sign-state daemon's and
+# the remote signer's alike. Their path is the setting (timeout, peers.node-b, nodes[1]); empty
+# for the file as a whole.
+CONFIG_UNREADABLE = "CONFIG_UNREADABLE"  # the file cannot be read (for an OCF agent: not installed)
+CONFIG_NOT_TOML = "CONFIG_NOT_TOML"
+CONFIG_UNKNOWN_SETTING = "CONFIG_UNKNOWN_SETTING"  # path empty: the message names every unknown one
+CONFIG_INVALID_VALUE = "CONFIG_INVALID_VALUE"
+CONFIG_INVALID_ADDRESS = "CONFIG_INVALID_ADDRESS"
+CONFIG_NOT_ABSOLUTE_PATH = "CONFIG_NOT_ABSOLUTE_PATH"
+
+
+class ConfigError(ProblemError, ValueError):
+    """The configuration is unusable; the message names the file, the field and the fix."""
+
+
+def config_error(code: str, path: str, message: str, source: str) -> ConfigError:
+    """The first problem found in ``source``: the checks stop there."""
+    return ConfigError([Problem(code, path, message, source)])
 
 
 class Address(NamedTuple):
@@ -45,49 +62,63 @@ class NodeConfig(NamedTuple):
     timeout: float = 2.0
 
 
-def parse_address(text: object, where: str) -> Address:
+def parse_address(text: object, path: str, source: str = "config") -> Address:
+    """``HOST:PORT`` (``[v6]:PORT``), the value at ``path`` in ``source``."""
     if not isinstance(text, str):
-        raise ConfigError(f"{where}: expected \"HOST:PORT\", got {text!r}")
+        raise config_error(CONFIG_INVALID_ADDRESS, path, f"{path}: expected \"HOST:PORT\", got {text!r}", source)
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ConfigError(f"{where}: {text!r} is not HOST:PORT with a port from 1 to 65535")
+        message = f"{path}: {text!r} is not HOST:PORT with a port from 1 to 65535"
+        raise config_error(CONFIG_INVALID_ADDRESS, path, message, source)
     return Address(host, int(port))
 
 
-def _path(document: dict[str, object], name: str, source: str) -> Path:
+def absolute_path(document: dict[str, object], name: str, source: str) -> Path:
     value = document.get(name)
     if not isinstance(value, str) or not value.startswith("/"):
-        raise ConfigError(f"{source}: {name} must be an absolute path, got {value!r}")
+        message = f"{name} must be an absolute path, got {value!r}"
+        raise config_error(CONFIG_NOT_ABSOLUTE_PATH, name, message, source)
     return Path(value)
 
 
-def parse_config(document: dict[str, object], source: str = "config") -> NodeConfig:
-    known = {"node", "listen", "peers", "state_dir", "pki_dir", "socket", "socket_group", "timeout"}
+def refuse_unknown(document: dict[str, object], known: set[str], source: str) -> None:
+    """Every setting must be a known one: a misspelt name would silently be a default."""
     unknown = sorted(set(document) - known)
     if unknown:
-        raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        message = f"unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        raise config_error(CONFIG_UNKNOWN_SETTING, "", message, source)
+
+
+def parse_config(document: dict[str, object], source: str = "config") -> NodeConfig:
+    refuse_unknown(
+        document, {"node", "listen", "peers", "state_dir", "pki_dir", "socket", "socket_group", "timeout"}, source
+    )
     node = document.get("node")
     if not isinstance(node, str) or not node:
-        raise ConfigError(f"{source}: node must name this node, got {node!r}")
+        raise config_error(CONFIG_INVALID_VALUE, "node", f"node must name this node, got {node!r}", source)
     peers = document.get("peers")
     if not isinstance(peers, dict) or len(peers) != 2:
-        raise ConfigError(f"{source}: [peers] must name the two other nodes of the trio, got {peers!r}")
+        message = f"[peers] must name the two other nodes of the trio, got {peers!r}"
+        raise config_error(CONFIG_INVALID_VALUE, "peers", message, source)
     if node in peers:
-        raise ConfigError(f"{source}: [peers] must not list this node ({node}) itself")
+        message = f"[peers] must not list this node ({node}) itself"
+        raise config_error(CONFIG_INVALID_VALUE, f"peers.{node}", message, source)
     timeout = document.get("timeout", 2.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 60:
-        raise ConfigError(f"{source}: timeout must be seconds between 0 and 60, got {timeout!r}")
+        message = f"timeout must be seconds between 0 and 60, got {timeout!r}"
+        raise config_error(CONFIG_INVALID_VALUE, "timeout", message, source)
     group = document.get("socket_group")
     if group is not None and not isinstance(group, str):
-        raise ConfigError(f"{source}: socket_group must be a group name, got {group!r}")
+        message = f"socket_group must be a group name, got {group!r}"
+        raise config_error(CONFIG_INVALID_VALUE, "socket_group", message, source)
     return NodeConfig(
         node=node,
-        listen=parse_address(document.get("listen"), f"{source}: listen"),
-        peers={str(name): parse_address(addr, f"{source}: peers.{name}") for name, addr in peers.items()},
-        state_dir=_path(document, "state_dir", source),
-        pki_dir=_path(document, "pki_dir", source),
-        socket=_path(document, "socket", source),
+        listen=parse_address(document.get("listen"), "listen", source),
+        peers={str(name): parse_address(addr, f"peers.{name}", source) for name, addr in peers.items()},
+        state_dir=absolute_path(document, "state_dir", source),
+        pki_dir=absolute_path(document, "pki_dir", source),
+        socket=absolute_path(document, "socket", source),
         socket_group=group,
         timeout=float(timeout),
     )
@@ -98,9 +129,9 @@ def read_toml(path: Path) -> dict[str, object]:
     try:
         return tomllib.loads(Path(path).read_text())
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise config_error(CONFIG_UNREADABLE, "", f"cannot read: {exc.strerror}", str(path)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise config_error(CONFIG_NOT_TOML, "", f"not valid TOML: {exc}", str(path)) from None
 
 
 def load_config(path: Path) -> NodeConfig:

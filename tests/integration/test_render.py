@@ -25,6 +25,7 @@ from highlander.adapters.runner import CommandRunner
 from highlander.commands import render as command
 from highlander.inventory import load
 from highlander.lab.node import system_env
+from highlander.problems import Problem
 from highlander.signstate.config import load_config
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yml"))
@@ -243,8 +244,10 @@ def test_corosync_rejects_a_host_that_is_not_in_the_nodelist(
     command.write(command.render_files(inventory), tmp_path / "out")
     conf = tmp_path / "out/node-a/corosync.conf"
     assert command.check_corosync_conf(inventory, conf, ["10.10.0.11"], tools) == []
-    problems = command.check_corosync_conf(inventory, conf, ["10.10.0.99"], tools)
-    assert len(problems) == 1 and "No valid name found for local host" in problems[0], problems
+    (problem,) = command.check_corosync_conf(inventory, conf, ["10.10.0.99"], tools)
+    assert (problem.code, problem.path) == (command.RENDER_CHECK_FAILED, "node-a/corosync.conf")
+    assert problem.message.startswith("node-a/corosync.conf: corosync -t: ip netns exec "), problem
+    assert "No valid name found for local host" in problem.message, problem
     # a node's second link address alone does not make it a member: corosync matches ring0
     two_links = load(Path(__file__).parents[2] / "examples/qdevice.yml")
     command.write(command.render_files(two_links), tmp_path / "out2")
@@ -262,9 +265,17 @@ def test_the_check_reports_the_tools_messages(tmp_path: Path, tools: CommandRunn
     conf = out / "node-w/corosync.conf"
     conf.write_text(conf.read_text().replace("token: 3000", "token: 1000"))
     problems = command.check(inventory, out, tools)
-    assert len(problems) == 2, problems
-    assert problems[0].startswith("node-b/cib.xml: crm_simulate") and 'unknown ID "validatr"' in problems[0]
-    assert problems[1].startswith("node-w/corosync.conf: the check copy differs") and "token: 1000" in problems[1]
+    assert [(p.code, p.path) for p in problems] == [
+        (command.RENDER_CHECK_FAILED, "node-b/cib.xml"),
+        (command.RENDER_CHECK_DRIFT, "node-w/corosync.conf"),
+    ]
+    # the tool's own words, under what was checked
+    assert problems[0].message.startswith("node-b/cib.xml: crm_simulate --xml-file ")
+    assert 'unknown ID "validatr"' in problems[0].message
+    assert problems[1].message.startswith(
+        "node-w/corosync.conf: the check copy differs beyond the keyfile and log settings: line "
+    )
+    assert problems[1].message.endswith(": 'token: 1000' against 'token: 3000'")
 
 
 def test_a_bad_inventory_writes_nothing_and_names_every_problem(tmp_path: Path) -> None:
@@ -276,9 +287,12 @@ def test_a_bad_inventory_writes_nothing_and_names_every_problem(tmp_path: Path) 
     out = tmp_path / "out"
     done = highlander("render", str(bad), "--out", str(out), "--check")
     assert done.returncode == 1
-    assert "2 problems" in done.stderr
-    assert f"{bad}: nodes[0].fence[0].password: inline passwords are not accepted" in done.stderr
-    assert f"{bad}: timeouts.token_ms: expected a whole number from 500 to 60000, got 5" in done.stderr
+    assert done.stderr == (
+        f"highlander render: {bad}: not a usable inventory (2 problems):\n"
+        f"  - {bad}: nodes[0].fence[0].password: inline passwords are not accepted: use password_file (a 0600 "
+        "file on the nodes) or password_vault (an Ansible Vault variable)\n"
+        f"  - {bad}: timeouts.token_ms: expected a whole number from 500 to 60000, got 5\n"
+    )
     assert "hunter2" not in done.stderr + done.stdout
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["bad.yml"]
 
@@ -313,9 +327,9 @@ def test_a_failed_check_writes_nothing(tmp_path: Path, tools: CommandRunner) -> 
 
     def veto(directory: Path) -> None:
         assert (directory / "node-a/cib.xml").is_file()
-        raise command.RenderError(["vetoed"])
+        raise command.RenderError([Problem(command.RENDER_CHECK_FAILED, "node-a/cib.xml", "vetoed")])
 
-    with pytest.raises(command.RenderError):
+    with pytest.raises(command.RenderError, match="^vetoed$"):
         command.write(files[:2], out, before_commit=veto)
     assert {name: p.read_bytes() for name, p in rendered(out).items()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
@@ -332,8 +346,14 @@ def test_an_earlier_render_is_replaced_but_nothing_else(tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
+    with pytest.raises(command.RenderError) as caught:
+        command.write(files, other)
+    assert [(p.code, p.path) for p in caught.value.problems] == [(command.RENDER_OUT_NOT_A_RENDER, str(other))]
     done = highlander("render", str(Path(__file__).parents[2] / "examples/qdevice.yml"), "--out", str(other))
-    assert done.returncode == 1 and "not empty and not an earlier render" in done.stderr
+    assert done.returncode == 1 and done.stderr == (
+        "highlander render: nothing was written (1 problem):\n"
+        f"  - {other}: not empty and not an earlier render (no .highlander-render): choose another --out\n"
+    )
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
 
 

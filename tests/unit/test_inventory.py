@@ -1,6 +1,7 @@
 """The inventory model: the shipped examples parse, and every broken inventory
-fails with a message that names the place (its path) and the problem, all
-problems at once."""
+fails with a problem that has a code and the path of the bad value, all
+problems at once; the messages operators read name the path, what is wrong
+and the fix."""
 
 from __future__ import annotations
 
@@ -12,8 +13,37 @@ from typing import Any
 import pytest
 import yaml
 
-from highlander.inventory import InventoryError, load
+from highlander.inventory import InventoryError, codes, load
+from highlander.inventory.codes import (
+    INVENTORY_ADDRESS_COUNT,
+    INVENTORY_CONFLICTING_SETTINGS,
+    INVENTORY_DUPLICATE_ADDRESS,
+    INVENTORY_DUPLICATE_NAME,
+    INVENTORY_HOST_KEY_NOT_PINNED,
+    INVENTORY_INLINE_PASSWORD,
+    INVENTORY_INVALID_OPTION_NAME,
+    INVENTORY_INVALID_VALUE,
+    INVENTORY_LINK_COUNT_MISMATCH,
+    INVENTORY_MEMBER_WITHOUT_FENCE,
+    INVENTORY_NODE_COUNT,
+    INVENTORY_NOT_A_CHOICE,
+    INVENTORY_NOT_A_HOST,
+    INVENTORY_NOT_A_URL,
+    INVENTORY_NOT_ABSOLUTE_PATH,
+    INVENTORY_NOT_YAML,
+    INVENTORY_OPTION_NOT_FOR_METHOD,
+    INVENTORY_OUT_OF_RANGE,
+    INVENTORY_REQUIRED,
+    INVENTORY_RESERVED_OPTION,
+    INVENTORY_SECRET_OPTION,
+    INVENTORY_UNKNOWN_SETTING,
+    INVENTORY_UNREADABLE,
+    INVENTORY_UNSAFE_PATH,
+    INVENTORY_WRONG_ROLES,
+    INVENTORY_WRONG_TYPE,
+)
 from highlander.inventory.model import KNOWN_HOSTS, parse
+from highlander.problems import Problem
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh2YXx0cm9vdGtleWZvcnRlc3RzMDEyMzQ1Njc4OTAx"
@@ -50,11 +80,19 @@ def base() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def problems_of(document: object) -> list[str]:
+def problems_of(document: object) -> tuple[Problem, ...]:
+    """The problems ``parse`` finds; each message starts with its path, and the error reads as the messages."""
     with pytest.raises(InventoryError) as caught:
         parse(document)
-    assert str(caught.value) == "\n".join(caught.value.problems)
-    return caught.value.problems
+    found = caught.value.problems
+    assert str(caught.value) == "\n".join(problem.message for problem in found)
+    for problem in found:
+        assert problem.message.startswith(f"{problem.path or '(top level)'}: "), problem
+    return found
+
+
+def located(problems: tuple[Problem, ...]) -> list[tuple[str, str]]:
+    return [(problem.path, problem.code) for problem in problems]
 
 
 def device(doc: dict[str, Any], node: int, level: int = 0) -> dict[str, Any]:
@@ -90,120 +128,153 @@ def _with_addresses(*per_node: list[str]) -> Callable[[dict[str, Any]], None]:
     return change
 
 
-# (case id, change to the valid document, expected path, expected words of the message)
+# (case id, change to the valid document, expected path, expected code)
 BROKEN: list[tuple[str, Callable[[dict[str, Any]], object], str, str]] = [
-    ("two nodes", lambda d: d["nodes"].pop(), "nodes",
-     "expected exactly three nodes: two active-capable and a witness"),
-    ("four nodes", lambda d: d["nodes"].append(copy.deepcopy(d["nodes"][0])), "nodes",
-     "expected exactly three nodes"),
-    ("two witnesses", _set(("nodes", 1, "role"), "witness"), "nodes",
-     "expected two active-capable nodes and one witness, got roles ['active', 'witness', 'witness']"),
-    ("unknown role", _set(("nodes", 1, "role"), "standby"), "nodes[1].role",
-     "must be one of active, witness, got 'standby'"),
-    ("bad address", _set(("nodes", 0, "addresses"), ["10.0.0.999"]), "nodes[0].addresses[0]",
-     "not an IP address or host name ('10.0.0.999')"),
+    ("two nodes", lambda d: d["nodes"].pop(), "nodes", INVENTORY_NODE_COUNT),
+    ("four nodes", lambda d: d["nodes"].append(copy.deepcopy(d["nodes"][0])), "nodes", INVENTORY_NODE_COUNT),
+    ("two witnesses", _set(("nodes", 1, "role"), "witness"), "nodes", INVENTORY_WRONG_ROLES),
+    ("unknown role", _set(("nodes", 1, "role"), "standby"), "nodes[1].role", INVENTORY_NOT_A_CHOICE),
+    ("bad address", _set(("nodes", 0, "addresses"), ["10.0.0.999"]), "nodes[0].addresses[0]", INVENTORY_NOT_A_HOST),
+    ("address not text", _set(("nodes", 0, "addresses"), [10]), "nodes[0].addresses[0]", INVENTORY_WRONG_TYPE),
     ("bad BMC address", _set(("nodes", 0, "fence", 0, "address"), "bmc_a!"), "nodes[0].fence[0].address",
-     "not an IP address or host name ('bmc_a!')"),
+     INVENTORY_NOT_A_HOST),
     ("three addresses", _set(("nodes", 0, "addresses"), ["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
-     "nodes[0].addresses", "expected one or two addresses (one per corosync link)"),
+     "nodes[0].addresses", INVENTORY_ADDRESS_COUNT),
     ("duplicate address", _set(("nodes", 1, "addresses"), ["10.0.0.11"]), "nodes[1].addresses[0]",
-     "10.0.0.11 is also node-a's address"),
-    ("duplicate name", _set(("nodes", 1, "name"), "node-a"), "nodes[1].name",
-     "'node-a' is used by more than one node"),
-    ("upper-case name", _set(("nodes", 1, "name"), "Node-B"), "nodes[1].name",
-     "not a lower-case host name ('Node-B')"),
+     INVENTORY_DUPLICATE_ADDRESS),
+    ("duplicate name", _set(("nodes", 1, "name"), "node-a"), "nodes[1].name", INVENTORY_DUPLICATE_NAME),
+    ("upper-case name", _set(("nodes", 1, "name"), "Node-B"), "nodes[1].name", INVENTORY_INVALID_VALUE),
+    ("name not text", _set(("nodes", 1, "name"), ["node-b"]), "nodes[1].name", INVENTORY_WRONG_TYPE),
     ("inline password", _set(("nodes", 0, "fence", 0, "password"), "hunter2"), "nodes[0].fence[0].password",
-     "inline passwords are not accepted: use password_file"),
+     INVENTORY_INLINE_PASSWORD),
     ("password among the agent options", _set(("nodes", 0, "fence", 0, "options", "password"), "hunter2"),
-     "nodes[0].fence[0].options.password", "inline passwords are not accepted"),
+     "nodes[0].fence[0].options.password", INVENTORY_INLINE_PASSWORD),
     ("IPMI Kg key among the agent options", _set(("nodes", 0, "fence", 0, "options", "hexadecimal_kg"), "00ff"),
-     "nodes[0].fence[0].options.hexadecimal_kg", "a secret, and options end up in the cluster configuration"),
+     "nodes[0].fence[0].options.hexadecimal_kg", INVENTORY_SECRET_OPTION),
+    ("agent options not a mapping", _set(("nodes", 0, "fence", 0, "options"), ["cipher=17"]),
+     "nodes[0].fence[0].options", INVENTORY_WRONG_TYPE),
     ("missing password reference", _drop(("nodes", 0, "fence", 0, "password_vault")),
-     "nodes[0].fence[0].password_file", "required: a password_file or a password_vault variable"),
+     "nodes[0].fence[0].password_file", INVENTORY_REQUIRED),
     ("relative password file", _set(("nodes", 1, "fence", 0, "password_file"), "secrets/bmc-b"),
-     "nodes[1].fence[0].password_file", "must be an absolute path ('secrets/bmc-b')"),
+     "nodes[1].fence[0].password_file", INVENTORY_NOT_ABSOLUTE_PATH),
     ("password file with a space", _set(("nodes", 1, "fence", 0, "password_file"), "/etc/my secrets/b"),
-     "nodes[1].fence[0].password_file", "must be a path of letters, digits and ._-/ only"),
+     "nodes[1].fence[0].password_file", INVENTORY_UNSAFE_PATH),
     ("bad vault variable", _set(("nodes", 0, "fence", 0, "password_vault"), "vault-bmc"),
-     "nodes[0].fence[0].password_vault", "not a variable name ('vault-bmc')"),
+     "nodes[0].fence[0].password_vault", INVENTORY_INVALID_VALUE),
     ("ilo_ssh without a host key pin", _set(("nodes", 2, "fence", 0, "options"), {}),
-     "nodes[2].fence[0].options", "an ilo_ssh device needs ssh_fingerprint, known_hosts or host_key"),
+     "nodes[2].fence[0].options", INVENTORY_HOST_KEY_NOT_PINNED),
     ("host_key on an ipmi device", _set(("nodes", 0, "fence", 0, "options", "host_key"), HOST_KEY),
-     "nodes[0].fence[0].options.host_key", "only ilo_ssh devices take a host_key"),
+     "nodes[0].fence[0].options.host_key", INVENTORY_OPTION_NOT_FOR_METHOD),
     ("host_key that is no key", _set(("nodes", 2, "fence", 0, "options"), {"host_key": "AAAA\nevil"}),
-     "nodes[2].fence[0].options.host_key", "not an SSH public key"),
+     "nodes[2].fence[0].options.host_key", INVENTORY_INVALID_VALUE),
     ("host_key and known_hosts", _set(("nodes", 2, "fence", 0, "options"),
                                       {"host_key": HOST_KEY, "known_hosts": "/root/.ssh/known_hosts"}),
-     "nodes[2].fence[0].options.host_key", "give host_key or known_hosts, not both"),
+     "nodes[2].fence[0].options.host_key", INVENTORY_CONFLICTING_SETTINGS),
     ("option the inventory sets", _set(("nodes", 0, "fence", 0, "options", "ipport"), 624),
-     "nodes[0].fence[0].options.ipport", "set by highlander from port"),
+     "nodes[0].fence[0].options.ipport", INVENTORY_RESERVED_OPTION),
     ("option name that is no option", _set(("nodes", 0, "fence", 0, "options", "Cipher Suite"), 3),
-     "nodes[0].fence[0].options.Cipher Suite", "not an agent option name"),
+     "nodes[0].fence[0].options.Cipher Suite", INVENTORY_INVALID_OPTION_NAME),
     ("unknown fence method", _set(("nodes", 0, "fence", 0, "method"), "ilo4"), "nodes[0].fence[0].method",
-     "must be one of ipmi, ilo_ssh, redfish, got 'ilo4'"),
-    ("unknown top-level key", _set(("colour",), "blue"), "colour",
-     "unknown setting (known: cluster, nodes, signstate, validator, timeouts)"),
-    ("unknown cluster key", _set(("cluster", "nmae"), "x"), "cluster.nmae", "unknown setting"),
-    ("unknown node key", _set(("nodes", 0, "hostname"), "a"), "nodes[0].hostname",
-     "unknown setting (known: name, role, addresses, fence, ssh_host)"),
-    ("unknown fence key", _set(("nodes", 1, "fence", 0, "pasword_file"), "/x"),
-     "nodes[1].fence[0].pasword_file", "unknown setting"),
-    ("unknown signstate key", _set(("signstate", "listen"), "0.0.0.0"), "signstate.listen", "unknown setting"),
-    ("unknown validator key", _set(("validator", "chain"), "x"), "validator.chain", "unknown setting"),
-    ("unknown timeouts key", _set(("timeouts", "token"), 3000), "timeouts.token", "unknown setting"),
+     INVENTORY_NOT_A_CHOICE),
+    ("unknown top-level key", _set(("colour",), "blue"), "colour", INVENTORY_UNKNOWN_SETTING),
+    ("unknown cluster key", _set(("cluster", "nmae"), "x"), "cluster.nmae", INVENTORY_UNKNOWN_SETTING),
+    ("unknown node key", _set(("nodes", 0, "hostname"), "a"), "nodes[0].hostname", INVENTORY_UNKNOWN_SETTING),
+    ("unknown fence key", _set(("nodes", 1, "fence", 0, "pasword_file"), "/x"), "nodes[1].fence[0].pasword_file",
+     INVENTORY_UNKNOWN_SETTING),
+    ("unknown signstate key", _set(("signstate", "listen"), "0.0.0.0"), "signstate.listen",
+     INVENTORY_UNKNOWN_SETTING),
+    ("unknown validator key", _set(("validator", "chain"), "x"), "validator.chain", INVENTORY_UNKNOWN_SETTING),
+    ("unknown timeouts key", _set(("timeouts", "token"), 3000), "timeouts.token", INVENTORY_UNKNOWN_SETTING),
+    ("section not a mapping", _set(("signstate",), [7480]), "signstate", INVENTORY_WRONG_TYPE),
     ("fence port too big", _set(("nodes", 0, "fence", 0, "port"), 70000), "nodes[0].fence[0].port",
-     "expected a whole number from 1 to 65535, got 70000"),
+     INVENTORY_OUT_OF_RANGE),
     ("fence port as text", _set(("nodes", 0, "fence", 0, "port"), "623"), "nodes[0].fence[0].port",
-     "expected a whole number from 1 to 65535, got '623'"),
-    ("sign-state port zero", _set(("signstate", "port"), 0), "signstate.port",
-     "expected a whole number from 1 to 65535, got 0"),
+     INVENTORY_OUT_OF_RANGE),
+    ("sign-state port zero", _set(("signstate", "port"), 0), "signstate.port", INVENTORY_OUT_OF_RANGE),
     ("relative state directory", _set(("signstate", "state_dir"), "var/lib/x"), "signstate.state_dir",
-     "must be an absolute path ('var/lib/x')"),
-    ("no validator section", _drop(("validator",)), "validator.command",
-     "required (the signing daemon's command line)"),
-    ("missing chain id", _drop(("validator", "chain_id")), "validator.chain_id", "required (a chain id)"),
-    ("missing key id", _drop(("validator", "key_id")), "validator.key_id", "required (a key name)"),
-    ("missing health URL", _drop(("validator", "health_url")), "validator.health_url", "required"),
-    ("health URL without scheme", _set(("validator", "health_url"), "127.0.0.1:26657"),
-     "validator.health_url", "must be an http:// or https:// URL ('127.0.0.1:26657')"),
+     INVENTORY_NOT_ABSOLUTE_PATH),
+    ("no validator section", _drop(("validator",)), "validator.command", INVENTORY_REQUIRED),
+    ("missing chain id", _drop(("validator", "chain_id")), "validator.chain_id", INVENTORY_REQUIRED),
+    ("missing key id", _drop(("validator", "key_id")), "validator.key_id", INVENTORY_REQUIRED),
+    ("missing health URL", _drop(("validator", "health_url")), "validator.health_url", INVENTORY_REQUIRED),
+    ("health URL without scheme", _set(("validator", "health_url"), "127.0.0.1:26657"), "validator.health_url",
+     INVENTORY_NOT_A_URL),
     ("unknown state format", _set(("validator", "state_format"), "json"), "validator.state_format",
-     "must be one of cometbft, tmkms, got 'json'"),
-    ("token too short", _set(("timeouts", "token_ms"), 100), "timeouts.token_ms",
-     "expected a whole number from 500 to 60000, got 100"),
-    ("token not a number", _set(("timeouts", "token_ms"), "3s"), "timeouts.token_ms",
-     "expected a whole number from 500 to 60000, got '3s'"),
+     INVENTORY_NOT_A_CHOICE),
+    ("token too short", _set(("timeouts", "token_ms"), 100), "timeouts.token_ms", INVENTORY_OUT_OF_RANGE),
+    ("token not a number", _set(("timeouts", "token_ms"), "3s"), "timeouts.token_ms", INVENTORY_OUT_OF_RANGE),
     ("one monitor interval for two depths", _set(("timeouts", "health_interval"), 10),
-     "timeouts.health_interval", "must differ from monitor_interval"),
+     "timeouts.health_interval", INVENTORY_CONFLICTING_SETTINGS),
     ("mismatched link counts", _with_addresses(["10.0.0.11", "10.1.0.11"], ["10.0.0.12"], ["10.0.0.13"]),
-     "nodes", "every node needs the same number of addresses (one per corosync link)"),
-    ("member without fence", _drop(("nodes", 2, "fence")), "nodes[2].fence",
-     "node-w is a cluster member and needs a fence device (fencing stays on)"),
+     "nodes", INVENTORY_LINK_COUNT_MISMATCH),
+    ("member without fence", _drop(("nodes", 2, "fence")), "nodes[2].fence", INVENTORY_MEMBER_WITHOUT_FENCE),
     ("active node without fence in qdevice mode",
      lambda d: (d["cluster"].update(quorum="qdevice"), d["nodes"][1].update(fence=[])), "nodes[1].fence",
-     "node-b is a cluster member and needs a fence device"),
-    ("unknown quorum", _set(("cluster", "quorum"), "two_node"), "cluster.quorum",
-     "must be one of votequorum, qdevice, got 'two_node'"),
-    ("bad cluster name", _set(("cluster", "name"), "My Cluster"), "cluster.name",
-     "not a lower-case name ('My Cluster')"),
-    ("nodes not a list", _set(("nodes",), {"node-a": {}}), "nodes", "expected exactly three nodes"),
-    ("fence not a list", _set(("nodes", 0, "fence"), {"method": "ipmi"}), "nodes[0].fence",
-     "expected a list of fence devices (first level first)"),
+     INVENTORY_MEMBER_WITHOUT_FENCE),
+    ("unknown quorum", _set(("cluster", "quorum"), "two_node"), "cluster.quorum", INVENTORY_NOT_A_CHOICE),
+    ("bad cluster name", _set(("cluster", "name"), "My Cluster"), "cluster.name", INVENTORY_INVALID_VALUE),
+    ("nodes not a list", _set(("nodes",), {"node-a": {}}), "nodes", INVENTORY_NODE_COUNT),
+    ("fence not a list", _set(("nodes", 0, "fence"), {"method": "ipmi"}), "nodes[0].fence", INVENTORY_WRONG_TYPE),
 ]  # fmt: skip
+
+# What the operator reads for typical problems, whole: the path, what is wrong, the fix.
+MESSAGES = {
+    "bad address": "nodes[0].addresses[0]: not an IP address or host name ('10.0.0.999')",
+    "duplicate address": "nodes[1].addresses[0]: 10.0.0.11 is also node-a's address",
+    "inline password": (
+        "nodes[0].fence[0].password: inline passwords are not accepted: use password_file (a 0600 file on the "
+        "nodes) or password_vault (an Ansible Vault variable)"
+    ),
+    "ilo_ssh without a host key pin": (
+        "nodes[2].fence[0].options: an ilo_ssh device needs ssh_fingerprint, known_hosts or host_key: host keys "
+        "are checked, never accepted blindly"
+    ),
+    "unknown node key": "nodes[0].hostname: unknown setting (known: name, role, addresses, fence, ssh_host)",
+    "fence port as text": "nodes[0].fence[0].port: expected a whole number from 1 to 65535, got '623'",
+    "unknown fence method": "nodes[0].fence[0].method: must be one of ipmi, ilo_ssh, redfish, got 'ilo4'",
+    "two witnesses": (
+        "nodes: expected two active-capable nodes and one witness, got roles ['active', 'witness', 'witness']"
+    ),
+    "member without fence": "nodes[2].fence: node-w is a cluster member and needs a fence device (fencing stays on)",
+    "missing chain id": "validator.chain_id: required (a chain id)",
+    "relative password file": "nodes[1].fence[0].password_file: must be an absolute path ('secrets/bmc-b')",
+    "option the inventory sets": (
+        "nodes[0].fence[0].options.ipport: set by highlander from port; remove it from options"
+    ),
+}
+CASES = {case: (change, path, code) for case, change, path, code in BROKEN}
 
 
 def test_the_table_is_big_enough() -> None:
     assert len(BROKEN) >= 15
-    assert len({case for case, *_ in BROKEN}) == len(BROKEN)
+    assert len(CASES) == len(BROKEN)
+    assert set(MESSAGES) <= set(CASES)
 
 
-@pytest.mark.parametrize(("change", "path", "words"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN])
+@pytest.mark.parametrize(("change", "path", "code"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN])
 def test_a_broken_inventory_names_the_path_and_the_problem(
-    change: Callable[[dict[str, Any]], object], path: str, words: str
+    change: Callable[[dict[str, Any]], object], path: str, code: str
 ) -> None:
     doc = base()
     change(doc)
-    problems = problems_of(doc)
-    assert any(p.startswith(f"{path}: ") and words in p for p in problems), (path, words, problems)
+    assert (path, code) in located(problems_of(doc))
+
+
+@pytest.mark.parametrize("case", sorted(MESSAGES))
+def test_what_the_operator_reads(case: str) -> None:
+    change, path, code = CASES[case]
+    doc = base()
+    change(doc)
+    (problem,) = [p for p in problems_of(doc) if (p.path, p.code) == (path, code)]
+    assert problem.message == MESSAGES[case]
+    assert str(problem) == MESSAGES[case]  # no file: the message alone
+
+
+def test_every_code_is_its_own_name() -> None:
+    defined = {name: value for name, value in vars(codes).items() if name.startswith("INVENTORY_")}
+    assert all(name == value for name, value in defined.items()), defined
+    used = {code for *_, code in BROKEN}
+    assert used <= set(defined.values())
 
 
 def test_the_base_document_is_valid() -> None:
@@ -219,30 +290,29 @@ def test_a_duplicate_name_is_reported_at_both_places() -> None:
     doc = base()
     doc["nodes"][1]["name"] = "node-a"
     problems = problems_of(doc)
-    for i in (0, 1):
-        assert f"nodes[{i}].name: 'node-a' is used by more than one node" in problems
+    assert located(problems) == [(f"nodes[{i}].name", INVENTORY_DUPLICATE_NAME) for i in (0, 1)]
+    assert problems[1].message == "nodes[1].name: 'node-a' is used by more than one node"
 
 
 def test_every_problem_is_reported_at_once() -> None:
     doc = base()
-    for case, change, _, _ in BROKEN:
-        if case in ("inline password", "unknown node key", "fence port too big", "missing chain id",
-                    "token too short", "ilo_ssh without a host key pin", "unknown top-level key"):  # fmt: skip
-            change(doc)
-    problems = problems_of(doc)
-    expected = [
-        "nodes[0].fence[0].password", "nodes[0].hostname", "nodes[0].fence[0].port", "validator.chain_id",
-        "timeouts.token_ms", "nodes[2].fence[0].options", "colour",
-    ]  # fmt: skip
-    for path in expected:
-        assert any(p.startswith(f"{path}: ") for p in problems), (path, problems)
-    assert len(problems) == len(expected), problems
+    chosen = ("inline password", "unknown node key", "fence port too big", "missing chain id", "token too short",
+              "ilo_ssh without a host key pin", "unknown top-level key")  # fmt: skip
+    for case in chosen:
+        CASES[case][0](doc)
+    assert sorted(located(problems_of(doc))) == sorted(
+        (path, code) for case, _, path, code in BROKEN if case in chosen
+    )
 
 
 def test_a_document_that_is_not_a_mapping() -> None:
     problems = problems_of(["cluster"])
-    assert problems[0] == "(top level): expected a mapping of cluster, nodes, signstate, validator, timeouts, got list"
-    assert "nodes: expected exactly three nodes: two active-capable and a witness" in problems
+    assert problems[0] == Problem(
+        INVENTORY_WRONG_TYPE,
+        "",
+        "(top level): expected a mapping of cluster, nodes, signstate, validator, timeouts, got list",
+    )
+    assert ("nodes", INVENTORY_NODE_COUNT) in located(problems)
 
 
 @pytest.mark.parametrize("name", ["trio.yml", "qdevice.yml"])
@@ -292,7 +362,8 @@ def test_bad_yaml_names_its_line(tmp_path: Path) -> None:
     with pytest.raises(InventoryError) as caught:
         load(path)
     (problem,) = caught.value.problems
-    assert problem.startswith(f"{path}: line 6, column 1 not valid YAML"), problem
+    assert (problem.code, problem.path, problem.source) == (INVENTORY_NOT_YAML, "", str(path))
+    assert str(problem).startswith(f"{path}: line 6, column 1 not valid YAML"), problem
 
 
 def test_load_prefixes_every_problem_with_the_file(tmp_path: Path) -> None:
@@ -303,15 +374,21 @@ def test_load_prefixes_every_problem_with_the_file(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(InventoryError) as caught:
         load(path)
-    assert caught.value.problems == [
-        (
-            f"{path}: validator.colour: unknown setting (known: command, user, chain_id, key_id, health_url, "
-            "state_file, state_format, height_margin, environment_file)"
-        ),
-        f"{path}: timeouts.token_ms: expected a whole number from 500 to 60000, got 1",
+    assert [(p.source, p.path, p.code) for p in caught.value.problems] == [
+        (str(path), "validator.colour", INVENTORY_UNKNOWN_SETTING),
+        (str(path), "timeouts.token_ms", INVENTORY_OUT_OF_RANGE),
     ]
+    assert str(caught.value) == (
+        f"{path}: validator.colour: unknown setting (known: command, user, chain_id, key_id, health_url, "
+        "state_file, state_format, height_margin, environment_file)\n"
+        f"{path}: timeouts.token_ms: expected a whole number from 500 to 60000, got 1"
+    )
 
 
 def test_a_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(InventoryError, match="cannot read: No such file or directory"):
-        load(tmp_path / "nope.yml")
+    path = tmp_path / "nope.yml"
+    with pytest.raises(InventoryError) as caught:
+        load(path)
+    assert caught.value.problems == (
+        Problem(INVENTORY_UNREADABLE, "", "cannot read: No such file or directory", str(path)),
+    )

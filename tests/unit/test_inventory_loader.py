@@ -14,8 +14,18 @@ import pytest
 import yaml
 
 from highlander.inventory import InventoryError, load
+from highlander.inventory.codes import (
+    INVENTORY_DUPLICATE_KEY,
+    INVENTORY_NOT_YAML,
+    INVENTORY_TOO_DEEP,
+    INVENTORY_TOO_LARGE,
+    INVENTORY_WRONG_TYPE,
+    INVENTORY_YAML_ANCHOR,
+    INVENTORY_YAML_MERGE_KEY,
+)
 from highlander.inventory.loader import MAX_DEPTH, MAX_SIZE
 from highlander.inventory.model import parse
+from highlander.problems import Problem
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 # Address space the loader gets in the child: a regression dies of MemoryError within a
@@ -53,9 +63,11 @@ def load_in_a_child(path: Path) -> subprocess.CompletedProcess[str]:
     """)
 
 
-def problems_loading(path: Path) -> list[str]:
+def problems_loading(path: Path) -> tuple[Problem, ...]:
+    """The problems ``load`` finds, each in ``path``."""
     with pytest.raises(InventoryError) as caught:
         load(path)
+    assert all(problem.source == str(path) for problem in caught.value.problems)
     return caught.value.problems
 
 
@@ -72,20 +84,22 @@ def test_an_alias_bomb_is_refused_within_a_memory_limit(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "text, where",
+    "text, code, where, position",
     [
-        ("cluster: {name: *x}\n", "line 1, column 17: YAML anchors and aliases are not accepted in an inventory "
-                                  "(alias *x)"),
-        ("x: &x validators\ncluster: {name: validators}\n", "line 1, column 4: YAML anchors and aliases are not "
-                                                           "accepted in an inventory (anchor &x)"),
-        ("cluster:\n  <<: {name: validators}\n", "cluster.<<: YAML merge keys are not accepted in an inventory"),
+        ("cluster: {name: *x}\n", INVENTORY_YAML_ANCHOR, "cluster.name", "line 1, column 17"),
+        ("x: &x validators\ncluster: {name: validators}\n", INVENTORY_YAML_ANCHOR, "x", "line 1, column 4"),
+        ("nodes:\n  - &n {name: a}\n", INVENTORY_YAML_ANCHOR, "nodes[0]", "line 2, column 5"),
+        ("cluster:\n  <<: {name: validators}\n", INVENTORY_YAML_MERGE_KEY, "cluster.<<", "cluster.<<"),
     ],
-)  # fmt: skip
-def test_anchors_aliases_and_merge_keys_are_refused(tmp_path: Path, text: str, where: str) -> None:
+)
+def test_anchors_aliases_and_merge_keys_are_refused(
+    tmp_path: Path, text: str, code: str, where: str, position: str
+) -> None:
     path = tmp_path / "inventory.yml"
     path.write_text(text)
     (problem,) = problems_loading(path)
-    assert problem.startswith(f"{path}: {where}"), problem
+    assert (problem.code, problem.path) == (code, where)
+    assert problem.message.startswith(f"{position}: "), problem
 
 
 def test_the_shipped_inventories_use_no_anchors(tmp_path: Path) -> None:
@@ -102,25 +116,26 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     first = lines.index("    role: witness") + 1
     second = lines.index("    role: active", first) + 1
-    assert problems_loading(path) == [
-        f"{path}: nodes[1].role: given twice (lines {first} and {second}): keep one"
-    ]
+    (problem,) = problems_loading(path)
+    assert (problem.code, problem.path) == (INVENTORY_DUPLICATE_KEY, "nodes[1].role")
+    assert str(problem) == f"{path}: nodes[1].role: given twice (lines {first} and {second}): keep one"
 
 
 @pytest.mark.parametrize(
-    "text, problem",
+    "text, where, lines",
     [
-        ("cluster: {name: a}\ncluster: {name: b}\n", "cluster: given twice (lines 1 and 2): keep one"),
-        ("timeouts:\n  token_ms: 3000\n  token_ms: 4000\n", "timeouts.token_ms: given twice (lines 2 and 3): keep one"),
+        ("cluster: {name: a}\ncluster: {name: b}\n", "cluster", (1, 2)),
+        ("timeouts:\n  token_ms: 3000\n  token_ms: 4000\n", "timeouts.token_ms", (2, 3)),
         # The same key spelt two ways is still the same key.
-        ("nodes:\n  - fence:\n    - options: {1: a, 0x1: b}\n",
-         "nodes[0].fence[0].options.0x1: given twice (lines 3 and 3): keep one"),
+        ("nodes:\n  - fence:\n    - options: {1: a, 0x1: b}\n", "nodes[0].fence[0].options.0x1", (3, 3)),
     ],
-)  # fmt: skip
-def test_duplicate_keys_at_any_depth(tmp_path: Path, text: str, problem: str) -> None:
+)
+def test_duplicate_keys_at_any_depth(tmp_path: Path, text: str, where: str, lines: tuple[int, int]) -> None:
     path = tmp_path / "inventory.yml"
     path.write_text(text)
-    assert problems_loading(path) == [f"{path}: {problem}"]
+    (problem,) = problems_loading(path)
+    assert (problem.code, problem.path) == (INVENTORY_DUPLICATE_KEY, where)
+    assert f"(lines {lines[0]} and {lines[1]})" in problem.message
 
 
 @pytest.mark.parametrize("opening, closing", [("[", "]"), ("{a: ", "}")])
@@ -128,30 +143,35 @@ def test_deep_nesting_is_refused_without_a_traceback(tmp_path: Path, opening: st
     path = tmp_path / "inventory.yml"
     path.write_text("cluster: " + opening * 100_000 + closing * 100_000 + "\n")
     (problem,) = problems_loading(path)
-    assert problem.startswith(f"{path}: line 1, column ")
-    assert problem.endswith(f"nested deeper than {MAX_DEPTH} levels; an inventory needs a handful"), problem
+    assert problem.code == INVENTORY_TOO_DEEP
+    assert problem.path.startswith("cluster" + {"[": "[0][0]", "{a: ": ".a.a"}[opening]), problem.path
+    assert problem.message.startswith("line 1, column ")
+    assert problem.message.endswith(f"nested deeper than {MAX_DEPTH} levels; an inventory needs a handful"), problem
 
 
 def test_nesting_up_to_the_limit_is_parsed(tmp_path: Path) -> None:
     path = tmp_path / "inventory.yml"
     path.write_text("cluster: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "\n")
-    assert f"{path}: cluster: expected a mapping of name, quorum, got list" in problems_loading(path)
+    assert [(p.code, p.path) for p in problems_loading(path)][0] == (INVENTORY_WRONG_TYPE, "cluster")
 
 
 def test_a_file_larger_than_an_inventory_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "inventory.yml"
     path.write_text("# padding\n" * (MAX_SIZE // 10 + 1))
-    assert problems_loading(path) == [
+    (problem,) = problems_loading(path)
+    assert (problem.code, problem.path) == (INVENTORY_TOO_LARGE, "")
+    assert str(problem) == (
         f"{path}: {path.stat().st_size} bytes; an inventory is a few kilobytes "
         f"(at most {MAX_SIZE} bytes are read): is this the right file?"
-    ]
+    )
 
 
 def test_a_yaml_error_is_reported_as_before(tmp_path: Path) -> None:
     path = tmp_path / "inventory.yml"
     path.write_text("cluster: {name: [\n")
     (problem,) = problems_loading(path)
-    assert problem.startswith(f"{path}: line 2, column 1 not valid YAML"), problem
+    assert (problem.code, problem.path) == (INVENTORY_NOT_YAML, "")
+    assert str(problem).startswith(f"{path}: line 2, column 1 not valid YAML"), problem
 
 
 @pytest.mark.parametrize(
@@ -165,7 +185,7 @@ def test_a_yaml_error_is_reported_as_before(tmp_path: Path) -> None:
 def test_a_value_python_cannot_hold_is_an_error_at_its_line(tmp_path: Path, value: str, problem: str) -> None:
     path = tmp_path / "inventory.yml"
     path.write_text(f"cluster: {{name: {value}}}\n")
-    assert problems_loading(path) == [f"{path}: {problem}"]
+    assert [(p.code, p.message) for p in problems_loading(path)] == [(INVENTORY_NOT_YAML, problem)]
 
 
 # --- what errors print of a value --------------------------------------------------
@@ -194,15 +214,12 @@ def test_an_error_prints_a_short_rendering_of_any_value() -> None:
     assert "cluster.name: expected text, got [[...], [...], [...], [...], ...]" in problems
 
 
-def parse_problems(document: object) -> list[str]:
-    with pytest.raises(InventoryError) as caught:
-        parse(document)
-    return caught.value.problems
-
-
 def test_a_long_text_is_shortened_in_errors() -> None:
     document = yaml.safe_load((EXAMPLES / "trio.yml").read_text())
     document["nodes"][0]["fence"][0]["address"] = "bmc-" + "a" * 5000
-    problem = parse_problems(document)[0]
-    assert len(problem) < 200, problem
-    assert problem.startswith("nodes[0].fence[0].address: not an IP address or host name ('bmc-aaaa")
+    with pytest.raises(InventoryError) as caught:
+        parse(document)
+    problem = caught.value.problems[0]
+    assert problem.path == "nodes[0].fence[0].address"
+    assert len(problem.message) < 200, problem
+    assert problem.message.startswith("nodes[0].fence[0].address: not an IP address or host name ('bmc-aaaa")

@@ -23,6 +23,12 @@ from highlander.privval.rules import LastSigned
 from highlander.privval.signer import Signer
 from highlander.privval.state import StateError, StateFile
 from highlander.signstate.client import Conflict, Refused, Session, Superseded
+from highlander.signstate.config import (
+    CONFIG_INVALID_ADDRESS,
+    CONFIG_INVALID_VALUE,
+    CONFIG_NOT_ABSOLUTE_PATH,
+    CONFIG_UNKNOWN_SETTING,
+)
 from highlander.signstate.register import HRS, KeyId
 
 
@@ -323,21 +329,43 @@ def test_config_parses_nodes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "complaint"),
+    ("change", "code", "path"),
     [
-        ({"nodes": []}, "at least one node"),
-        ({"nodes": ["http://x:1"]}, "not tcp://HOST:PORT"),
-        ({"nodes": ["unix://relative"]}, "absolute socket path"),
-        ({"nodes": ["tcp://a:1", "tcp://a:1"]}, "same node twice"),
-        ({"chain_id": ""}, "chain_id"),
-        ({"key_file": "relative"}, "absolute path"),
-        ({"max_height_gap": 0}, "max_height_gap"),
-        ({"timeout": 0.1}, "timeout"),
-        ({"colour": "red"}, "unknown setting"),
-        ({"key_id": "../x"}, "key_id"),
-        ({"control": "privval.sock"}, "control must be an absolute path"),
+        ({"nodes": []}, CONFIG_INVALID_VALUE, "nodes"),
+        ({"nodes": ["tcp://a:1", "http://x:1"]}, CONFIG_INVALID_ADDRESS, "nodes[1]"),
+        ({"nodes": ["unix://relative"]}, CONFIG_INVALID_ADDRESS, "nodes[0]"),
+        ({"nodes": ["tcp://a:99999"]}, CONFIG_INVALID_ADDRESS, "nodes[0]"),
+        ({"nodes": ["tcp://a:1", "tcp://a:1"]}, CONFIG_INVALID_VALUE, "nodes"),
+        ({"chain_id": ""}, CONFIG_INVALID_VALUE, "chain_id"),
+        ({"chain_id": "../x"}, CONFIG_INVALID_VALUE, "chain_id"),
+        ({"key_file": "relative"}, CONFIG_NOT_ABSOLUTE_PATH, "key_file"),
+        ({"max_height_gap": 0}, CONFIG_INVALID_VALUE, "max_height_gap"),
+        ({"timeout": 0.1}, CONFIG_INVALID_VALUE, "timeout"),
+        ({"colour": "red"}, CONFIG_UNKNOWN_SETTING, ""),
+        ({"key_id": 7}, CONFIG_INVALID_VALUE, "key_id"),
+        ({"key_id": "../x"}, CONFIG_INVALID_VALUE, "key_id"),
+        ({"control": "privval.sock"}, CONFIG_NOT_ABSOLUTE_PATH, "control"),
     ],
 )
-def test_config_errors_name_the_field(change: dict[str, object], complaint: str) -> None:
-    with pytest.raises(ConfigError, match=complaint):
-        parse_config({**BASE, **change})
+def test_config_errors_name_the_field(change: dict[str, object], code: str, path: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**BASE, **change}, "privval.toml")
+    assert [(p.code, p.path, p.source) for p in caught.value.problems] == [(code, path, "privval.toml")]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"nodes": ["unix://relative"]},
+            "nodes[0]: 'unix://relative' must name an absolute socket path, as unix:///run/x.sock",
+        ),
+        ({"nodes": ["tcp://a:1", "tcp://a:1"]}, "nodes lists the same node twice"),
+        ({"key_id": "../x"}, "key_id '../x' must be 1 to 64 of A-Z a-z 0-9 . _ - and not start with '.'"),
+        ({"control": "privval.sock"}, "control must be an absolute path, got 'privval.sock'"),
+    ],
+)
+def test_what_the_operator_reads(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**BASE, **change}, "privval.toml")
+    assert str(caught.value) == f"privval.toml: {message}"
