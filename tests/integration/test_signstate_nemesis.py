@@ -75,6 +75,7 @@ class Nemesis:
         self.log: list[str] = []
         self.rejoined = 0
         self.kept: set[str] = set()  # signers no failover stops (the negative control's)
+        self.kept_filepv: set[int] = set()  # the same for FilePV signers, by PID
 
     def note(self, text: str) -> None:
         self.log.append(f"{time.monotonic():.2f} {text}")
@@ -190,7 +191,7 @@ class Nemesis:
         self.note(f"a second signer on {node}")
 
     def filepv_failover(self) -> None:
-        running = [p for p in self.filepv.started if p.poll() is None]
+        running = [p for p in self.filepv.started if p.poll() is None and p.pid not in self.kept_filepv]
         for follower in running:  # its signer dies with it
             follower.kill()
             follower.wait()
@@ -258,7 +259,9 @@ def run_nemesis(arena: Arena, seconds: float, workdir: Path, unguarded: bool = F
     filepv.start("node-b")
     if unguarded:
         nemesis.kept.add(signers.start("node-b", guard=False).name)
-        filepv.start("node-c", guard=False)  # never stopped by a failover: not a follower's child
+        unguarded_filepv = filepv.start("node-c", guard=False)
+        assert unguarded_filepv is not None
+        nemesis.kept_filepv.add(unguarded_filepv.pid)
     # Besides the random steps, every run loses a disk a third of the way in and
     # rolls one back at two thirds (when a backup exists by then).
     started = time.monotonic()
