@@ -13,6 +13,12 @@ Example (rendered per node from templates/ by ``highlander render``)::
     [peers]
     node-b = "10.0.0.2:7480"
     node-c = "10.0.0.3:7480"
+
+That is the built-in trio (``backend = "trio"``, the default). With
+``backend = "etcd"`` or ``"postgresql"`` the register lives in that store
+instead, reached as its own section says
+(:mod:`highlander.signstate.backends.settings`), and the trio's fields
+(listen, peers, state_dir, pki_dir) are not used.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import NamedTuple
+
+from highlander.signstate.backends.settings import Settings, SettingsError, parse_backend
 
 
 class ConfigError(ValueError):
@@ -36,13 +44,18 @@ class Address(NamedTuple):
 
 class NodeConfig(NamedTuple):
     node: str
-    listen: Address
+    listen: Address | None  # listen, peers, state_dir, pki_dir: the trio's (None, {} with another backend)
     peers: dict[str, Address]
-    state_dir: Path
-    pki_dir: Path
+    state_dir: Path | None
+    pki_dir: Path | None
     socket: Path
     socket_group: str | None = None
     timeout: float = 2.0
+    backend: str = "trio"
+    store: Settings | None = None  # the external backend's section
+
+
+TRIO_FIELDS = ("listen", "peers", "state_dir", "pki_dir")
 
 
 def parse_address(text: object, where: str) -> Address:
@@ -63,24 +76,35 @@ def _path(document: dict[str, object], name: str, source: str) -> Path:
 
 
 def parse_config(document: dict[str, object], source: str = "config") -> NodeConfig:
-    known = {"node", "listen", "peers", "state_dir", "pki_dir", "socket", "socket_group", "timeout"}
+    known = {"node", "listen", "peers", "state_dir", "pki_dir", "socket", "socket_group", "timeout",
+             "backend", "etcd", "postgresql"}  # fmt: skip
     unknown = sorted(set(document) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     node = document.get("node")
     if not isinstance(node, str) or not node:
         raise ConfigError(f"{source}: node must name this node, got {node!r}")
-    peers = document.get("peers")
-    if not isinstance(peers, dict) or len(peers) != 2:
-        raise ConfigError(f"{source}: [peers] must name the two other nodes of the trio, got {peers!r}")
-    if node in peers:
-        raise ConfigError(f"{source}: [peers] must not list this node ({node}) itself")
     timeout = document.get("timeout", 2.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 60:
         raise ConfigError(f"{source}: timeout must be seconds between 0 and 60, got {timeout!r}")
     group = document.get("socket_group")
     if group is not None and not isinstance(group, str):
         raise ConfigError(f"{source}: socket_group must be a group name, got {group!r}")
+    try:
+        backend, store = parse_backend(document, source)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    if store is not None:
+        for name in TRIO_FIELDS:
+            if name in document:
+                raise ConfigError(f"{source}: {name} is a setting of the trio backend, not of {backend}; remove it")
+        return NodeConfig(node, None, {}, None, None, _path(document, "socket", source), group, float(timeout),
+                          backend, store)  # fmt: skip
+    peers = document.get("peers")
+    if not isinstance(peers, dict) or len(peers) != 2:
+        raise ConfigError(f"{source}: [peers] must name the two other nodes of the trio, got {peers!r}")
+    if node in peers:
+        raise ConfigError(f"{source}: [peers] must not list this node ({node}) itself")
     return NodeConfig(
         node=node,
         listen=parse_address(document.get("listen"), f"{source}: listen"),
