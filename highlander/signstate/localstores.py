@@ -79,10 +79,10 @@ class Processes:
 
 
 class LocalEtcd(Processes):
-    """Three etcd members on loopback: clients over TLS, etcd's authentication on,
-    user :data:`USER` allowed under ``/highlander/``. (etcd's gateway ignores a
-    client certificate's name when authentication is on: users log in with a
-    password there.)"""
+    """Three etcd members on loopback: clients over TLS with a certificate of our CA
+    (``--trusted-ca-file``), etcd's authentication on, user :data:`USER`
+    allowed under ``/highlander/``. (With ``--client-cert-auth`` etcd's gateway
+    refuses to take a user from the certificate: users log in with a password.)"""
 
     MEMBERS = ("etcd-1", "etcd-2", "etcd-3")
 
@@ -147,7 +147,7 @@ class LocalEtcd(Processes):
         """The ``[etcd]`` section of a node that reaches this cluster."""
         return (
             f'backend = "etcd"\n\n[etcd]\nendpoints = [{", ".join(f"{e!r}" for e in self.endpoints())}]\n'
-            f'ca_file = "{self.ca.ca}"\n'
+            f'ca_file = "{self.ca.ca}"\ncert_file = "{self.ca.client_cert}"\nkey_file = "{self.ca.client_key}"\n'
             f'user = "{USER}"\npassword_file = "{password_file or self.ca.password_file}"\n'
         ).replace("'", '"')
 
@@ -173,7 +173,6 @@ class LocalPostgres(Processes):
         self.base = Path(tempfile.mkdtemp(prefix="hl-postgres-"))
         self.data = self.base / "data"
         self.sockets = self.base / "sockets"
-        self._init()
 
     def _user(self) -> dict[str, object]:
         if self.account is None:
@@ -205,12 +204,17 @@ class LocalPostgres(Processes):
         (self.data / "pg_hba.conf").write_text(
             "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
         )
-        self.start()
+        self._launch()
         self.admin(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'", f"CREATE DATABASE {USER} OWNER {USER}")
 
     def start(self) -> None:
-        if self.running(self.NAME):
-            return
+        """Create the cluster the first time, start the server, wait until it answers."""
+        if not self.data.exists():
+            self._init()
+        elif not self.running(self.NAME):
+            self._launch()
+
+    def _launch(self) -> None:
         with open(self.workdir / "postgres.log", "ab") as log:
             self.processes[self.NAME] = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.data)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,

@@ -177,6 +177,7 @@ class EtcdBackend(ExternalBackend):
         with self._lock:
             if self._token != stale:
                 return  # another thread got a new one
+            client.session.headers.pop("Authorization", None)  # etcd refuses a login that carries a stale token
             try:
                 answer = client.post(client.get_url("/auth/authenticate"),
                                      json={"name": self.settings.user, "password": self._password})  # fmt: skip
@@ -201,7 +202,7 @@ def _encode(record: Record) -> bytes:
 def _refuse_tls(exc: Exception, client: Any) -> None:
     """A TLS failure is a configuration error, not an outage: say so (BackendError)."""
     text = _reason(exc, client)
-    if "SSLError" in text or "CERTIFICATE" in text:
+    if "certificate" in text.lower():
         raise BackendError(f"etcd TLS failed ({text}): check ca_file, cert_file and key_file") from None
 
 

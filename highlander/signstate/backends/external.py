@@ -75,6 +75,9 @@ class ExternalBackend(Backend):
             detail = f"{self.store_name} did not answer: {exc}"
             log.warning("event=%s key=%s ballot=%s outcome=NO_QUORUM %s", event, key, ballot, detail)
             return Outcome(NO_QUORUM, ballot, detail=detail)
+        except BackendError as exc:
+            log.error("event=%s key=%s ballot=%s outcome=ERROR %s", event, key, ballot, exc)
+            raise
         return Outcome(reply.status, ballot, reply.record, _explain(reply, ballot))
 
     async def promised_here(self, key: KeyId) -> Ballot | None:

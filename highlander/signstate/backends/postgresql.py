@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from highlander.signstate.backends import BackendError
 from highlander.signstate.backends.external import Change, ExternalBackend, Unavailable
@@ -31,6 +31,7 @@ from highlander.signstate.backends.settings import PostgresSettings, SettingsErr
 from highlander.signstate.register import EMPTY, HRS, Ballot, KeyId, Record, Reply
 
 log = logging.getLogger("highlander.signstate")
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 POOL = 8  # connections at most; each carries one transaction at a time
@@ -119,12 +120,13 @@ class PostgresBackend(ExternalBackend):
             raise Unavailable(f"{s.host}:{s.port}: {text}") from None
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
-        """A pooled connection; one that failed in any way is closed, not reused."""
+    async def _connection(self, fresh: bool = False) -> AsyncIterator[Any]:
+        """A pooled connection (a new one if ``fresh``); one that failed in any way is
+        closed, not reused."""
         import psycopg
 
         async with self._slots:
-            connection = self._idle.pop() if self._idle else await self.connect()
+            connection = self._idle.pop() if self._idle and not fresh else await self.connect()
             try:
                 yield connection
             except (psycopg.OperationalError, psycopg.InterfaceError, asyncio.TimeoutError, Unavailable) as exc:
@@ -141,28 +143,49 @@ class PostgresBackend(ExternalBackend):
                 raise
             self._idle.append(connection)
 
+    async def _transaction(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """``work(connection)`` in one transaction, within ``timeout``. A pooled
+        connection the server dropped (it restarted, or cut it) is found out by
+        using it: then the work runs once more on a new connection, which is safe
+        because the register's rule gives the same answer to the same request."""
+        async with asyncio.timeout(self.timeout):
+            for fresh in (False, True):
+                pooled = bool(self._idle) and not fresh
+                try:
+                    async with self._connection(fresh) as connection, connection.transaction():
+                        return await work(connection)
+                except Unavailable:
+                    if not pooled:
+                        raise
+        raise AssertionError("unreachable")
+
     # --- the store's operations ---
 
     async def _read(self, key: KeyId) -> Record:
-        async with self._connection() as connection:
-            async with asyncio.timeout(self.timeout), connection.transaction():
-                row = await (await connection.execute(SELECT, key)).fetchone()
-        return _record(row)
+        async def read(connection: Any) -> Record:
+            return _record(await (await connection.execute(SELECT, key)).fetchone())
+
+        return await self._guarded(self._transaction(read))
 
     async def _update(self, key: KeyId, change: Change) -> Reply:
-        async with self._connection() as connection:
-            async with asyncio.timeout(self.timeout):
-                async with connection.transaction():
-                    cursor = await connection.execute(SELECT + " FOR UPDATE", key)
-                    row = await cursor.fetchone()
-                    if row is None:
-                        await connection.execute(INSERT, key)
-                        row = await (await connection.execute(SELECT + " FOR UPDATE", key)).fetchone()
-                    record = _record(row)
-                    changed, reply = change(record)
-                    if changed != record:
-                        await connection.execute(UPDATE, (*changed.promised, *changed.hwm, changed.digest, *key))
-        return reply
+        async def update(connection: Any) -> Reply:
+            row = await (await connection.execute(SELECT + " FOR UPDATE", key)).fetchone()
+            if row is None:
+                await connection.execute(INSERT, key)
+                row = await (await connection.execute(SELECT + " FOR UPDATE", key)).fetchone()
+            record = _record(row)
+            changed, reply = change(record)
+            if changed != record:
+                await connection.execute(UPDATE, (*changed.promised, *changed.hwm, changed.digest, *key))
+            return reply
+
+        return await self._guarded(self._transaction(update))
+
+    async def _guarded(self, work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except TimeoutError:
+            raise Unavailable(f"{self.settings.host}:{self.settings.port}: no answer within {self.timeout:g} s") from None
 
 
 def _record(row: tuple[Any, ...] | None) -> Record:
