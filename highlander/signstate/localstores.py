@@ -19,6 +19,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from highlander.adapters.waiting import wait_until
@@ -292,3 +294,33 @@ class LocalStoreNodes(LocalTrio):
                 f'node = "{node}"\nsocket = "{self.socket(node)}"\ntimeout = {self.timeout}\n{self.store_toml}'
             )
 
+
+
+@contextmanager
+def local_register(
+    backend: str, workdir: Path, timeout: float = 1.0
+) -> Iterator[tuple[LocalTrio, LocalEtcd | LocalPostgres | None]]:
+    """The register of ``backend`` ("trio", "etcd", "postgresql") with a daemon on each
+    node, the store's schema initialised; everything stopped by PID whatever happens."""
+    from highlander.commands.signstate import init
+
+    store: LocalEtcd | LocalPostgres | None = None
+    nodes: LocalTrio | None = None
+    try:
+        if backend == "trio":
+            nodes = LocalTrio(workdir / "trio", timeout=timeout)
+        else:
+            store = LocalEtcd(workdir / "etcd") if backend == "etcd" else LocalPostgres(workdir / "postgres")
+            store.start()
+            nodes = LocalStoreNodes(workdir / "nodes", store.store_toml(), timeout=timeout)
+            nodes.prepare()
+            init(nodes.config("node-a"), backend)
+        nodes.start()
+        yield nodes, store
+    finally:
+        if nodes is not None:
+            nodes.stop()
+        if isinstance(store, LocalPostgres):
+            store.cleanup()
+        elif store is not None:
+            store.stop()

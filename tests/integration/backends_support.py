@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from highlander.signstate.client import SignerClient
-from highlander.signstate.localstores import LocalEtcd, LocalPostgres, LocalStoreNodes
+from highlander.signstate.localstores import LocalEtcd, LocalPostgres, local_register
 from highlander.signstate.localtrio import NODES, LocalTrio
 
 BACKENDS = ("trio", "etcd", "postgresql")
@@ -65,16 +65,6 @@ class Arena:
                 self.nodes.start(node)
 
 
-def store_config(backend: str, workdir: Path) -> tuple[LocalEtcd | LocalPostgres | None, str]:
-    if backend == "etcd":
-        etcd = LocalEtcd(workdir / "etcd")
-        return etcd, etcd.store_toml()
-    if backend == "postgresql":
-        postgres = LocalPostgres(workdir / "postgres")
-        return postgres, postgres.store_toml()
-    return None, ""
-
-
 def init(config: Path, backend: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*HIGHLANDER, "signstate", "init", "--config", str(config), "--backend", backend],
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
@@ -83,25 +73,5 @@ def init(config: Path, backend: str) -> subprocess.CompletedProcess[str]:
 @contextmanager
 def arena(backend: str, workdir: Path, timeout: float = 1.0) -> Iterator[Arena]:
     """The register of ``backend`` with a daemon on each node, stopped whatever happens."""
-    store: LocalEtcd | LocalPostgres | None = None
-    nodes: LocalTrio | None = None
-    try:
-        if backend == "trio":
-            nodes = LocalTrio(workdir / "trio", timeout=timeout)
-        else:
-            store, toml = store_config(backend, workdir)
-            assert store is not None
-            store.start()
-            nodes = LocalStoreNodes(workdir / "nodes", toml, timeout=timeout)
-            nodes.prepare()
-            done = init(nodes.config("node-a"), backend)
-            assert done.returncode == 0, done.stderr
-        nodes.start()
+    with local_register(backend, workdir, timeout) as (nodes, store):
         yield Arena(backend, nodes, store)
-    finally:
-        if nodes is not None:
-            nodes.stop()
-        if isinstance(store, LocalPostgres):
-            store.cleanup()
-        elif store is not None:
-            store.stop()

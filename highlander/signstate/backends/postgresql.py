@@ -34,7 +34,7 @@ log = logging.getLogger("highlander.signstate")
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
-POOL = 8  # connections at most; each carries one transaction at a time
+POOL = 24  # connections at most; each carries one transaction at a time
 
 # Each version's statements, applied in order by migrate().
 MIGRATIONS: dict[int, tuple[str, ...]] = {

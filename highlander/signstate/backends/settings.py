@@ -89,12 +89,12 @@ def parse_backend(document: dict[str, object], source: str) -> tuple[str, Settin
 
 
 def _known(section: dict[str, object], known: tuple[str, ...], where: str) -> None:
-    unknown = sorted(set(section) - set(known))
-    if unknown:
-        raise SettingsError(f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     if "password" in section:
         raise SettingsError(f"{where}: a password is never written here; put it in a file readable by root "
                             "only and name that file with password_file")  # fmt: skip
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise SettingsError(f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
 
 
 def _text(section: dict[str, object], name: str, where: str, default: str | None = None) -> str | None:
