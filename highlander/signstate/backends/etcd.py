@@ -87,9 +87,10 @@ class EtcdBackend(ExternalBackend):
         record, revision = self._seen.get(key, (EMPTY, 0))
         for _ in range(ATTEMPTS):
             changed, reply = change(record)
+            put = [{"request_put": {"key": name, "value": _b64(_encode(changed))}}]
             request: dict[str, Any] = {
                 "compare": [{"key": name, "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}],
-                "success": [{"request_put": {"key": name, "value": _b64(_encode(changed))}}] if changed != record else [],
+                "success": put if changed != record else [],
                 "failure": [{"request_range": {"key": name}}],
             }
             answer = await self._call(lambda client: self._post(client, "/kv/txn", request))

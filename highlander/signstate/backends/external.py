@@ -81,10 +81,15 @@ class ExternalBackend(Backend):
         return Outcome(reply.status, ballot, reply.record, _explain(reply, ballot))
 
     async def promised_here(self, key: KeyId) -> Ballot | None:
+        return (await self._read(key)).promised
+
+    async def advance(self, key: KeyId, counter: int, hrs: HRS, digest: str) -> Outcome:
+        """As every backend does; when this daemon has to ask the store whether the
+        epoch was promoted here (after a restart) and it does not answer: NO_QUORUM."""
         try:
-            return (await self._read(key)).promised
-        except Unavailable:
-            return None
+            return await super().advance(key, counter, hrs, digest)
+        except Unavailable as exc:
+            return Outcome(NO_QUORUM, Ballot(counter, self.node), detail=f"{self.store_name} did not answer: {exc}")
 
     async def _promote(self, key: KeyId) -> Outcome:
         """A ballot of this node above the one the store holds, promised in one change."""

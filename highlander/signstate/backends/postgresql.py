@@ -65,6 +65,7 @@ class PostgresBackend(ExternalBackend):
     def __init__(self, node: str, settings: PostgresSettings, timeout: float) -> None:
         super().__init__(node, timeout)
         self.settings = settings
+        self.where = f"{settings.host}:{settings.port}"
         self._password: str | None = None
         self._idle: list[Any] = []  # open connections not in use
         self._slots = asyncio.Semaphore(POOL)
@@ -112,12 +113,13 @@ class PostgresBackend(ExternalBackend):
         try:
             return await asyncio.wait_for(psycopg.AsyncConnection.connect(**options), self.timeout)
         except asyncio.TimeoutError:
-            raise Unavailable(f"{s.host}:{s.port}: no connection within {self.timeout:g} s") from None
+            raise Unavailable(f"{self.where}: no connection within {self.timeout:g} s") from None
         except psycopg.OperationalError as exc:
             text = " ".join(str(exc).split())
             if "authentication failed" in text or "certificate" in text or "does not exist" in text:
-                raise BackendError(f"postgresql {s.host}:{s.port} refused the connection: {text}") from None
-            raise Unavailable(f"{s.host}:{s.port}: {text}") from None
+                raise BackendError(f"postgresql {self.where}: {text} (check user, password_file and ca_file, and "
+                                   "that the database exists)") from None  # fmt: skip
+            raise Unavailable(f"{self.where}: {text}") from None
 
     @asynccontextmanager
     async def _connection(self, fresh: bool = False) -> AsyncIterator[Any]:
@@ -134,10 +136,10 @@ class PostgresBackend(ExternalBackend):
                 if isinstance(exc, Unavailable):
                     raise
                 text = " ".join(str(exc).split()) or f"no answer within {self.timeout:g} s"
-                raise Unavailable(f"{self.settings.host}:{self.settings.port}: {text}") from None
+                raise Unavailable(f"{self.where}: {text}") from None
             except psycopg.Error as exc:
                 await _discard(connection)
-                raise BackendError(f"postgresql {self.settings.host}:{self.settings.port}: {' '.join(str(exc).split())}")
+                raise BackendError(f"postgresql {self.where}: {' '.join(str(exc).split())}") from None
             except BaseException:
                 await _discard(connection)
                 raise
@@ -185,7 +187,7 @@ class PostgresBackend(ExternalBackend):
         try:
             return await work
         except TimeoutError:
-            raise Unavailable(f"{self.settings.host}:{self.settings.port}: no answer within {self.timeout:g} s") from None
+            raise Unavailable(f"{self.where}: no answer within {self.timeout:g} s") from None
 
 
 def _record(row: tuple[Any, ...] | None) -> Record:
