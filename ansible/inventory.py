@@ -85,7 +85,7 @@ def build(path: Path) -> dict[str, object]:
         "nodes": nodes,
         "signstate": {
             "port": s.port, "pki_dir": s.pki_dir, "state_dir": s.state_dir, "socket": s.socket,
-            "socket_group": s.socket_group, "config": SIGNSTATE_CONFIG,
+            "socket_group": s.socket_group, "config": SIGNSTATE_CONFIG, "backend": s.backend,
         },
         "validator": {
             "user": v.user, "state_file": v.state_file, "environment_file": v.environment_file,

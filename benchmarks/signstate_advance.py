@@ -20,6 +20,14 @@ directory) and measures, through node-a's signer socket:
 
 The last lines are ``p50 ratio X`` (advance p50 / write p50, goal <= 3) and
 ``p99 ratio Y`` (advance p99 / write p50, goal <= 10).
+
+``--backend`` (repeatable; default ``trio``) measures other backends in the
+same run: ``etcd`` (a real three-member cluster on loopback) and
+``postgresql`` (a real server, fsync and synchronous_commit on), each behind
+sign-state daemons configured for it, with steps 1 and 3 as above (sequential
+advances alternating with durable writes; 100 keys at once). The trio's lines
+are printed as before; a table at the end gives every backend's p50/p99, as
+ratios to the durable write measured alongside, and its advances/s.
 """
 
 from __future__ import annotations
@@ -125,21 +133,9 @@ async def concurrent(socket_path: Path, keys: int, seconds: float, rate: float |
     return in_time, latencies, failures
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-n", "--count", type=int, default=2000, help="advances and writes each (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=100, help="untimed advances first (default: %(default)s)")
-    parser.add_argument("--keys", type=int, default=100, help="keys advancing at once (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each concurrent run (default: %(default)s)")
-    parser.add_argument("--rate", type=float, default=2000.0,
-                        help="advances a second the keys offer together (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) for inspection")
-    args = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="hl-bench-signstate-"))
-    trio = LocalTrio(work)
-    reference = work / "reference" / "record"
-    reference.parent.mkdir()
+def measure_trio(args: argparse.Namespace, work: Path, reference: Path) -> dict[str, float]:
+    """The built-in trio: every step above, its lines printed as they always were."""
+    trio = LocalTrio(work / "trio")
     try:
         trio.start()
         with SignerClient(trio.socket(TARGET)) as client:
@@ -156,10 +152,6 @@ def main() -> int:
         rss = rss_mib(trio.pid(TARGET))
     finally:
         trio.stop()
-        if args.keep:
-            print(f"work directory       {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
     ms = 1000.0
     advance_p50, advance_p99 = statistics.median(advances) * ms, percentile(advances, 99) * ms
@@ -185,6 +177,72 @@ def main() -> int:
     print(f"RSS node-a           {rss:.1f} MiB after {args.keys} keys (goal <= 50 MiB)")
     print(f"p50 ratio {advance_p50 / write_p50:.2f}")
     print(f"p99 ratio {advance_p99 / write_p50:.2f}")
+    return summary(advances, writes, capacity, total, latencies, failures, args)
+
+
+def measure_store(backend: str, args: argparse.Namespace, work: Path, reference: Path) -> dict[str, float]:
+    """etcd or PostgreSQL behind node-a's daemon: sequential and concurrent advances."""
+    from highlander.signstate.localstores import local_register
+
+    with local_register(backend, work / backend) as (nodes, _):
+        with SignerClient(nodes.socket(TARGET)) as client:
+            sequential(client, KeyId("bench-warmup", "validator"), args.warmup, reference)
+            advances, writes, _ = sequential(client, KeyId("bench-1", "validator"), args.count, reference)
+        capacity, _, _ = asyncio.run(concurrent(nodes.socket(TARGET), args.keys, args.seconds, None))
+        total, latencies, failures = asyncio.run(concurrent(nodes.socket(TARGET), args.keys, args.seconds, args.rate))
+    result = summary(advances, writes, capacity, total, latencies, failures, args)
+    print(f"{backend:<10} advance p50 {result['p50']:.3f} ms, p99 {result['p99']:.3f} ms; write p50 "
+          f"{result['write']:.3f} ms; {result['capacity']:.0f} advances/s at most; at {args.rate:.0f} offered: "
+          f"{result['rate']:.0f}/s, p99 {result['concurrent_p99']:.3f} ms, {failures} failures")  # fmt: skip
+    return result
+
+
+def summary(advances: list[float], writes: list[float], capacity: int, total: int, latencies: list[float],
+            failures: int, args: argparse.Namespace) -> dict[str, float]:  # fmt: skip
+    ms = 1000.0
+    return {
+        "p50": statistics.median(advances) * ms, "p99": percentile(advances, 99) * ms,
+        "write": statistics.median(writes) * ms, "capacity": capacity / args.seconds, "rate": total / args.seconds,
+        "concurrent_p99": percentile(latencies, 99) * ms, "failures": failures,
+    }  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--count", type=int, default=2000, help="advances and writes each (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed advances first (default: %(default)s)")
+    parser.add_argument("--keys", type=int, default=100, help="keys advancing at once (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each concurrent run (default: %(default)s)")
+    parser.add_argument("--rate", type=float, default=2000.0,
+                        help="advances a second the keys offer together (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--backend", action="append", choices=("trio", "etcd", "postgresql"),
+                        help="a backend to measure (repeatable; default: trio)")  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) for inspection")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="hl-bench-signstate-"))
+    reference = work / "reference" / "record"
+    reference.parent.mkdir()
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for backend in dict.fromkeys(args.backend or ["trio"]):
+            if backend == "trio":
+                results[backend] = measure_trio(args, work, reference)
+            else:
+                results[backend] = measure_store(backend, args, work, reference)
+    finally:
+        if args.keep:
+            print(f"work directory       {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    if len(results) > 1 or "trio" not in results:
+        print(f"\n{'backend':<11}{'p50 ms':>8}{'p99 ms':>8}{'p50 ratio':>11}{'p99 ratio':>11}"
+              f"{'max adv/s':>11}{f'at {args.rate:.0f}/s':>10}{'its p99 ms':>12}")  # fmt: skip
+        for backend, r in results.items():
+            print(f"{backend:<11}{r['p50']:>8.3f}{r['p99']:>8.3f}{r['p50'] / r['write']:>11.2f}"
+                  f"{r['p99'] / r['write']:>11.2f}{r['capacity']:>11.0f}{r['rate']:>10.0f}{r['concurrent_p99']:>12.1f}")  # fmt: skip
+        print(f"(ratios to one local durable write measured alongside; {args.keys} keys at once for advances/s)")
     return 0
 
 

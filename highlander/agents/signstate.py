@@ -59,13 +59,19 @@ def _config(res: Resource) -> NodeConfig:
 
 
 def validate(res: Resource) -> None:
-    """The configuration parses and the node's certificate and key are usable."""
+    """The configuration parses and its secrets are usable: the node's certificate
+    and key (the trio), or the files that reach etcd or PostgreSQL."""
     from highlander.signstate import pki
+    from highlander.signstate.backends.settings import SettingsError, client_password
 
     config = _config(res)
     try:
-        pki.server_context(config.pki_dir, config.node)
-    except pki.PKIError as exc:
+        if config.store is not None:
+            client_password(config.store)
+        else:
+            assert config.pki_dir is not None
+            pki.server_context(config.pki_dir, config.node)
+    except (pki.PKIError, SettingsError) as exc:
         raise OCFError(codes.ERR_CONFIGURED, str(exc)) from None
 
 

@@ -52,13 +52,14 @@ def signstate() -> None:
 def serve(config_path: Path) -> None:
     """Run this node's replica and coordinator (until SIGTERM)."""
     from highlander.commands.signstate import serve as run
+    from highlander.signstate.backends import BackendError
     from highlander.signstate.config import ConfigError
     from highlander.signstate.pki import PKIError
     from highlander.signstate.store import StoreError
 
     try:
         run(config_path)
-    except (ConfigError, PKIError, StoreError, OSError) as exc:
+    except (ConfigError, PKIError, StoreError, BackendError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -179,40 +180,47 @@ config_option = click.option(
 @click.option("--format", "kind", type=click.Choice(["cometbft", "tmkms"]), default="cometbft", show_default=True)
 @click.argument("state_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 def import_(config_path: Path, chain_id: str, key_id: str, kind: str, state_file: Path) -> None:
-    """Raise the local replica's record to a signer state file's mark (daemon stopped).
+    """Raise the register's record to a signer state file's mark.
 
-    For a validator that signed before the cluster existed: import its state
-    file on every node before the first start. Never lowers a record.
+    For a validator that signed before the cluster existed. The trio: import
+    its state file on every node before the first start (daemon stopped).
+    etcd or PostgreSQL: once, from any node. Never lowers a record.
     """
     from highlander.commands import signstate as commands
+    from highlander.signstate.backends import BackendError
     from highlander.signstate.config import ConfigError
     from highlander.signstate.store import StoreError
 
     try:
         record = commands.import_state_file(config_path, KeyId(chain_id, key_id), state_file, kind)
-    except (commands.StateFileError, StoreError, ConfigError) as exc:
+    except (commands.StateFileError, StoreError, ConfigError, BackendError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(_record_json(record)))
 
 
 @signstate.command()
 @config_option
-def init(config_path: Path) -> None:
-    """Create this node's empty replica, once, for a NEW cluster (daemon stopped).
+@click.option("--backend", type=click.Choice(["trio", "etcd", "postgresql"]),
+              help="The backend to prepare; must be the one the configuration names.")  # fmt: skip
+def init(config_path: Path, backend: str | None) -> None:
+    """Prepare the configured backend for a NEW cluster.
 
-    Run it on each of the three nodes before their daemons first start. It
-    refuses a state directory that holds anything: a replica that lost its
-    state must be rejoined (rejoin), never initialised again.
+    The trio: create this node's empty replica, once, on each of the three
+    nodes before their daemons first start (daemon stopped); a state
+    directory that holds anything is refused: a replica that lost its state
+    must be rejoined (rejoin), never initialised again. PostgreSQL: create
+    the schema, or migrate it to this version (from any one node). etcd:
+    check that it answers; nothing is created.
     """
     from highlander.commands import signstate as commands
+    from highlander.signstate.backends import BackendError
     from highlander.signstate.config import ConfigError
     from highlander.signstate.store import StoreError
 
     try:
-        directory = commands.init(config_path)
-    except (StoreError, ConfigError, OSError) as exc:
+        click.echo(commands.init(config_path, backend))
+    except (StoreError, ConfigError, BackendError, commands.RegisterError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"initialised an empty replica in {directory}")
 
 
 @signstate.command()

@@ -172,7 +172,7 @@ def signstate_context(inventory: Inventory, node: str) -> dict[str, object]:
         "nodes": [{"name": n.name, "addresses": list(n.addresses)} for n in inventory.nodes],
         "signstate": {
             "port": s.port, "state_dir": s.state_dir, "pki_dir": s.pki_dir, "socket": s.socket,
-            "socket_group": s.socket_group,
+            "socket_group": s.socket_group, "backend": s.backend, "store": dict(s.store or {}),
         },
     }
 
@@ -248,6 +248,11 @@ def _check_signstate_text(inventory: Inventory, node: Node, text: str) -> None:
         message = f"{where}: the rendered file does not read back: {exc}"
         raise RenderError([Problem(RENDER_READ_BACK_FAILED, where, message)]) from None
     s = inventory.signstate
+    if s.backend != "trio":
+        got_store = (config.node, config.socket, config.socket_group, config.backend)
+        if got_store != (node.name, Path(s.socket), s.socket_group, s.backend):
+            raise RenderError([f"{where}: reads back as {got_store}, expected {s.backend} for {node.name}"])
+        return
     expected = (
         node.name, (node.addresses[0], s.port),
         {n.name: (n.addresses[0], s.port) for n in inventory.nodes if n is not node},

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from highlander.adapters.files import write_file
 from highlander.signstate import formats, store
-from highlander.signstate.config import load_config
+from highlander.signstate.config import NodeConfig, load_config
 from highlander.signstate.register import HRS, ZERO, KeyId, Record, merge
 
 TYPE_CHECKING = False  # typing's constant without importing typing on the agents' start-up path
@@ -83,14 +83,14 @@ def serve(config_path: Path) -> None:
     """Run one node's replica and coordinator until SIGTERM or SIGINT."""
     import asyncio
 
-    from highlander.signstate.backends.trio import TrioBackend
+    from highlander.signstate.backends.configured import configured
     from highlander.signstate.server import SignStateNode
 
     config = load_config(config_path)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s %(levelname)s node={config.node} %(message)s"
     )
-    node = SignStateNode(config, TrioBackend(config))
+    node = SignStateNode(config, configured(config))
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -101,22 +101,57 @@ def serve(config_path: Path) -> None:
     asyncio.run(run())
 
 
-def init(config_path: Path) -> Path:
-    """Create this node's empty replica for a new cluster; returns its state directory.
+def init(config_path: Path, backend: str | None = None) -> str:
+    """Prepare the configured backend for a new cluster; says what was done.
 
-    Refuses a directory that holds anything: a replica that lost its state
-    must be rejoined from the others, never initialised again (that would
-    read as "nothing signed yet").
+    ``backend``, when given, must be the one the configuration names (init
+    creates a replica or a schema, and must not guess which). The trio:
+    this node's empty replica, refusing a directory that holds anything (a
+    replica that lost its state must be rejoined from the others, never
+    initialised again: that would read as "nothing signed yet").
+    PostgreSQL: the schema, created or migrated (once for all nodes; again
+    is harmless). etcd: nothing to create; it checks etcd answers.
     """
     config = load_config(config_path)
+    if backend is not None and backend != config.backend:
+        raise RegisterError(f"{config_path} names backend {config.backend!r}, not {backend!r}: init prepares the "
+                            "configured backend only")  # fmt: skip
+    if config.backend != "trio":
+        return _external_init(config)
     directory = config.state_dir
+    assert directory is not None
     if directory.exists() and any(directory.iterdir()):
         raise store.StoreError(
             f"{directory} is not empty: this node already has sign-state (if it is damaged or lost, "
             "run 'highlander signstate rejoin' instead; never initialise a replica of a running cluster again)"
         )
     store.create(directory, config.node).close()
-    return directory
+    return f"initialised an empty replica in {directory}"
+
+
+def _external_init(config: NodeConfig) -> str:
+    import asyncio
+
+    from highlander.signstate.backends import BackendError
+    from highlander.signstate.backends.configured import configured
+    from highlander.signstate.backends.postgresql import PostgresBackend, migrate
+
+    backend = configured(config)
+
+    async def run() -> str:
+        if isinstance(backend, PostgresBackend):
+            return await migrate(backend)
+        try:
+            await backend.start()
+            status = await backend.status(KeyId("init", "probe"))
+        finally:
+            await backend.close()
+        problem = next((found for found in status.values() if isinstance(found, str)), None)
+        if problem:
+            raise BackendError(f"{config.backend} {problem}")
+        return f"{config.backend} answers; it needs nothing created"
+
+    return asyncio.run(run())
 
 
 def read_state_file(path: Path, kind: str) -> formats.SignState:
@@ -169,15 +204,19 @@ def raise_state_file(path: Path, kind: str, hrs: HRS) -> HRS:
 
 
 def import_state_file(config_path: Path, key: KeyId, path: Path, kind: str) -> Record:
-    """Raise the local replica's record for ``key`` to the mark in a state file.
+    """Raise the register's record for ``key`` to the mark in a state file.
 
-    For a cluster that starts from a validator that signed before: run it on
-    each node with its daemon stopped (the store refuses a directory in use).
+    For a cluster that starts from a validator that signed before. The trio:
+    run it on each node with its daemon stopped (the store refuses a
+    directory in use). etcd or PostgreSQL: once, from any node.
     """
     state = read_state_file(path, kind)
     if state.hrs == ZERO:
         raise StateFileError(f"{path}: nothing was signed yet; there is nothing to import")
     config = load_config(config_path)
+    if config.backend != "trio":
+        return _external_import(config, key, state.hrs, formats.digest_of(state))
+    assert config.state_dir is not None
     replica = store.Store(config.state_dir, config.node)
     replica.open()
     try:
@@ -195,3 +234,23 @@ def import_state_file(config_path: Path, key: KeyId, path: Path, kind: str) -> R
         return merged
     finally:
         replica.close()
+
+
+def _external_import(config: NodeConfig, key: KeyId, hwm: HRS, digest: str) -> Record:
+    """Raise the record in the external store (once, from any node; the daemons may run)."""
+    import asyncio
+
+    from highlander.signstate.backends.configured import configured
+    from highlander.signstate.backends.external import ExternalBackend
+
+    backend = configured(config)
+    assert isinstance(backend, ExternalBackend)
+
+    async def run() -> Record:
+        try:
+            await backend.start()
+            return await backend.raise_mark(key, hwm, digest)
+        finally:
+            await backend.close()
+
+    return asyncio.run(run())

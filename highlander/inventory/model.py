@@ -116,6 +116,8 @@ class SignState:
     state_dir: str = "/var/lib/highlander/signstate"
     socket: str = "/run/highlander/signstate.sock"
     socket_group: str | None = None
+    backend: str = "trio"  # or "etcd", "postgresql": the register in a store the operator runs
+    store: Mapping[str, object] | None = None  # that store's section of signstate.toml, checked when rendered
 
 
 @dataclass(frozen=True)
@@ -421,7 +423,12 @@ def parse(document: object) -> Inventory:
     _check_trio(c, indexed, quorum)
     nodes = [node for _, node in indexed]
 
-    s = c.mapping(top.get("signstate"), "signstate", ("port", "pki_dir", "state_dir", "socket", "socket_group"))
+    s = c.mapping(top.get("signstate"), "signstate", ("port", "pki_dir", "state_dir", "socket", "socket_group",
+                                                      "backend", "etcd", "postgresql"))  # fmt: skip
+    backend = c.choice(s, "backend", "signstate", ("trio", "etcd", "postgresql"), default="trio")
+    store = s.get(backend) if backend != "trio" else None
+    if backend != "trio" and not isinstance(store, dict):
+        c.problem(codes.INVENTORY_REQUIRED, f"signstate.{backend}", f"backend {backend} needs this section: how every node reaches {backend}")
     signstate = SignState(
         port=c.number(s, "port", "signstate", 7480, 1, 65535),
         pki_dir=c.text(s, "pki_dir", "signstate", default=SignState.pki_dir, check=_absolute) or SignState.pki_dir,
@@ -429,6 +436,8 @@ def parse(document: object) -> Inventory:
         or SignState.state_dir,
         socket=c.text(s, "socket", "signstate", default=SignState.socket, check=_absolute) or SignState.socket,
         socket_group=c.text(s, "socket_group", "signstate", pattern=USER, what="a group name"),
+        backend=backend,
+        store=store if isinstance(store, dict) else None,
     )
     v = c.mapping(top.get("validator"), "validator", (
         "command", "user", "chain_id", "key_id", "health_url", "state_file", "state_format",

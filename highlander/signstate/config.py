@@ -13,6 +13,12 @@ Example (rendered per node from templates/ by ``highlander render``)::
     [peers]
     node-b = "10.0.0.2:7480"
     node-c = "10.0.0.3:7480"
+
+That is the built-in trio (``backend = "trio"``, the default). With
+``backend = "etcd"`` or ``"postgresql"`` the register lives in that store
+instead, reached as its own section says
+(:mod:`highlander.signstate.backends.settings`), and the trio's fields
+(listen, peers, state_dir, pki_dir) are not used.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from highlander.problems import Problem, ProblemError
+from highlander.signstate.backends.settings import Settings, SettingsError, parse_backend
 
 # The codes of a configuration file's problems (highlander.problems), the sign-state daemon's and
 # the remote signer's alike. Their path is the setting (timeout, peers.node-b, nodes[1]); empty
@@ -53,13 +60,18 @@ class Address(NamedTuple):
 
 class NodeConfig(NamedTuple):
     node: str
-    listen: Address
+    listen: Address | None  # listen, peers, state_dir, pki_dir: the trio's (None, {} with another backend)
     peers: dict[str, Address]
-    state_dir: Path
-    pki_dir: Path
+    state_dir: Path | None
+    pki_dir: Path | None
     socket: Path
     socket_group: str | None = None
     timeout: float = 2.0
+    backend: str = "trio"
+    store: Settings | None = None  # the external backend's section
+
+
+TRIO_FIELDS = ("listen", "peers", "state_dir", "pki_dir")
 
 
 def parse_address(text: object, path: str, source: str = "config") -> Address:
@@ -91,19 +103,12 @@ def refuse_unknown(document: dict[str, object], known: set[str], source: str) ->
 
 
 def parse_config(document: dict[str, object], source: str = "config") -> NodeConfig:
-    refuse_unknown(
-        document, {"node", "listen", "peers", "state_dir", "pki_dir", "socket", "socket_group", "timeout"}, source
-    )
+    known = {"node", "listen", "peers", "state_dir", "pki_dir", "socket", "socket_group", "timeout",
+             "backend", "etcd", "postgresql"}  # fmt: skip
+    refuse_unknown(document, known, source)
     node = document.get("node")
     if not isinstance(node, str) or not node:
         raise config_error(CONFIG_INVALID_VALUE, "node", f"node must name this node, got {node!r}", source)
-    peers = document.get("peers")
-    if not isinstance(peers, dict) or len(peers) != 2:
-        message = f"[peers] must name the two other nodes of the trio, got {peers!r}"
-        raise config_error(CONFIG_INVALID_VALUE, "peers", message, source)
-    if node in peers:
-        message = f"[peers] must not list this node ({node}) itself"
-        raise config_error(CONFIG_INVALID_VALUE, f"peers.{node}", message, source)
     timeout = document.get("timeout", 2.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 60:
         message = f"timeout must be seconds between 0 and 60, got {timeout!r}"
@@ -112,6 +117,25 @@ def parse_config(document: dict[str, object], source: str = "config") -> NodeCon
     if group is not None and not isinstance(group, str):
         message = f"socket_group must be a group name, got {group!r}"
         raise config_error(CONFIG_INVALID_VALUE, "socket_group", message, source)
+    try:
+        backend, store = parse_backend(document, source)
+    except SettingsError as exc:
+        message = str(exc).removeprefix(f"{source}: ")
+        raise config_error(CONFIG_INVALID_VALUE, str(document.get("backend", "backend")), message, source) from None
+    if store is not None:
+        for name in TRIO_FIELDS:
+            if name in document:
+                message = f"{name} is a setting of the trio backend, not of {backend}; remove it"
+                raise config_error(CONFIG_UNKNOWN_SETTING, name, message, source)
+        socket = absolute_path(document, "socket", source)
+        return NodeConfig(node, None, {}, None, None, socket, group, float(timeout), backend, store)  # type: ignore[arg-type]
+    peers = document.get("peers")
+    if not isinstance(peers, dict) or len(peers) != 2:
+        message = f"[peers] must name the two other nodes of the trio, got {peers!r}"
+        raise config_error(CONFIG_INVALID_VALUE, "peers", message, source)
+    if node in peers:
+        message = f"[peers] must not list this node ({node}) itself"
+        raise config_error(CONFIG_INVALID_VALUE, f"peers.{node}", message, source)
     return NodeConfig(
         node=node,
         listen=parse_address(document.get("listen"), "listen", source),
