@@ -269,7 +269,7 @@ def build_peers(directory: Path) -> tuple[str | None, str | None]:
         print(f"building Horcrux {HORCRUX_VERSION} with go into {horcrux.parent}", file=sys.stderr)
         scratch = directory / "horcrux"
         scratch.mkdir(parents=True, exist_ok=True)
-        steps = [["go", "mod", "init", "scratch"], ["go", "get", f"{HORCRUX_MODULE}@{HORCRUX_VERSION}"],
+        steps = [["go", "mod", "init", "scratch"], ["go", "get", f"{HORCRUX_MODULE}/cmd/horcrux@{HORCRUX_VERSION}"],
                  ["go", "build", "-o", str(horcrux), f"{HORCRUX_MODULE}/cmd/horcrux"]]  # fmt: skip
         for step in steps if not (scratch / "go.mod").exists() else steps[1:]:
             done = subprocess.run(step, cwd=scratch, capture_output=True, text=True)

@@ -17,6 +17,9 @@ directory) and measures, through node-a's signer socket:
    the rate achieved (goal >= 2000) and p99 from when each advance was due
    (goal <= 10 ms). Group commit syncs many keys' changes at once.
 4. node-a's resident memory after those 100 keys (goal <= 50 MiB).
+5. **metrics**: the same advances on two trios side by side, one serving
+   Prometheus ``/metrics`` and scraped every second, the other not:
+   ``metrics p50 ratio`` (goal <= 1.05: the exporter costs nothing measurable).
 
 The last lines are ``p50 ratio X`` (advance p50 / write p50, goal <= 3) and
 ``p99 ratio Y`` (advance p99 / write p50, goal <= 10).
@@ -180,6 +183,51 @@ def measure_trio(args: argparse.Namespace, work: Path, reference: Path) -> dict[
     return summary(advances, writes, capacity, total, latencies, failures, args)
 
 
+def measure_metrics(args: argparse.Namespace, work: Path) -> None:
+    """Two trios side by side, one serving /metrics (and scraped every second), the other
+    not: advances alternate between them, so noise hits both alike."""
+    import socket
+    import threading
+    import urllib.request
+
+    plain, metered = LocalTrio(work / "plain"), LocalTrio(work / "metered")
+    for node in metered.ports:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            metered.metrics_ports[node] = probe.getsockname()[1]
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.wait(1.0):
+            with urllib.request.urlopen(f"http://127.0.0.1:{metered.metrics_ports[TARGET]}/metrics", timeout=5):
+                pass
+
+    scraper = threading.Thread(target=scrape)
+    try:
+        plain.start()
+        metered.start()
+        scraper.start()
+        with SignerClient(plain.socket(TARGET)) as off, SignerClient(metered.socket(TARGET)) as on:
+            key = KeyId("bench-metrics", "validator")
+            sessions = {off: off.promote(key), on: on.promote(key)}
+            timings: dict[SignerClient, list[float]] = {off: [], on: []}
+            for height in range(1, args.count + 1):
+                for client in (off, on) if height % 2 else (on, off):
+                    started = time.perf_counter()
+                    client.advance(key, sessions[client].epoch, HRS(height, 0, 1), DIGEST)
+                    timings[client].append(time.perf_counter() - started)
+    finally:
+        stop.set()
+        if scraper.is_alive():
+            scraper.join()
+        plain.stop()
+        metered.stop()
+    p50_off, p50_on = statistics.median(timings[off]) * 1000, statistics.median(timings[on]) * 1000
+    print(f"metrics off p50      {p50_off:.3f} ms")
+    print(f"metrics on p50       {p50_on:.3f} ms (serving /metrics, scraped every second)")
+    print(f"metrics p50 ratio {p50_on / p50_off:.3f} (on / off, goal <= 1.05)")
+
+
 def measure_store(backend: str, args: argparse.Namespace, work: Path, reference: Path) -> dict[str, float]:
     """etcd or PostgreSQL behind node-a's daemon: sequential and concurrent advances."""
     from highlander.signstate.localstores import local_register
@@ -228,6 +276,7 @@ def main() -> int:
         for backend in dict.fromkeys(args.backend or ["trio"]):
             if backend == "trio":
                 results[backend] = measure_trio(args, work, reference)
+                measure_metrics(args, work)
             else:
                 results[backend] = measure_store(backend, args, work, reference)
     finally:

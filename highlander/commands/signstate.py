@@ -90,7 +90,17 @@ def serve(config_path: Path) -> None:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s %(levelname)s node={config.node} %(message)s"
     )
-    node = SignStateNode(config, configured(config))
+    backend = configured(config)
+    metrics = None
+    if config.metrics is not None:
+        from highlander.adapters import metrics as exporter
+
+        registry = exporter.registry()
+        metrics = exporter.SignstateMetrics(registry, config.backend)
+    node = SignStateNode(config, backend, metrics)
+    if config.metrics is not None:
+        registry.register(exporter.Scraped(node.scraped))
+        exporter.serve(registry, config.metrics.host, config.metrics.port)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

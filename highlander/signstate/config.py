@@ -9,6 +9,7 @@ Example (rendered per node from templates/ by ``highlander render``)::
     socket = "/run/highlander/signstate.sock"
     socket_group = "cometbft"             # group allowed to use the signer API
     timeout = 2.0                         # seconds a replica may take to answer
+    metrics = "127.0.0.1:9540"            # serve Prometheus /metrics here (optional)
 
     [peers]
     node-b = "10.0.0.2:7480"
@@ -69,6 +70,7 @@ class NodeConfig(NamedTuple):
     timeout: float = 2.0
     backend: str = "trio"
     store: Settings | None = None  # the external backend's section
+    metrics: Address | None = None  # where /metrics is served, if anywhere
 
 
 TRIO_FIELDS = ("listen", "peers", "state_dir", "pki_dir")
@@ -104,7 +106,7 @@ def refuse_unknown(document: dict[str, object], known: set[str], source: str) ->
 
 def parse_config(document: dict[str, object], source: str = "config") -> NodeConfig:
     known = {"node", "listen", "peers", "state_dir", "pki_dir", "socket", "socket_group", "timeout",
-             "backend", "etcd", "postgresql"}  # fmt: skip
+             "backend", "etcd", "postgresql", "metrics"}  # fmt: skip
     refuse_unknown(document, known, source)
     node = document.get("node")
     if not isinstance(node, str) or not node:
@@ -117,6 +119,7 @@ def parse_config(document: dict[str, object], source: str = "config") -> NodeCon
     if group is not None and not isinstance(group, str):
         message = f"socket_group must be a group name, got {group!r}"
         raise config_error(CONFIG_INVALID_VALUE, "socket_group", message, source)
+    metrics = parse_address(document["metrics"], "metrics", source) if "metrics" in document else None
     try:
         backend, store = parse_backend(document, source)
     except SettingsError as exc:
@@ -128,7 +131,8 @@ def parse_config(document: dict[str, object], source: str = "config") -> NodeCon
                 message = f"{name} is a setting of the trio backend, not of {backend}; remove it"
                 raise config_error(CONFIG_UNKNOWN_SETTING, name, message, source)
         socket = absolute_path(document, "socket", source)
-        return NodeConfig(node, None, {}, None, None, socket, group, float(timeout), backend, store)  # type: ignore[arg-type]
+        return NodeConfig(node, None, {}, None, None, socket, group, float(timeout), backend, store,  # type: ignore[arg-type]
+                          metrics)  # fmt: skip
     peers = document.get("peers")
     if not isinstance(peers, dict) or len(peers) != 2:
         message = f"[peers] must name the two other nodes of the trio, got {peers!r}"
@@ -145,6 +149,7 @@ def parse_config(document: dict[str, object], source: str = "config") -> NodeCon
         socket=absolute_path(document, "socket", source),
         socket_group=group,
         timeout=float(timeout),
+        metrics=metrics,
     )
 
 

@@ -45,6 +45,8 @@ class LocalTrio:
         self.ports = dict(zip(NODES, free_ports(len(NODES))))
         # The port a node reaches a peer at, where a test puts a relay between them.
         self.routes: dict[tuple[str, str], int] = {}
+        # Where a node serves /metrics, for the nodes a test asks it of.
+        self.metrics_ports: dict[str, int] = {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def socket(self, node: str) -> Path:
@@ -77,7 +79,9 @@ class LocalTrio:
                 f'state_dir = "{self.state_dir(node)}"\n'
                 f'pki_dir = "{self.pki_dir}"\n'
                 f'socket = "{self.socket(node)}"\n'
-                f"timeout = {self.timeout}\n\n[peers]\n{peers}\n"
+                f"timeout = {self.timeout}\n"
+                + (f'metrics = "127.0.0.1:{self.metrics_ports[node]}"\n' if node in self.metrics_ports else "")
+                + f"\n[peers]\n{peers}\n"
             )
             if new:  # once: a state directory lost later must be rejoined, as on a real node
                 store.create(self.state_dir(node), node).close()

@@ -100,6 +100,13 @@ class PeerLink:
         self._last_error = ""
         self.last_answer = 0.0  # monotonic time of the last reply
 
+    @property
+    def reachable(self) -> bool:
+        """Connected, and answering: no request has waited longer than the timeout
+        since the peer last answered (an idle link is reachable)."""
+        stalled = bool(self._pending) and time.monotonic() - self.last_answer > self.timeout
+        return self._outbox.writer is not None and not stalled
+
     def send(self, document: dict[str, object]) -> asyncio.Future[object]:
         """Send a request (its ``id`` is set here); the future gets the reply document.
 

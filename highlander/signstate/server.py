@@ -38,11 +38,13 @@ import os
 import socket
 import stat
 import struct
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from highlander.signstate.backends import Backend, BackendError, Outcome
 from highlander.signstate.config import NodeConfig
-from highlander.signstate.register import HRS, MAX_ROUND, ZERO, check_mark
+from highlander.signstate.register import HRS, MAX_ROUND, OK, ZERO, KeyId, check_mark
 from highlander.signstate.store import StoreError
 from highlander.signstate.wire import (
     MAX_LINE,
@@ -55,6 +57,9 @@ from highlander.signstate.wire import (
     record_document,
 )
 
+if TYPE_CHECKING:
+    from highlander.adapters.metrics import SignstateMetrics
+
 log = logging.getLogger("highlander.signstate")
 
 MAX_SIGNERS = 1024
@@ -66,9 +71,11 @@ ROOT_OPS = ("rejoin", "reset")
 class SignStateNode:
     """One node's backend and the signer API in front of it."""
 
-    def __init__(self, config: NodeConfig, backend: Backend) -> None:
+    def __init__(self, config: NodeConfig, backend: Backend, metrics: SignstateMetrics | None = None) -> None:
         self.config = config
         self.backend = backend
+        self.metrics = metrics
+        self.marks: dict[KeyId, tuple[int, int]] = {}  # per key, the ballot counter and height last answered OK
         self._signers = 0
         self._stopped: asyncio.Event | None = None
 
@@ -127,23 +134,47 @@ class SignStateNode:
             return {"status": "OK", "detail": await self.backend.rejoin()}
         key = parse_key(document)
         if op == "promote":
-            return _outcome_document(await self.backend.promote(key))
+            return self._answered(op, key, time.perf_counter(), await self.backend.promote(key))
         if op == "advance":
             epoch = integer(document, "epoch", 1)
             hrs, digest = parse_mark(document)
-            return _outcome_document(await self.backend.advance(key, epoch, hrs, digest))
+            started = time.perf_counter()
+            return self._answered(op, key, started, await self.backend.advance(key, epoch, hrs, digest))
         if op == "reset":
             hrs = HRS(integer(document, "height", 0), integer(document, "round", 0, MAX_ROUND),
                       integer(document, "step", 0, 3))  # fmt: skip
             problem = check_mark(hrs, "", floor=True)
             if hrs != ZERO and problem:
                 raise WireError(f"reset: {problem} (or 0/0/0: nothing signed)")
-            return _outcome_document(await self.backend.reset(key, hrs))
+            return self._answered(op, key, time.perf_counter(), await self.backend.reset(key, hrs))
         replicas = {
             name: record_document(found) if not isinstance(found, str) else {"error": found}
             for name, found in (await self.backend.status(key)).items()
         }
         return {"status": "OK", "replicas": replicas}
+
+    def _answered(self, op: str, key: KeyId, started: float, outcome: Outcome) -> dict[str, object]:
+        """The answer to a signer, counted in the metrics when they are on."""
+        if self.metrics is not None:
+            self.metrics.answered(op, outcome.status, started)
+            if outcome.status == OK:
+                self.marks[key] = (outcome.ballot.counter, outcome.record.hwm.height)
+        return _outcome_document(outcome)
+
+    def scraped(self):  # type: ignore[no-untyped-def]
+        """This node's view of the register, as Prometheus reads it at each scrape."""
+        yield ("highlander_signstate_recovering", "1 while this node's part of the register lost its state and "
+               "waits to be rejoined.", [], [([], float(bool(self.backend.recovering())))])  # fmt: skip
+        marks = list(self.marks.items())
+        yield ("highlander_signstate_ballot", "The ballot counter (epoch) of the last OK answer, per key.",
+               ["chain_id", "key_id"], [([k.chain_id, k.key_id], float(b)) for k, (b, _) in marks])  # fmt: skip
+        yield ("highlander_signstate_hwm_height", "The height of the last mark answered OK, per key.",
+               ["chain_id", "key_id"], [([k.chain_id, k.key_id], float(h)) for k, (_, h) in marks])  # fmt: skip
+        peers = self.backend.peers()
+        yield ("highlander_signstate_peer_up", "1 when this node reaches the peer's replica.", ["peer"],
+               [([name], float(up)) for name, up, _ in peers])  # fmt: skip
+        yield ("highlander_signstate_peer_last_answer_seconds", "Seconds since the peer's replica last answered.",
+               ["peer"], [([name], age) for name, _, age in peers])  # fmt: skip
 
     # --- running ---
 

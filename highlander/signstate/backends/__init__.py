@@ -97,3 +97,7 @@ class Backend(ABC):
     def recovering(self) -> str:
         """Why this node's part of the register cannot answer ("" when it can)."""
         return ""
+
+    def peers(self) -> list[tuple[str, bool, float]]:
+        """The other places this node talks to: (name, reachable, seconds since their last answer)."""
+        return []

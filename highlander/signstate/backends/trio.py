@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -98,6 +99,11 @@ class TrioBackend(Backend):
 
     def recovering(self) -> str:
         return self.replica.lost
+
+    def peers(self) -> list[tuple[str, bool, float]]:
+        now = time.monotonic()
+        return [(name, link.reachable, now - link.last_answer if link.last_answer else now) for name, link in
+                self.links.items()]  # fmt: skip
 
     # --- sending ---
 

@@ -1,0 +1,107 @@
+"""Prometheus metrics of real daemons, scraped over HTTP and parsed with
+``prometheus_client``'s own parser (nothing read with string matching).
+
+A sign-state daemon with ``metrics`` set serves ``/metrics``: its answers by
+verdict move as signers are answered (a CONFLICT driven on purpose is
+counted), its per-key ballot and height follow, a replica stopped shows as
+unreachable, and the build info is there. Labels never carry a height or a
+digest.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from highlander.adapters.waiting import wait_until
+from highlander.signstate.client import Conflict, SignerClient
+from highlander.signstate.localtrio import LocalTrio
+from highlander.signstate.register import HRS, KeyId
+
+pytestmark = pytest.mark.signstate
+
+KEY = KeyId("metrics-1", "validator")
+
+
+def held_port() -> int:
+    """A free loopback port (the daemon binds it right after; a test of our own only)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[LocalTrio]:
+    trio = LocalTrio(tmp_path / "trio", timeout=0.5)
+    trio.metrics_ports["node-a"] = held_port()
+    try:
+        trio.start()
+        yield trio
+    finally:
+        trio.stop()
+
+
+def scrape(trio: LocalTrio) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Every sample of node-a's /metrics: name -> labels -> value."""
+    url = f"http://127.0.0.1:{trio.metrics_ports['node-a']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
+    return samples.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+
+
+def test_answers_by_verdict_and_a_conflict_moves_its_counter(trio: LocalTrio) -> None:
+    with SignerClient(trio.socket("node-a")) as client:
+        session = client.promote(KEY)
+        for height in range(1, 6):
+            client.advance(KEY, session.epoch, HRS(height, 0, 1), f"{height:02x}")
+        before = scrape(trio)
+        with pytest.raises(Conflict):
+            client.advance(KEY, session.epoch, HRS(5, 0, 1), "ff")  # another digest at a mark signed
+    after = scrape(trio)
+    conflicts = "highlander_signstate_results_total"
+    assert value(before, conflicts, op="advance", verdict="CONFLICT") == 0
+    assert value(after, conflicts, op="advance", verdict="CONFLICT") == 1
+    assert value(after, conflicts, op="advance", verdict="OK") == 5
+    assert value(after, conflicts, op="promote", verdict="OK") == 1
+    assert value(after, "highlander_signstate_request_seconds_count", op="advance", backend="trio") == 6
+    assert value(after, "highlander_signstate_ballot", chain_id=KEY.chain_id, key_id=KEY.key_id) == session.epoch
+    assert value(after, "highlander_signstate_hwm_height", chain_id=KEY.chain_id, key_id=KEY.key_id) == 5
+    assert value(after, "highlander_signstate_recovering") == 0
+    assert any(name == "highlander_build_info" for name in after)
+    for name, series in after.items():  # bounded labels: no height or digest is ever one
+        for labels in series:
+            assert not {"height", "digest", "hrs"} & {k for k, _ in labels}, (name, labels)
+
+
+def test_a_replica_that_does_not_answer_shows_as_unreachable(trio: LocalTrio) -> None:
+    with SignerClient(trio.socket("node-a")) as client:
+        session = client.promote(KEY)
+        assert value(scrape(trio), "highlander_signstate_peer_up", peer="node-c") == 1
+        trio.signal("node-c", signal.SIGSTOP)
+        try:
+            height = iter(range(1, 10_000))
+
+            def node_c_down() -> bool:
+                client.advance(KEY, session.epoch, HRS(next(height), 0, 1), "aa")  # traffic that node-c misses
+                return value(scrape(trio), "highlander_signstate_peer_up", peer="node-c") == 0
+
+            wait_until(node_c_down, timeout=30, what="node-c to show as unreachable", interval=0.3)
+            samples = scrape(trio)
+            assert value(samples, "highlander_signstate_peer_up", peer="node-b") == 1
+            assert value(samples, "highlander_signstate_peer_last_answer_seconds", peer="node-c") > trio.timeout
+        finally:
+            trio.signal("node-c", signal.SIGCONT)
