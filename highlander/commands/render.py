@@ -51,7 +51,7 @@ from pathlib import Path
 
 from highlander import templates
 from highlander.adapters.files import fsync_directory, new_directory, replace_directory
-from highlander.adapters.runner import CommandRunner, Result
+from highlander.adapters.runner import CommandRunner, Result, system_env
 from highlander.inventory import Inventory, load
 from highlander.inventory.model import KNOWN_HOSTS, SECRET_OPTIONS, FenceDevice, Node
 
@@ -457,8 +457,6 @@ def render(
     if os.geteuid() != 0:
         raise RenderError(["--check needs root: corosync -t runs in a throwaway network namespace"])
     if runner is None:
-        from highlander.lab.node import system_env
-
         runner = CommandRunner(env=system_env())
     tools = runner
 

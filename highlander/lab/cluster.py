@@ -20,14 +20,13 @@ from typing import NamedTuple
 
 from highlander import templates
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
-from highlander.adapters.runner import CommandRunner
+from highlander.adapters.runner import CommandRunner, system_env
 from highlander.adapters.waiting import wait_until
 from highlander.lab.node import (
     CLUSTER_GROUP,
     CLUSTER_USER,
     Node,
     NodeError,
-    system_env,
 )
 
 log = logging.getLogger(__name__)

@@ -57,7 +57,7 @@ from typing import Any
 
 import highlander
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
-from highlander.adapters.runner import CommandRunner
+from highlander.adapters.runner import CommandRunner, system_env
 from highlander.adapters.waiting import wait_until
 from highlander.lab.init import InitSpec, Mount, Program
 from highlander.lab.node import (
@@ -72,7 +72,6 @@ from highlander.lab.node import (
     processes_in,
     same_process,
     start_time,
-    system_env,
 )
 
 log = logging.getLogger(__name__)

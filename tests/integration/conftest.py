@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 from simulators import running, running_ilo
 
+from highlander.adapters.runner import system_env
 from highlander.lab.cluster import LocalCluster
 from highlander.lab.ilosim import LINE_BY_LINE, ILOSimulator
 from highlander.lab.ipmisim import IpmiSim
-from highlander.lab.node import mount_table, system_env
+from highlander.lab.node import mount_table
 from highlander.lab.redfishsim import FakeSystem, RedfishSimulator
 
 REQUIRED_PROGRAMS = (

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from highlander.lab import trio
-from highlander.lab.node import system_env
+from highlander.adapters.runner import system_env
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "examples" / "lab.yml"

@@ -41,7 +41,8 @@ from highlander.lab.cluster import (
     LocalCluster,
     render_corosync_conf,
 )
-from highlander.lab.node import system_env, wait_until
+from highlander.adapters.runner import system_env
+from highlander.adapters.waiting import wait_until
 
 CLUSTER = "qdlab"
 MEMBER = "node-a"

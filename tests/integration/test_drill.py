@@ -36,7 +36,7 @@ from highlander.drill import measure, report
 from highlander.drill.lab import LabSite
 from highlander.drill.scenarios import BANNED, Drill
 from highlander.lab import trio
-from highlander.lab.node import system_env
+from highlander.adapters.runner import system_env
 from highlander.signstate.register import HRS
 
 # --- without a lab --------------------------------------------------------------------

@@ -22,7 +22,8 @@ import pytest
 from highlander.adapters.pacemaker import parse_status
 from highlander.adapters.waiting import wait_until
 from highlander.lab import trio
-from highlander.lab.node import processes_in, system_env
+from highlander.adapters.runner import system_env
+from highlander.lab.node import processes_in
 
 pytestmark = pytest.mark.lab
 

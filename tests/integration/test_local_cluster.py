@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from highlander.adapters.runner import CommandRunner
+from highlander.adapters.runner import CommandRunner, system_env
+from highlander.adapters.waiting import wait_until
 from highlander.lab.cluster import (
     CorosyncNode,
     LocalCluster,
@@ -27,8 +28,6 @@ from highlander.lab.node import (
     mount_table,
     pid_namespace_of,
     processes_in,
-    system_env,
-    wait_until,
 )
 
 NODE_MOUNT_POINTS = {d.path for d in STATE_DIRS if d.mounted} | set(TMPFS_MOUNTS)
