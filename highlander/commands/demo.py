@@ -21,7 +21,7 @@ from pathlib import Path
 
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
 from highlander.adapters.runner import CommandRunner
-from highlander.demo import journals
+from highlander.drill.journal import check_journals
 from highlander.lab.cluster import LocalCluster
 from highlander.signstate.localtrio import LocalTrio
 
@@ -123,7 +123,7 @@ def run(say: Callable[[str], None]) -> None:
         time.sleep(2)  # a few more signatures for the journal
         say(cluster.pacemaker.show())
         say("Checking the signature journal for double signs:")
-        report = journals.check_journals([journal])
+        report = check_journals([journal])
         for line in report.lines():
             say(f"  {line}")
         if not report.ok:

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from highlander.adapters.waiting import wait_until
-from highlander.demo.journals import Entry, parse_journal
-from highlander.demo.signer import chain_height
+from highlander.drill.journal import Entry, parse_journal
+from highlander.drill.signer import chain_height
 from highlander.signstate import pki
 from highlander.signstate.localtrio import LocalTrio
 from highlander.signstate.wire import HEADER

@@ -31,7 +31,7 @@ from lab_support import HIGHLANDER, journals, run, running_lab
 
 from highlander.adapters.pacemaker import Pacemaker
 from highlander.adapters.runner import CommandRunner
-from highlander.demo.journals import Entry
+from highlander.drill.journal import Entry
 from highlander.drill import measure, report
 from highlander.drill.lab import LabSite
 from highlander.drill.scenarios import BANNED, Drill

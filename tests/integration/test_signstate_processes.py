@@ -27,7 +27,7 @@ import pytest
 from signstate_support import BLOCK_TIME, CHAIN_ID, HIGHLANDER, KEY_ID, Signers, check_journals
 
 from highlander.adapters.waiting import wait_until
-from highlander.demo.signer import lateness
+from highlander.drill.signer import lateness
 from highlander.signstate.localtrio import NODES, LocalTrio, free_ports
 from highlander.signstate.register import HRS
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from highlander.commands import demo
-from highlander.demo import journals
+from highlander.drill.journal import check_journals
 from highlander.lab.cluster import LocalCluster
 from highlander.signstate.localtrio import LocalTrio
 
@@ -38,7 +38,7 @@ def test_pacemaker_recovers_a_killed_validator(
     probe = f"from highlander.adapters.health import check_url; print(check_url({url!r}, 5))"
     assert "catching_up=False" in runner.run([sys.executable, "-c", probe], check=True).stdout
     # Two signers (before and after the crash), two epochs, no double sign.
-    report = journals.check_journals([journal])
+    report = check_journals([journal])
     assert report.ok and not report.regressions
     assert len({s.epoch for s in report.signers}) == 2
 
