@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Latency and throughput of sign-state ``advance`` against one local durable write.
 
-Starts three real sign-state daemons on loopback (a LocalTrio in a temporary
+Starts three real sign-state daemons on loopback (LoopbackReplicas in a temporary
 directory) and measures, through node-a's signer socket:
 
 1. **healthy**: N sequential ``advance`` calls of one key (each a real round
@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 from highlander.adapters.files import write_file
+from highlander.lab.replicas import LoopbackReplicas
 from highlander.signstate.client import SignerClient
-from highlander.signstate.localtrio import LocalTrio
 from highlander.signstate.register import HRS, Ballot, KeyId, Record
 from highlander.signstate.store import encode_line
 
@@ -137,25 +137,25 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="hl-bench-signstate-"))
-    trio = LocalTrio(work)
+    replicas = LoopbackReplicas(work)
     reference = work / "reference" / "record"
     reference.parent.mkdir()
     try:
-        trio.start()
-        with SignerClient(trio.socket(TARGET)) as client:
+        replicas.start()
+        with SignerClient(replicas.socket(TARGET)) as client:
             sequential(client, KeyId("bench-warmup", "validator"), args.warmup, reference)
             advances, writes, _ = sequential(client, KeyId("bench-1", "validator"), args.count, reference)
-            trio.signal("node-c", signal.SIGSTOP)
+            replicas.signal("node-c", signal.SIGSTOP)
             try:
                 frozen, _, frozen_ok = sequential(client, KeyId("bench-frozen", "validator"), args.count // 2, None)
             finally:
-                trio.signal("node-c", signal.SIGCONT)
+                replicas.signal("node-c", signal.SIGCONT)
         time.sleep(1.0)  # node-c works off its backlog
-        capacity, _, _ = asyncio.run(concurrent(trio.socket(TARGET), args.keys, args.seconds, None))
-        total, latencies, failures = asyncio.run(concurrent(trio.socket(TARGET), args.keys, args.seconds, args.rate))
-        rss = rss_mib(trio.pid(TARGET))
+        capacity, _, _ = asyncio.run(concurrent(replicas.socket(TARGET), args.keys, args.seconds, None))
+        total, latencies, failures = asyncio.run(concurrent(replicas.socket(TARGET), args.keys, args.seconds, args.rate))
+        rss = rss_mib(replicas.pid(TARGET))
     finally:
-        trio.stop()
+        replicas.stop()
         if args.keep:
             print(f"work directory       {work}", file=sys.stderr)
         else:

@@ -11,17 +11,17 @@ import pytest
 from highlander.commands import demo
 from highlander.drill.journal import check_journals
 from highlander.lab.cluster import LocalCluster
-from highlander.signstate.localtrio import LocalTrio
+from highlander.lab.replicas import LoopbackReplicas
 
 pytestmark = pytest.mark.cluster
 
 
 def test_pacemaker_recovers_a_killed_validator(
-    one_node_cluster: LocalCluster, trio: LocalTrio, tmp_path: Path
+    one_node_cluster: LocalCluster, replicas: LoopbackReplicas, tmp_path: Path
 ) -> None:
     runner = one_node_cluster.runner
     journal = tmp_path / "journal.jsonl"
-    demo.create_validator(runner, trio.socket("node-a"), journal)
+    demo.create_validator(runner, replicas.socket("node-a"), journal)
     status = demo.wait_started(one_node_cluster.pacemaker)
     assert status.started_on(demo.RESOURCE) == ("node1",)
     assert status.resource(demo.RESOURCE).agent == "ocf:highlander:validator"
@@ -44,10 +44,10 @@ def test_pacemaker_recovers_a_killed_validator(
 
 
 def test_stopping_the_resource_leaves_no_daemon(
-    one_node_cluster: LocalCluster, trio: LocalTrio, tmp_path: Path
+    one_node_cluster: LocalCluster, replicas: LoopbackReplicas, tmp_path: Path
 ) -> None:
     runner = one_node_cluster.runner
-    demo.create_validator(runner, trio.socket("node-a"), tmp_path / "journal.jsonl")
+    demo.create_validator(runner, replicas.socket("node-a"), tmp_path / "journal.jsonl")
     demo.wait_started(one_node_cluster.pacemaker)
     pid = demo.daemon_pid(runner)
     assert pid is not None
