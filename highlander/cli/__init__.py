@@ -134,7 +134,7 @@ def demo_command() -> None:
     import os
     import signal
 
-    from highlander.commands import demo
+    from highlander.lab import demo
 
     if os.geteuid() != 0:
         raise click.ClickException("the demo creates namespaces and starts Pacemaker: run it as root")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from highlander.commands import demo
 from highlander.drill.journal import check_journals
+from highlander.lab import demo
 from highlander.lab.cluster import LocalCluster
 from highlander.lab.replicas import LoopbackReplicas
 
