@@ -115,7 +115,7 @@ def drill(scenario: str | None, soak: int | None, seed: int | None, directory: P
 
 
 def _lab(directory: Path | None, say: Progress) -> Site:
-    from highlander.drill.lab import LabSite
+    from highlander.lab.site import LabSite
 
     if os.geteuid() != 0:
         raise click.ClickException("the drill powers lab nodes off and enters their namespaces: run it as root")

@@ -33,7 +33,7 @@ from highlander.adapters.pacemaker import Pacemaker
 from highlander.adapters.runner import CommandRunner
 from highlander.drill.journal import Entry
 from highlander.drill import measure, report
-from highlander.drill.lab import LabSite
+from highlander.lab.site import LabSite
 from highlander.drill.scenarios import BANNED, Drill
 from highlander.lab import trio
 from highlander.adapters.runner import system_env
