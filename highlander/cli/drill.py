@@ -18,7 +18,7 @@ from highlander.drill.remote import RemoteError
 from highlander.drill.scenarios import SCENARIOS, Drill, DrillError
 from highlander.drill.site import Site
 from highlander.inventory.model import Inventory, InventoryError
-from highlander.lab.trio import LabError
+from highlander.lab.records import LabError
 
 if TYPE_CHECKING:
     from highlander.drill.evidence import Progress
