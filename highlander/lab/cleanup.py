@@ -16,7 +16,7 @@ from typing import Any
 from highlander.adapters.runner import CommandRunner, system_env
 from highlander.adapters.waiting import wait_until
 from highlander.lab.node import init_alive, processes_in, same_process, start_time
-from highlander.lab.plan import Plan
+from highlander.lab.plan import LabPlan
 from highlander.lab.records import read_node_record, read_state
 
 
@@ -26,7 +26,7 @@ def netns_list(runner: CommandRunner) -> set[str]:
     return {line.split()[0] for line in listing.splitlines() if line.strip()}
 
 
-def _node_records(directory: Path, plan: Plan) -> list[dict[str, Any]]:
+def _node_records(directory: Path, plan: LabPlan) -> list[dict[str, Any]]:
     return [record for n in plan.nodes if (record := read_node_record(directory, n.name)) is not None]
 
 
@@ -47,7 +47,7 @@ def cleanup(directory: Path, runner: CommandRunner | None = None, *, own_pid: in
     if state is None:
         return []
     done: list[str] = []
-    plan = Plan.from_dict(state["plan"])
+    plan = LabPlan.from_dict(state["plan"])
     sup = state.get("supervisor", {})
     pid, started = sup.get("pid"), sup.get("start_time")
     if pid is not None and pid != own_pid and same_process(pid, started):
@@ -106,7 +106,7 @@ def leftovers(directory: Path, runner: CommandRunner | None = None) -> list[str]
     state = read_state(directory)
     if state is None:
         return []
-    plan = Plan.from_dict(state["plan"])
+    plan = LabPlan.from_dict(state["plan"])
     found = []
     names = {n.netns for n in plan.nodes} | {plan.switch}
     found += [f"network namespace {name}" for name in sorted(names & netns_list(runner))]

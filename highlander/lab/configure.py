@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from highlander.lab.lab_node import LabNode, write_node_file
-from highlander.lab.plan import Plan
+from highlander.lab.plan import LabPlan
 
 
-def install_configuration(nodes: dict[str, LabNode], plan: Plan, rendered: Path, secrets_: dict[str, Any]) -> None:
+def install_configuration(nodes: dict[str, LabNode], plan: LabPlan, rendered: Path, secrets_: dict[str, Any]) -> None:
     """Put the rollout's files on the nodes (the step the Ansible rollout replaces).
 
     corosync.conf and the one authkey, signstate.toml, the sign-state PKI
@@ -24,7 +24,7 @@ def install_configuration(nodes: dict[str, LabNode], plan: Plan, rendered: Path,
     Written into the nodes' own directories from the host; a node whose
     corosync waits for its configuration picks it up.
     """
-    from highlander.lab.cluster import AUTHKEY, COROSYNC_CONF
+    from highlander.lab.cluster_files import AUTHKEY, COROSYNC_CONF
     from highlander.signstate import store
     from highlander.signstate.config import load_config
 
@@ -49,12 +49,12 @@ def install_configuration(nodes: dict[str, LabNode], plan: Plan, rendered: Path,
         write_node_file(node.host_path(COROSYNC_CONF), (source / "corosync.conf").read_text(), 0o644)
 
 
-def _write_bmc_passwords(node: LabNode, plan: Plan, secrets_: dict[str, Any]) -> None:
+def _write_bmc_passwords(node: LabNode, plan: LabPlan, secrets_: dict[str, Any]) -> None:
     for other in plan.nodes:
         write_node_file(node.host_path(other.password_file), secrets_["bmc_passwords"][other.name] + "\n", 0o600)
 
 
-def install_bmc_passwords(nodes: dict[str, LabNode], plan: Plan, secrets_: dict[str, Any]) -> None:
+def install_bmc_passwords(nodes: dict[str, LabNode], plan: LabPlan, secrets_: dict[str, Any]) -> None:
     """Only every BMC's password file (0600), on every node: what the operator
     provisions before a rollout whose inventory names them (password_file)."""
     for n in plan.nodes:

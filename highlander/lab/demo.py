@@ -22,7 +22,7 @@ from pathlib import Path
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
 from highlander.adapters.runner import CommandRunner
 from highlander.drill.journal import check_journals
-from highlander.lab.cluster import LocalCluster
+from highlander.lab.one_node import OneNodeCluster
 from highlander.lab.replicas import LoopbackReplicas
 
 RESOURCE = "validator"
@@ -102,7 +102,7 @@ def run(say: Callable[[str], None]) -> None:
     fails or is interrupted."""
     workdir = Path(tempfile.mkdtemp(prefix="highlander-demo-"))
     replicas = LoopbackReplicas(workdir / "signstate")
-    cluster = LocalCluster(workdir, cluster_name="highlander-demo", node_name="demo1", disable_stonith=True)
+    cluster = OneNodeCluster(workdir, cluster_name="highlander-demo", node_name="demo1", disable_stonith=True)
     journal = workdir / "journal-demo1.jsonl"
     socket = replicas.socket("node-a")
     try:

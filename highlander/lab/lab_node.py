@@ -17,7 +17,7 @@ from typing import Any
 
 from highlander.adapters.waiting import wait_until
 from highlander.lab.init import InitSpec, Mount, Program
-from highlander.lab.node import Node, NodeError, StateDir
+from highlander.lab.node import NamespacedNode, NodeError, StateDir
 
 # Directories of a node that are its own (bind-mounted from its work directory),
 # on top of Corosync's and Pacemaker's (highlander.lab.node.STATE_DIRS).
@@ -55,8 +55,8 @@ def write_node_file(path: Path, data: str | bytes, mode: int) -> None:
         os.close(fd)
 
 
-class LabNode(Node):
-    """A lab node: a :class:`Node` with sshd and the highlander directories of its own.
+class LabNode(NamespacedNode):
+    """A lab node: a :class:`~highlander.lab.node.NamespacedNode` with sshd and the highlander directories of its own.
 
     Its programs are sshd, corosync and pacemakerd. corosync waits for its
     configuration (corosync.conf and authkey) before it starts, so a node

@@ -187,7 +187,7 @@ def tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class Node:
+class NamespacedNode:
     """One namespaced cluster node, reusable for every node of the lab.
 
     Life cycle: :meth:`start` (boot: netns, namespaces, corosync, then
@@ -231,7 +231,7 @@ class Node:
         self._log_file: IO[bytes] | None = None
 
     def __repr__(self) -> str:
-        return f"Node({self.name!r}, netns={self.netns!r}, init_pid={self._init_pid})"
+        return f"NamespacedNode({self.name!r}, netns={self.netns!r}, init_pid={self._init_pid})"
 
     # -- paths -------------------------------------------------------------
 

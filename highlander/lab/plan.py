@@ -19,7 +19,7 @@ PREFIX_LEN = 24
 
 
 @dataclasses.dataclass(frozen=True)
-class NodePlan:
+class PlannedNode:
     """One node of a lab run: its address, namespace, switch port and BMC."""
 
     name: str
@@ -34,17 +34,17 @@ class NodePlan:
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class LabPlan:
     """Every name and address of one lab run, fixed before anything is created."""
 
     directory: Path
     inventory: Path
     run_id: str
     switch: str
-    nodes: tuple[NodePlan, ...]
+    nodes: tuple[PlannedNode, ...]
 
     @classmethod
-    def make(cls, directory: Path, inventory_path: Path, run_id: str) -> Plan:
+    def make(cls, directory: Path, inventory_path: Path, run_id: str) -> LabPlan:
         from highlander.inventory import load
 
         inventory = load(inventory_path)
@@ -63,7 +63,7 @@ class Plan:
             for address in (node.addresses[0], device.address):
                 if ipaddress.ip_address(address) not in first:
                     raise LabError(f"{node.name}: {address} is not in the lab subnet {first}")
-            nodes.append(NodePlan(
+            nodes.append(PlannedNode(
                 name=node.name, role=node.role, address=node.addresses[0],
                 netns=netns_name(run_id, node.name), switch_port=f"v{i}-{node.name}"[:15],
                 bmc_address=device.address, bmc_port=device.port, bmc_username=device.username,
@@ -71,7 +71,7 @@ class Plan:
             ))  # fmt: skip
         return cls(directory, inventory_path, run_id, netns_name(run_id, "switch"), tuple(nodes))
 
-    def node(self, name: str) -> NodePlan:
+    def node(self, name: str) -> PlannedNode:
         for node in self.nodes:
             if node.name == name:
                 return node
@@ -87,17 +87,17 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Plan:
+    def from_dict(cls, data: dict[str, Any]) -> LabPlan:
         return cls(
             Path(data["directory"]), Path(data["inventory"]), data["run_id"], data["switch"],
-            tuple(NodePlan(**n) for n in data["nodes"]),
+            tuple(PlannedNode(**n) for n in data["nodes"]),
         )  # fmt: skip
 
 
-def load_plan(directory: Path) -> tuple[Plan, dict[str, Any]]:
+def load_plan(directory: Path) -> tuple[LabPlan, dict[str, Any]]:
     """The plan and the whole state a lab (running, or left by a crashed supervisor) recorded in ``directory``."""
     state = read_state(directory.absolute())
     if state is None:
         raise LabError(f"no lab in {directory} (run highlander lab up)")
-    return Plan.from_dict(state["plan"]), state
+    return LabPlan.from_dict(state["plan"]), state
 

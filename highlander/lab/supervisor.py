@@ -51,7 +51,7 @@ from highlander.lab.cleanup import cleanup
 from highlander.lab.configure import install_bmc_passwords, install_configuration
 from highlander.lab.lab_node import LAB_DIRS, LabNode
 from highlander.lab.node import start_time
-from highlander.lab.plan import PREFIX_LEN, Plan
+from highlander.lab.plan import PREFIX_LEN, LabPlan
 from highlander.lab.records import EVENTS_FILE, LabError, write_state
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Supervisor:
     def __init__(self, directory: Path, inventory: Path, run_id: str, *, timeout: float = 240.0,
                  configure: bool = True) -> None:  # fmt: skip
         self.directory = directory
-        self.plan = Plan.make(directory, inventory, run_id)
+        self.plan = LabPlan.make(directory, inventory, run_id)
         self.timeout = timeout
         self.configure = configure
         self.host = CommandRunner(env=system_env())
@@ -248,7 +248,7 @@ class Supervisor:
 
     def generate_secrets(self) -> dict[str, Any]:
         from highlander.inventory import load
-        from highlander.lab.cluster import generate_authkey
+        from highlander.lab.cluster_files import generate_authkey
         from highlander.signstate import pki
 
         inventory = load(self.plan.inventory)
@@ -282,7 +282,7 @@ class Supervisor:
         """An empty CIB with a short dc-deadtime on each fresh node, so the first
         election does not wait Pacemaker's default 20 s for a DC; the rendered
         configuration replaces it once the trio is quorate."""
-        from highlander.lab.cluster import CIB_XML, seed_cib
+        from highlander.lab.cluster_files import CIB_XML, seed_cib
 
         for node in self.nodes.values():
             cib = node.host_path(CIB_XML)

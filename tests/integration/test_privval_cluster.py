@@ -13,21 +13,21 @@ import pytest
 from cometbft_support import CometNode, cometbft
 
 from highlander.adapters.waiting import wait_until
-from highlander.lab.cluster import LocalCluster
+from highlander.lab.one_node import OneNodeCluster
 from highlander.lab.replicas import LoopbackReplicas
 
 pytestmark = pytest.mark.cluster
 CHAIN = "highlander-privval-cluster"
 
 
-def role(cluster: LocalCluster) -> str | None:
+def role(cluster: OneNodeCluster) -> str | None:
     status = cluster.pacemaker.try_status()
     state = status.resource("privval") if status else None
     return state.role if state and state.active and not state.failed else None
 
 
 def test_pacemaker_promotes_the_signer_and_the_chain_advances(
-    one_node_cluster: LocalCluster, replicas: LoopbackReplicas, tmp_path: Path
+    one_node_cluster: OneNodeCluster, replicas: LoopbackReplicas, tmp_path: Path
 ) -> None:
     cometbft()
     node = CometNode(tmp_path, "node-a", scheme="unix")  # a Unix socket reaches into the node's namespace

@@ -10,14 +10,14 @@ import pytest
 
 from highlander.drill.journal import check_journals
 from highlander.lab import demo
-from highlander.lab.cluster import LocalCluster
+from highlander.lab.one_node import OneNodeCluster
 from highlander.lab.replicas import LoopbackReplicas
 
 pytestmark = pytest.mark.cluster
 
 
 def test_pacemaker_recovers_a_killed_validator(
-    one_node_cluster: LocalCluster, replicas: LoopbackReplicas, tmp_path: Path
+    one_node_cluster: OneNodeCluster, replicas: LoopbackReplicas, tmp_path: Path
 ) -> None:
     runner = one_node_cluster.runner
     journal = tmp_path / "journal.jsonl"
@@ -44,7 +44,7 @@ def test_pacemaker_recovers_a_killed_validator(
 
 
 def test_stopping_the_resource_leaves_no_daemon(
-    one_node_cluster: LocalCluster, replicas: LoopbackReplicas, tmp_path: Path
+    one_node_cluster: OneNodeCluster, replicas: LoopbackReplicas, tmp_path: Path
 ) -> None:
     runner = one_node_cluster.runner
     demo.create_validator(runner, replicas.socket("node-a"), tmp_path / "journal.jsonl")
