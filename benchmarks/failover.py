@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from highlander.demo.journals import check_journals
+    from highlander.drill.journal import check_journals
 except ImportError:  # run from a checkout with another interpreter
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from highlander.demo.journals import check_journals
+    from highlander.drill.journal import check_journals
 
 HIGHLANDER = str(Path(sys.prefix) / "bin" / "highlander")
 STACKS = ("highlander", "stock")

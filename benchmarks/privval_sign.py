@@ -52,10 +52,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from signstate_advance import percentile
 
+from highlander.lab.replicas import LoopbackReplicas, free_ports
 from highlander.privval import messages, schema, signbytes
 from highlander.privval.secretconn import raw_public
 from highlander.privval.transport import Connection, secure
-from highlander.signstate.localtrio import LocalTrio, free_ports
 
 CHAIN = "bench-chain"
 HERE = Path(__file__).resolve().parent
@@ -146,23 +146,23 @@ def write_key(path: Path, private: Ed25519PrivateKey) -> None:
 
 
 def bench_highlander(work: Path, private: Ed25519PrivateKey, count: int, warmup: int) -> list[float]:
-    trio = LocalTrio(work / "trio")
+    replicas = LoopbackReplicas(work / "trio")
     harness = Harness()
     key_file = work / "priv_validator_key.json"
     write_key(key_file, private)
     config = work / "privval.toml"
     config.write_text(
         f'chain_id = "{CHAIN}"\nkey_file = "{key_file}"\nstate_file = "{work / "state.json"}"\n'
-        f'register = "{trio.socket("node-a")}"\nnodes = ["tcp://127.0.0.1:{harness.port}"]\n'
+        f'register = "{replicas.socket("node-a")}"\nnodes = ["tcp://127.0.0.1:{harness.port}"]\n'
     )
     try:
-        trio.start()
+        replicas.start()
         command = [sys.executable, "-m", "highlander", "privval", "--config", str(config), "--promote"]
         with process(command, work / "privval.log"):
             return harness.measure(raw_public(private), count, warmup)
     finally:
         harness.close()
-        trio.stop()
+        replicas.stop()
 
 
 def bench_tmkms(binary: str, work: Path, private: Ed25519PrivateKey, count: int, warmup: int) -> list[float]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Latency and throughput of sign-state ``advance`` against one local durable write.
 
-Starts three real sign-state daemons on loopback (a LocalTrio in a temporary
+Starts three real sign-state daemons on loopback (LoopbackReplicas in a temporary
 directory) and measures, through node-a's signer socket:
 
 1. **healthy**: N sequential ``advance`` calls of one key (each a real round
@@ -48,7 +48,7 @@ from pathlib import Path
 
 from highlander.adapters.files import write_file
 from highlander.signstate.client import SignerClient
-from highlander.signstate.localtrio import LocalTrio
+from highlander.lab.replicas import LoopbackReplicas
 from highlander.signstate.register import HRS, Ballot, KeyId, Record
 from highlander.signstate.store import encode_line
 
@@ -138,23 +138,23 @@ async def concurrent(socket_path: Path, keys: int, seconds: float, rate: float |
 
 def measure_trio(args: argparse.Namespace, work: Path, reference: Path) -> dict[str, float]:
     """The built-in trio: every step above, its lines printed as they always were."""
-    trio = LocalTrio(work / "trio")
+    replicas = LoopbackReplicas(work / "trio")
     try:
-        trio.start()
-        with SignerClient(trio.socket(TARGET)) as client:
+        replicas.start()
+        with SignerClient(replicas.socket(TARGET)) as client:
             sequential(client, KeyId("bench-warmup", "validator"), args.warmup, reference)
             advances, writes, _ = sequential(client, KeyId("bench-1", "validator"), args.count, reference)
-            trio.signal("node-c", signal.SIGSTOP)
+            replicas.signal("node-c", signal.SIGSTOP)
             try:
                 frozen, _, frozen_ok = sequential(client, KeyId("bench-frozen", "validator"), args.count // 2, None)
             finally:
-                trio.signal("node-c", signal.SIGCONT)
+                replicas.signal("node-c", signal.SIGCONT)
         time.sleep(1.0)  # node-c works off its backlog
-        capacity, _, _ = asyncio.run(concurrent(trio.socket(TARGET), args.keys, args.seconds, None))
-        total, latencies, failures = asyncio.run(concurrent(trio.socket(TARGET), args.keys, args.seconds, args.rate))
-        rss = rss_mib(trio.pid(TARGET))
+        capacity, _, _ = asyncio.run(concurrent(replicas.socket(TARGET), args.keys, args.seconds, None))
+        total, latencies, failures = asyncio.run(concurrent(replicas.socket(TARGET), args.keys, args.seconds, args.rate))
+        rss = rss_mib(replicas.pid(TARGET))
     finally:
-        trio.stop()
+        replicas.stop()
 
     ms = 1000.0
     advance_p50, advance_p99 = statistics.median(advances) * ms, percentile(advances, 99) * ms
@@ -190,7 +190,7 @@ def measure_metrics(args: argparse.Namespace, work: Path) -> None:
     import threading
     import urllib.request
 
-    plain, metered = LocalTrio(work / "plain"), LocalTrio(work / "metered")
+    plain, metered = LoopbackReplicas(work / "plain"), LoopbackReplicas(work / "metered")
     for node in metered.ports:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -230,7 +230,7 @@ def measure_metrics(args: argparse.Namespace, work: Path) -> None:
 
 def measure_store(backend: str, args: argparse.Namespace, work: Path, reference: Path) -> dict[str, float]:
     """etcd or PostgreSQL behind node-a's daemon: sequential and concurrent advances."""
-    from highlander.signstate.localstores import local_register
+    from highlander.lab.stores import local_register
 
     with local_register(backend, work / backend) as (nodes, _):
         with SignerClient(nodes.socket(TARGET)) as client:

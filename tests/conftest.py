@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from highlander.signstate.localtrio import LocalTrio
+from highlander.lab.replicas import LoopbackReplicas
 
 # The OCF 1.1 RelaxNG schema lives next to the repository, in ../shared.
 OCF_SCHEMA = Path(__file__).parents[1].parent / "shared/schemas/ocf-ra-api-1.1.rng"
@@ -35,9 +35,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def trio(tmp_path: Path) -> Iterator[LocalTrio]:
+def replicas(tmp_path: Path) -> Iterator[LoopbackReplicas]:
     """Three real sign-state daemons on loopback, stopped by PID whatever happens."""
-    daemons = LocalTrio(tmp_path / "trio")
+    daemons = LoopbackReplicas(tmp_path / "trio")
     try:
         daemons.start()
         yield daemons

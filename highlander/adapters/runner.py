@@ -17,6 +17,25 @@ Output = Union[int, IO[bytes], None]
 
 log = logging.getLogger(__name__)
 
+# Where Debian puts the cluster tools and everything they call.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def system_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with the sbin directories on PATH.
+
+    Cluster tools live in /usr/sbin, which a non-login root shell or a
+    virtual environment's PATH may lack.
+    """
+    env = dict(os.environ if base is None else base)
+    path = env.get("PATH", "").split(":") if env.get("PATH") else []
+    for directory in SYSTEM_PATH.split(":"):
+        if directory not in path:
+            path.append(directory)
+    env["PATH"] = ":".join(path)
+    env.setdefault("LANG", "C.UTF-8")
+    return env
+
 
 class Result(NamedTuple):
     """What a finished program left behind."""

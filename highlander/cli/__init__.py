@@ -117,7 +117,7 @@ def install_command(uninstall: bool, prefix: Path, ocf_root: Path | None, destdi
 @click.option("--network", default="highlander-demo", show_default=True, help="Chain id to report.")
 def demo_chain_command(listen: str, block_time: float, catch_up: float, network: str) -> None:
     """Serve a synthetic chain's CometBFT-style /status (a demo daemon)."""
-    from highlander.demo.chain import serve
+    from highlander.drill.chain import serve
 
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
@@ -134,7 +134,7 @@ def demo_command() -> None:
     import os
     import signal
 
-    from highlander.commands import demo
+    from highlander.lab import demo
 
     if os.geteuid() != 0:
         raise click.ClickException("the demo creates namespaces and starts Pacemaker: run it as root")

@@ -55,7 +55,7 @@ def demo_signer(socket_path: Path, chain_id: str, key_id: str, node: str, journa
     import sys
     import threading
 
-    from highlander.demo import signer
+    from highlander.drill import signer
     from highlander.signstate.register import KeyId
 
     listen = _host_port(status_listen, "--status-listen") if status_listen else None
@@ -91,8 +91,8 @@ def check_journals(journals: tuple[Path, ...], as_json: bool, top_gaps: int) -> 
     height/round/step, different digests, in any of the journals);
     2 a journal cannot be read or holds a malformed line.
     """
-    from highlander.demo.journals import JournalError
-    from highlander.demo.journals import check_journals as check
+    from highlander.drill.journal import JournalError
+    from highlander.drill.journal import check_journals as check
 
     try:
         report = check(journals, top_gaps)

@@ -18,7 +18,7 @@ from highlander.drill.remote import RemoteError
 from highlander.drill.scenarios import SCENARIOS, Drill, DrillError
 from highlander.drill.site import Site
 from highlander.inventory.model import Inventory, InventoryError
-from highlander.lab.trio import LabError
+from highlander.lab.records import LabError
 
 if TYPE_CHECKING:
     from highlander.drill.evidence import Progress
@@ -115,7 +115,7 @@ def drill(scenario: str | None, soak: int | None, seed: int | None, directory: P
 
 
 def _lab(directory: Path | None, say: Progress) -> Site:
-    from highlander.drill.lab import LabSite
+    from highlander.lab.site import LabSite
 
     if os.geteuid() != 0:
         raise click.ClickException("the drill powers lab nodes off and enters their namespaces: run it as root")

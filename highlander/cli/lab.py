@@ -20,7 +20,7 @@ dir_option = click.option(
 
 
 def _directory(directory: Path | None) -> Path:
-    from highlander.lab.trio import DEFAULT_DIR
+    from highlander.lab.records import DEFAULT_DIR
 
     return (directory or DEFAULT_DIR).absolute()
 
@@ -53,20 +53,21 @@ def up(inventory: Path | None, directory: Path | None, timeout: float, configure
     """Build the lab and wait until the validator runs (cleans up an earlier run first)."""
     from highlander.adapters.runner import CommandError
     from highlander.inventory import InventoryError
-    from highlander.lab import stacks, trio
+    from highlander.lab import lifecycle, stacks
+    from highlander.lab.records import LabError
 
     _root()
     if stack != DEFAULT_STACK and not configure:
         raise click.UsageError("--stack needs the lab's configuration: drop --no-configure")
     try:
-        state = trio.up(_directory(directory), inventory, click.echo, timeout=timeout, configure=configure)
+        state = lifecycle.up(_directory(directory), inventory, click.echo, timeout=timeout, configure=configure)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; the lab was taken down") from None
-    except (trio.LabError, InventoryError, OSError) as exc:
+    except (LabError, InventoryError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
         stacks.apply(_directory(directory), stack, click.echo, timeout=timeout)
-    except (trio.LabError, stacks.StackError, CommandError, TimeoutError) as exc:
+    except (LabError, stacks.StackError, CommandError, TimeoutError) as exc:
         raise click.ClickException(f"the {stack} stack did not settle: {exc}; the lab is still up, in an "
                                    "unknown state: take it down (highlander lab down)") from None  # fmt: skip
     timings = state.get("timings", {})
@@ -86,12 +87,13 @@ def up(inventory: Path | None, directory: Path | None, timeout: float, configure
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(directory: Path | None, as_json: bool) -> None:
     """crm_mon from a running node, the stack it runs, each node's power and each BMC's."""
-    from highlander.lab import stacks, trio
+    from highlander.lab import controls, stacks
+    from highlander.lab.records import LabError
 
     _root()
     try:
-        report = {**trio.status(_directory(directory)), "stack": stacks.current(_directory(directory))}
-    except trio.LabError as exc:
+        report = {**controls.status(_directory(directory)), "stack": stacks.current(_directory(directory))}
+    except LabError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -111,7 +113,8 @@ def status(directory: Path | None, as_json: bool) -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(directory: Path | None, node: str, command: tuple[str, ...]) -> None:
     """Run COMMAND inside NODE (its network, mounts, host name and PIDs): lab exec node-a -- crm_mon -1"""
-    from highlander.lab import trio
+    from highlander.lab.controls import node_runner
+    from highlander.lab.records import LabError
 
     _root()
     if command and command[0] == "--":  # click keeps the separator with ignore_unknown_options
@@ -119,8 +122,8 @@ def exec_(directory: Path | None, node: str, command: tuple[str, ...]) -> None:
     if not command:
         raise click.UsageError("give the command to run after --")
     try:
-        runner = trio.node_runner(_directory(directory), node)
-    except trio.LabError as exc:
+        runner = node_runner(_directory(directory), node)
+    except LabError as exc:
         raise click.ClickException(str(exc)) from None
     try:
         completed = subprocess.run([*runner.prefix, *command], env=runner.env, check=False)
@@ -133,10 +136,10 @@ def exec_(directory: Path | None, node: str, command: tuple[str, ...]) -> None:
 @dir_option
 def down(directory: Path | None) -> None:
     """Stop everything of the lab: processes, namespaces, mounts, veths."""
-    from highlander.lab import trio
+    from highlander.lab import lifecycle
 
     _root()
-    done, left = trio.down(_directory(directory))
+    done, left = lifecycle.down(_directory(directory))
     for line in done:
         click.echo(line)
     if left:

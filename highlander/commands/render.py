@@ -51,7 +51,7 @@ from pathlib import Path
 
 from highlander import templates
 from highlander.adapters.files import fsync_directory, new_directory, replace_directory
-from highlander.adapters.runner import CommandRunner, Result
+from highlander.adapters.runner import CommandRunner, Result, system_env
 from highlander.inventory import Inventory, load
 from highlander.inventory.model import KNOWN_HOSTS, SECRET_OPTIONS, FenceDevice, Node
 from highlander.problems import Problem, ProblemError
@@ -490,8 +490,6 @@ def render(
         message = "--check needs root: corosync -t runs in a throwaway network namespace"
         raise RenderError([Problem(RENDER_CHECK_NEEDS_ROOT, "", message)])
     if runner is None:
-        from highlander.lab.node import system_env
-
         runner = CommandRunner(env=system_env())
     tools = runner
 

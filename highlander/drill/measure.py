@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from highlander.demo.journals import Entry
+from highlander.drill.journal import Entry
 
 STAMP = re.compile(r"^([A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?) (\S+) ")
 

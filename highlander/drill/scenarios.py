@@ -74,8 +74,8 @@ from pathlib import Path
 from typing import Any
 
 from highlander.adapters.pacemaker import ClusterStatus
-from highlander.demo.journals import Entry, check_journals, read_journals
 from highlander.drill import evidence, measure
+from highlander.drill.journal import Entry, check_journals, read_journals
 from highlander.drill.report import PHASES
 from highlander.drill.site import FAILURES, Site
 

@@ -3,7 +3,7 @@
 A scenario (:mod:`highlander.drill.scenarios`) fails a node, watches the
 cluster recover and reads what happened from Pacemaker's detail log and the
 signers' journals. It does all of that through a :class:`Site`, so the same
-scenario runs on the lab (:class:`highlander.drill.lab.LabSite`: namespaces and
+scenario runs on the lab (:class:`highlander.lab.site.LabSite`: namespaces and
 simulated BMCs on this machine) and on a real cluster
 (:class:`highlander.drill.remote.RemoteSite`: SSH and the cluster's own fence
 devices). A site says which failures it can cause in :attr:`Site.failures`;

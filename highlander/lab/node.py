@@ -35,7 +35,7 @@ from typing import IO, Any
 from xml.etree import ElementTree
 
 import highlander
-from highlander.adapters.runner import CommandError, CommandRunner
+from highlander.adapters.runner import SYSTEM_PATH, CommandError, CommandRunner, system_env
 from highlander.adapters.waiting import wait_until
 from highlander.lab.init import STATUS_FILE, InitSpec, Mount, Program, read_status
 
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 CLUSTER_USER = "hacluster"
 CLUSTER_GROUP = "haclient"
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -96,22 +95,6 @@ def new_run_id() -> str:
 def netns_name(run_id: str, node: str) -> str:
     """The network namespace name of ``node`` in run ``run_id``."""
     return f"hl-{run_id}-{node}"
-
-
-def system_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this process's environment) with the sbin directories on PATH.
-
-    Cluster tools live in /usr/sbin, which a non-login root shell or a
-    virtual environment's PATH may lack.
-    """
-    env = dict(os.environ if base is None else base)
-    path = env.get("PATH", "").split(":") if env.get("PATH") else []
-    for directory in SYSTEM_PATH.split(":"):
-        if directory not in path:
-            path.append(directory)
-    env["PATH"] = ":".join(path)
-    env.setdefault("LANG", "C.UTF-8")
-    return env
 
 
 def pid_namespace_of(pid: int) -> int | None:
@@ -204,7 +187,7 @@ def tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class Node:
+class NamespacedNode:
     """One namespaced cluster node, reusable for every node of the lab.
 
     Life cycle: :meth:`start` (boot: netns, namespaces, corosync, then
@@ -248,7 +231,7 @@ class Node:
         self._log_file: IO[bytes] | None = None
 
     def __repr__(self) -> str:
-        return f"Node({self.name!r}, netns={self.netns!r}, init_pid={self._init_pid})"
+        return f"NamespacedNode({self.name!r}, netns={self.netns!r}, init_pid={self._init_pid})"
 
     # -- paths -------------------------------------------------------------
 

@@ -156,13 +156,14 @@ def apply(directory: Path, stack: str, say: Callable[[str], None], *, timeout: f
     signer (another epoch, so other sign bytes) starting within the block
     the old one last signed would be a real double sign in the journals."""
     from highlander.adapters.pacemaker import Pacemaker
-    from highlander.lab import trio
+    from highlander.lab.controls import node_init, node_runner
+    from highlander.lab.plan import load_plan
 
     directory = directory.absolute()
     if stack == current(directory):
         return
-    plan, _ = trio.load_plan(directory)
-    runner = trio.node_runner(directory, next(n.name for n in plan.nodes if trio.node_init(directory, n.name)))
+    plan, _ = load_plan(directory)
+    runner = node_runner(directory, next(n.name for n in plan.nodes if node_init(directory, n.name)))
     pacemaker = Pacemaker(runner)
     say(f"stopping the validator to reconfigure the live CIB to the {stack} stack")
     runner.run(["crm_resource", "--resource", VALIDATOR, "--meta", "--set-parameter", "target-role",

@@ -99,12 +99,14 @@ class PeerLink:
         self._backoff = BACKOFF_FIRST
         self._last_error = ""
         self.last_answer = 0.0  # monotonic time of the last reply
+        self._unanswered_since: float | None = None  # first request sent after the last reply
 
     @property
     def reachable(self) -> bool:
-        """Connected, and answering: no request has waited longer than the timeout
-        since the peer last answered (an idle link is reachable)."""
-        stalled = bool(self._pending) and time.monotonic() - self.last_answer > self.timeout
+        """Connected, and answering: nothing sent since its last answer has waited
+        longer than the timeout (an idle link is reachable)."""
+        waiting = self._unanswered_since
+        stalled = waiting is not None and time.monotonic() - waiting > self.timeout
         return self._outbox.writer is not None and not stalled
 
     def send(self, document: dict[str, object]) -> asyncio.Future[object]:
@@ -124,6 +126,8 @@ class PeerLink:
         request_id = self._next_id
         frame = encode_frame({**document, "id": request_id})
         self._pending[request_id] = (future, frame, False)
+        if self._unanswered_since is None:
+            self._unanswered_since = time.monotonic()
         future.add_done_callback(lambda _: self._pending.pop(request_id, None))
         self._outbox.put(frame)
         if self._outbox.writer is None and self._connecting is None:
@@ -160,8 +164,9 @@ class PeerLink:
             while True:
                 document = await read_frame(reader)
                 entry = self._pending.get(reply_id(document) or 0)
+                self.last_answer = time.monotonic()
+                self._unanswered_since = None
                 if entry is not None and not entry[0].done():
-                    self.last_answer = time.monotonic()
                     entry[0].set_result(document)
         except (EOFError, OSError, ssl.SSLError, WireError) as exc:
             reason = str(exc) or type(exc).__name__

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from highlander.signstate.client import SignerClient
-from highlander.signstate.localstores import LocalEtcd, LocalPostgres, local_register
-from highlander.signstate.localtrio import NODES, LocalTrio
+from highlander.lab.stores import LocalEtcd, LocalPostgres, local_register
+from highlander.lab.replicas import NODES, LoopbackReplicas
 
 BACKENDS = ("trio", "etcd", "postgresql")
 HIGHLANDER = [sys.executable, "-m", "highlander"]
@@ -26,7 +26,7 @@ HIGHLANDER = [sys.executable, "-m", "highlander"]
 class Arena:
     """One backend's register and the daemons in front of it."""
 
-    def __init__(self, backend: str, nodes: LocalTrio, store: LocalEtcd | LocalPostgres | None) -> None:
+    def __init__(self, backend: str, nodes: LoopbackReplicas, store: LocalEtcd | LocalPostgres | None) -> None:
         self.backend = backend
         self.nodes = nodes
         self.store = store

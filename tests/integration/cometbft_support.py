@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
 
 from highlander.adapters.waiting import wait_until
+from highlander.lab.replicas import free_ports
 from highlander.privval import messages, schema
 from highlander.privval.transport import Connection, secure
-from highlander.signstate.localtrio import free_ports
 
 COMETBFT = Path(os.environ.get("HIGHLANDER_COMETBFT", "/opt/highlander/bin/cometbft"))
 COMETBFT_VERSION = "0.38.26"

@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 from simulators import running, running_ilo
 
-from highlander.lab.cluster import LocalCluster
+from highlander.adapters.runner import system_env
+from highlander.lab.one_node import OneNodeCluster
 from highlander.lab.ilosim import LINE_BY_LINE, ILOSimulator
 from highlander.lab.ipmisim import IpmiSim
-from highlander.lab.node import mount_table, system_env
+from highlander.lab.node import mount_table
 from highlander.lab.redfishsim import FakeSystem, RedfishSimulator
 
 REQUIRED_PROGRAMS = (
@@ -53,9 +54,9 @@ def host_mounts() -> set[tuple[str, str, str]]:
 @pytest.fixture
 def one_node_cluster(
     cluster_host: None, tmp_path: Path, host_mounts: set[tuple[str, str, str]]
-) -> Iterator[LocalCluster]:
+) -> Iterator[OneNodeCluster]:
     """A running one-node cluster without fencing; stopped even when the test fails."""
-    cluster = LocalCluster(tmp_path / "cluster", disable_stonith=True)
+    cluster = OneNodeCluster(tmp_path / "cluster", disable_stonith=True)
     try:
         cluster.start()
         yield cluster

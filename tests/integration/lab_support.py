@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from highlander.lab import trio
-from highlander.lab.node import system_env
+from highlander.adapters.runner import system_env
+from highlander.lab.cleanup import cleanup
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "examples" / "lab.yml"
@@ -51,4 +51,4 @@ def running_lab(directory: Path, *options: str) -> Iterator[subprocess.Completed
         yield result
     finally:
         run("lab", "down", "--dir", str(directory), timeout=180)
-        trio.cleanup(directory)
+        cleanup(directory)

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 from highlander.adapters.waiting import wait_until
-from highlander.demo.journals import Entry, parse_journal
-from highlander.demo.signer import chain_height
+from highlander.drill.journal import Entry, parse_journal
+from highlander.drill.signer import chain_height
+from highlander.lab.replicas import LoopbackReplicas
 from highlander.signstate import pki
-from highlander.signstate.localtrio import LocalTrio
 from highlander.signstate.wire import HEADER
 
 TIMEOUT = 10.0
@@ -36,14 +36,14 @@ KEY_ID = "validator"
 HIGHLANDER = [sys.executable, "-m", "highlander"]
 
 
-def tcp(trio: LocalTrio, node: str = "node-a") -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", trio.ports[node]), timeout=TIMEOUT)
+def tcp(replicas: LoopbackReplicas, node: str = "node-a") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", replicas.ports[node]), timeout=TIMEOUT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
 
-def tls(trio: LocalTrio, context: ssl.SSLContext, node: str = "node-a") -> ssl.SSLSocket:
-    raw = tcp(trio, node)
+def tls(replicas: LoopbackReplicas, context: ssl.SSLContext, node: str = "node-a") -> ssl.SSLSocket:
+    raw = tcp(replicas, node)
     try:
         return context.wrap_socket(raw, server_hostname=node)
     except BaseException:
@@ -51,9 +51,9 @@ def tls(trio: LocalTrio, context: ssl.SSLContext, node: str = "node-a") -> ssl.S
         raise
 
 
-def as_peer(trio: LocalTrio, sender: str = "node-b", node: str = "node-a") -> ssl.SSLSocket:
+def as_peer(replicas: LoopbackReplicas, sender: str = "node-b", node: str = "node-a") -> ssl.SSLSocket:
     """Mutual TLS to ``node`` with the cluster certificate of ``sender``."""
-    return tls(trio, pki.client_context(trio.pki_dir, sender), node)
+    return tls(replicas, pki.client_context(replicas.pki_dir, sender), node)
 
 
 def frame(document: object) -> bytes:
@@ -147,9 +147,9 @@ class SignerProcess:
 class Signers:
     """Starts demo-signer processes for one synthetic chain; :meth:`stop_all` by PID."""
 
-    def __init__(self, workdir: Path, trio: LocalTrio | None) -> None:
+    def __init__(self, workdir: Path, replicas: LoopbackReplicas | None) -> None:
         self.workdir = workdir
-        self.trio = trio
+        self.replicas = replicas
         self.genesis = time.time()
         self.key_file = workdir / "validator.pem"
         self.started: list[SignerProcess] = []
@@ -158,7 +158,7 @@ class Signers:
         name = f"{len(self.started) + 1:02d}-{node}"
         journal = self.workdir / f"{name}.jsonl"
         log = self.workdir / f"{name}.log"
-        socket_path = self.trio.socket(node) if self.trio else self.workdir / "no-daemon.sock"
+        socket_path = self.replicas.socket(node) if self.replicas else self.workdir / "no-daemon.sock"
         argv = [
             *HIGHLANDER, "demo-signer", "--socket", str(socket_path), "--chain-id", CHAIN_ID, "--key-id", KEY_ID,
             "--node", node, "--journal", str(journal), "--block-time", str(BLOCK_TIME),
@@ -306,12 +306,12 @@ class Relay:
             thread.join(timeout=5)
 
 
-def relayed(trio: LocalTrio, seed: int) -> dict[tuple[str, str], Relay]:
-    """A relay on every link from a node to a peer (six), routed in ``trio``'s configuration."""
+def relayed(replicas: LoopbackReplicas, seed: int) -> dict[tuple[str, str], Relay]:
+    """A relay on every link from a node to a peer (six), routed in ``replicas``' configuration."""
     relays: dict[tuple[str, str], Relay] = {}
-    for number, (node, peer) in enumerate((n, p) for n in trio.ports for p in trio.ports if n != p):
-        relays[node, peer] = Relay(trio.ports[peer], seed + number)
-        trio.routes[node, peer] = relays[node, peer].port
+    for number, (node, peer) in enumerate((n, p) for n in replicas.ports for p in replicas.ports if n != p):
+        relays[node, peer] = Relay(replicas.ports[peer], seed + number)
+        replicas.routes[node, peer] = relays[node, peer].port
     return relays
 
 
@@ -330,13 +330,13 @@ class FilePVSigners:
     the same bytes, so two runs at one mark are a double sign.
     """
 
-    def __init__(self, workdir: Path, trio: LocalTrio, key: tuple[str, str], margin: int = 20,
+    def __init__(self, workdir: Path, replicas: LoopbackReplicas, key: tuple[str, str], margin: int = 20,
                  deadline: float = 1.0) -> None:  # fmt: skip
         from highlander.signstate.register import KeyId
 
         self.workdir = workdir / "filepv"
         self.workdir.mkdir(exist_ok=True)
-        self.trio = trio
+        self.replicas = replicas
         self.key = KeyId(*key)
         self.margin = margin
         self.deadline = deadline
@@ -364,14 +364,14 @@ class FilePVSigners:
             self.node_of[process.pid] = node
             return process
         try:
-            with SignerClient(self.trio.socket(node), timeout=5) as client:
+            with SignerClient(self.replicas.socket(node), timeout=5) as client:
                 session = client.promote(self.key)
         except (Refused, ConnectionError, OSError):
             return None
         held = raise_state_file(state, "cometbft", raised_mark(session.hwm, self.margin))
         with open(self.workdir / f"{run}.log", "ab") as log:
             process = subprocess.Popen(
-                [*HIGHLANDER, "signstate", "follow", "--socket", str(self.trio.socket(node)),
+                [*HIGHLANDER, "signstate", "follow", "--socket", str(self.replicas.socket(node)),
                  "--chain-id", self.key.chain_id, "--key-id", self.key.key_id, "--epoch", str(session.epoch),
                  "--state-file", str(state), "--since", str(held), "--deadline", str(self.deadline)],
                 stdin=subprocess.PIPE, stdout=log, stderr=log,

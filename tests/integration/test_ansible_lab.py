@@ -27,7 +27,7 @@ import pytest
 import yaml
 from test_ansible import ANSIBLE, BIN, LAB_INVENTORY, VAULT_PASSWORD, tool
 
-from highlander.lab.node import system_env
+from highlander.adapters.runner import system_env
 
 pytestmark = pytest.mark.lab
 

@@ -2,7 +2,7 @@
 
 The lab boots votequorum trios only, so this runs the role where both ends
 fit on one machine: a one-node cluster in its own namespaces
-(:class:`~highlander.lab.cluster.LocalCluster`, private /etc/corosync, /run
+(:class:`~highlander.lab.one_node.OneNodeCluster`, private /etc/corosync, /run
 and loopback) whose corosync.conf gains a quorum device (model net on
 127.0.0.1, ``tls: on``, from templates/corosync.conf.j2) once it runs.
 ``ansible-playbook`` runs the role inside that namespace with two local
@@ -34,14 +34,10 @@ from test_ansible import ANSIBLE, BIN, tool
 from test_ansible_lab import _recap
 
 from highlander import templates
-from highlander.adapters.runner import Result
-from highlander.lab.cluster import (
-    COROSYNC_CONF,
-    CorosyncNode,
-    LocalCluster,
-    render_corosync_conf,
-)
-from highlander.lab.node import system_env, wait_until
+from highlander.adapters.runner import Result, system_env
+from highlander.adapters.waiting import wait_until
+from highlander.lab.cluster_files import COROSYNC_CONF, CorosyncNode, render_corosync_conf
+from highlander.lab.one_node import OneNodeCluster
 
 CLUSTER = "qdlab"
 MEMBER = "node-a"
@@ -53,13 +49,13 @@ PIDFILES = ("/run/highlander/corosync-qdevice.pid", "/run/highlander/corosync-qn
 
 
 @pytest.fixture
-def qdevice_cluster(cluster_host: None, tmp_path: Path) -> Iterator[LocalCluster]:
+def qdevice_cluster(cluster_host: None, tmp_path: Path) -> Iterator[OneNodeCluster]:
     """A one-node cluster named CLUSTER; the daemons the role starts are stopped by their PIDs."""
     path = system_env()["PATH"]
     missing = [p for p in QNETD_PROGRAMS if shutil.which(p, path=path) is None]
     if missing:
         pytest.fail(f"not installed: {', '.join(missing)} (./bootstrap installs corosync-qnetd and corosync-qdevice)")
-    cluster = LocalCluster(tmp_path / "cluster", cluster_name=CLUSTER, node_name=MEMBER, disable_stonith=True)
+    cluster = OneNodeCluster(tmp_path / "cluster", cluster_name=CLUSTER, node_name=MEMBER, disable_stonith=True)
     try:
         cluster.start()
         yield cluster
@@ -71,7 +67,7 @@ def qdevice_cluster(cluster_host: None, tmp_path: Path) -> Iterator[LocalCluster
         cluster.stop()
 
 
-def add_quorum_device(cluster: LocalCluster) -> None:
+def add_quorum_device(cluster: OneNodeCluster) -> None:
     """corosync.conf with the quorum device on loopback, reloaded into the running corosync."""
     text = render_corosync_conf(CLUSTER, [CorosyncNode(MEMBER, 1, "127.0.0.1")],
                                 qdevice={"host": "127.0.0.1", "port": 5403, "algorithm": "lms"})  # fmt: skip
@@ -121,7 +117,7 @@ def inventory(tmp_path: Path, controller_dir: Path) -> Path:
 
 @pytest.mark.cluster
 def test_qdevice_role_connects_qdevice_to_qnetd_over_tls_idempotently(
-    qdevice_cluster: LocalCluster, tmp_path: Path
+    qdevice_cluster: OneNodeCluster, tmp_path: Path
 ) -> None:
     cluster = qdevice_cluster
     node = cluster.runner

@@ -30,13 +30,15 @@ import pytest
 from lab_support import HIGHLANDER, journals, run, running_lab
 
 from highlander.adapters.pacemaker import Pacemaker
-from highlander.adapters.runner import CommandRunner
-from highlander.demo.journals import Entry
+from highlander.adapters.runner import CommandRunner, system_env
 from highlander.drill import measure, report
-from highlander.drill.lab import LabSite
+from highlander.drill.journal import Entry
 from highlander.drill.scenarios import BANNED, Drill
-from highlander.lab import trio
-from highlander.lab.node import system_env
+from highlander.lab.cleanup import leftovers
+from highlander.lab.controls import node_runner
+from highlander.lab.plan import load_plan
+from highlander.lab.site import LabSite
+from highlander.lab.supervisor import SSH_KEY
 from highlander.signstate.register import HRS
 
 # --- without a lab --------------------------------------------------------------------
@@ -221,7 +223,7 @@ def test_an_unasked_move_between_iterations_is_found_with_its_evidence(lab: Path
     assert drill.check_placement(1, left) and drill.findings == []  # nothing moved: nothing found
     (was,) = left.nodes
     other = ({"node-a", "node-b"} - {was}).pop()
-    runner = trio.node_runner(lab, "node-w")
+    runner = node_runner(lab, "node-w")
     runner.run(["crm_resource", "--resource", "validator", "--move", "--node", other], check=True)
     try:
         Pacemaker(runner).wait_for(f"the validator on {other}", lambda s: s.started_on("validator") == (other,), 120)
@@ -247,10 +249,10 @@ def remote(lab: Path, *args: str, known_hosts: Path | None = None, stdin: str = 
     """``highlander drill ARGS --inventory`` from the lab's switch namespace, as from
     an operator's machine on the cluster's network: the lab's nodes are reached
     only over SSH (the lab's key, their host keys), their BMCs only through them."""
-    plan, _ = trio.load_plan(lab)
+    plan, _ = load_plan(lab)
     ssh = lab / "ssh"
     argv = ["ip", "netns", "exec", plan.switch, HIGHLANDER, "drill", *args, "--inventory", str(plan.inventory),
-            "--ssh-key", str(ssh / trio.SSH_KEY), "--known-hosts", str(known_hosts or ssh / "known_hosts")]  # fmt: skip
+            "--ssh-key", str(ssh / SSH_KEY), "--known-hosts", str(known_hosts or ssh / "known_hosts")]  # fmt: skip
     result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=400, check=False,
                             env=system_env())  # fmt: skip
     print(result.stdout, result.stderr)
@@ -295,7 +297,7 @@ def test_a_failed_start_bans_a_node_only_until_the_failure_expires(lab: Path) ->
     cannot open its journal there and exits) is fatal: the fail count is
     INFINITY and bans the standby from every failover. The rendered
     failure-timeout (60 s) lifts the ban; nothing moves when it does."""
-    runner = trio.node_runner(lab, "node-w")
+    runner = node_runner(lab, "node-w")
     pacemaker = Pacemaker(runner)
     (active,) = pacemaker.wait_for("a validator", lambda s: len(s.started_on("validator")) == 1, 120).started_on(
         "validator")  # fmt: skip
@@ -342,10 +344,10 @@ site.close()
 
 @pytest.mark.lab
 def test_a_real_clusters_evidence_is_collected_over_ssh(lab: Path, tmp_path: Path) -> None:
-    plan, _ = trio.load_plan(lab)
+    plan, _ = load_plan(lab)
     ssh = lab / "ssh"
     argv = ["ip", "netns", "exec", plan.switch, sys.executable, "-c", COLLECT, str(plan.inventory),
-            str(ssh / trio.SSH_KEY), str(ssh / "known_hosts"), str(tmp_path)]  # fmt: skip
+            str(ssh / SSH_KEY), str(ssh / "known_hosts"), str(tmp_path)]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, env=system_env())
     assert result.returncode == 0, result.stdout + result.stderr
     problems = json.loads(result.stdout)
@@ -377,4 +379,4 @@ def test_a_real_cluster_is_not_touched_without_confirmation_or_known_hosts(lab: 
 def test_lab_down_after_the_drill_leaves_nothing(lab: Path) -> None:
     result = run("lab", "down", "--dir", str(lab), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert trio.leftovers(lab) == []
+    assert leftovers(lab) == []

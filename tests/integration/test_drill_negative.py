@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from lab_support import journals, run, running_lab
 
-from highlander.lab import trio
+from highlander.lab.cleanup import leftovers
+from highlander.lab.controls import node_runner
 
 # Seconds the drill may wait for the validator to sign elsewhere, and the
 # bound on the whole drill: nothing is fenced in this stack, and the drill's
@@ -42,7 +43,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_the_lab_says_it_runs_unguarded(lab: Path) -> None:
     status = json.loads(run("lab", "status", "--dir", str(lab), "--json").stdout)
     assert status["stack"] == "unguarded"
-    config = trio.node_runner(lab, "node-w").run(["crm_attribute", "--type", "crm_config", "--name",
+    config = node_runner(lab, "node-w").run(["crm_attribute", "--type", "crm_config", "--name",
                                                    "stonith-enabled", "--query", "--quiet"], check=True)  # fmt: skip
     assert config.stdout.strip() == "false"
 
@@ -102,4 +103,4 @@ def assert_evidence(report_dir: Path, it: dict[str, object]) -> None:
 def test_lab_down_leaves_nothing(lab: Path) -> None:
     result = run("lab", "down", "--dir", str(lab), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert trio.leftovers(lab) == []
+    assert leftovers(lab) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from lab_support import run, running_lab
 
-from highlander.lab import trio
+from highlander.lab.cleanup import leftovers
 
 
 @pytest.mark.soak
@@ -26,7 +26,7 @@ def test_a_soak_of_fifty_mixed_iterations_never_double_signs(tmp_path: Path) -> 
         result = run("drill", "--soak", "50", "--dir", str(lab), "--report", str(tmp_path), timeout=4 * 3600)
         print(result.stdout, result.stderr)
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr
-    assert trio.leftovers(lab) == []
+    assert leftovers(lab) == []
     data = json.loads((tmp_path / "soak.json").read_text())
     summary = data["summary"]
     assert summary["iterations"] == 50 and summary["ok"]

@@ -38,7 +38,7 @@ from fence_agents import debian, ours, run
 from simulators import running
 
 from highlander.adapters.waiting import wait_until
-from highlander.lab.cluster import LocalCluster
+from highlander.lab.one_node import OneNodeCluster
 from highlander.lab.ipmisim import IpmiSim, free_udp_port, stdin_text
 
 AGENT_NAME = "fence_highlander_ipmi"
@@ -286,7 +286,7 @@ def test_bad_input(ipmi_bmc: IpmiSim, case: str) -> None:
 
 
 @pytest.fixture
-def node_bmc(one_node_cluster: LocalCluster, tmp_path: Path) -> Iterator[IpmiSim]:
+def node_bmc(one_node_cluster: OneNodeCluster, tmp_path: Path) -> Iterator[IpmiSim]:
     """A BMC reachable from inside the cluster node, still on loopback.
 
     The node is its own network namespace with nothing but ``lo``: its
@@ -305,7 +305,7 @@ def node_bmc(one_node_cluster: LocalCluster, tmp_path: Path) -> Iterator[IpmiSim
 
 @pytest.mark.cluster
 def test_pacemaker_fences_through_our_agent(
-    one_node_cluster: LocalCluster, node_bmc: IpmiSim, tmp_path: Path
+    one_node_cluster: OneNodeCluster, node_bmc: IpmiSim, tmp_path: Path
 ) -> None:
     """``stonith_admin --fence`` runs our agent inside the node; the BMC powers off.
 
@@ -352,7 +352,7 @@ def test_pacemaker_fences_through_our_agent(
 
 
 @pytest.mark.cluster
-def test_pacemaker_shows_our_metadata(one_node_cluster: LocalCluster) -> None:
+def test_pacemaker_shows_our_metadata(one_node_cluster: OneNodeCluster) -> None:
     runner = one_node_cluster.runner
     described = runner.run(["pcs", "stonith", "describe", AGENT_NAME], timeout=120)
     assert described.ok, described.stderr

@@ -20,9 +20,9 @@ import pytest
 from highlander.adapters import files, process
 from highlander.adapters.waiting import wait_until
 from highlander.commands.signstate import raise_state_file, read_state_file
+from highlander.lab.replicas import LoopbackReplicas
 from highlander.signstate import formats
 from highlander.signstate.client import SignerClient
-from highlander.signstate.localtrio import LocalTrio
 from highlander.signstate.register import HRS, KeyId, Record
 
 pytestmark = pytest.mark.signstate
@@ -38,9 +38,9 @@ def signed(path: Path, hrs: HRS, signbytes: bytes) -> None:
     files.write_file(path, formats.dump_cometbft(formats.SignState(hrs, b"\x01" * 64, signbytes)), mode=0o600)
 
 
-def on_majority(trio: LocalTrio, at_least: HRS, key: KeyId = KEY) -> bool:
+def on_majority(replicas: LoopbackReplicas, at_least: HRS, key: KeyId = KEY) -> bool:
     """Whether a majority of replicas (asked through node-b) hold ``at_least`` or more."""
-    with SignerClient(trio.socket("node-b")) as client:
+    with SignerClient(replicas.socket("node-b")) as client:
         records = client.status(key)
     return sum(isinstance(r, Record) and r.hwm >= at_least for r in records.values()) >= 2
 
@@ -61,7 +61,7 @@ class Validator:
     """One resource instance of the installed validator agent in FilePV mode,
     run as Pacemaker runs it; its processes are found by their marker."""
 
-    def __init__(self, trio: LocalTrio, tmp_path: Path, **params: str) -> None:
+    def __init__(self, replicas: LoopbackReplicas, tmp_path: Path, **params: str) -> None:
         self.instance = f"filepv-{uuid4().hex[:12]}"
         self.tag = process.marker("validator", self.instance)
         self.state = tmp_path / "priv_validator_state.json"
@@ -73,7 +73,7 @@ class Validator:
             "logfile": str(tmp_path / "v.log"),
             "chain_id": KEY.chain_id,
             "key_id": KEY.key_id,
-            "signstate_socket": str(trio.socket("node-a")),
+            "signstate_socket": str(replicas.socket("node-a")),
             "state_file": str(self.state),
             **params,
         }
@@ -98,11 +98,11 @@ class Validator:
         assert len(reasons) == 1, done.stderr
         return reasons[0]
 
-    def start_signing(self, trio: LocalTrio) -> int:
+    def start_signing(self, replicas: LoopbackReplicas) -> int:
         """Start, and wait until the signer's first marks are on a majority; its PID."""
         self.start()
         signer = self.signer_pid()
-        wait_until(lambda: on_majority(trio, HRS(2, 0, 1)), timeout=15, what="the signer's marks on a majority")
+        wait_until(lambda: on_majority(replicas, HRS(2, 0, 1)), timeout=15, what="the signer's marks on a majority")
         return signer
 
     def failed_monitor(self) -> str:
@@ -154,27 +154,27 @@ def validators() -> Iterator[list[Validator]]:
 
 
 @pytest.fixture
-def validator(trio: LocalTrio, tmp_path: Path, validators: list[Validator]) -> Validator:
-    made = Validator(trio, tmp_path, replication_deadline="1000")
+def validator(replicas: LoopbackReplicas, tmp_path: Path, validators: list[Validator]) -> Validator:
+    made = Validator(replicas, tmp_path, replication_deadline="1000")
     validators.append(made)
     return made
 
 
 def follower(
-    trio: LocalTrio, state: Path, signer: list[str], tmp_path: Path, key: KeyId = KEY
+    replicas: LoopbackReplicas, state: Path, signer: list[str], tmp_path: Path, key: KeyId = KEY
 ) -> tuple[subprocess.Popen[bytes], int]:
     """``highlander signstate follow`` running ``signer`` for a fresh promotion
     on node-a; the follower and the signer's PID."""
     from highlander.signstate.follow import Signer
 
-    with SignerClient(trio.socket("node-a")) as client:
+    with SignerClient(replicas.socket("node-a")) as client:
         session = client.promote(key)
     raise_state_file(state, "cometbft", session.hwm)
     pidfile = tmp_path / "signer.pid"
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "highlander", "signstate", "follow",
-            "--socket", str(trio.socket("node-a")), "--chain-id", key.chain_id, "--key-id", key.key_id,
+            "--socket", str(replicas.socket("node-a")), "--chain-id", key.chain_id, "--key-id", key.key_id,
             "--epoch", str(session.epoch), "--state-file", str(state), "--since", str(session.hwm),
             "--pidfile", str(pidfile), "--reason-file", str(tmp_path / "reason"),
         ],
@@ -196,23 +196,23 @@ def test_raising_never_lowers_the_state_file(tmp_path: Path) -> None:
 
 
 def test_the_follower_replicates_and_kills_a_superseded_signer(
-    trio: LocalTrio, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    replicas: LoopbackReplicas, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     state = tmp_path / "priv_validator_state.json"
-    proc, signer = follower(trio, state, ["sleep", "600"], tmp_path)  # sleep stands in for the FilePV daemon
+    proc, signer = follower(replicas, state, ["sleep", "600"], tmp_path)  # sleep stands in for the FilePV daemon
     processes.append(proc)
     assert Path(f"/proc/{signer}/stat").read_text().split(") ")[1].split()[1] == str(proc.pid)  # its child
     signed(state, HRS(5, 0, 1), b"vote-5-1")  # at once: replicated even before the follower looks
     digest = formats.digest_of(read_state_file(state, "cometbft"))
 
     def replicated() -> bool:
-        with SignerClient(trio.socket("node-b")) as client:
+        with SignerClient(replicas.socket("node-b")) as client:
             records = client.status(KEY)
         return sum(isinstance(r, Record) and r.hwm == HRS(5, 0, 1) and r.digest == digest for r in records.values()) >= 2
 
     wait_until(replicated, timeout=10, what="the state file's mark on a majority")
 
-    with SignerClient(trio.socket("node-b")) as client:
+    with SignerClient(replicas.socket("node-b")) as client:
         client.promote(KEY)  # node-b takes over
     signed(state, HRS(5, 0, 2), b"vote-5-2")  # the old signer signs once more
 
@@ -224,23 +224,23 @@ def test_the_follower_replicates_and_kills_a_superseded_signer(
 
 
 def test_the_follower_passes_sigterm_on_and_exits_with_the_signer(
-    trio: LocalTrio, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    replicas: LoopbackReplicas, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    proc, signer = follower(trio, tmp_path / "state.json", ["sh", "-c", "trap 'kill $!; exit 7' TERM; sleep 600 & wait"], tmp_path)
+    proc, signer = follower(replicas, tmp_path / "state.json", ["sh", "-c", "trap 'kill $!; exit 7' TERM; sleep 600 & wait"], tmp_path)
     processes.append(proc)
     proc.terminate()
     assert proc.wait(timeout=10) == 7  # the signer's own status: it ended, nothing was killed
     assert not (tmp_path / "reason").exists()
 
 
-def test_the_validator_agent_in_filepv_mode(trio: LocalTrio, tmp_path: Path, validators: list[Validator]) -> None:
+def test_the_validator_agent_in_filepv_mode(replicas: LoopbackReplicas, tmp_path: Path, validators: list[Validator]) -> None:
     """Start through the agent: promoted, the state file raised by the margin
     above the register's mark, the daemon running as the follower's child;
     its signatures are replicated; stop ends both."""
-    with SignerClient(trio.socket("node-b")) as client:  # an earlier signer left a mark
+    with SignerClient(replicas.socket("node-b")) as client:  # an earlier signer left a mark
         session = client.promote(KEY)
         client.advance(KEY, session.epoch, HRS(40, 0, 3), "ab" * 32)
-    validator = Validator(trio, tmp_path, command="sleep 600", height_margin="5")
+    validator = Validator(replicas, tmp_path, command="sleep 600", height_margin="5")
     validators.append(validator)
     validator.start()
     assert read_state_file(validator.state, "cometbft").hrs == HRS(45, 0, 3)
@@ -249,7 +249,7 @@ def test_the_validator_agent_in_filepv_mode(trio: LocalTrio, tmp_path: Path, val
     assert validator.run("monitor").returncode == 0
 
     signed(validator.state, HRS(46, 0, 1), b"vote-46-1")  # the daemon signs on its own
-    wait_until(lambda: on_majority(trio, HRS(46, 0, 1)), timeout=10, what="the daemon's new mark on a majority")
+    wait_until(lambda: on_majority(replicas, HRS(46, 0, 1)), timeout=10, what="the daemon's new mark on a majority")
     stopped = validator.run("stop")
     assert stopped.returncode == 0, stopped.stderr
     assert process.find_tagged(validator.tag) == []
@@ -257,11 +257,11 @@ def test_the_validator_agent_in_filepv_mode(trio: LocalTrio, tmp_path: Path, val
 
 
 def test_a_signer_cut_off_from_the_majority_is_killed_within_the_deadline(
-    trio: LocalTrio, validator: Validator
+    replicas: LoopbackReplicas, validator: Validator
 ) -> None:
-    signer = validator.start_signing(trio)
+    signer = validator.start_signing(replicas)
     for peer in ("node-b", "node-c"):
-        trio.signal(peer, signal.SIGSTOP)  # node-a's daemon answers, but no majority does
+        replicas.signal(peer, signal.SIGSTOP)  # node-a's daemon answers, but no majority does
     validator.wait_signer_killed(signer, "its changes no longer reach a majority")
     reason = validator.failed_monitor()
     assert "killed the signer: " in reason and " was not on a majority within 1 s (" in reason, reason
@@ -271,7 +271,7 @@ def test_a_signer_cut_off_from_the_majority_is_killed_within_the_deadline(
 
 
 @pytest.mark.parametrize("user", [None, "nobody"])
-def test_the_signer_dies_with_its_follower(trio: LocalTrio, validator: Validator, user: str | None) -> None:
+def test_the_signer_dies_with_its_follower(replicas: LoopbackReplicas, validator: Validator, user: str | None) -> None:
     if user and os.geteuid() != 0:
         pytest.skip("running the daemon as another user needs root")
     validator.params.update(command="sleep 600", **({"user": user} if user else {}))
@@ -286,16 +286,16 @@ def test_the_signer_dies_with_its_follower(trio: LocalTrio, validator: Validator
 
 
 def test_a_lost_daemon_connection_with_a_pending_change_kills_the_signer(
-    trio: LocalTrio, validator: Validator
+    replicas: LoopbackReplicas, validator: Validator
 ) -> None:
-    signer = validator.start_signing(trio)
-    trio.kill("node-a")  # the local sign-state daemon dies; the signer goes on signing
+    signer = validator.start_signing(replicas)
+    replicas.kill("node-a")  # the local sign-state daemon dies; the signer goes on signing
     validator.wait_signer_killed(signer, "its sign-state daemon is gone")
     reason = validator.failed_monitor()
     assert " was not on a majority within 1 s (" in reason and "sign-state daemon" in reason, reason
 
 
-def test_an_unreadable_state_file_kills_the_signer(trio: LocalTrio, validator: Validator) -> None:
+def test_an_unreadable_state_file_kills_the_signer(replicas: LoopbackReplicas, validator: Validator) -> None:
     validator.params.update(command="sleep 600")  # signs nothing: only the file changes
     validator.start()
     signer = validator.signer_pid()
@@ -309,7 +309,7 @@ def test_an_unreadable_state_file_kills_the_signer(trio: LocalTrio, validator: V
     ("bad", "named"), [({"chain_id": "../x"}, "chain_id '../x'"), ({"key_id": ".hidden"}, "key_id '.hidden'")]
 )
 def test_a_key_the_register_cannot_name_is_refused_at_validate_time(
-    trio: LocalTrio, validator: Validator, bad: dict[str, str], named: str
+    replicas: LoopbackReplicas, validator: Validator, bad: dict[str, str], named: str
 ) -> None:
     for action in ("validate-all", "start"):
         refused = validator.run(action, **bad)
@@ -318,15 +318,15 @@ def test_a_key_the_register_cannot_name_is_refused_at_validate_time(
     assert process.find_tagged(validator.tag) == []
 
 
-def test_export_and_import_through_the_cli(trio: LocalTrio, tmp_path: Path) -> None:
+def test_export_and_import_through_the_cli(replicas: LoopbackReplicas, tmp_path: Path) -> None:
     highlander = [sys.executable, "-m", "highlander", "signstate"]
     key = ["--chain-id", KEY.chain_id, "--key-id", "exported"]
-    with SignerClient(trio.socket("node-a")) as client:
+    with SignerClient(replicas.socket("node-a")) as client:
         session = client.promote(KeyId(KEY.chain_id, "exported"))
         client.advance(KeyId(KEY.chain_id, "exported"), session.epoch, HRS(7, 1, 2), "cd" * 32)
     out = tmp_path / "exported.json"
     done = subprocess.run(
-        [*highlander, "export", "--socket", str(trio.socket("node-b")), *key, "--out", str(out)],
+        [*highlander, "export", "--socket", str(replicas.socket("node-b")), *key, "--out", str(out)],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -334,7 +334,7 @@ def test_export_and_import_through_the_cli(trio: LocalTrio, tmp_path: Path) -> N
 
     # With a margin: the mark the agent raises a state file to (test_the_validator_agent_in_filepv_mode).
     margin = subprocess.run(
-        [*highlander, "export", "--socket", str(trio.socket("node-b")), *key, "--height-margin", "3"],
+        [*highlander, "export", "--socket", str(replicas.socket("node-b")), *key, "--height-margin", "3"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert margin.returncode == 0, margin.stderr
@@ -343,22 +343,22 @@ def test_export_and_import_through_the_cli(trio: LocalTrio, tmp_path: Path) -> N
     # Import raises a (stopped) replica from a signer's file, and refuses a running one's.
     signed(out, HRS(9, 0, 1), b"vote-9-1")
     refused = subprocess.run(
-        [*highlander, "import", "--config", str(trio.config("node-c")), *key, str(out)],
+        [*highlander, "import", "--config", str(replicas.config("node-c")), *key, str(out)],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert refused.returncode != 0 and "in use by another process" in refused.stderr
-    trio.stop("node-c")
+    replicas.stop("node-c")
     imported = subprocess.run(
-        [*highlander, "import", "--config", str(trio.config("node-c")), *key, str(out)],
+        [*highlander, "import", "--config", str(replicas.config("node-c")), *key, str(out)],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert imported.returncode == 0, imported.stderr
     assert '"height": 9' in imported.stdout
 
     # The register's majority rule: with node-a gone too, one replica of three is not enough.
-    trio.stop("node-a")
+    replicas.stop("node-a")
     alone = subprocess.run(
-        [*highlander, "export", "--socket", str(trio.socket("node-b")), *key],
+        [*highlander, "export", "--socket", str(replicas.socket("node-b")), *key],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert alone.returncode == 1

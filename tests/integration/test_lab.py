@@ -20,9 +20,12 @@ from pathlib import Path
 import pytest
 
 from highlander.adapters.pacemaker import parse_status
+from highlander.adapters.runner import system_env
 from highlander.adapters.waiting import wait_until
-from highlander.lab import trio
-from highlander.lab.node import processes_in, system_env
+from highlander.lab.cleanup import cleanup, leftovers
+from highlander.lab.controls import bmc_power, node_init
+from highlander.lab.node import processes_in, same_process
+from highlander.lab.records import EVENTS_FILE, read_state
 
 pytestmark = pytest.mark.lab
 
@@ -63,14 +66,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield directory
     finally:
         cli("down", "--dir", str(directory), timeout=180)
-        trio.cleanup(directory)  # by the records, should the CLI have failed
+        cleanup(directory)  # by the records, should the CLI have failed
         print("lab timings:", ", ".join(f"{k} {v:.1f} s" for k, v in TIMINGS.items()))
 
 
 def test_lab_up_shows_progress_and_timings(lab: Path) -> None:
-    events = [json.loads(line) for line in (lab / trio.EVENTS_FILE).read_text().splitlines()]
+    events = [json.loads(line) for line in (lab / EVENTS_FILE).read_text().splitlines()]
     assert [e["kind"] for e in events][-1] == "ready"
-    state = trio.read_state(lab)
+    state = read_state(lab)
     assert state is not None and state["phase"] == "up"
     assert set(state["timings"]) == {"quorate", "validator"}
 
@@ -103,7 +106,7 @@ def test_lab_exec_and_status(lab: Path) -> None:
 
 
 def test_nodes_are_reachable_over_ssh_from_the_switch(lab: Path) -> None:
-    state = trio.read_state(lab)
+    state = read_state(lab)
     assert state is not None
     switch = state["plan"]["switch"]
     result = subprocess.run(
@@ -125,9 +128,9 @@ def test_fencing_powers_a_node_off_through_its_bmc_and_power_on_boots_it(lab: Pa
                  "--timeout", "60", timeout=90)  # fmt: skip
     TIMINGS["fence node-b (off, confirmed)"] = time.monotonic() - started
     assert fenced.returncode == 0, fenced.stdout + fenced.stderr
-    assert trio.bmc_power(lab, "node-b") == "off"
+    assert bmc_power(lab, "node-b") == "off"
     assert processes_in(namespace) == []
-    assert trio.node_init(lab, "node-b") is None
+    assert node_init(lab, "node-b") is None
     assert "off" in (lab / "bmc" / "node-b" / "events.log").read_text()
 
     survivors = wait_until(
@@ -143,18 +146,18 @@ def test_fencing_powers_a_node_off_through_its_bmc_and_power_on_boots_it(lab: Pa
     started = time.monotonic()
     on = cli("exec", "--dir", str(lab), "node-a", "--", "fence_highlander_ipmi", stdin=options, timeout=60)
     assert on.returncode == 0, on.stdout + on.stderr
-    assert trio.bmc_power(lab, "node-b") == "on"
+    assert bmc_power(lab, "node-b") == "on"
     wait_until(
         lambda: (s := crm_status(lab)) is not None and set(s.online) == {"node-a", "node-b", "node-w"}
         and sorted(s.clone_nodes("signstate")) == ["node-a", "node-b", "node-w"],
         timeout=90, what="node-b back online with its signstate replica",
     )  # fmt: skip
     TIMINGS["power on until node-b rejoined"] = time.monotonic() - started
-    assert trio.node_init(lab, "node-b") is not None
+    assert node_init(lab, "node-b") is not None
 
 
 def test_lab_down_leaves_nothing(lab: Path) -> None:
-    state = trio.read_state(lab)
+    state = read_state(lab)
     assert state is not None
     records = [json.loads((lab / "nodes" / n / "node.json").read_text()) for n in ("node-a", "node-b", "node-w")]
     pids = [state["supervisor"]["pid"]] + [b["pid"] for b in state["bmcs"].values()]
@@ -165,7 +168,7 @@ def test_lab_down_leaves_nothing(lab: Path) -> None:
     result = cli("down", "--dir", str(lab), timeout=180)
     TIMINGS["lab down"] = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
-    assert trio.leftovers(lab) == []
+    assert leftovers(lab) == []
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert not any(name in listing for name in names)
     mountinfo = Path("/proc/self/mountinfo").read_text()
@@ -175,4 +178,4 @@ def test_lab_down_leaves_nothing(lab: Path) -> None:
         assert processes_in(record["pid_namespace"]) == []
     recorded = {(b["pid"], b["start_time"]) for b in state["bmcs"].values()}
     recorded.add((state["supervisor"]["pid"], state["supervisor"]["start_time"]))
-    assert not [pid for pid, started_at in recorded if trio.same_process(pid, started_at)], pids
+    assert not [pid for pid, started_at in recorded if same_process(pid, started_at)], pids

@@ -12,24 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from highlander.adapters.runner import CommandRunner
-from highlander.lab.cluster import (
-    CorosyncNode,
-    LocalCluster,
-    generate_authkey,
-    render_corosync_conf,
-)
+from highlander.adapters.runner import CommandRunner, system_env
+from highlander.adapters.waiting import wait_until
+from highlander.lab.cluster_files import CorosyncNode, generate_authkey, render_corosync_conf
 from highlander.lab.node import (
     STATE_DIRS,
     TMPFS_MOUNTS,
-    Node,
+    NamespacedNode,
     NodeError,
     mount_table,
     pid_namespace_of,
     processes_in,
-    system_env,
-    wait_until,
 )
+from highlander.lab.one_node import OneNodeCluster
 
 NODE_MOUNT_POINTS = {d.path for d in STATE_DIRS if d.mounted} | set(TMPFS_MOUNTS)
 
@@ -47,7 +42,7 @@ def command_name(pid: int) -> str:
         return ""
 
 
-def leaked_mounts(before: set[tuple[str, str, str]], node: Node) -> list[tuple[str, str, str]]:
+def leaked_mounts(before: set[tuple[str, str, str]], node: NamespacedNode) -> list[tuple[str, str, str]]:
     """Host mounts that appeared since ``before`` and belong to ``node``.
 
     Only the node's own are counted: other programs on the host may mount
@@ -63,7 +58,7 @@ def leaked_mounts(before: set[tuple[str, str, str]], node: Node) -> list[tuple[s
     ]
 
 
-def assert_nothing_left(node: Node, pids: list[int], before: set[tuple[str, str, str]]) -> None:
+def assert_nothing_left(node: NamespacedNode, pids: list[int], before: set[tuple[str, str, str]]) -> None:
     namespace = node.pid_namespace
     assert namespace is not None
     assert processes_in(namespace) == []
@@ -74,7 +69,7 @@ def assert_nothing_left(node: Node, pids: list[int], before: set[tuple[str, str,
 
 @pytest.mark.cluster
 def test_dummy_resource_runs_and_stop_leaves_nothing(
-    one_node_cluster: LocalCluster, host_mounts: set[tuple[str, str, str]]
+    one_node_cluster: OneNodeCluster, host_mounts: set[tuple[str, str, str]]
 ) -> None:
     cluster = one_node_cluster
     node = cluster.node
@@ -102,7 +97,7 @@ def test_dummy_resource_runs_and_stop_leaves_nothing(
 
 
 @pytest.mark.cluster
-def test_init_reaps_orphans(one_node_cluster: LocalCluster) -> None:
+def test_init_reaps_orphans(one_node_cluster: OneNodeCluster) -> None:
     """A double-forked daemon's orphan belongs to the node's init, which must reap it.
 
     pacemakerd as PID 1 would not: the killed daemon would stay a zombie
@@ -136,7 +131,7 @@ def test_failed_start_is_cleaned_up(
     cluster_host: None, tmp_path: Path, host_mounts: set[tuple[str, str, str]]
 ) -> None:
     """Without a corosync.conf corosync exits at once; the node must say so and stop cleanly."""
-    node = Node("node1", tmp_path / "node1")
+    node = NamespacedNode("node1", tmp_path / "node1")
     try:
         with pytest.raises(NodeError, match="corosync exited"):
             node.start(timeout=30)

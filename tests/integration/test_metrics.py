@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from highlander.adapters.waiting import wait_until
 from highlander.signstate.client import Conflict, SignerClient
-from highlander.signstate.localtrio import LocalTrio
+from highlander.lab.replicas import LoopbackReplicas
 from highlander.signstate.register import HRS, KeyId
 
 pytestmark = pytest.mark.signstate
@@ -37,19 +37,19 @@ def held_port() -> int:
 
 
 @pytest.fixture
-def trio(tmp_path: Path) -> Iterator[LocalTrio]:
-    trio = LocalTrio(tmp_path / "trio", timeout=0.5)
-    trio.metrics_ports["node-a"] = held_port()
+def replicas(tmp_path: Path) -> Iterator[LoopbackReplicas]:
+    replicas = LoopbackReplicas(tmp_path / "trio", timeout=0.5)
+    replicas.metrics_ports["node-a"] = held_port()
     try:
-        trio.start()
-        yield trio
+        replicas.start()
+        yield replicas
     finally:
-        trio.stop()
+        replicas.stop()
 
 
-def scrape(trio: LocalTrio) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+def scrape(replicas: LoopbackReplicas) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     """Every sample of node-a's /metrics: name -> labels -> value."""
-    url = f"http://127.0.0.1:{trio.metrics_ports['node-a']}/metrics"
+    url = f"http://127.0.0.1:{replicas.metrics_ports['node-a']}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
@@ -63,15 +63,15 @@ def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[typ
     return samples.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
 
 
-def test_answers_by_verdict_and_a_conflict_moves_its_counter(trio: LocalTrio) -> None:
-    with SignerClient(trio.socket("node-a")) as client:
+def test_answers_by_verdict_and_a_conflict_moves_its_counter(replicas: LoopbackReplicas) -> None:
+    with SignerClient(replicas.socket("node-a")) as client:
         session = client.promote(KEY)
         for height in range(1, 6):
             client.advance(KEY, session.epoch, HRS(height, 0, 1), f"{height:02x}")
-        before = scrape(trio)
+        before = scrape(replicas)
         with pytest.raises(Conflict):
             client.advance(KEY, session.epoch, HRS(5, 0, 1), "ff")  # another digest at a mark signed
-    after = scrape(trio)
+    after = scrape(replicas)
     conflicts = "highlander_signstate_results_total"
     assert value(before, conflicts, op="advance", verdict="CONFLICT") == 0
     assert value(after, conflicts, op="advance", verdict="CONFLICT") == 1
@@ -87,21 +87,21 @@ def test_answers_by_verdict_and_a_conflict_moves_its_counter(trio: LocalTrio) ->
             assert not {"height", "digest", "hrs"} & {k for k, _ in labels}, (name, labels)
 
 
-def test_a_replica_that_does_not_answer_shows_as_unreachable(trio: LocalTrio) -> None:
-    with SignerClient(trio.socket("node-a")) as client:
+def test_a_replica_that_does_not_answer_shows_as_unreachable(replicas: LoopbackReplicas) -> None:
+    with SignerClient(replicas.socket("node-a")) as client:
         session = client.promote(KEY)
-        assert value(scrape(trio), "highlander_signstate_peer_up", peer="node-c") == 1
-        trio.signal("node-c", signal.SIGSTOP)
+        assert value(scrape(replicas), "highlander_signstate_peer_up", peer="node-c") == 1
+        replicas.signal("node-c", signal.SIGSTOP)
         try:
             height = iter(range(1, 10_000))
 
             def node_c_down() -> bool:
                 client.advance(KEY, session.epoch, HRS(next(height), 0, 1), "aa")  # traffic that node-c misses
-                return value(scrape(trio), "highlander_signstate_peer_up", peer="node-c") == 0
+                return value(scrape(replicas), "highlander_signstate_peer_up", peer="node-c") == 0
 
             wait_until(node_c_down, timeout=30, what="node-c to show as unreachable", interval=0.3)
-            samples = scrape(trio)
+            samples = scrape(replicas)
             assert value(samples, "highlander_signstate_peer_up", peer="node-b") == 1
-            assert value(samples, "highlander_signstate_peer_last_answer_seconds", peer="node-c") > trio.timeout
+            assert value(samples, "highlander_signstate_peer_last_answer_seconds", peer="node-c") > replicas.timeout
         finally:
-            trio.signal("node-c", signal.SIGCONT)
+            replicas.signal("node-c", signal.SIGCONT)

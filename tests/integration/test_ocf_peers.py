@@ -18,8 +18,8 @@ from uuid import uuid4
 import pytest
 
 from highlander.adapters import process
+from highlander.lab.replicas import LoopbackReplicas
 from highlander.signstate.client import SignerClient
-from highlander.signstate.localtrio import LocalTrio
 from highlander.signstate.register import KeyId, Record
 
 AGENT_PATH = Path("/usr/lib/ocf/resource.d/highlander/validator")
@@ -73,7 +73,7 @@ def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, **kwargs)  # type: ignore[call-overload]
 
 
-def test_ocf_tester_passes(agent: Path, instance: Instance, free_port: int, trio: LocalTrio) -> None:
+def test_ocf_tester_passes(agent: Path, instance: Instance, free_port: int, replicas: LoopbackReplicas) -> None:
     """With the sign-state gate on: every start promotes through a real trio."""
     command = shlex.join(
         [
@@ -105,7 +105,7 @@ def test_ocf_tester_passes(agent: Path, instance: Instance, free_port: int, trio
             "-o",
             "key_id=ocf-tester",
             "-o",
-            f"signstate_socket={trio.socket('node-a')}",
+            f"signstate_socket={replicas.socket('node-a')}",
             str(agent),
         ]
     )
@@ -113,16 +113,16 @@ def test_ocf_tester_passes(agent: Path, instance: Instance, free_port: int, trio
     assert "passed all tests" in done.stdout
     assert process.find_tagged(instance.tag) == []  # ocf-tester ends with stop
     # Each start was a promotion: the register's epoch moved on.
-    with SignerClient(trio.socket("node-a")) as client:
+    with SignerClient(replicas.socket("node-a")) as client:
         records = client.status(KeyId("test-chain", "ocf-tester"))
     assert all(isinstance(r, Record) and r.promised.counter >= 2 for r in records.values()), records
 
 
 def test_the_validator_does_not_start_without_a_sign_state_majority(
-    agent: Path, instance: Instance, trio: LocalTrio
+    agent: Path, instance: Instance, replicas: LoopbackReplicas
 ) -> None:
-    trio.kill("node-b")
-    trio.kill("node-c")
+    replicas.kill("node-b")
+    replicas.kill("node-c")
     env = {
         "OCF_ROOT": "/usr/lib/ocf",
         "OCF_RESOURCE_INSTANCE": instance.name,
@@ -132,7 +132,7 @@ def test_the_validator_does_not_start_without_a_sign_state_majority(
         "OCF_RESKEY_logfile": str(instance.logfile),
         "OCF_RESKEY_chain_id": "test-chain",
         "OCF_RESKEY_key_id": "no-majority",
-        "OCF_RESKEY_signstate_socket": str(trio.socket("node-a")),
+        "OCF_RESKEY_signstate_socket": str(replicas.socket("node-a")),
     }
     done = run([str(agent), "start"], env=env)
     assert done.returncode == 1, done.stderr
@@ -140,13 +140,13 @@ def test_the_validator_does_not_start_without_a_sign_state_majority(
     assert process.find_tagged(instance.tag) == []
 
 
-def test_ocf_tester_passes_for_the_signstate_agent(trio: LocalTrio, tmp_path: Path) -> None:
-    trio.stop("node-a")  # the agent runs node-a's daemon itself
+def test_ocf_tester_passes_for_the_signstate_agent(replicas: LoopbackReplicas, tmp_path: Path) -> None:
+    replicas.stop("node-a")  # the agent runs node-a's daemon itself
     agent = OCF_DIR / "signstate"
     done = run(
         [
             "ocf-tester", "-n", f"ss-{uuid4().hex[:8]}",
-            "-o", f"config={trio.config('node-a')}",
+            "-o", f"config={replicas.config('node-a')}",
             "-o", f"pidfile={tmp_path / 'signstate.pid'}",
             "-o", f"logfile={tmp_path / 'signstate.log'}",
             str(agent),
@@ -156,7 +156,7 @@ def test_ocf_tester_passes_for_the_signstate_agent(trio: LocalTrio, tmp_path: Pa
     assert "passed all tests" in done.stdout
 
 
-def test_ocf_tester_passes_for_the_privval_agent(trio: LocalTrio, tmp_path: Path) -> None:
+def test_ocf_tester_passes_for_the_privval_agent(replicas: LoopbackReplicas, tmp_path: Path) -> None:
     """Start, promote (through the real register), demote, stop — and every
     monitor in between — of the promotable remote signer."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -164,7 +164,7 @@ def test_ocf_tester_passes_for_the_privval_agent(trio: LocalTrio, tmp_path: Path
 
     key = write_key(tmp_path / "priv_validator_key.json", Ed25519PrivateKey.generate())
     config = tmp_path / "privval.toml"
-    state, register, control = tmp_path / "state.json", trio.socket("node-a"), tmp_path / "privval.sock"
+    state, register, control = tmp_path / "state.json", replicas.socket("node-a"), tmp_path / "privval.sock"
     config.write_text(
         f'chain_id = "ocf-tester"\nkey_file = "{key}"\nstate_file = "{state}"\nregister = "{register}"\n'
         f'nodes = ["tcp://127.0.0.1:1"]\ncontrol = "{control}"\n'

@@ -17,7 +17,7 @@ import pytest
 from cometbft_support import CometNode, PrivvalProcess, cometbft
 
 from highlander.adapters.waiting import wait_until
-from highlander.signstate.localtrio import LocalTrio
+from highlander.lab.replicas import LoopbackReplicas
 
 pytestmark = pytest.mark.signstate
 CHAIN = "highlander-privval-test"
@@ -40,12 +40,12 @@ def processes() -> Iterator[list[CometNode | PrivvalProcess]]:
             process.stop()
 
 
-def chain(tmp_path: Path, trio: LocalTrio, processes: list[CometNode | PrivvalProcess], *,
+def chain(tmp_path: Path, replicas: LoopbackReplicas, processes: list[CometNode | PrivvalProcess], *,
           scheme: str = "tcp", extensions_height: int = 0) -> tuple[CometNode, PrivvalProcess]:  # fmt: skip
     """A node and a promoted signer for it, both started, the signer first."""
     node = CometNode(tmp_path, "node-a", scheme=scheme)
     node.init(CHAIN, extensions_height=extensions_height)
-    signer = PrivvalProcess(tmp_path / "signer-a", CHAIN, node.key_file, trio.socket("node-a"), [node.privval_laddr])
+    signer = PrivvalProcess(tmp_path / "signer-a", CHAIN, node.key_file, replicas.socket("node-a"), [node.privval_laddr])
     processes += [node, signer]
     signer.start()
     signer.wait_log("event=promoted")
@@ -54,22 +54,22 @@ def chain(tmp_path: Path, trio: LocalTrio, processes: list[CometNode | PrivvalPr
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "unix"])
-def test_blocks_are_signed_through_highlander_privval(tmp_path: Path, trio: LocalTrio, processes: list,
+def test_blocks_are_signed_through_highlander_privval(tmp_path: Path, replicas: LoopbackReplicas, processes: list,
                                                       scheme: str) -> None:  # type: ignore[type-arg]  # fmt: skip
-    node, signer = chain(tmp_path, trio, processes, scheme=scheme)
+    node, signer = chain(tmp_path, replicas, processes, scheme=scheme)
     height = node.wait_for_height(8)
     assert node.evidence(range(1, height + 1)) == []
     assert "event=signed" in signer.log_text() and "vote at=" in signer.log_text()
-    assert _register_height(trio, node) >= height  # every signature went through the register
+    assert _register_height(replicas, node) >= height  # every signature went through the register
 
 
-def _register_height(trio: LocalTrio, node: CometNode) -> int:
+def _register_height(replicas: LoopbackReplicas, node: CometNode) -> int:
     from highlander.privval.key import load_key
     from highlander.signstate.client import SignerClient
     from highlander.signstate.register import KeyId, Record
 
     key = KeyId(CHAIN, load_key(node.key_file).address)
-    with SignerClient(trio.socket("node-a")) as client:
+    with SignerClient(replicas.socket("node-a")) as client:
         records = [r for r in client.status(key).values() if isinstance(r, Record)]
     return max(r.hwm.height for r in records)
 
@@ -83,10 +83,10 @@ def test_node_does_not_start_without_a_signer(tmp_path: Path, processes: list) -
     assert "can't get pubkey" in node.log.read_text()
 
 
-def test_signer_for_another_chain_id_is_refused(tmp_path: Path, trio: LocalTrio, processes: list) -> None:  # type: ignore[type-arg]
+def test_signer_for_another_chain_id_is_refused(tmp_path: Path, replicas: LoopbackReplicas, processes: list) -> None:  # type: ignore[type-arg]
     node = CometNode(tmp_path, "node-a")
     node.init(CHAIN)
-    signer = PrivvalProcess(tmp_path / "signer", "another-chain", node.key_file, trio.socket("node-a"),
+    signer = PrivvalProcess(tmp_path / "signer", "another-chain", node.key_file, replicas.socket("node-a"),
                             [node.privval_laddr])  # fmt: skip
     processes += [node, signer]
     signer.start()
@@ -98,8 +98,8 @@ def test_signer_for_another_chain_id_is_refused(tmp_path: Path, trio: LocalTrio,
     assert "event=signed" not in signer.log_text()
 
 
-def test_signer_restart_continues_the_chain(tmp_path: Path, trio: LocalTrio, processes: list) -> None:  # type: ignore[type-arg]
-    node, signer = chain(tmp_path, trio, processes)
+def test_signer_restart_continues_the_chain(tmp_path: Path, replicas: LoopbackReplicas, processes: list) -> None:  # type: ignore[type-arg]
+    node, signer = chain(tmp_path, replicas, processes)
     node.wait_for_height(4)
     signer.stop()
     stopped_at = node.height()
@@ -109,8 +109,8 @@ def test_signer_restart_continues_the_chain(tmp_path: Path, trio: LocalTrio, pro
     assert signer.log_text().count("event=promoted") == 2
 
 
-def test_vote_extensions_enabled(tmp_path: Path, trio: LocalTrio, processes: list) -> None:  # type: ignore[type-arg]
-    node, _ = chain(tmp_path, trio, processes, extensions_height=2)
+def test_vote_extensions_enabled(tmp_path: Path, replicas: LoopbackReplicas, processes: list) -> None:  # type: ignore[type-arg]
+    node, _ = chain(tmp_path, replicas, processes, extensions_height=2)
     node.wait_for_height(8)
     assert node.running()
     assert "panic" not in node.log.read_text()
@@ -119,12 +119,12 @@ def test_vote_extensions_enabled(tmp_path: Path, trio: LocalTrio, processes: lis
     assert commit["commit"]["signatures"][0]["block_id_flag"] == 2  # type: ignore[index]
 
 
-def test_two_nodes_of_one_validator_share_one_signer(tmp_path: Path, trio: LocalTrio, processes: list) -> None:  # type: ignore[type-arg]
+def test_two_nodes_of_one_validator_share_one_signer(tmp_path: Path, replicas: LoopbackReplicas, processes: list) -> None:  # type: ignore[type-arg]
     first = CometNode(tmp_path, "node-a")
     first.init(CHAIN)
     second = CometNode(tmp_path, "node-b")
     second.init(CHAIN, genesis_from=first, peer=first)
-    signer = PrivvalProcess(tmp_path / "signer", CHAIN, first.key_file, trio.socket("node-a"),
+    signer = PrivvalProcess(tmp_path / "signer", CHAIN, first.key_file, replicas.socket("node-a"),
                             [first.privval_laddr, second.privval_laddr])  # fmt: skip
     processes += [first, second, signer]
     signer.start()
@@ -140,10 +140,10 @@ def test_two_nodes_of_one_validator_share_one_signer(tmp_path: Path, trio: Local
     assert "event=ALARM" not in log
 
 
-def test_another_signer_promoted_takes_over_the_chain(tmp_path: Path, trio: LocalTrio, processes: list) -> None:  # type: ignore[type-arg]
-    node, first = chain(tmp_path, trio, processes)
+def test_another_signer_promoted_takes_over_the_chain(tmp_path: Path, replicas: LoopbackReplicas, processes: list) -> None:  # type: ignore[type-arg]
+    node, first = chain(tmp_path, replicas, processes)
     node.wait_for_height(4)
-    second = PrivvalProcess(tmp_path / "signer-b", CHAIN, node.key_file, trio.socket("node-b"), [node.privval_laddr])
+    second = PrivvalProcess(tmp_path / "signer-b", CHAIN, node.key_file, replicas.socket("node-b"), [node.privval_laddr])
     processes.append(second)
     second.start()  # promoted at node-b: node-a's signer is superseded at its next advance
     second.wait_log("event=promoted")
@@ -154,7 +154,7 @@ def test_another_signer_promoted_takes_over_the_chain(tmp_path: Path, trio: Loca
     assert node.evidence(range(1, node.height() + 1)) == []
 
 
-def test_moving_from_filepv_continues_above_the_imported_mark(tmp_path: Path, trio: LocalTrio,
+def test_moving_from_filepv_continues_above_the_imported_mark(tmp_path: Path, replicas: LoopbackReplicas,
                                                               processes: list) -> None:  # type: ignore[type-arg]  # fmt: skip
     """The README's move: FilePV signs first; its state is imported into every
     replica and copied to the signer; the node then signs through the signer."""
@@ -164,7 +164,7 @@ def test_moving_from_filepv_continues_above_the_imported_mark(tmp_path: Path, tr
     import sys
 
     from highlander.privval.key import load_key
-    from highlander.signstate.localtrio import NODES
+    from highlander.lab.replicas import NODES
 
     node = CometNode(tmp_path, "node-a")
     node.init(CHAIN, remote_signer=False)
@@ -174,16 +174,16 @@ def test_moving_from_filepv_continues_above_the_imported_mark(tmp_path: Path, tr
     node.stop()
     address = load_key(node.key_file).address
 
-    trio.stop()
+    replicas.stop()
     for replica in NODES:
         subprocess.run(
-            [sys.executable, "-m", "highlander", "signstate", "import", "--config", str(trio.config(replica)),
+            [sys.executable, "-m", "highlander", "signstate", "import", "--config", str(replicas.config(replica)),
              "--chain-id", CHAIN, "--key-id", address, str(node.state_file)],
             check=True, capture_output=True,
         )  # fmt: skip
-    trio.start()
+    replicas.start()
     filepv_height = int(json.loads(node.state_file.read_text())["height"])
-    signer = PrivvalProcess(tmp_path / "signer", CHAIN, node.key_file, trio.socket("node-a"), [node.privval_laddr])
+    signer = PrivvalProcess(tmp_path / "signer", CHAIN, node.key_file, replicas.socket("node-a"), [node.privval_laddr])
     processes.append(signer)
     shutil.copy(node.state_file, signer.dir / "state.json")
     node.use_remote_signer()

@@ -13,21 +13,21 @@ import pytest
 from cometbft_support import CometNode, cometbft
 
 from highlander.adapters.waiting import wait_until
-from highlander.lab.cluster import LocalCluster
-from highlander.signstate.localtrio import LocalTrio
+from highlander.lab.one_node import OneNodeCluster
+from highlander.lab.replicas import LoopbackReplicas
 
 pytestmark = pytest.mark.cluster
 CHAIN = "highlander-privval-cluster"
 
 
-def role(cluster: LocalCluster) -> str | None:
+def role(cluster: OneNodeCluster) -> str | None:
     status = cluster.pacemaker.try_status()
     state = status.resource("privval") if status else None
     return state.role if state and state.active and not state.failed else None
 
 
 def test_pacemaker_promotes_the_signer_and_the_chain_advances(
-    one_node_cluster: LocalCluster, trio: LocalTrio, tmp_path: Path
+    one_node_cluster: OneNodeCluster, replicas: LoopbackReplicas, tmp_path: Path
 ) -> None:
     cometbft()
     node = CometNode(tmp_path, "node-a", scheme="unix")  # a Unix socket reaches into the node's namespace
@@ -40,7 +40,7 @@ def test_pacemaker_promotes_the_signer_and_the_chain_advances(
     config = signer_dir / "privval.toml"
     config.write_text(
         f'chain_id = "{CHAIN}"\nkey_file = "{key}"\nstate_file = "{signer_dir / "state.json"}"\n'
-        f'register = "{trio.socket("node-a")}"\nnodes = ["{node.privval_laddr}"]\n'
+        f'register = "{replicas.socket("node-a")}"\nnodes = ["{node.privval_laddr}"]\n'
         f'control = "{signer_dir / "control.sock"}"\n'
     )
     runner = one_node_cluster.runner

@@ -14,10 +14,10 @@ import pytest
 from cometbft_support import FakeNode, PrivvalProcess, fake_nodes, in_parallel
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from highlander.lab.replicas import LoopbackReplicas
 from highlander.privval import control, messages, schema, signbytes
 from highlander.privval.secretconn import raw_public
 from highlander.privval.transport import Connection
-from highlander.signstate.localtrio import LocalTrio
 
 pytestmark = pytest.mark.signstate
 CHAIN = "harness-chain"
@@ -32,11 +32,11 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path, trio: LocalTrio) -> Iterator[Harness]:
+def harness(tmp_path: Path, replicas: LoopbackReplicas) -> Iterator[Harness]:
     private = Ed25519PrivateKey.generate()
     key_file = support.write_key(tmp_path / "priv_validator_key.json", private)
     with fake_nodes(2) as nodes:
-        signer = PrivvalProcess(tmp_path / "signer", CHAIN, key_file, trio.socket("node-a"),
+        signer = PrivvalProcess(tmp_path / "signer", CHAIN, key_file, replicas.socket("node-a"),
                                 [node.laddr for node in nodes], max_height_gap=1000)  # fmt: skip
         try:
             signer.start()
@@ -140,12 +140,12 @@ def test_silent_peer_during_the_handshake_does_not_stop_the_other_node(harness: 
     stalled.close()
 
 
-def test_control_socket_promotes_and_demotes_a_running_signer(tmp_path: Path, trio: LocalTrio) -> None:
+def test_control_socket_promotes_and_demotes_a_running_signer(tmp_path: Path, replicas: LoopbackReplicas) -> None:
     private = Ed25519PrivateKey.generate()
     key_file = support.write_key(tmp_path / "priv_validator_key.json", private)
     control_path = tmp_path / "control.sock"
     with fake_nodes(1) as (node,):
-        signer = PrivvalProcess(tmp_path / "signer", CHAIN, key_file, trio.socket("node-a"), [node.laddr],
+        signer = PrivvalProcess(tmp_path / "signer", CHAIN, key_file, replicas.socket("node-a"), [node.laddr],
                                 control=str(control_path))  # fmt: skip
         try:
             signer.start(promote=False)

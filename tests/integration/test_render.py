@@ -21,10 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from highlander.adapters.runner import CommandRunner
+from highlander.adapters.runner import CommandRunner, system_env
 from highlander.commands import render as command
 from highlander.inventory import load
-from highlander.lab.node import system_env
 from highlander.problems import Problem
 from highlander.signstate.config import load_config
 

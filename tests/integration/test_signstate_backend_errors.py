@@ -17,8 +17,8 @@ from backends_support import HIGHLANDER, init
 
 from highlander.adapters.waiting import wait_until
 from highlander.signstate.client import Refused, Session, SignerClient
-from highlander.signstate.localstores import LocalEtcd, LocalPostgres, LocalStoreNodes
-from highlander.signstate.localtrio import free_ports
+from highlander.lab.stores import LocalEtcd, LocalPostgres, LocalStoreNodes
+from highlander.lab.replicas import free_ports
 from highlander.signstate.register import HRS, KeyId
 
 pytestmark = pytest.mark.signstate

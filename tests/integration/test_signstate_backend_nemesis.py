@@ -30,8 +30,8 @@ import pytest
 from backends_support import Arena, arena
 from signstate_support import Signers, check_journals
 
-from highlander.signstate.localstores import LocalEtcd, LocalPostgres
-from highlander.signstate.localtrio import NODES
+from highlander.lab.stores import LocalEtcd, LocalPostgres
+from highlander.lab.replicas import NODES
 
 pytestmark = pytest.mark.signstate
 

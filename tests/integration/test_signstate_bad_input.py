@@ -1,7 +1,7 @@
 """Hostile and broken input against real sign-state daemons.
 
 Three ``highlander signstate serve`` processes run on loopback (a
-:class:`LocalTrio`). The tests speak to node-a's peer port and to its local
+:class:`~highlander.lab.replicas.LoopbackReplicas`). The tests speak to node-a's peer port and to its local
 signer socket directly, byte by byte, the way a buggy or malicious peer or
 signer would:
 
@@ -35,9 +35,9 @@ import pytest
 from signstate_support import as_peer, exchange, frame, read_frame, tcp, tls
 
 from highlander.adapters.waiting import wait_until
+from highlander.lab.replicas import LoopbackReplicas
 from highlander.signstate import pki
 from highlander.signstate.client import SignerClient
-from highlander.signstate.localtrio import LocalTrio
 from highlander.signstate.register import HRS, MAX_COUNTER, MAX_HEIGHT, Ballot, KeyId, Record
 from highlander.signstate.wire import HEADER, MAX_FRAME, MAX_LINE, Request, request_document
 
@@ -49,18 +49,18 @@ CHAIN = "bad-input-1"
 _names = itertools.count(1)
 
 
-# --- the trio -------------------------------------------------------------------------------
+# --- the replicas ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTrio]:
+def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackReplicas]:
     """Three daemons for the whole module; stopped by PID even when a test fails."""
-    trio = LocalTrio(tmp_path_factory.mktemp("signstate-bad-input"), timeout=2.0)
+    replicas = LoopbackReplicas(tmp_path_factory.mktemp("signstate-bad-input"), timeout=2.0)
     try:
-        trio.start()
-        yield trio
+        replicas.start()
+        yield replicas
     finally:
-        trio.stop()
+        replicas.stop()
 
 
 class Marked(NamedTuple):
@@ -76,27 +76,27 @@ class Marked(NamedTuple):
         return Ballot(self.epoch, TARGET)
 
 
-def log_file(trio: LocalTrio, node: str = TARGET) -> Path:
-    return trio.state_dir(node) / "log"
+def log_file(replicas: LoopbackReplicas, node: str = TARGET) -> Path:
+    return replicas.state_dir(node) / "log"
 
 
-def snapshot(trio: LocalTrio, key: KeyId) -> tuple[object, ...]:
+def snapshot(replicas: LoopbackReplicas, key: KeyId) -> tuple[object, ...]:
     """node-a's record as its signer API reports it, and its log's bytes."""
-    with SignerClient(trio.socket(TARGET), timeout=TIMEOUT) as client:
+    with SignerClient(replicas.socket(TARGET), timeout=TIMEOUT) as client:
         records = client.status(key)
-    return records[TARGET], log_file(trio).read_bytes()
+    return records[TARGET], log_file(replicas).read_bytes()
 
 
-def assert_unchanged(trio: LocalTrio, marked: Marked) -> None:
-    assert snapshot(trio, marked.key) == marked.snapshot, "node-a's record changed"
+def assert_unchanged(replicas: LoopbackReplicas, marked: Marked) -> None:
+    assert snapshot(replicas, marked.key) == marked.snapshot, "node-a's record changed"
 
 
-def assert_serving(trio: LocalTrio) -> None:
+def assert_serving(replicas: LoopbackReplicas) -> None:
     """node-a's process is alive, and promote + advance through it succeed."""
-    process = trio.processes[TARGET]
-    assert process.poll() is None, f"node-a exited with {process.returncode}: {trio.log_tail(TARGET)}"
+    process = replicas.processes[TARGET]
+    assert process.poll() is None, f"node-a exited with {process.returncode}: {replicas.log_tail(TARGET)}"
     key = KeyId(CHAIN, f"alive-{next(_names)}")
-    with SignerClient(trio.socket(TARGET), timeout=TIMEOUT) as client:
+    with SignerClient(replicas.socket(TARGET), timeout=TIMEOUT) as client:
         session = client.promote(key)
         client.advance(key, session.epoch, HRS(1, 0, 1), "01")
         client.advance(key, session.epoch, HRS(1, 0, 2), "02")
@@ -104,18 +104,18 @@ def assert_serving(trio: LocalTrio) -> None:
 
 
 @pytest.fixture
-def marked(trio: LocalTrio) -> Iterator[Marked]:
+def marked(replicas: LoopbackReplicas) -> Iterator[Marked]:
     """A fresh key at mark 100/0/1; afterwards node-a must still serve."""
     key = KeyId(CHAIN, f"key-{next(_names)}")
-    with SignerClient(trio.socket(TARGET), timeout=TIMEOUT) as client:
+    with SignerClient(replicas.socket(TARGET), timeout=TIMEOUT) as client:
         session = client.promote(key)
         client.advance(key, session.epoch, HRS(100, 0, 1), "aa")
-    yield Marked(key, session.epoch, HRS(100, 0, 1), snapshot(trio, key))
-    assert_serving(trio)
+    yield Marked(key, session.epoch, HRS(100, 0, 1), snapshot(replicas, key))
+    assert_serving(replicas)
 
 
-def log_text(trio: LocalTrio, node: str = TARGET) -> str:
-    return trio.log(node).read_text(errors="replace")
+def log_text(replicas: LoopbackReplicas, node: str = TARGET) -> str:
+    return replicas.log(node).read_text(errors="replace")
 
 
 # --- speaking to node-a's peer port ----------------------------------------------------------
@@ -155,41 +155,41 @@ def assert_dropped(sock: ssl.SSLSocket | socket.socket) -> None:
     ],
     ids=["json-fragment", "malformed-json", "not-utf8", "oversized", "oversized-4g", "empty"],
 )
-def test_framing_errors_are_answered_then_dropped(trio: LocalTrio, marked: Marked, data: bytes, message: str) -> None:
-    with as_peer(trio) as sock:
+def test_framing_errors_are_answered_then_dropped(replicas: LoopbackReplicas, marked: Marked, data: bytes, message: str) -> None:
+    with as_peer(replicas) as sock:
         answer = exchange(sock, data)
         assert answer["id"] is None and answer["status"] == "ERROR" and message in str(answer["error"]), answer
         if "JSON" not in message:  # a whole frame that is not JSON keeps the framing; a bad length loses it
             assert_dropped(sock)
-    assert_unchanged(trio, marked)
+    assert_unchanged(replicas, marked)
 
 
-def test_truncated_frame_then_close_changes_nothing(trio: LocalTrio, marked: Marked) -> None:
+def test_truncated_frame_then_close_changes_nothing(replicas: LoopbackReplicas, marked: Marked) -> None:
     body = json.dumps(advance_request(marked)).encode()
-    with as_peer(trio) as sock:
+    with as_peer(replicas) as sock:
         sock.sendall(HEADER.pack(len(body)) + body[: len(body) // 2])
     # and a frame cut inside its header
-    with as_peer(trio) as sock:
+    with as_peer(replicas) as sock:
         sock.sendall(HEADER.pack(len(body))[:2])
-    assert_unchanged(trio, marked)
+    assert_unchanged(replicas, marked)
 
 
-def test_a_complete_frame_after_a_truncated_one_on_a_new_connection_works(trio: LocalTrio, marked: Marked) -> None:
+def test_a_complete_frame_after_a_truncated_one_on_a_new_connection_works(replicas: LoopbackReplicas, marked: Marked) -> None:
     body = json.dumps(advance_request(marked)).encode()
-    with as_peer(trio) as sock:
+    with as_peer(replicas) as sock:
         sock.sendall(HEADER.pack(len(body)) + body[:-1])
-    with as_peer(trio) as sock:
+    with as_peer(replicas) as sock:
         status = request_document(Request(7, "status", marked.key))
         answer = exchange(sock, frame(status))
     assert answer["status"] == "OK" and answer["id"] == 7
-    assert_unchanged(trio, marked)
+    assert_unchanged(replicas, marked)
 
 
-def test_deeply_nested_frame_is_refused_cleanly(trio: LocalTrio, marked: Marked) -> None:
-    before = log_text(trio).count("Traceback")
+def test_deeply_nested_frame_is_refused_cleanly(replicas: LoopbackReplicas, marked: Marked) -> None:
+    before = log_text(replicas).count("Traceback")
     body = b"[" * 8000 + b"]" * 8000
     assert len(body) <= MAX_FRAME
-    with as_peer(trio) as sock:
+    with as_peer(replicas) as sock:
         sock.sendall(HEADER.pack(len(body)) + body)
         try:
             answer = read_frame(sock)
@@ -197,12 +197,12 @@ def test_deeply_nested_frame_is_refused_cleanly(trio: LocalTrio, marked: Marked)
             answer = None  # dropped: allowed for a framing error
         if answer is not None:
             assert isinstance(answer, dict) and answer["status"] == "ERROR" and answer["error"]
-    assert_unchanged(trio, marked)
+    assert_unchanged(replicas, marked)
     # An ERROR answer or a quiet hang-up, not an unhandled exception in the daemon.
     # (A handler thread's traceback is printed after its socket is closed: give it time.)
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
-        assert log_text(trio).count("Traceback") == before, trio.log_tail(TARGET, 30)
+        assert log_text(replicas).count("Traceback") == before, replicas.log_tail(TARGET, 30)
         time.sleep(0.05)
 
 
@@ -250,10 +250,10 @@ BAD_REQUESTS: list[tuple[str, dict[str, object], str]] = [
 
 @pytest.mark.parametrize("changes, message", [b[1:] for b in BAD_REQUESTS], ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_request_is_answered_with_error_and_changes_nothing(
-    trio: LocalTrio, marked: Marked, changes: dict[str, object], message: str
+    replicas: LoopbackReplicas, marked: Marked, changes: dict[str, object], message: str
 ) -> None:
     document = changes["__document__"] if "__document__" in changes else advance_request(marked, 41, **changes)
-    with as_peer(trio) as sock:
+    with as_peer(replicas) as sock:
         answer = exchange(sock, frame(document))
         assert answer["status"] == "ERROR"
         assert message in str(answer["error"]), answer
@@ -265,16 +265,16 @@ def test_bad_request_is_answered_with_error_and_changes_nothing(
         # The connection stays usable: a request error does not lose the framing.
         status = exchange(sock, frame(request_document(Request(42, "status", marked.key))))
         assert status["status"] == "OK" and status["id"] == 42
-    assert_unchanged(trio, marked)
+    assert_unchanged(replicas, marked)
 
 
-def test_many_bad_requests_on_one_connection(trio: LocalTrio, marked: Marked) -> None:
-    with as_peer(trio) as sock:
+def test_many_bad_requests_on_one_connection(replicas: LoopbackReplicas, marked: Marked) -> None:
+    with as_peer(replicas) as sock:
         for number, (_, changes, message) in enumerate(BAD_REQUESTS * 3):
             document = changes.get("__document__") or advance_request(marked, number, **changes)
             answer = exchange(sock, frame(document))
             assert answer["status"] == "ERROR" and message in str(answer["error"])
-    assert_unchanged(trio, marked)
+    assert_unchanged(replicas, marked)
 
 
 # --- (b) unauthenticated ----------------------------------------------------------------------------
@@ -292,10 +292,10 @@ def _no_answer(sock: socket.socket, data: bytes) -> None:
     assert b"status" not in received, f"an unauthenticated client got an answer: {received!r}"
 
 
-def assert_rejected(trio: LocalTrio, connect: Callable[[], socket.socket], data: bytes) -> None:
+def assert_rejected(replicas: LoopbackReplicas, connect: Callable[[], socket.socket], data: bytes) -> None:
     """``data`` sent over ``connect()`` gets no answer, and node-a logs that *it*
     rejected the client (not merely that the client gave up on its own)."""
-    before = log_text(trio).count("event=rejected")
+    before = log_text(replicas).count("event=rejected")
     try:
         sock = connect()
     except (ssl.SSLError, OSError):
@@ -304,11 +304,11 @@ def assert_rejected(trio: LocalTrio, connect: Callable[[], socket.socket], data:
         with sock:
             _no_answer(sock, data)
     wait_until(
-        lambda: log_text(trio).count("event=rejected") > before, timeout=TIMEOUT, what="node-a to log the rejection"
+        lambda: log_text(replicas).count("event=rejected") > before, timeout=TIMEOUT, what="node-a to log the rejection"
     )
 
 
-def foreign_context(trio: LocalTrio, tmp_path: Path, node: str) -> ssl.SSLContext:
+def foreign_context(replicas: LoopbackReplicas, tmp_path: Path, node: str) -> ssl.SSLContext:
     """A client that trusts the cluster CA (so it does not abort first) but
     presents ``node``'s certificate issued by another CA."""
     other = tmp_path / "other-ca"
@@ -316,109 +316,109 @@ def foreign_context(trio: LocalTrio, tmp_path: Path, node: str) -> ssl.SSLContex
     pki.issue(other, node, addresses=["127.0.0.1"])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_verify_locations(cafile=str(trio.pki_dir / "ca.crt"))
+    context.load_verify_locations(cafile=str(replicas.pki_dir / "ca.crt"))
     key_path, cert_path = pki.node_paths(other, node)
     context.load_cert_chain(str(cert_path), str(key_path))
     return context
 
 
-def no_certificate_context(trio: LocalTrio) -> ssl.SSLContext:
+def no_certificate_context(replicas: LoopbackReplicas) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_verify_locations(cafile=str(trio.pki_dir / "ca.crt"))
+    context.load_verify_locations(cafile=str(replicas.pki_dir / "ca.crt"))
     return context
 
 
-def test_plain_tcp_is_rejected(trio: LocalTrio, marked: Marked) -> None:
-    assert_rejected(trio, lambda: tcp(trio), frame(advance_request(marked)))
-    assert_unchanged(trio, marked)
+def test_plain_tcp_is_rejected(replicas: LoopbackReplicas, marked: Marked) -> None:
+    assert_rejected(replicas, lambda: tcp(replicas), frame(advance_request(marked)))
+    assert_unchanged(replicas, marked)
 
 
-def test_tls_without_a_client_certificate_is_rejected(trio: LocalTrio, marked: Marked) -> None:
-    assert_rejected(trio, lambda: tls(trio, no_certificate_context(trio)), frame(advance_request(marked)))
-    assert_unchanged(trio, marked)
+def test_tls_without_a_client_certificate_is_rejected(replicas: LoopbackReplicas, marked: Marked) -> None:
+    assert_rejected(replicas, lambda: tls(replicas, no_certificate_context(replicas)), frame(advance_request(marked)))
+    assert_unchanged(replicas, marked)
 
 
-def test_certificate_of_another_ca_is_rejected(trio: LocalTrio, marked: Marked, tmp_path: Path) -> None:
-    context = foreign_context(trio, tmp_path, "node-b")  # the right name, the wrong CA
-    assert_rejected(trio, lambda: tls(trio, context), frame(advance_request(marked)))
-    assert_unchanged(trio, marked)
-    assert "event=rejected" in log_text(trio)
+def test_certificate_of_another_ca_is_rejected(replicas: LoopbackReplicas, marked: Marked, tmp_path: Path) -> None:
+    context = foreign_context(replicas, tmp_path, "node-b")  # the right name, the wrong CA
+    assert_rejected(replicas, lambda: tls(replicas, context), frame(advance_request(marked)))
+    assert_unchanged(replicas, marked)
+    assert "event=rejected" in log_text(replicas)
 
 
-def test_cluster_certificate_of_a_node_that_is_not_a_peer_is_rejected(trio: LocalTrio, marked: Marked) -> None:
-    key_path, _ = pki.node_paths(trio.pki_dir, "node-x")
+def test_cluster_certificate_of_a_node_that_is_not_a_peer_is_rejected(replicas: LoopbackReplicas, marked: Marked) -> None:
+    key_path, _ = pki.node_paths(replicas.pki_dir, "node-x")
     if not key_path.exists():
-        pki.issue(trio.pki_dir, "node-x", addresses=["127.0.0.1"])
-    assert_rejected(trio, lambda: as_peer(trio, "node-x"), frame(advance_request(marked)))
-    assert_unchanged(trio, marked)
-    assert "name=node-x reason=not-a-configured-peer" in log_text(trio)
+        pki.issue(replicas.pki_dir, "node-x", addresses=["127.0.0.1"])
+    assert_rejected(replicas, lambda: as_peer(replicas, "node-x"), frame(advance_request(marked)))
+    assert_unchanged(replicas, marked)
+    assert "name=node-x reason=not-a-configured-peer" in log_text(replicas)
 
 
-def test_the_nodes_own_certificate_is_not_a_peer(trio: LocalTrio, marked: Marked) -> None:
-    assert_rejected(trio, lambda: as_peer(trio, "node-a"), frame(advance_request(marked)))
-    assert_unchanged(trio, marked)
+def test_the_nodes_own_certificate_is_not_a_peer(replicas: LoopbackReplicas, marked: Marked) -> None:
+    assert_rejected(replicas, lambda: as_peer(replicas, "node-a"), frame(advance_request(marked)))
+    assert_unchanged(replicas, marked)
 
 
-def test_positive_control_the_same_request_from_a_peer_is_applied(trio: LocalTrio, marked: Marked) -> None:
+def test_positive_control_the_same_request_from_a_peer_is_applied(replicas: LoopbackReplicas, marked: Marked) -> None:
     """What the rejected clients sent would have moved the record: the tests above can fail."""
-    with as_peer(trio, "node-c") as sock:
+    with as_peer(replicas, "node-c") as sock:
         answer = exchange(sock, frame(advance_request(marked, 5, sender="node-c")))
     assert answer["status"] == "OK" and answer["id"] == 5
-    record, _ = snapshot(trio, marked.key)
+    record, _ = snapshot(replicas, marked.key)
     assert record == Record(Ballot(marked.epoch, "node-c"), HRS(100, 0, 2), "bb")
 
 
 # --- (c) replay ---------------------------------------------------------------------------------------
 
 
-def test_replayed_advance_changes_nothing(trio: LocalTrio, marked: Marked) -> None:
+def test_replayed_advance_changes_nothing(replicas: LoopbackReplicas, marked: Marked) -> None:
     step2 = frame(advance_request(marked, 1))  # 100/0/2
     step3 = frame(advance_request(marked, 2, step=3))  # 100/0/3
-    with as_peer(trio) as sock:
+    with as_peer(replicas) as sock:
         first = exchange(sock, step2)
         assert first["status"] == "OK"
-        applied = snapshot(trio, marked.key)
+        applied = snapshot(replicas, marked.key)
         assert applied[0] == Record(Ballot(marked.epoch, "node-b"), HRS(100, 0, 2), "bb")
 
         # The identical bytes again, on the same and on a new connection: an idempotent OK.
         assert exchange(sock, step2) == first
-    with as_peer(trio) as sock:
+    with as_peer(replicas) as sock:
         assert exchange(sock, step2) == first
-    assert snapshot(trio, marked.key) == applied  # not even written again
+    assert snapshot(replicas, marked.key) == applied  # not even written again
 
     # An older request after a newer one: REGRESSION, nothing moves back.
-    with as_peer(trio) as sock:
+    with as_peer(replicas) as sock:
         assert exchange(sock, step3)["status"] == "OK"
-        newer = snapshot(trio, marked.key)
+        newer = snapshot(replicas, marked.key)
         replay = exchange(sock, step2)
     assert replay["status"] == "REGRESSION"
     assert replay["record"]["step"] == 3  # type: ignore[index]
-    assert snapshot(trio, marked.key) == newer
+    assert snapshot(replicas, marked.key) == newer
 
 
-def test_replay_from_a_superseded_ballot_changes_nothing(trio: LocalTrio, marked: Marked) -> None:
+def test_replay_from_a_superseded_ballot_changes_nothing(replicas: LoopbackReplicas, marked: Marked) -> None:
     captured = frame(advance_request(marked, 9, height=200))  # would jump ahead, at an old ballot of node-b
     promise = frame(request_document(Request(10, "promise", marked.key, Ballot(marked.epoch, "node-b"))))
-    with SignerClient(trio.socket(TARGET), timeout=TIMEOUT) as client:
+    with SignerClient(replicas.socket(TARGET), timeout=TIMEOUT) as client:
         session = client.promote(marked.key)  # a failover: a newer ballot on a majority
     assert session.epoch > marked.epoch and session.hwm == marked.hwm
-    promoted = snapshot(trio, marked.key)
-    with as_peer(trio) as sock:
+    promoted = snapshot(replicas, marked.key)
+    with as_peer(replicas) as sock:
         stale = exchange(sock, captured)
         refused = exchange(sock, promise)
     assert stale["status"] == "STALE_EPOCH" and refused["status"] == "REFUSED"
-    assert snapshot(trio, marked.key) == promoted
+    assert snapshot(replicas, marked.key) == promoted
 
 
-def test_replayed_promise_changes_nothing(trio: LocalTrio, marked: Marked) -> None:
+def test_replayed_promise_changes_nothing(replicas: LoopbackReplicas, marked: Marked) -> None:
     promise = frame(request_document(Request(3, "promise", marked.key, Ballot(marked.epoch, "node-b"))))
-    with as_peer(trio) as sock:
+    with as_peer(replicas) as sock:
         assert exchange(sock, promise)["status"] == "OK"  # node-b's ballot of that counter is newer
-        promised = snapshot(trio, marked.key)
+        promised = snapshot(replicas, marked.key)
         assert exchange(sock, promise)["status"] == "REFUSED"  # promised already
         assert exchange(sock, promise)["status"] == "REFUSED"
-    assert snapshot(trio, marked.key) == promised
+    assert snapshot(replicas, marked.key) == promised
 
 
 # --- the local signer API ---------------------------------------------------------------------------
@@ -427,10 +427,10 @@ def test_replayed_promise_changes_nothing(trio: LocalTrio, marked: Marked) -> No
 class Line:
     """A raw connection to node-a's signer socket."""
 
-    def __init__(self, trio: LocalTrio) -> None:
+    def __init__(self, replicas: LoopbackReplicas) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(TIMEOUT)
-        self.sock.connect(str(trio.socket(TARGET)))
+        self.sock.connect(str(replicas.socket(TARGET)))
         self.reader = self.sock.makefile("rb")
 
     def send(self, data: bytes) -> dict[str, object] | None:
@@ -495,8 +495,8 @@ def _check_error(answer: dict[str, object] | None, message: str) -> None:
 
 
 @pytest.mark.parametrize("data, message", [b[1:] for b in BAD_LINES], ids=[b[0] for b in BAD_LINES])
-def test_signer_api_bad_line(trio: LocalTrio, marked: Marked, data: object, message: str) -> None:
-    conn = Line(trio)
+def test_signer_api_bad_line(replicas: LoopbackReplicas, marked: Marked, data: object, message: str) -> None:
+    conn = Line(replicas)
     try:
         _check_error(conn.send(data if isinstance(data, bytes) else line(data)), message)
         # the same connection still serves
@@ -504,12 +504,12 @@ def test_signer_api_bad_line(trio: LocalTrio, marked: Marked, data: object, mess
         assert answer is not None and answer["status"] == "OK" and answer["id"] == "s"
     finally:
         conn.close()
-    assert_unchanged(trio, marked)
+    assert_unchanged(replicas, marked)
 
 
 @pytest.mark.parametrize("changes, message", [b[1:] for b in BAD_ADVANCES], ids=[b[0] for b in BAD_ADVANCES])
-def test_signer_api_bad_advance(trio: LocalTrio, marked: Marked, changes: dict[str, object], message: str) -> None:
-    conn = Line(trio)
+def test_signer_api_bad_advance(replicas: LoopbackReplicas, marked: Marked, changes: dict[str, object], message: str) -> None:
+    conn = Line(replicas)
     try:
         if "__line__" in changes:
             _check_error(conn.send(changes["__line__"]), message)  # type: ignore[arg-type]
@@ -519,12 +519,12 @@ def test_signer_api_bad_advance(trio: LocalTrio, marked: Marked, changes: dict[s
         assert answer is not None and answer["id"] == 77
     finally:
         conn.close()
-    assert_unchanged(trio, marked)
+    assert_unchanged(replicas, marked)
 
 
-def test_signer_api_over_long_line(trio: LocalTrio, marked: Marked) -> None:
+def test_signer_api_over_long_line(replicas: LoopbackReplicas, marked: Marked) -> None:
     padding = "x" * (MAX_LINE + 100)
-    conn = Line(trio)
+    conn = Line(replicas)
     try:
         answer = conn.send(line(signer_advance(marked, padding=padding)))
         _check_error(answer, f"line longer than {MAX_LINE} bytes")
@@ -532,20 +532,20 @@ def test_signer_api_over_long_line(trio: LocalTrio, marked: Marked) -> None:
         assert conn.reader.readline() == b""
     finally:
         conn.close()
-    assert_unchanged(trio, marked)
+    assert_unchanged(replicas, marked)
 
 
-def test_signer_api_deeply_nested_line(trio: LocalTrio, marked: Marked) -> None:
-    conn = Line(trio)
+def test_signer_api_deeply_nested_line(replicas: LoopbackReplicas, marked: Marked) -> None:
+    conn = Line(replicas)
     try:
         _check_error(conn.send(b"[" * 10_000 + b"\n"), "nested too deeply")
     finally:
         conn.close()
-    assert_unchanged(trio, marked)
+    assert_unchanged(replicas, marked)
 
 
-def test_signer_api_many_bad_lines_on_one_connection(trio: LocalTrio, marked: Marked) -> None:
-    conn = Line(trio)
+def test_signer_api_many_bad_lines_on_one_connection(replicas: LoopbackReplicas, marked: Marked) -> None:
+    conn = Line(replicas)
     try:
         for _, data, message in BAD_LINES * 3:
             _check_error(conn.send(data if isinstance(data, bytes) else line(data)), message)
@@ -554,18 +554,18 @@ def test_signer_api_many_bad_lines_on_one_connection(trio: LocalTrio, marked: Ma
             _check_error(conn.send(data), message)  # type: ignore[arg-type]
     finally:
         conn.close()
-    assert_unchanged(trio, marked)
+    assert_unchanged(replicas, marked)
 
 
 # --- (d) afterwards -----------------------------------------------------------------------------------
 
 
-def test_after_everything_the_daemons_still_serve(trio: LocalTrio) -> None:
-    assert_serving(trio)
+def test_after_everything_the_daemons_still_serve(replicas: LoopbackReplicas) -> None:
+    assert_serving(replicas)
     for node in ("node-b", "node-c"):
-        assert trio.processes[node].poll() is None, trio.log_tail(node)
+        assert replicas.processes[node].poll() is None, replicas.log_tail(node)
     key = KeyId(CHAIN, "final")
-    with SignerClient(trio.socket(TARGET), timeout=TIMEOUT) as client:
+    with SignerClient(replicas.socket(TARGET), timeout=TIMEOUT) as client:
         session = client.promote(key)
         client.advance(key, session.epoch, HRS(5, 0, 1), "05")
         records = client.status(key)

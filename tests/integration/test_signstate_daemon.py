@@ -9,24 +9,24 @@ import sys
 
 import pytest
 
-from highlander.signstate.localtrio import LocalTrio
+from highlander.lab.replicas import LoopbackReplicas
 
 pytestmark = pytest.mark.signstate
 
 
-def test_sigterm_is_a_clean_shutdown(trio: LocalTrio) -> None:
-    daemon = trio.processes["node-a"]
+def test_sigterm_is_a_clean_shutdown(replicas: LoopbackReplicas) -> None:
+    daemon = replicas.processes["node-a"]
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=10) == 0
-    assert not trio.socket("node-a").exists()
-    assert "event=stopped" in trio.log_tail("node-a", 1)
+    assert not replicas.socket("node-a").exists()
+    assert "event=stopped" in replicas.log_tail("node-a", 1)
 
 
-def test_a_second_daemon_on_the_same_state_is_refused(trio: LocalTrio) -> None:
+def test_a_second_daemon_on_the_same_state_is_refused(replicas: LoopbackReplicas) -> None:
     second = subprocess.run(
-        [sys.executable, "-m", "highlander", "signstate", "serve", "--config", str(trio.config("node-a"))],
+        [sys.executable, "-m", "highlander", "signstate", "serve", "--config", str(replicas.config("node-a"))],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert second.returncode == 1
     assert "in use by another process" in second.stderr
-    assert trio.processes["node-a"].poll() is None  # the first one keeps serving
+    assert replicas.processes["node-a"].poll() is None  # the first one keeps serving

@@ -39,8 +39,8 @@ from typing import NamedTuple
 import pytest
 from signstate_support import FilePVSigners, Relay, Signers, check_journals, filepv_double_signs, relayed
 
+from highlander.lab.replicas import NODES, LoopbackReplicas
 from highlander.signstate.client import SignerClient
-from highlander.signstate.localtrio import NODES, LocalTrio
 
 pytestmark = pytest.mark.signstate
 
@@ -60,9 +60,9 @@ class Nemesis:
     :meth:`calm`.
     """
 
-    def __init__(self, trio: LocalTrio, relays: dict[tuple[str, str], Relay], signers: Signers,
+    def __init__(self, replicas: LoopbackReplicas, relays: dict[tuple[str, str], Relay], signers: Signers,
                  filepv: FilePVSigners, rng: random.Random, workdir: Path) -> None:  # fmt: skip
-        self.trio = trio
+        self.replicas = replicas
         self.relays = relays
         self.signers = signers
         self.filepv = filepv
@@ -109,7 +109,7 @@ class Nemesis:
 
     def kill_replica(self) -> None:
         node = self.rng.choice(NODES)
-        self.trio.kill(node)
+        self.replicas.kill(node)
         self.down.add(node)
         self.frozen.discard(node)
         self.note(f"kill -9 {node}")
@@ -117,21 +117,21 @@ class Nemesis:
     def restart_replica(self) -> None:
         if self.down:
             node = self.rng.choice(sorted(self.down))
-            self.trio.start(node)
+            self.replicas.start(node)
             self.down.discard(node)
             self.note(f"restart {node}")
 
     def freeze_replica(self) -> None:
         node = self.rng.choice([n for n in NODES if n not in self.down] or NODES)
         if node not in self.down:
-            self.trio.signal(node, signal.SIGSTOP)
+            self.replicas.signal(node, signal.SIGSTOP)
             self.frozen.add(node)
             self.note(f"SIGSTOP {node}")
 
     def wake_replica(self) -> None:
         if self.frozen:
             node = self.rng.choice(sorted(self.frozen))
-            self.trio.signal(node, signal.SIGCONT)
+            self.replicas.signal(node, signal.SIGCONT)
             self.frozen.discard(node)
             self.note(f"SIGCONT {node}")
 
@@ -141,7 +141,7 @@ class Nemesis:
             return  # nothing sound to copy
         copy = self.workdir / f"backup-{node}"
         shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(self.trio.state_dir(node), copy, ignore=shutil.ignore_patterns(".lock"))
+        shutil.copytree(self.replicas.state_dir(node), copy, ignore=shutil.ignore_patterns(".lock"))
         self.backups[node] = copy
         self.note(f"backup {node}")
 
@@ -149,14 +149,14 @@ class Nemesis:
         if self.lost is not None:
             return
         node = self.rng.choice(NODES)
-        self.trio.kill(node)
+        self.replicas.kill(node)
         self.frozen.discard(node)
-        shutil.rmtree(self.trio.state_dir(node))
+        shutil.rmtree(self.replicas.state_dir(node))
         how = "lost"
         if node in self.backups and self.rng.random() < 0.5:
-            shutil.copytree(self.backups[node], self.trio.state_dir(node))
+            shutil.copytree(self.backups[node], self.replicas.state_dir(node))
             how = "rolled back to its backup"
-        self.trio.start(node)
+        self.replicas.start(node)
         self.down.discard(node)
         self.lost = node
         self.note(f"{node}'s disk {how}")
@@ -165,7 +165,7 @@ class Nemesis:
         if self.lost is None or self.lost in self.down or self.lost in self.frozen:
             return
         try:
-            with SignerClient(self.trio.socket(self.lost), timeout=5) as client:
+            with SignerClient(self.replicas.socket(self.lost), timeout=5) as client:
                 if not client.ping()[1]:
                     self.note(f"{self.lost} was not lost after all (its backup was current)")
                 else:
@@ -209,9 +209,9 @@ class Nemesis:
         for relay in self.relays.values():
             relay.heal()
         for node in list(self.frozen):
-            self.trio.signal(node, signal.SIGCONT)
+            self.replicas.signal(node, signal.SIGCONT)
         for node in list(self.down):
-            self.trio.start(node)
+            self.replicas.start(node)
         self.frozen.clear()
         self.down.clear()
         deadline = time.monotonic() + 30
@@ -220,25 +220,25 @@ class Nemesis:
             time.sleep(0.5)
 
 
-Arena = tuple[LocalTrio, dict[tuple[str, str], Relay], Signers, FilePVSigners]
+Arena = tuple[LoopbackReplicas, dict[tuple[str, str], Relay], Signers, FilePVSigners]
 
 
 @pytest.fixture
 def arena(tmp_path: Path) -> Iterator[Arena]:
     """A relayed trio and its signers; everything stopped by PID, relays closed, whatever happens."""
-    trio = LocalTrio(tmp_path / "trio", timeout=0.5)
-    relays = relayed(trio, seed=1)
-    signers = Signers(tmp_path, trio)
-    filepv = FilePVSigners(tmp_path, trio, ("filepv-chain", "validator"))
+    replicas = LoopbackReplicas(tmp_path / "trio", timeout=0.5)
+    relays = relayed(replicas, seed=1)
+    signers = Signers(tmp_path, replicas)
+    filepv = FilePVSigners(tmp_path, replicas, ("filepv-chain", "validator"))
     try:
-        trio.start()
-        yield trio, relays, signers, filepv
+        replicas.start()
+        yield replicas, relays, signers, filepv
     finally:
         signers.stop_all()
         filepv.stop_all()
         for node in NODES:
-            trio.signal(node, signal.SIGCONT)
-        trio.stop()
+            replicas.signal(node, signal.SIGCONT)
+        replicas.stop()
         for relay in relays.values():
             relay.close()
 
@@ -251,10 +251,10 @@ class Outcome(NamedTuple):
 
 
 def run_nemesis(arena: Arena, seconds: float, workdir: Path, unguarded: bool = False) -> Outcome:
-    trio, relays, signers, filepv = arena
+    replicas, relays, signers, filepv = arena
     chosen = seed()
     print(f"nemesis seed {chosen} (HIGHLANDER_NEMESIS_SEED={chosen} repeats it)")
-    nemesis = Nemesis(trio, relays, signers, filepv, random.Random(chosen), workdir)
+    nemesis = Nemesis(replicas, relays, signers, filepv, random.Random(chosen), workdir)
     signers.start("node-a")
     filepv.start("node-b")
     if unguarded:

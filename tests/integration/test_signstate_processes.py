@@ -27,26 +27,26 @@ import pytest
 from signstate_support import BLOCK_TIME, CHAIN_ID, HIGHLANDER, KEY_ID, Signers, check_journals
 
 from highlander.adapters.waiting import wait_until
-from highlander.demo.signer import lateness
-from highlander.signstate.localtrio import NODES, LocalTrio, free_ports
+from highlander.drill.signer import lateness
+from highlander.lab.replicas import NODES, LoopbackReplicas, free_ports
 from highlander.signstate.register import HRS
 
 pytestmark = pytest.mark.signstate
 
 @pytest.fixture
-def trio(tmp_path: Path) -> Iterator[LocalTrio]:
+def replicas(tmp_path: Path) -> Iterator[LoopbackReplicas]:
     """Three sign-state daemons on loopback, stopped by PID whatever happens."""
-    trio = LocalTrio(tmp_path / "trio", timeout=1.0)
+    replicas = LoopbackReplicas(tmp_path / "trio", timeout=1.0)
     try:
-        trio.start()
-        yield trio
+        replicas.start()
+        yield replicas
     finally:
-        trio.stop()
+        replicas.stop()
 
 
 @pytest.fixture
-def signers(tmp_path: Path, trio: LocalTrio) -> Iterator[Signers]:
-    started = Signers(tmp_path, trio)
+def signers(tmp_path: Path, replicas: LoopbackReplicas) -> Iterator[Signers]:
+    started = Signers(tmp_path, replicas)
     try:
         yield started
     finally:
@@ -76,7 +76,7 @@ def assert_marks_continue(report: dict) -> None:  # type: ignore[type-arg]
         assert after["first"]["time"] > before["last"]["time"], (before, after)
 
 
-def test_crashes_of_replicas_and_signers_never_double_sign(trio: LocalTrio, signers: Signers) -> None:
+def test_crashes_of_replicas_and_signers_never_double_sign(replicas: LoopbackReplicas, signers: Signers) -> None:
     """(a) A few rounds of: kill -9 a replica and the active signer at random
     points, restart the replica and start a signer on another node."""
     rng = random.Random(0x4D1C)
@@ -84,7 +84,7 @@ def test_crashes_of_replicas_and_signers_never_double_sign(trio: LocalTrio, sign
     active.wait_entries(5)
     for _ in range(3):
         replica = rng.choice(NODES)
-        crashes: list[Callable[[], None]] = [partial(trio.kill, replica), active.kill]
+        crashes: list[Callable[[], None]] = [partial(replicas.kill, replica), active.kill]
         rng.shuffle(crashes)
         for crash in crashes:
             time.sleep(rng.uniform(0, 0.3))
@@ -92,11 +92,11 @@ def test_crashes_of_replicas_and_signers_never_double_sign(trio: LocalTrio, sign
         successor = rng.choice([n for n in NODES if n != active.node])
         restart_first = rng.random() < 0.5
         if restart_first:
-            trio.start(replica)
+            replicas.start(replica)
         active = signers.start(successor)  # promotes with two replicas when the third is still down
         if not restart_first:
             time.sleep(rng.uniform(0, 0.3))
-            trio.start(replica)
+            replicas.start(replica)
         active.wait_entries(5)
     assert active.terminate() == 0, signers.logs()
 
@@ -109,7 +109,7 @@ def test_crashes_of_replicas_and_signers_never_double_sign(trio: LocalTrio, sign
     assert_marks_continue(report)
 
 
-def test_a_frozen_signer_is_superseded_and_signs_nothing_more(trio: LocalTrio, signers: Signers) -> None:
+def test_a_frozen_signer_is_superseded_and_signs_nothing_more(replicas: LoopbackReplicas, signers: Signers) -> None:
     """(b) SIGSTOP the active signer, promote another, SIGCONT the first:
     its next advance is refused with STALE_EPOCH and it exits with 3."""
     first = signers.start("node-a")
@@ -143,16 +143,16 @@ def _highlander(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*HIGHLANDER, *args], check=False, capture_output=True, text=True, timeout=60)
 
 
-def test_without_a_majority_nothing_is_promoted_or_signed(trio: LocalTrio, signers: Signers) -> None:
+def test_without_a_majority_nothing_is_promoted_or_signed(replicas: LoopbackReplicas, signers: Signers) -> None:
     """(c) With two replicas down, promote and advance fail and say why;
     a signer waits, signs nothing, and starts once a majority is back."""
-    key = ["--socket", str(trio.socket("node-a")), "--chain-id", CHAIN_ID, "--key-id", KEY_ID]
+    key = ["--socket", str(replicas.socket("node-a")), "--chain-id", CHAIN_ID, "--key-id", KEY_ID]
     promoted = _highlander("signstate", "promote", *key)
     assert promoted.returncode == 0, promoted.stderr
     epoch = json.loads(promoted.stdout)["epoch"]
 
-    trio.kill("node-b")
-    trio.kill("node-c")
+    replicas.kill("node-b")
+    replicas.kill("node-c")
     # The advance first: a promotion, even a failed one, raises the local
     # replica's promise above ``epoch``, and the advance would be STALE_EPOCH.
     advance = _highlander(
@@ -178,7 +178,7 @@ def test_without_a_majority_nothing_is_promoted_or_signed(trio: LocalTrio, signe
     assert sync == {"latest_block_height": "0", "catching_up": True}
     assert waiting.entries() == []
 
-    trio.start("node-b")
+    replicas.start("node-b")
     signed = waiting.wait_entries(3)
     assert signed[0].epoch > epoch
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as answer:

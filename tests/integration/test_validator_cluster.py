@@ -8,20 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from highlander.commands import demo
-from highlander.demo import journals
-from highlander.lab.cluster import LocalCluster
-from highlander.signstate.localtrio import LocalTrio
+from highlander.drill.journal import check_journals
+from highlander.lab import demo
+from highlander.lab.one_node import OneNodeCluster
+from highlander.lab.replicas import LoopbackReplicas
 
 pytestmark = pytest.mark.cluster
 
 
 def test_pacemaker_recovers_a_killed_validator(
-    one_node_cluster: LocalCluster, trio: LocalTrio, tmp_path: Path
+    one_node_cluster: OneNodeCluster, replicas: LoopbackReplicas, tmp_path: Path
 ) -> None:
     runner = one_node_cluster.runner
     journal = tmp_path / "journal.jsonl"
-    demo.create_validator(runner, trio.socket("node-a"), journal)
+    demo.create_validator(runner, replicas.socket("node-a"), journal)
     status = demo.wait_started(one_node_cluster.pacemaker)
     assert status.started_on(demo.RESOURCE) == ("node1",)
     assert status.resource(demo.RESOURCE).agent == "ocf:highlander:validator"
@@ -38,16 +38,16 @@ def test_pacemaker_recovers_a_killed_validator(
     probe = f"from highlander.adapters.health import check_url; print(check_url({url!r}, 5))"
     assert "catching_up=False" in runner.run([sys.executable, "-c", probe], check=True).stdout
     # Two signers (before and after the crash), two epochs, no double sign.
-    report = journals.check_journals([journal])
+    report = check_journals([journal])
     assert report.ok and not report.regressions
     assert len({s.epoch for s in report.signers}) == 2
 
 
 def test_stopping_the_resource_leaves_no_daemon(
-    one_node_cluster: LocalCluster, trio: LocalTrio, tmp_path: Path
+    one_node_cluster: OneNodeCluster, replicas: LoopbackReplicas, tmp_path: Path
 ) -> None:
     runner = one_node_cluster.runner
-    demo.create_validator(runner, trio.socket("node-a"), tmp_path / "journal.jsonl")
+    demo.create_validator(runner, replicas.socket("node-a"), tmp_path / "journal.jsonl")
     demo.wait_started(one_node_cluster.pacemaker)
     pid = demo.daemon_pid(runner)
     assert pid is not None

@@ -22,15 +22,17 @@ ALL_COMMANDS = [
     "fence", "install", "lab", "privval", "render", "signstate",
 ]  # fmt: skip
 
-# Resolve demo-signer in a fresh interpreter and print the heavy modules it pulled in.
+# Resolve demo-signer in a fresh interpreter and print the heavy modules it pulled in:
+# of the drills only the workload itself (the drill package's face, the signer, the chain).
 PROBE = """
 import sys
 import click
 from highlander.cli import main
 command = main.get_command(click.Context(main), "demo-signer")
 assert command is not None and command.name == "demo-signer", command
-heavy = ("highlander.drill", "highlander.lab", "highlander.cli.drill")
-print(" ".join(name for name in heavy if name in sys.modules))
+light = {"highlander.drill", "highlander.drill.signer", "highlander.drill.chain"}
+heavy = ("highlander.drill.", "highlander.lab", "highlander.cli.drill")
+print(" ".join(name for name in sorted(sys.modules) if name.startswith(heavy) and name not in light))
 """
 
 

@@ -11,8 +11,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from highlander.demo.journals import Entry
 from highlander.drill import measure
+from highlander.drill.journal import Entry
 from highlander.drill.scenarios import SCENARIOS, is_signer, unmet
 from highlander.signstate.register import HRS
 

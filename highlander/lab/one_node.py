@@ -1,103 +1,40 @@
 """A real one-node Pacemaker/Corosync cluster on loopback, in namespaces.
 
 For the single-node demo and for integration tests of the agents: one
-:class:`~highlander.lab.node.Node` with corosync bound to 127.0.0.1 inside
-its own network namespace. The configuration helpers here (corosync.conf
-from ``templates/corosync.conf.j2``, the authkey, the seeded CIB) are the
-ones the three-node lab uses for each of its nodes.
+:class:`~highlander.lab.node.NamespacedNode` with corosync bound to 127.0.0.1 inside
+its own network namespace, configured with the files of
+:mod:`highlander.lab.cluster_files` like each node of the three-node lab.
 """
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
-import pwd
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
-from highlander import templates
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
-from highlander.adapters.runner import CommandRunner
+from highlander.adapters.runner import CommandRunner, system_env
 from highlander.adapters.waiting import wait_until
-from highlander.lab.node import (
-    CLUSTER_GROUP,
-    CLUSTER_USER,
-    Node,
-    NodeError,
-    system_env,
+from highlander.lab.cluster_files import (
+    AUTHKEY,
+    CIB_XML,
+    COROSYNC_CONF,
+    CorosyncNode,
+    generate_authkey,
+    render_corosync_conf,
+    seed_cib,
 )
+from highlander.lab.node import NamespacedNode, NodeError
 
 log = logging.getLogger(__name__)
-
-COROSYNC_CONF = "/etc/corosync/corosync.conf"
-AUTHKEY = "/etc/corosync/authkey"
-CIB_XML = "/var/lib/pacemaker/cib/cib.xml"
 
 
 class ClusterError(RuntimeError):
     """The cluster did not come up (or could not be configured)."""
 
 
-class CorosyncNode(NamedTuple):
-    """One entry of corosync.conf's nodelist."""
-
-    name: str
-    nodeid: int
-    ring0_addr: str
-
-
-def render_corosync_conf(
-    cluster_name: str,
-    nodes: Sequence[CorosyncNode],
-    *,
-    token_ms: int = 3000,
-    **extra: object,
-) -> str:
-    """corosync.conf for ``nodes``, rendered from the shared template."""
-    return templates.render(
-        "corosync.conf.j2",
-        cluster_name=cluster_name,
-        nodes=[node._asdict() for node in nodes],
-        token_ms=token_ms,
-        **extra,
-    )
-
-
-def generate_authkey(runner: CommandRunner, path: Path) -> None:
-    """A new corosync authkey at ``path``, readable by root only.
-
-    ``-l`` reads /dev/urandom, so a lab never blocks waiting for entropy.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    runner.run(["corosync-keygen", "-l", "-k", str(path)], check=True)
-    os.chmod(path, 0o400)
-
-
-def seed_cib(runner: CommandRunner, path: Path, properties: Mapping[str, str]) -> None:
-    """Write an initial CIB with cluster ``properties`` before the node first boots.
-
-    Some properties matter before the cluster can be asked for anything:
-    ``dc-deadtime`` decides how long a booting controller waits for a DC
-    before it holds an election itself (20 s by default). Pacemaker's own
-    tools write the file, so it always matches the installed schema;
-    pacemaker-based accepts a CIB without a digest file on first read.
-    """
-    xml = runner.run(["cibadmin", "--empty"], check=True).stdout
-    path.write_text(xml)
-    for name, value in properties.items():
-        runner.run(
-            ["crm_attribute", "--type", "crm_config", "--name", name, "--update", value],
-            env={"CIB_file": str(path)},
-            check=True,
-        )
-    os.chown(path, pwd.getpwnam(CLUSTER_USER).pw_uid, grp.getgrnam(CLUSTER_GROUP).gr_gid)
-    os.chmod(path, 0o600)
-
-
-class LocalCluster:
+class OneNodeCluster:
     """A one-node cluster in ``workdir``; :meth:`stop` it whatever happens.
 
     ``disable_stonith`` sets ``stonith-enabled=false`` after the DC is
@@ -127,11 +64,11 @@ class LocalCluster:
         self.disable_stonith = disable_stonith
         self.start_timeout = start_timeout
         self.host = runner or CommandRunner(env=system_env())
-        self.node = Node(node_name, self.workdir / node_name, run_id=run_id, runner=self.host)
+        self.node = NamespacedNode(node_name, self.workdir / node_name, run_id=run_id, runner=self.host)
         self.startup_seconds: float | None = None
 
     def __repr__(self) -> str:
-        return f"LocalCluster({self.cluster_name!r}, node={self.node!r})"
+        return f"OneNodeCluster({self.cluster_name!r}, node={self.node!r})"
 
     @property
     def runner(self) -> CommandRunner:

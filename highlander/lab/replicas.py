@@ -1,10 +1,10 @@
-"""Three sign-state daemons on loopback, as real processes.
+"""Three sign-state replicas on loopback, as real processes: a harness, not a rollout.
 
 For the demo, the tests and the benchmarks: a cluster CA and node
 certificates, one configuration and state directory per node, and one
 ``highlander signstate serve`` process per node, each stopped by its PID.
 Nodes can be killed (SIGKILL, a crash), stopped (SIGSTOP) and restarted
-to exercise the register the way a failing trio would.
+to exercise the register the way failing replicas would.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-class LocalTrio:
+class LoopbackReplicas:
     """Daemons for :data:`NODES` under ``workdir``; :meth:`stop` them whatever happens."""
 
     def __init__(self, workdir: Path, *, timeout: float = 1.0) -> None:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
 from highlander.adapters.runner import CommandRunner
-from highlander.demo import journals
-from highlander.lab.cluster import LocalCluster
-from highlander.signstate.localtrio import LocalTrio
+from highlander.drill.journal import check_journals
+from highlander.lab.one_node import OneNodeCluster
+from highlander.lab.replicas import LoopbackReplicas
 
 RESOURCE = "validator"
 PIDFILE = "/run/highlander/demo-signer.pid"
@@ -101,13 +101,13 @@ def run(say: Callable[[str], None]) -> None:
     """The whole demo; everything it started is stopped when it ends,
     fails or is interrupted."""
     workdir = Path(tempfile.mkdtemp(prefix="highlander-demo-"))
-    trio = LocalTrio(workdir / "signstate")
-    cluster = LocalCluster(workdir, cluster_name="highlander-demo", node_name="demo1", disable_stonith=True)
+    replicas = LoopbackReplicas(workdir / "signstate")
+    cluster = OneNodeCluster(workdir, cluster_name="highlander-demo", node_name="demo1", disable_stonith=True)
     journal = workdir / "journal-demo1.jsonl"
-    socket = trio.socket("node-a")
+    socket = replicas.socket("node-a")
     try:
         say("Starting three sign-state replicas on loopback (mutual TLS under a fresh cluster CA) ...")
-        trio.start()
+        replicas.start()
         say("Starting a one-node Pacemaker/Corosync cluster in its own namespaces ...")
         say("(one node has nobody to fence, so this demo alone runs with stonith-enabled=false)")
         cluster.start()
@@ -123,7 +123,7 @@ def run(say: Callable[[str], None]) -> None:
         time.sleep(2)  # a few more signatures for the journal
         say(cluster.pacemaker.show())
         say("Checking the signature journal for double signs:")
-        report = journals.check_journals([journal])
+        report = check_journals([journal])
         for line in report.lines():
             say(f"  {line}")
         if not report.ok:
@@ -134,6 +134,6 @@ def run(say: Callable[[str], None]) -> None:
     finally:
         say("Stopping the cluster and the sign-state replicas ...")
         cluster.stop()
-        trio.stop()
+        replicas.stop()
     shutil.rmtree(workdir, ignore_errors=True)
     say("Done: every process, namespace and mount the demo started is gone.")

@@ -1,6 +1,6 @@
 """Real etcd and PostgreSQL servers on loopback, and sign-state daemons that use them.
 
-For the tests and the benchmarks, like :mod:`.localtrio`: a three-member
+For the tests and the benchmarks, like :mod:`.replicas`: a three-member
 etcd cluster (Debian's ``etcd-server``) and a PostgreSQL cluster made with
 ``initdb`` in a temporary directory (Debian's ``postgresql``), each server
 a process of ours, stopped by its PID. Both speak TLS with certificates of a
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from highlander.adapters.waiting import wait_until
 from highlander.signstate import pki
-from highlander.signstate.localtrio import NODES, LocalTrio, free_ports
+from highlander.lab.replicas import NODES, LoopbackReplicas, free_ports
 
 PASSWORD = "signstate-password"
 USER = "highlander"
@@ -276,10 +276,10 @@ def _postgres_bin() -> Path:
     return Path(found[-1]).parent
 
 
-class LocalStoreNodes(LocalTrio):
+class LocalStoreNodes(LoopbackReplicas):
     """A sign-state daemon on each of :data:`NODES`, all on one external store.
 
-    The same processes as :class:`LocalTrio` (start, kill, signal, stop by
+    The same processes as :class:`LoopbackReplicas` (start, kill, signal, stop by
     PID), configured with ``store_toml`` instead of the trio's fields.
     """
 
@@ -299,16 +299,16 @@ class LocalStoreNodes(LocalTrio):
 @contextmanager
 def local_register(
     backend: str, workdir: Path, timeout: float = 1.0
-) -> Iterator[tuple[LocalTrio, LocalEtcd | LocalPostgres | None]]:
+) -> Iterator[tuple[LoopbackReplicas, LocalEtcd | LocalPostgres | None]]:
     """The register of ``backend`` ("trio", "etcd", "postgresql") with a daemon on each
     node, the store's schema initialised; everything stopped by PID whatever happens."""
     from highlander.commands.signstate import init
 
     store: LocalEtcd | LocalPostgres | None = None
-    nodes: LocalTrio | None = None
+    nodes: LoopbackReplicas | None = None
     try:
         if backend == "trio":
-            nodes = LocalTrio(workdir / "trio", timeout=timeout)
+            nodes = LoopbackReplicas(workdir / "trio", timeout=timeout)
         else:
             store = LocalEtcd(workdir / "etcd") if backend == "etcd" else LocalPostgres(workdir / "postgres")
             store.start()

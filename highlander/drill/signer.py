@@ -42,7 +42,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from highlander.demo.chain import _handler as status_handler
+from highlander.drill.chain import _handler as status_handler
 from highlander.signstate.client import (
     Conflict,
     Refused,
@@ -52,7 +52,7 @@ from highlander.signstate.client import (
 )
 from highlander.signstate.register import HRS, NO_QUORUM, STEPS, ZERO, KeyId
 
-log = logging.getLogger("highlander.demo.signer")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Exit statuses (documented in the CLI help).

@@ -1,7 +1,7 @@
 """``highlander check-journals``: what the signers' journals prove, in pure functions.
 
 Each ``demo-signer`` appends one JSON line per signature (see
-:mod:`highlander.demo.signer`). Across all journals of a run this finds:
+:mod:`highlander.drill.signer`). Across all journals of a run this finds:
 
 - **double signs**: the same key signed the same height/round/step with
   different digests — the one thing highlander exists to prevent;

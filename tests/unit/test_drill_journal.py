@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from highlander.cli import main
-from highlander.demo.journals import JournalError, check_journals, parse_journal
+from highlander.drill.journal import JournalError, check_journals, parse_journal
 from highlander.signstate.register import HRS
 
 KEY = "chain-1/validator"

@@ -22,12 +22,14 @@ from highlander.adapters.runner import Runs
 from highlander.drill import evidence
 from highlander.drill.site import FAILURES, Undo, at_once
 from highlander.inventory import load
-from highlander.lab import trio
-from highlander.lab.node import NODE_LOG, RECORD_FILE, init_alive, processes_in
+from highlander.lab import controls
+from highlander.lab.node import NODE_LOG, RECORD_FILE, init_alive, processes_in, same_process, start_time
+from highlander.lab.plan import load_plan
+from highlander.lab.records import EVENTS_FILE, STATE_FILE, SUPERVISOR_LOG, LabError
 
 # The lab's own account, kept with a failure's evidence: its events (power cuts
 # and boots as the BMC hooks saw them), its supervisor's log, every BMC's power events.
-LAB_FILES = (trio.EVENTS_FILE, trio.SUPERVISOR_LOG, trio.STATE_FILE, "bmc/*/events.log")
+LAB_FILES = (EVENTS_FILE, SUPERVISOR_LOG, STATE_FILE, "bmc/*/events.log")
 
 
 class LabSite:
@@ -37,7 +39,7 @@ class LabSite:
 
     def __init__(self, directory: Path, say: Callable[[str], None] = print) -> None:
         self.directory = directory.absolute()
-        self.plan, _ = trio.load_plan(self.directory)
+        self.plan, _ = load_plan(self.directory)
         self.inventory = load(self.plan.inventory)
         self.say = say
 
@@ -48,18 +50,18 @@ class LabSite:
 
     def status(self, avoid: str | None = None) -> ClusterStatus | None:
         for node in self.plan.nodes:
-            if node.name == avoid or trio.node_init(self.directory, node.name) is None:
+            if node.name == avoid or controls.node_init(self.directory, node.name) is None:
                 continue
             try:
-                status = Pacemaker(trio.node_runner(self.directory, node.name)).try_status()
-            except trio.LabError:
+                status = Pacemaker(controls.node_runner(self.directory, node.name)).try_status()
+            except LabError:
                 continue
             if status is not None:
                 return status
         return None
 
     def runner(self, name: str) -> Runs:
-        return trio.node_runner(self.directory, name)
+        return controls.node_runner(self.directory, name)
 
     def _path(self, name: str, path: str) -> Path:
         return self.directory / "nodes" / name / "root" / path.lstrip("/")
@@ -89,7 +91,7 @@ class LabSite:
         for node in self.plan.nodes:
             mine = folder / node.name
             mine.mkdir(parents=True, exist_ok=True)
-            if trio.node_init(self.directory, node.name) is None:
+            if controls.node_init(self.directory, node.name) is None:
                 problems.append(f"{node.name}: powered off: no crm_mon, cibadmin or crm_simulate from it")
             else:
                 problems += evidence.node_commands(self.runner(node.name), mine)
@@ -111,7 +113,7 @@ class LabSite:
         """``chassis power ACTION`` on each BMC; for "off", when each BMC recorded it
         (its hook had killed the node by then)."""
         asked = time.time()
-        at_once(lambda name: trio.bmc_chassis(self.directory, name, action), names)
+        at_once(lambda name: controls.bmc_chassis(self.directory, name, action), names)
         return [self._off_time(name, asked - 1) or time.time() for name in names] if action == "off" else []
 
     def _off_time(self, name: str, since: float) -> float | None:
@@ -126,7 +128,7 @@ class LabSite:
         return None
 
     def power_state(self, name: str) -> str:
-        return trio.bmc_power(self.directory, name)
+        return controls.bmc_power(self.directory, name)
 
     # -- failures --
 
@@ -145,23 +147,23 @@ class LabSite:
         what fencing left of them."""
         record = json.loads((self.directory / "nodes" / target / RECORD_FILE).read_text())
         if not init_alive(record):
-            raise trio.LabError(f"{target} is not running: nothing to freeze")
+            raise LabError(f"{target} is not running: nothing to freeze")
         frozen = []
         for pid in processes_in(record["pid_namespace"]):
-            started = trio.start_time(pid)
+            started = start_time(pid)
             try:
                 os.kill(pid, signal.SIGSTOP)
                 frozen.append((pid, started))
             except ProcessLookupError:
                 pass
         if not frozen:
-            raise trio.LabError(f"{target} has no process to freeze")
+            raise LabError(f"{target} has no process to freeze")
         cut = time.time()
 
         def undo() -> dict[str, Any]:
             thawed = 0
             for pid, started in frozen:
-                if trio.same_process(pid, started):
+                if same_process(pid, started):
                     try:
                         os.kill(pid, signal.SIGCONT)
                         thawed += 1
@@ -174,27 +176,27 @@ class LabSite:
         return cut, undo
 
     def _pull_cable(self, target: str) -> tuple[float, Undo | None]:
-        trio.set_link(self.directory, target, up=False)
+        controls.set_link(self.directory, target, up=False)
         cut = time.time()
 
         def undo() -> dict[str, Any]:
-            trio.set_link(self.directory, target, up=True)
+            controls.set_link(self.directory, target, up=True)
             self.say(f"  {target}'s cable is back after {time.time() - cut:.1f} s")
             return {"link_restored": time.time()}
 
         return cut, undo
 
     def _silence_bmc(self, target: str) -> tuple[float, Undo | None]:
-        trio.freeze_bmc(self.directory, target, frozen=True)
+        controls.freeze_bmc(self.directory, target, frozen=True)
         try:
-            trio.kill_node(self.directory, target)
+            controls.kill_node(self.directory, target)
         except BaseException:
-            trio.freeze_bmc(self.directory, target, frozen=False)
+            controls.freeze_bmc(self.directory, target, frozen=False)
             raise
         cut = time.time()
 
         def undo() -> dict[str, Any]:
-            trio.freeze_bmc(self.directory, target, frozen=False)
+            controls.freeze_bmc(self.directory, target, frozen=False)
             self.say(f"  {target}'s BMC answers again after {time.time() - cut:.1f} s")
             return {"restored": time.time()}
 
