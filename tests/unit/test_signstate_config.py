@@ -102,8 +102,8 @@ def test_addresses_print_back() -> None:
 def test_unknown_setting_is_named_with_the_known_ones() -> None:
     problem = refused(document(listen_port=7480, Timeout=3), CONFIG_UNKNOWN_SETTING, "")
     assert problem.message == (
-        "unknown setting(s) Timeout, listen_port (known: backend, etcd, listen, node, peers, pki_dir, postgresql, "
-        "socket, socket_group, state_dir, timeout)"
+        "unknown setting(s) Timeout, listen_port (known: backend, etcd, listen, metrics, node, peers, pki_dir, "
+        "postgresql, socket, socket_group, state_dir, timeout)"
     )
 
 
