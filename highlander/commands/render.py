@@ -58,6 +58,8 @@ from highlander.problems import Problem, ProblemError
 
 SECRETS_DIR = "/etc/highlander/secrets"
 SIGNSTATE_CONFIG = "/etc/highlander/signstate.toml"
+# How long a promoted signer may go without signing before HighlanderNoSignature fires.
+NO_SIGNATURE_SECONDS = 60
 QNETD_PORT = 5403
 # How the CIB is loaded (once, on one member): the configuration section only, so that the live
 # CIB's version counters go on from where they are (a whole-CIB replace with a lower epoch is refused).
@@ -90,7 +92,9 @@ class RenderError(ProblemError, RuntimeError):
 
 @dataclass(frozen=True)
 class RenderedFile:
-    """One file for one node: ``DIR/<node>/<name>``, bound for ``destination``."""
+    """One file for one node: ``DIR/<node>/<name>``, bound for ``destination``;
+    or, with no node, one for the cluster as a whole: ``DIR/<name>`` (the alert
+    rules, for whatever Prometheus watches the cluster)."""
 
     node: str
     name: str
@@ -100,7 +104,7 @@ class RenderedFile:
 
     @property
     def relative(self) -> Path:
-        return Path(self.node, self.name)
+        return Path(self.node, self.name) if self.node else Path(self.name)
 
 
 # --- the template variables ----------------------------------------------------
@@ -173,6 +177,7 @@ def signstate_context(inventory: Inventory, node: str) -> dict[str, object]:
         "signstate": {
             "port": s.port, "state_dir": s.state_dir, "pki_dir": s.pki_dir, "socket": s.socket,
             "socket_group": s.socket_group, "backend": s.backend, "store": dict(s.store or {}),
+            "metrics": s.metrics,
         },
     }
 
@@ -217,6 +222,8 @@ def render_files(inventory: Inventory) -> list[RenderedFile]:
             )
             files.append(RenderedFile(node.name, "corosync-qnetd", "/etc/default/corosync-qnetd", qnetd))
         files.append(RenderedFile(node.name, "signstate.toml", SIGNSTATE_CONFIG, signstate))
+    alerts = templates.render("alerts.yml.j2", cluster=inventory.cluster_name, no_signature_seconds=NO_SIGNATURE_SECONDS)
+    files.append(RenderedFile("", "alerts.yml", "", alerts))
     return files
 
 

@@ -34,6 +34,7 @@ USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 OPTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}$")
+HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$|^$")
 # Where the rendered known_hosts (the ilo_ssh devices' host_key pins) is installed on the nodes.
 KNOWN_HOSTS = "/etc/highlander/known_hosts"
 # Agent options that carry a secret, and those the inventory sets from the device's own fields.
@@ -118,6 +119,7 @@ class SignState:
     socket_group: str | None = None
     backend: str = "trio"  # or "etcd", "postgresql": the register in a store the operator runs
     store: Mapping[str, object] | None = None  # that store's section of signstate.toml, checked when rendered
+    metrics: str = "127.0.0.1:9540"  # where each daemon serves /metrics ("" for nowhere)
 
 
 @dataclass(frozen=True)
@@ -424,7 +426,7 @@ def parse(document: object) -> Inventory:
     nodes = [node for _, node in indexed]
 
     s = c.mapping(top.get("signstate"), "signstate", ("port", "pki_dir", "state_dir", "socket", "socket_group",
-                                                      "backend", "etcd", "postgresql"))  # fmt: skip
+                                                      "backend", "etcd", "postgresql", "metrics"))  # fmt: skip
     backend = c.choice(s, "backend", "signstate", ("trio", "etcd", "postgresql"), default="trio")
     store = s.get(backend) if backend != "trio" else None
     if backend != "trio" and not isinstance(store, dict):
@@ -438,6 +440,8 @@ def parse(document: object) -> Inventory:
         socket_group=c.text(s, "socket_group", "signstate", pattern=USER, what="a group name"),
         backend=backend,
         store=store if isinstance(store, dict) else None,
+        metrics=c.text(s, "metrics", "signstate", default=SignState.metrics, pattern=HOST_PORT,
+                       what='HOST:PORT, or "" for no metrics') or "",  # fmt: skip
     )
     v = c.mapping(top.get("validator"), "validator", (
         "command", "user", "chain_id", "key_id", "health_url", "state_file", "state_format",

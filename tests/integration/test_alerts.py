@@ -58,3 +58,15 @@ def test_negative_control_a_weakened_rule_fails_its_test(promtool: str, tmp_path
     tested = run(promtool, "test", "rules", str(tmp_path / CASES.name))
     assert tested.returncode != 0
     assert "HighlanderNoSignature" in tested.stdout + tested.stderr
+
+
+def test_render_writes_the_rules_for_the_cluster(promtool: str, tmp_path: Path) -> None:
+    """The file ``highlander render`` writes beside the nodes' is the one tested above."""
+    from highlander.commands import render
+    from highlander.inventory import load
+
+    example = Path(__file__).parents[2] / "examples" / "trio.yml"
+    out = render.write(render.render_files(load(example)), tmp_path / "out")
+    checked = run(promtool, "check", "rules", str(out / "alerts.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f'cluster: "{load(example).cluster_name}"' in (out / "alerts.yml").read_text()

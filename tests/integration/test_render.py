@@ -76,7 +76,7 @@ def rendered(out: Path) -> dict[str, Path]:
 def expected_layout(inventory_path: Path) -> set[str]:
     inventory = load(inventory_path)
     members = {n.name for n in inventory.members}
-    layout = {command.MARKER}
+    layout = {command.MARKER, "alerts.yml"}
     for node in inventory.nodes:
         names = ("corosync.conf", "cib.xml", "signstate.toml") if node.name in members else (
             "corosync-qnetd", "signstate.toml")  # fmt: skip
