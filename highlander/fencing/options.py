@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from highlander.fencing.spec import ACTIONS
+from highlander.fencing.spec import AGENT_ACTIONS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -273,7 +273,7 @@ def parse(agent: FenceAgent, argv: Sequence[str], stdin: IO[str] | IO[bytes]) ->
     if wants_help:
         return result(HELP, defaults)
     action = normalise_action(raw.get("action") or defaults.get("action") or "reboot")
-    if action not in ACTIONS:
+    if action not in AGENT_ACTIONS:
         raise OptionError(f"Unrecognised action {action!r}")
     if action in INFO_ACTIONS:
         return result(action, defaults)

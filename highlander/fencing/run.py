@@ -39,6 +39,7 @@ from highlander.fencing.options import (
     problems,
     run_password_script,
 )
+from highlander.fencing.spec import EXIT_FAILED, EXIT_OFF, EXIT_OK
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
     from highlander.fencing.options import Options
     from highlander.fencing.spec import FenceAgent
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_OFF = 2  # status: reachable, plug off
 POLL_INTERVAL = 0.1
 
 
