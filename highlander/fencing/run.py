@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 
 from highlander.fencing.driver import OFF, ON, FenceError, LoginDenied
 from highlander.fencing.log import (
@@ -301,19 +302,14 @@ def perform(agent: FenceAgent, options: Options, log: Log) -> int:
             driver = agent.driver(values)
         except FenceError as exc:
             raise Failed(str(exc)) from None
-        try:
+        with ExitStack() as session:
             log.info(f"connecting to {values.get('ip')} for {action}")
             try:
-                driver.connect()
+                session.enter_context(driver)
             except FenceError as exc:
                 raise Failed(f"Unable to connect/login to fencing device: {exc}") from None
             plug = None if values.get("plug") is None else str(values["plug"])
             return dispatch(Device(driver, plug, values, log), agent, action, values)
-        finally:
-            try:
-                driver.close()
-            except Exception as exc:  # noqa: BLE001 - close never raises, by contract; still
-                log.debug(f"close: {type(exc).__name__}: {exc}")
     finally:
         undo_logging()
 

@@ -42,6 +42,7 @@ from highlander.fencing.driver import (
     DeviceFailure,
     FenceError,
     LoginDenied,
+    PowerDriver,
     Unreachable,
 )
 from highlander.fencing.spec import COMMON, FenceAgent, Option
@@ -222,7 +223,7 @@ def power_state(response: ClpResponse) -> str:
     return state
 
 
-class IloSshDriver:
+class IloSshDriver(PowerDriver):
     """One iLO, reached over one SSH connection and one CLP shell."""
 
     def __init__(

@@ -31,6 +31,7 @@ from highlander.fencing.driver import (
     DeviceFailure,
     FenceError,
     LoginDenied,
+    PowerDriver,
     Unreachable,
 )
 from highlander.fencing.spec import COMMON, FenceAgent, Option
@@ -84,7 +85,7 @@ def _options() -> list[Option]:
     return head + own + list(common.values())
 
 
-class IpmiDriver:
+class IpmiDriver(PowerDriver):
     """One BMC over IPMI 2.0, through one RMCP+ session kept for the whole action."""
 
     def __init__(

@@ -45,6 +45,7 @@ from highlander.fencing.driver import (
     DeviceFailure,
     FenceError,
     LoginDenied,
+    PowerDriver,
     Unreachable,
 )
 from highlander.fencing.spec import COMMON, FenceAgent, Option
@@ -77,7 +78,7 @@ RESET_TYPES = {
 PRIVILEGE = {"GET": "Login", "POST": "ConfigureComponents"}
 
 
-class RedfishDriver:
+class RedfishDriver(PowerDriver):
     """One BMC's ComputerSystem, reached over one persistent HTTPS connection."""
 
     def __init__(
