@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from highlander.fencing import address
 from highlander.fencing.spec import AGENT_ACTIONS
 
 TYPE_CHECKING = False
@@ -309,6 +310,11 @@ def problems(agent: FenceAgent, options: Options) -> list[str]:
         found.append(MISSING.get(option.name, f"You have to enter {option.name}"))
     if agent.multi_plug and options.action in PLUG_ACTIONS and options.values.get("plug") is None:
         found.append(MISSING["plug"])
+    if options.values.get("ip") is not None:
+        try:
+            address.split(str(options.values["ip"]), None)
+        except ValueError as exc:
+            found.append(str(exc))
     return found
 
 

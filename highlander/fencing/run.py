@@ -22,6 +22,7 @@ import sys
 import time
 from contextlib import ExitStack
 
+from highlander.fencing import address
 from highlander.fencing.driver import OFF, ON, FenceError, LoginDenied
 from highlander.fencing.log import (
     Failed,
@@ -264,10 +265,13 @@ def validate_all(agent: FenceAgent, options: Options) -> int:
 
 
 def device_values(agent: FenceAgent, options: Options, log: Log) -> dict[str, object]:
-    """The options handed to the driver, the password resolved. The plug is
+    """The options handed to the driver: the address split into host
+    (``ip``) and port (``ipport``), the password resolved. The plug is
     passed on for single-plug devices too (Pacemaker sends the node's name):
     a driver may use it to choose among a BMC's systems, or ignore it."""
     values = dict(options.values)
+    port = values.get("ipport")
+    values["ip"], values["ipport"] = address.split(str(values["ip"]), port if isinstance(port, int) else None)
     script = values.get("password_script")
     if script:
         if values.get("password") is not None:

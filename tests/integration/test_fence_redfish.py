@@ -30,7 +30,7 @@ import pytest
 from fence_agents import AGENT_TIMEOUT, SYSTEM_PATH, Run, debian, ours, run
 
 from highlander.adapters.waiting import wait_until
-from highlander.fencing.agents.redfish import RedfishDriver, split_host_port
+from highlander.fencing.agents.redfish import RedfishDriver
 from highlander.fencing.driver import (
     OFF,
     ON,
@@ -253,25 +253,6 @@ def test_driver_follows_the_emulators_redirect_from_name_to_id(redfish_bmc: Redf
     """sushy-emulator redirects /Systems/<name> to /Systems/<uuid> (HTTP 307)."""
     with driver(redfish_bmc, systems_uri="/redfish/v1/Systems/node-a") as drv:
         assert drv.power_status(None) == ON
-
-
-@pytest.mark.parametrize(
-    ("ip", "port", "expected"),
-    [
-        ("10.0.0.5", 443, ("10.0.0.5", 443)),
-        ("bmc.example:8443", 443, ("bmc.example", 8443)),
-        ("[fe80::1]:8443", 443, ("fe80::1", 8443)),
-        ("fe80::1", 623, ("fe80::1", 623)),
-    ],
-)
-def test_split_host_port(ip: str, port: int, expected: tuple[str, int]) -> None:
-    assert split_host_port(ip, port) == expected
-
-
-@pytest.mark.parametrize("port", ["abc", 0, 70000])
-def test_split_host_port_rejects_bad_ports(port: object) -> None:
-    with pytest.raises(FenceError, match="ipport"):
-        split_host_port("127.0.0.1", port)
 
 
 # -- agent level ---------------------------------------------------------------------------------

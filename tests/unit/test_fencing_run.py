@@ -551,6 +551,17 @@ def test_the_command_line_works_like_stdin(bench: Bench, capsys: pytest.CaptureF
     assert bench.built[0]["ip"] == "10.0.0.9" and bench.built[0]["password"] == PASSWORD
 
 
+def test_the_driver_gets_the_address_split_into_host_and_port(bench: Bench, capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke(bench, capsys, stdin_text("status", "ipport=623\n")).code == 0
+    assert (bench.built[-1]["ip"], bench.built[-1]["ipport"]) == ("10.0.0.9", 623)
+    text = stdin_text("status", "ipport=623\n").replace("ip=10.0.0.9", "ip=[fe80::9]:6230")
+    assert invoke(bench, capsys, text).code == 0
+    assert (bench.built[-1]["ip"], bench.built[-1]["ipport"]) == ("fe80::9", 6230)
+    result = invoke(bench, capsys, text.replace("6230", "99999"))
+    assert "port 99999 is not a TCP port" in one_failure_line(result)
+    assert len(bench.built) == 2  # the bad address stopped the agent before its driver existed
+
+
 # --- bad input: one line, nothing sent ----------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 
+from highlander.fencing import address
 from highlander.fencing.driver import (
     OFF,
     ON,
@@ -263,18 +264,10 @@ class IloSshDriver(PowerDriver):
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> IloSshDriver:
         """The driver for the parsed options of :data:`AGENT`."""
-        host = str(options.get("ip") or "").strip()
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        port = int(options.get("ipport") or DEFAULT_PORT)
-        if not host:
-            raise FenceError("ip: give the iLO's address or host name")
-        if not 0 < port < 65536:
-            raise FenceError(f"ipport {port}: a TCP port is 1 to 65535")
         fingerprint_text = options.get("ssh_fingerprint")
         return cls(
-            host,
-            port,
+            str(options["ip"]),
+            int(options["ipport"]),
             username=options.get("username"),
             password=options.get("password"),
             identity_file=options.get("identity_file") or None,
@@ -291,8 +284,7 @@ class IloSshDriver(PowerDriver):
 
     @property
     def where(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return address.join(self.host, self.port)
 
     @property
     def known_hosts_name(self) -> str:

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from highlander.fencing import address
 from highlander.fencing.driver import (
     OFF,
     ON,
@@ -38,6 +39,7 @@ from highlander.fencing.spec import COMMON, FenceAgent, Option
 
 T = TypeVar("T")
 
+DEFAULT_PORT = 623
 PRIVILEGE_LEVELS = {"callback": 1, "user": 2, "operator": 3, "administrator": 4}
 CIPHER_SUITES = ("3", "17")
 
@@ -53,7 +55,7 @@ _NO_ANSWER = {"None", "timeout", "Session no longer connected", ""}
 
 def _options() -> list[Option]:
     common = dict(COMMON)
-    common["ipport"] = common["ipport"].replace(default=623)
+    common["ipport"] = common["ipport"].replace(default=DEFAULT_PORT)
     common["login_timeout"] = common["login_timeout"].replace(
         longdesc="Wait X seconds for the BMC to answer the login, and then each command "
         "(pyghmi retransmits a lost packet within that time). A BMC that stays silent "
@@ -92,7 +94,7 @@ class IpmiDriver(PowerDriver):
         self,
         host: str,
         *,
-        port: int = 623,
+        port: int = DEFAULT_PORT,
         username: str = "",
         password: str = "",
         privilege: str = "administrator",
@@ -119,7 +121,7 @@ class IpmiDriver(PowerDriver):
 
     @property
     def where(self) -> str:
-        return f"{self.host}:{self.port}"
+        return address.join(self.host, self.port)
 
     # -- bounded calls -----------------------------------------------------
 
@@ -381,7 +383,7 @@ def make_driver(options: Mapping[str, object]) -> IpmiDriver:
     cipher = options.get("cipher")
     return IpmiDriver(
         str(options["ip"]),
-        port=int(options.get("ipport") or 623),  # type: ignore[call-overload]
+        port=int(options["ipport"]),  # type: ignore[call-overload]
         username=str(options.get("username") or ""),
         password=str(options.get("password") or ""),
         privilege=str(options.get("privlvl") or "administrator"),

@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from highlander.fencing import address
 from highlander.fencing.driver import (
     OFF,
     ON,
@@ -118,10 +119,9 @@ class RedfishDriver(PowerDriver):
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> RedfishDriver:
         """The driver for the parsed options of :data:`AGENT`."""
-        host, port = split_host_port(str(options["ip"]), options.get("ipport") or DEFAULT_PORT)
         return cls(
-            host,
-            port,
+            str(options["ip"]),
+            int(options["ipport"]),
             username=options.get("username"),
             password=options.get("password"),
             redfish_uri=options.get("redfish_uri") or DEFAULT_ROOT,
@@ -137,8 +137,7 @@ class RedfishDriver(PowerDriver):
 
     @property
     def origin(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}"
+        return f"https://{address.join(self.host, self.port)}"
 
     # -- PowerDriver
 
@@ -504,29 +503,6 @@ def _path(uri: str, option: str) -> str:
     if not uri.startswith("/") or any(c.isspace() for c in uri):
         raise FenceError(f"{option} {uri!r}: give a path on the BMC, such as /redfish/v1")
     return uri
-
-
-def split_host_port(ip: str, port: object = DEFAULT_PORT) -> tuple[str, int]:
-    """``ip`` and the port, honouring ``host:port`` and ``[v6]:port`` in ``ip`` as fence_redfish does."""
-    host = ip.strip()
-    if host.startswith("["):
-        inside, _, rest = host[1:].partition("]")
-        host = inside
-        if rest.startswith(":") and rest[1:].isdigit():
-            port = rest[1:]
-    elif host.count(":") == 1:
-        name, _, number = host.partition(":")
-        if number.isdigit():
-            host, port = name, number
-    try:
-        number = int(port)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise FenceError(f"ipport {port!r}: not a TCP port number") from None
-    if not 0 < number < 65536:
-        raise FenceError(f"ipport {number}: a TCP port is 1 to 65535")
-    if not host:
-        raise FenceError("ip: give the BMC's address or host name")
-    return host, number
 
 
 OPTIONS = (
