@@ -139,9 +139,9 @@ class FenceAgent:
     """A fence agent: name, descriptions, options, and how to reach its device.
 
     ``driver(options)`` builds the driver from the parsed options (name ->
-    typed value, every option present, defaults filled in, password
-    resolved, ``ip`` a bare host and ``ipport`` its port: see
-    :mod:`highlander.fencing.address`). ``multi_plug`` devices need ``plug``
+    typed value, defaults filled in, password resolved, ``ip`` a bare host
+    and ``ipport`` its port: see :mod:`highlander.fencing.address`).
+    ``multi_plug`` devices need ``plug``
     (or ``nodename``) and support list and list-status.
     """
 

@@ -267,7 +267,7 @@ class IloSshDriver(PowerDriver):
         fingerprint_text = options.get("ssh_fingerprint")
         return cls(
             str(options["ip"]),
-            int(options["ipport"]),
+            int(options.get("ipport") or DEFAULT_PORT),
             username=options.get("username"),
             password=options.get("password"),
             identity_file=options.get("identity_file") or None,

@@ -121,7 +121,7 @@ class RedfishDriver(PowerDriver):
         """The driver for the parsed options of :data:`AGENT`."""
         return cls(
             str(options["ip"]),
-            int(options["ipport"]),
+            int(options.get("ipport") or DEFAULT_PORT),
             username=options.get("username"),
             password=options.get("password"),
             redfish_uri=options.get("redfish_uri") or DEFAULT_ROOT,
