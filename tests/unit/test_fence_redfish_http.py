@@ -1,4 +1,4 @@
-"""The Redfish driver's HTTP behaviour against a scripted HTTPS server in this process.
+"""The HTTPS adapter and the Redfish driver on it, against a scripted HTTPS server in this process.
 
 sushy-emulator (tests/integration/test_fence_redfish.py) is the real device;
 it cannot show what these tests need: HTTP/1.1 keep-alive (werkzeug closes
@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from highlander.adapters import https
 from highlander.fencing.agents.redfish import RedfishDriver
 from highlander.fencing.driver import OFF, ON, DeviceFailure, LoginDenied, Unreachable
 from highlander.lab.redfishsim import make_certificates
@@ -276,3 +277,44 @@ def test_plain_http_on_the_port(certificates: tuple[Path, Path, Path]) -> None:
         drv = RedfishDriver("127.0.0.1", server.server_address[1], ssl_ca_file=str(certificates[0]))
         with pytest.raises(Unreachable, match="TLS handshake with .* failed"), drv:
             pass
+
+
+# -- the adapter on its own: generic errors, the caller words them -------------------------------
+
+
+def test_the_adapter_keeps_status_and_body_and_never_shows_the_credentials(
+    bmc: ScriptedBMC, certificates: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    client = https.JsonClient(
+        "127.0.0.1", bmc.port, ca_file=str(certificates[0]), username="admin", password="s3cret"
+    )
+    try:
+        assert client.request("GET", "/redfish/v1") == {"Systems": {"@odata.id": "/redfish/v1/Systems"}}
+        with pytest.raises(https.StatusError) as caught:
+            client.request("GET", "/nothing")
+    finally:
+        client.close()
+    assert (caught.value.status, caught.value.body) == (404, b"{}")
+    assert str(caught.value) == f"GET https://127.0.0.1:{bmc.port}/nothing: HTTP 404 Not Found"
+    token = base64.b64encode(b"admin:s3cret").decode()
+    assert [h["Authorization"] for _, _, _, h, _ in bmc.seen] == [f"Basic {token}"] * 2
+    assert "s3cret" not in repr(client) + caplog.text and token not in repr(client) + caplog.text
+
+
+def test_the_adapters_transport_errors(bmc: ScriptedBMC, tmp_path: Path) -> None:
+    other_ca = make_certificates(tmp_path / "other")[0]
+    client = https.JsonClient("127.0.0.1", bmc.port, ca_file=str(other_ca))
+    with pytest.raises(https.CertificateRejected) as caught:
+        client.request("GET", "/redfish/v1")
+    assert caught.value.ca_file == str(other_ca) and str(other_ca) in str(caught.value)
+    assert "ssl_" not in str(caught.value)  # the options are the agent's to name
+    assert bmc.seen == []  # refused in the handshake: no request was sent
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        silent = https.JsonClient("127.0.0.1", listener.getsockname()[1], ca_file=str(other_ca), timeout=0.5)
+        with pytest.raises(https.TimedOut, match=r"did not answer within 0\.5 s$"):
+            silent.request("GET", "/")
+    with pytest.raises(https.CaFileError, match="cannot load CA certificates from"):
+        https.JsonClient("127.0.0.1", bmc.port, ca_file=str(tmp_path / "missing.pem"))
