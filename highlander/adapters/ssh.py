@@ -17,6 +17,7 @@ cuts its power.
 
 from __future__ import annotations
 
+import logging
 import re
 import shlex
 import socket
@@ -30,6 +31,8 @@ from highlander.adapters.runner import CommandError, Result
 
 if TYPE_CHECKING:
     import paramiko
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 # OpenSSH's own files, the system's and the user's: the default of a policy without known_hosts.
@@ -155,6 +158,7 @@ class HostKeyPolicy:
         kind = key.get_name()
         if self.fingerprint:
             if hmac.compare_digest(seen, self.fingerprint):
+                log.debug("%s: host key %s %s is the pinned one", self.where, kind, seen)
                 return None
             pinned = f"{self.pin_option} {self.fingerprint}" if self.pin_option else f"the pinned {self.fingerprint}"
             repin = f"set {self.pin_option}={seen}" if self.pin_option else f"pin {seen}"
@@ -165,6 +169,7 @@ class HostKeyPolicy:
         known = self.known_keys()
         listed = known.get(kind)
         if listed is not None and listed.asbytes() == key.asbytes():
+            log.debug("%s: host key %s %s is listed in %s", self.where, kind, seen, self._files)
             return None
         if known:
             others = ", ".join(f"{k} {fingerprint(v)}" for k, v in known.items())
