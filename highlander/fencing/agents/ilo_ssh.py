@@ -62,8 +62,6 @@ if TYPE_CHECKING:
 
     import paramiko
 
-    from highlander.adapters.ssh import HostKeyPolicy
-
 
 def _log() -> logging.Logger:
     import logging
@@ -232,7 +230,7 @@ class IloSshDriver(PowerDriver):
         self.username = username
         self._password = password
         self.identity_file = identity_file
-        self.host_keys: HostKeyPolicy = HostKeyPolicy(
+        self.host_keys = HostKeyPolicy(
             host, port, fingerprint=ssh_fingerprint, known_hosts=(known_hosts,) if known_hosts else (),
             pin_option="ssh_fingerprint",
         )  # fmt: skip

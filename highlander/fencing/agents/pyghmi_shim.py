@@ -97,6 +97,7 @@ def _release(version: str) -> tuple[int, ...]:
 
 
 def supported(version: str) -> bool:
+    """Whether ``version`` is inside :data:`REQUIREMENT`."""
     return LOWEST <= _release(version) < BELOW
 
 
@@ -207,6 +208,7 @@ def forget_logins(cipher: str | None, host: str, port: int) -> None:
 
 
 def is_broken(session: Any) -> bool:
+    """Whether pyghmi gave the session up (logged out, or timed out for good)."""
     return bool(getattr(session, "broken", False))
 
 
