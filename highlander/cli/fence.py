@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from highlander.commands.fence import ACTIONS
+from highlander.commands.fence import OPERATOR_ACTIONS
 from highlander.inventory.model import FenceDevice
 
 DEFAULT_INVENTORY = Path("/etc/highlander/inventory.yml")
@@ -15,7 +15,7 @@ DEFAULT_INVENTORY = Path("/etc/highlander/inventory.yml")
 
 @click.command()
 @click.argument("node")
-@click.option("--action", type=click.Choice(ACTIONS), required=True, help="What to do to NODE's power.")
+@click.option("--action", type=click.Choice(OPERATOR_ACTIONS), required=True, help="What to do to NODE's power.")
 @click.option("--inventory", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_INVENTORY,
               show_default=True, help="Where NODE's fence devices are described.")  # fmt: skip
 @click.option("--method", type=click.Choice(["ipmi", "ilo_ssh", "redfish"]),
@@ -70,12 +70,15 @@ def fence(node: str, action: str, inventory: Path, method: str | None, ip: str |
 
     attempts = commands.fence_directly(node, devices, action, password_for)
     for attempt in attempts:
-        verdict = "verified" if attempt.verified else f"failed (exit {attempt.code})"
+        if attempt.succeeded:
+            verdict = "answered" if action == "status" else "verified"
+        else:
+            verdict = f"failed (exit {attempt.code})"
         click.echo(f"{node} via {attempt.device.agent} at {attempt.device.address}: {verdict}")
         for line in attempt.output.splitlines():
             click.echo(f"  {line}")
     last = attempts[-1]
-    if not last.verified:
+    if not last.succeeded:
         raise click.ClickException(f"no fence device of {node} could {action} it")
     if action == "off":
         click.echo(

@@ -14,24 +14,34 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from highlander.adapters.runner import CommandRunner
-from highlander.fencing.spec import FenceAgent
+from highlander.fencing.spec import EXIT_OFF, EXIT_OK, FenceAgent
 from highlander.inventory.model import FenceDevice
 
-ACTIONS = ("off", "on", "reboot", "status")
+# What an operator can ask ``highlander fence`` for (a subset of the agents' actions).
+OPERATOR_ACTIONS = ("off", "on", "reboot", "status")
 STONITH_ADMIN = {"off": "--fence", "reboot": "--reboot", "on": "--unfence"}
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """One device tried: its agent, address, exit status and what it printed."""
+    """One device tried: the device, the action, the agent's exit status and what it printed."""
 
     device: FenceDevice
+    action: str
     code: int
     output: str
 
     @property
-    def verified(self) -> bool:
-        return self.code in (0, 2)
+    def succeeded(self) -> bool:
+        """Whether the agent did what was asked, by the fence-agents API's exit codes.
+
+        0 is success for every action (for off, on and reboot: done and
+        verified). 2 answers status only: the device was reached and the
+        power is off, an answer like 0's. For off, on and reboot the API has
+        no exit 2, so it is not a success: a fence that did not end in 0 was
+        not verified.
+        """
+        return self.code == EXIT_OK or (self.action == "status" and self.code == EXIT_OFF)
 
 
 def agent_for(method: str) -> FenceAgent:
@@ -66,7 +76,7 @@ def run_agent(device: FenceDevice, node: str, action: str, password: str | None)
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         code = main(agent_for(device.method), [], io.StringIO(stdin_for(device, node, action, password)))
-    return Attempt(device, code, out.getvalue().strip())
+    return Attempt(device, action, code, out.getvalue().strip())
 
 
 def fence_directly(
@@ -80,7 +90,7 @@ def fence_directly(
     for device in devices:
         attempt = run_agent(device, node, action, password_for(device))
         attempts.append(attempt)
-        if attempt.verified:
+        if attempt.succeeded:
             break
     return attempts
 

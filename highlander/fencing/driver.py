@@ -10,8 +10,10 @@ never contains a password.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Protocol
+from types import TracebackType
+from typing import Self
 
 ON = "on"
 OFF = "off"
@@ -33,23 +35,60 @@ class DeviceFailure(FenceError):
     """The device answered, but not the way the protocol says it should."""
 
 
-class PowerDriver(Protocol):
-    """One device, used by one agent invocation and then closed."""
+class PowerDriver(ABC):
+    """One device, used by one agent invocation and then closed.
 
+    ``with driver:`` connects and always closes, also when the connection
+    fails half-way (a transport opened, the login refused): what connect
+    opened before failing is closed before the error goes on.
+    """
+
+    @abstractmethod
     def connect(self) -> None:
         """Open the session; raises LoginDenied or Unreachable."""
 
+    @abstractmethod
     def power_status(self, plug: str | None) -> str:
         """ON or OFF."""
 
+    @abstractmethod
     def set_power(self, plug: str | None, state: str) -> None:
         """Ask for ON or OFF; the framework verifies the result by polling."""
 
+    @abstractmethod
     def reset(self, plug: str | None) -> None:
         """A hard reset without passing through off (reboot --method cycle)."""
 
+    @abstractmethod
     def plugs(self) -> Mapping[str, str]:
         """Plug -> alias for multi-plug devices; empty for single-plug ones."""
 
+    @abstractmethod
     def close(self) -> None:
-        """End the session; never raises."""
+        """End the session; never raises, and may be called more than once."""
+
+    def __enter__(self) -> Self:
+        try:
+            self.connect()
+        except BaseException:
+            self._close_quietly()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        """close(), which must not raise; a driver that breaks that rule is
+        logged, never allowed to hide the action's own outcome."""
+        try:
+            self.close()
+        except Exception as exc:  # noqa: BLE001
+            import logging
+
+            logging.getLogger(__name__).debug("close: %s: %s", type(exc).__name__, exc)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 
-from highlander.fencing.spec import ACTIONS
+from highlander.fencing import address
+from highlander.fencing.spec import AGENT_ACTIONS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ def parse(agent: FenceAgent, argv: Sequence[str], stdin: IO[str] | IO[bytes]) ->
     if wants_help:
         return result(HELP, defaults)
     action = normalise_action(raw.get("action") or defaults.get("action") or "reboot")
-    if action not in ACTIONS:
+    if action not in AGENT_ACTIONS:
         raise OptionError(f"Unrecognised action {action!r}")
     if action in INFO_ACTIONS:
         return result(action, defaults)
@@ -309,6 +310,11 @@ def problems(agent: FenceAgent, options: Options) -> list[str]:
         found.append(MISSING.get(option.name, f"You have to enter {option.name}"))
     if agent.multi_plug and options.action in PLUG_ACTIONS and options.values.get("plug") is None:
         found.append(MISSING["plug"])
+    if options.values.get("ip") is not None:
+        try:
+            address.split(str(options.values["ip"]), None)
+        except ValueError as exc:
+            found.append(str(exc))
     return found
 
 

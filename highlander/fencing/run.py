@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 
+from highlander.fencing import address
 from highlander.fencing.driver import OFF, ON, FenceError, LoginDenied
 from highlander.fencing.log import (
     Failed,
@@ -39,6 +41,7 @@ from highlander.fencing.options import (
     problems,
     run_password_script,
 )
+from highlander.fencing.spec import EXIT_FAILED, EXIT_OFF, EXIT_OK
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,9 +52,6 @@ if TYPE_CHECKING:
     from highlander.fencing.options import Options
     from highlander.fencing.spec import FenceAgent
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_OFF = 2  # status: reachable, plug off
 POLL_INTERVAL = 0.1
 
 
@@ -265,10 +265,13 @@ def validate_all(agent: FenceAgent, options: Options) -> int:
 
 
 def device_values(agent: FenceAgent, options: Options, log: Log) -> dict[str, object]:
-    """The options handed to the driver, the password resolved. The plug is
+    """The options handed to the driver: the address split into host
+    (``ip``) and port (``ipport``), the password resolved. The plug is
     passed on for single-plug devices too (Pacemaker sends the node's name):
     a driver may use it to choose among a BMC's systems, or ignore it."""
     values = dict(options.values)
+    port = values.get("ipport")
+    values["ip"], values["ipport"] = address.split(str(values["ip"]), port if isinstance(port, int) else None)
     script = values.get("password_script")
     if script:
         if values.get("password") is not None:
@@ -303,19 +306,14 @@ def perform(agent: FenceAgent, options: Options, log: Log) -> int:
             driver = agent.driver(values)
         except FenceError as exc:
             raise Failed(str(exc)) from None
-        try:
+        with ExitStack() as session:
             log.info(f"connecting to {values.get('ip')} for {action}")
             try:
-                driver.connect()
+                session.enter_context(driver)
             except FenceError as exc:
                 raise Failed(f"Unable to connect/login to fencing device: {exc}") from None
             plug = None if values.get("plug") is None else str(values["plug"])
             return dispatch(Device(driver, plug, values, log), agent, action, values)
-        finally:
-            try:
-                driver.close()
-            except Exception as exc:  # noqa: BLE001 - close never raises, by contract; still
-                log.debug(f"close: {type(exc).__name__}: {exc}")
     finally:
         undo_logging()
 

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from highlander.fencing.driver import PowerDriver
 
 OPTION_TYPES = ("string", "integer", "boolean", "second", "select")
-# In fence-agents' order, which is the order of the meta-data's <actions>.
-ACTIONS = (
+# Every action a fence agent accepts, in fence-agents' order, which is the
+# order of the meta-data's <actions>.
+AGENT_ACTIONS = (
     "on", "off", "reboot", "status", "list", "list-status", "monitor",
     "metadata", "manpage", "validate-all",
 )  # fmt: skip
@@ -124,6 +125,13 @@ def _common() -> dict[str, Option]:
 
 COMMON = _common()
 
+# The exit codes of the fence-agents API: success (for status: the plug is on),
+# failure (the device could not be reached, or the action not done or not
+# verified), and, for status and monitor only, "reachable, plug off".
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_OFF = 2
+
 DriverFactory = Callable[[Mapping[str, object]], PowerDriver]
 
 
@@ -131,7 +139,9 @@ class FenceAgent:
     """A fence agent: name, descriptions, options, and how to reach its device.
 
     ``driver(options)`` builds the driver from the parsed options (name ->
-    typed value, password resolved). ``multi_plug`` devices need ``plug``
+    typed value, defaults filled in, password resolved, ``ip`` a bare host
+    and ``ipport`` its port: see :mod:`highlander.fencing.address`).
+    ``multi_plug`` devices need ``plug``
     (or ``nodename``) and support list and list-status.
     """
 
@@ -168,8 +178,8 @@ class FenceAgent:
         """The actions advertised in the meta-data: list and list-status only for
         multi-plug devices (fence-agents hides them for single-plug ones too)."""
         if self.multi_plug:
-            return ACTIONS
-        return tuple(a for a in ACTIONS if a not in ("list", "list-status"))
+            return AGENT_ACTIONS
+        return tuple(a for a in AGENT_ACTIONS if a not in ("list", "list-status"))
 
     def run(self) -> None:
         """Entry point of a fence agent executable."""

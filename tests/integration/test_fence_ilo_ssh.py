@@ -109,21 +109,15 @@ def driver(sim: ILOSimulator, **changes: object) -> IloSshDriver:
 
 
 def status_once(sim: ILOSimulator, **changes: object) -> str:
-    drv = driver(sim, **changes)
-    try:
-        drv.connect()
+    with driver(sim, **changes) as drv:
         return drv.power_status(None)
-    finally:
-        drv.close()
 
 
 # -- driver level --------------------------------------------------------------------------------
 
 
 def test_driver_off_on_reset(ilo: ILOSimulator) -> None:
-    drv = driver(ilo)
-    try:
-        drv.connect()
+    with driver(ilo) as drv:
         assert drv.power_status(None) == ON
         drv.set_power(None, OFF)
         assert drv.power_status(None) == OFF
@@ -133,8 +127,6 @@ def test_driver_off_on_reset(ilo: ILOSimulator) -> None:
         assert drv.power_status(None) == ON
         drv.reset(None)
         assert drv.plugs() == {}
-    finally:
-        drv.close()
     drv.close()  # idempotent
     assert ilo.commands[:4] == ["show /system1", "power off hard", "show /system1", "power off hard"]
     assert "start /system1" in ilo.commands and "reset /system1 hard" in ilo.commands
@@ -147,16 +139,12 @@ def test_driver_reports_the_devices_error_text(tmp_path: Path) -> None:
         raise RuntimeError("Server power is locked by the Onboard Administrator.")
 
     with running_ilo(tmp_path / "ilo", hooks=PowerHooks(off=refuse)) as sim:
-        drv = driver(sim)
-        try:
-            drv.connect()
+        with driver(sim) as drv:
             with pytest.raises(DeviceFailure) as caught:
                 drv.set_power(None, OFF)
             sim.power.write("off")
             with pytest.raises(DeviceFailure, match="Server power off"):
                 drv.reset(None)  # a reset of an off server: refused by the device
-        finally:
-            drv.close()
     assert str(caught.value) == (
         "iLO refused 'power off hard': Server power is locked by the Onboard Administrator. "
         "(status=2, COMMAND PROCESSING FAILED, COMMAND ERROR-UNSPECIFIED)"
@@ -210,16 +198,12 @@ def test_driver_drops_a_late_answer(tmp_path: Path) -> None:
     be taken for the next command's (it would be a stale power state)."""
     slow = Fragmentation(after=("enabledstate=",), pause=3)
     with running_ilo(tmp_path / "ilo", fragmentation=slow) as sim:
-        drv = driver(sim, shell_timeout=0.5)
-        try:
-            drv.connect()
+        with driver(sim, shell_timeout=0.5) as drv:
             with pytest.raises(DeviceFailure, match=r"no prompt within 0\.5 s waiting for the answer"):
                 drv.power_status(None)  # its answer (enabled) is still on its way
             sim.power.write("off")
             drv.shell_timeout = 60
             assert drv.power_status(None) == OFF
-        finally:
-            drv.close()
     assert [c for c in sim.commands if c != "exit"] == ["show /system1", "show /system1"]
 
 

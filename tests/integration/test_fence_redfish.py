@@ -30,7 +30,7 @@ import pytest
 from fence_agents import AGENT_TIMEOUT, SYSTEM_PATH, Run, debian, ours, run
 
 from highlander.adapters.waiting import wait_until
-from highlander.fencing.agents.redfish import RedfishDriver, split_host_port
+from highlander.fencing.agents.redfish import RedfishDriver
 from highlander.fencing.driver import (
     OFF,
     ON,
@@ -115,9 +115,7 @@ def test_simulator_answers_only_with_credentials(redfish_bmc: RedfishSimulator) 
 
 def test_driver_off_on_reset(redfish_bmc: RedfishSimulator, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
-    drv = driver(redfish_bmc)
-    try:
-        drv.connect()
+    with driver(redfish_bmc) as drv:
         assert drv.power_status(None) == ON
         drv.set_power(None, OFF)
         wait_state(drv, OFF)
@@ -128,8 +126,6 @@ def test_driver_off_on_reset(redfish_bmc: RedfishSimulator, caplog: pytest.LogCa
         drv.reset(None)  # ForceRestart: the fake system reads Off until it is back on
         wait_state(drv, ON)
         assert drv.plugs() == {}
-    finally:
-        drv.close()
     drv.close()  # idempotent
     posts = [r for r in redfish_bmc.requests() if r.method == "POST"]
     assert [r.path for r in posts] == [f"{redfish_bmc.systems[0].uri}/Actions/ComputerSystem.Reset"] * 3
@@ -141,9 +137,8 @@ def test_driver_off_on_reset(redfish_bmc: RedfishSimulator, caplog: pytest.LogCa
 
 def test_driver_wrong_password_is_login_denied(redfish_bmc: RedfishSimulator) -> None:
     drv = driver(redfish_bmc, password="not-" + redfish_bmc.password)
-    with pytest.raises(LoginDenied) as caught:
-        drv.connect()
-    drv.close()
+    with pytest.raises(LoginDenied) as caught, drv:
+        pass
     message = str(caught.value)
     assert "HTTP 401 Unauthorized: check username and password" in message
     assert "\n" not in message
@@ -154,8 +149,8 @@ def test_driver_wrong_password_is_login_denied(redfish_bmc: RedfishSimulator) ->
 def test_driver_verifies_tls_by_default(redfish_bmc: RedfishSimulator) -> None:
     before = len(redfish_bmc.requests())
     drv = driver(redfish_bmc, ssl_ca_file=None)
-    with pytest.raises(Unreachable) as caught:
-        drv.connect()
+    with pytest.raises(Unreachable) as caught, drv:
+        pass
     message = str(caught.value)
     assert "certificate" in message and "ssl_ca_file" in message and "ssl_insecure" in message
     assert "\n" not in message
@@ -164,18 +159,14 @@ def test_driver_verifies_tls_by_default(redfish_bmc: RedfishSimulator) -> None:
 
 def test_driver_rejects_a_certificate_of_another_ca(redfish_bmc: RedfishSimulator, tmp_path: Path) -> None:
     other_ca, _, _ = make_certificates(tmp_path / "other")
-    with pytest.raises(Unreachable) as caught:
-        driver(redfish_bmc, ssl_ca_file=str(other_ca)).connect()
+    with pytest.raises(Unreachable) as caught, driver(redfish_bmc, ssl_ca_file=str(other_ca)):
+        pass
     assert str(other_ca) in str(caught.value)
 
 
 def test_driver_insecure_skips_verification(redfish_bmc: RedfishSimulator) -> None:
-    drv = driver(redfish_bmc, ssl_ca_file=None, ssl_insecure=True)
-    try:
-        drv.connect()
+    with driver(redfish_bmc, ssl_ca_file=None, ssl_insecure=True) as drv:
         assert drv.power_status(None) == ON
-    finally:
-        drv.close()
 
 
 def test_driver_ca_file_and_insecure_together_are_refused(redfish_bmc: RedfishSimulator) -> None:
@@ -197,15 +188,15 @@ def test_driver_unusable_ca_file(tmp_path: Path, content: bytes | None) -> None:
 
 def test_driver_unreachable() -> None:
     drv = RedfishDriver("127.0.0.1", free_port(), username="admin", password="x", timeout=5)
-    with pytest.raises(Unreachable, match="refused the connection"):
-        drv.connect()
+    with pytest.raises(Unreachable, match="refused the connection"), drv:
+        pass
 
 
 @with_two_systems
 def test_driver_several_systems_need_a_choice(redfish_bmc: RedfishSimulator) -> None:
     a, b = redfish_bmc.systems
-    with pytest.raises(DeviceFailure) as caught:
-        driver(redfish_bmc).connect()
+    with pytest.raises(DeviceFailure) as caught, driver(redfish_bmc):
+        pass
     message = str(caught.value)
     assert a.uri in message and b.uri in message
     assert "systems_uri" in message and "plug" in message
@@ -216,49 +207,43 @@ def test_driver_several_systems_need_a_choice(redfish_bmc: RedfishSimulator) -> 
         ({"systems_uri": b.uri}, OFF),
         ({"systems_uri": a.uri, "plug": "node-b"}, ON),  # systems_uri wins, as in fence_redfish
     ):
-        drv = driver(redfish_bmc, **choice)
-        try:
-            drv.connect()
+        with driver(redfish_bmc, **choice) as drv:
             assert drv.power_status(None) == state, choice
-        finally:
-            drv.close()
 
-    with pytest.raises(DeviceFailure) as caught:
-        driver(redfish_bmc, plug="node-z").connect()
+    with pytest.raises(DeviceFailure) as caught, driver(redfish_bmc, plug="node-z"):
+        pass
     assert "node-z" in str(caught.value) and a.uri in str(caught.value)
 
 
 def test_driver_plug_on_a_single_system_bmc(redfish_bmc: RedfishSimulator) -> None:
     """Pacemaker passes the node name as plug; a one-system BMC has nothing to choose."""
-    drv = driver(redfish_bmc, plug="whatever-node")
-    try:
-        drv.connect()
+    with driver(redfish_bmc, plug="whatever-node") as drv:
         assert drv.power_status("whatever-node") == ON
-    finally:
-        drv.close()
 
 
 def test_driver_answers_without_expected_keys(redfish_bmc: RedfishSimulator) -> None:
     # Real answers of the emulator that are not what the agent needs.
-    with pytest.raises(DeviceFailure, match="/redfish/v1/Managers has no Systems"):
-        driver(redfish_bmc, redfish_uri="/redfish/v1/Managers").connect()
+    managers_root = driver(redfish_bmc, redfish_uri="/redfish/v1/Managers")
+    with pytest.raises(DeviceFailure, match="/redfish/v1/Managers has no Systems"), managers_root:
+        pass
 
-    drv = driver(redfish_bmc, systems_uri="/redfish/v1/Registries")
-    with pytest.raises(DeviceFailure, match="reports no PowerState"):
-        drv.power_status(None)
+    with driver(redfish_bmc, systems_uri="/redfish/v1/Registries") as drv:
+        with pytest.raises(DeviceFailure, match="reports no PowerState"):
+            drv.power_status(None)
 
     _, managers = redfish_bmc.request("GET", "/redfish/v1/Managers")
     manager = managers["Members"][0]["@odata.id"]  # type: ignore[index]
-    drv = driver(redfish_bmc, systems_uri=manager)  # a Manager has a PowerState, no ComputerSystem.Reset
-    assert drv.power_status(None) == ON
-    with pytest.raises(DeviceFailure, match=r"no Actions/#ComputerSystem.Reset/target"):
-        drv.set_power(None, OFF)
+    with driver(redfish_bmc, systems_uri=manager) as drv:  # a Manager has a PowerState, no ComputerSystem.Reset
+        assert drv.power_status(None) == ON
+        with pytest.raises(DeviceFailure, match=r"no Actions/#ComputerSystem.Reset/target"):
+            drv.set_power(None, OFF)
     assert redfish_bmc.power_state() == "On"
 
 
 def test_driver_http_errors_are_one_line(redfish_bmc: RedfishSimulator) -> None:
-    with pytest.raises(DeviceFailure) as caught:
-        driver(redfish_bmc, systems_uri="/redfish/v1/Systems/nope").connect()
+    nowhere = driver(redfish_bmc, systems_uri="/redfish/v1/Systems/nope")
+    with pytest.raises(DeviceFailure) as caught, nowhere:
+        pass
     message = str(caught.value)
     assert "HTTP 404" in message and "/redfish/v1/Systems/nope" in message
     assert "\n" not in message
@@ -266,30 +251,8 @@ def test_driver_http_errors_are_one_line(redfish_bmc: RedfishSimulator) -> None:
 
 def test_driver_follows_the_emulators_redirect_from_name_to_id(redfish_bmc: RedfishSimulator) -> None:
     """sushy-emulator redirects /Systems/<name> to /Systems/<uuid> (HTTP 307)."""
-    drv = driver(redfish_bmc, systems_uri="/redfish/v1/Systems/node-a")
-    try:
+    with driver(redfish_bmc, systems_uri="/redfish/v1/Systems/node-a") as drv:
         assert drv.power_status(None) == ON
-    finally:
-        drv.close()
-
-
-@pytest.mark.parametrize(
-    ("ip", "port", "expected"),
-    [
-        ("10.0.0.5", 443, ("10.0.0.5", 443)),
-        ("bmc.example:8443", 443, ("bmc.example", 8443)),
-        ("[fe80::1]:8443", 443, ("fe80::1", 8443)),
-        ("fe80::1", 623, ("fe80::1", 623)),
-    ],
-)
-def test_split_host_port(ip: str, port: int, expected: tuple[str, int]) -> None:
-    assert split_host_port(ip, port) == expected
-
-
-@pytest.mark.parametrize("port", ["abc", 0, 70000])
-def test_split_host_port_rejects_bad_ports(port: object) -> None:
-    with pytest.raises(FenceError, match="ipport"):
-        split_host_port("127.0.0.1", port)
 
 
 # -- agent level ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The Redfish driver's HTTP behaviour against a scripted HTTPS server in this process.
+"""The HTTPS adapter and the Redfish driver on it, against a scripted HTTPS server in this process.
 
 sushy-emulator (tests/integration/test_fence_redfish.py) is the real device;
 it cannot show what these tests need: HTTP/1.1 keep-alive (werkzeug closes
@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from highlander.adapters import https
 from highlander.fencing.agents.redfish import RedfishDriver
 from highlander.fencing.driver import OFF, ON, DeviceFailure, LoginDenied, Unreachable
 from highlander.lab.redfishsim import make_certificates
@@ -145,15 +146,11 @@ def test_one_connection_basic_auth_and_force_off(
     bmc: ScriptedBMC, certificates: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("DEBUG")
-    drv = driver(bmc, certificates[0])
-    try:
-        drv.connect()
+    with driver(bmc, certificates[0]) as drv:
         assert drv.power_status(None) == ON
         drv.set_power(None, OFF)
         drv.set_power(None, ON)
         drv.reset(None)
-    finally:
-        drv.close()
     assert len({port for _, _, port, _, _ in bmc.seen}) == 1, "one persistent connection"
     posts = [
         (json.loads(body), headers) for method, _, _, headers, body in bmc.seen if method == "POST"
@@ -173,13 +170,9 @@ def test_idle_connection_dropped_by_the_bmc_is_reopened(
     bmc: ScriptedBMC, certificates: tuple[Path, Path, Path]
 ) -> None:
     bmc.drop_after_each = True  # closes without "Connection: close"
-    drv = driver(bmc, certificates[0])
-    try:
-        drv.connect()
+    with driver(bmc, certificates[0]) as drv:
         assert drv.power_status(None) == ON
         drv.set_power(None, OFF)
-    finally:
-        drv.close()
     assert [m for m, *_ in bmc.seen].count("POST") == 1  # never sent twice
     assert len({port for _, _, port, _, _ in bmc.seen}) == len(bmc.seen)
 
@@ -188,14 +181,13 @@ def test_reset_type_fallback_and_refusal(
     bmc: ScriptedBMC, certificates: tuple[Path, Path, Path]
 ) -> None:
     bmc.routes.update(redfish_tree(allowed=["On", "PowerCycle"]))
-    drv = driver(bmc, certificates[0])
-    drv.reset(None)
-    assert json.loads(bmc.seen[-1][4]) == {"ResetType": "PowerCycle"}
-    with pytest.raises(
-        DeviceFailure, match=r"does not allow ResetType ForceOff \(it allows On, PowerCycle\)"
-    ):
-        drv.set_power(None, OFF)
-    drv.close()
+    with driver(bmc, certificates[0]) as drv:
+        drv.reset(None)
+        assert json.loads(bmc.seen[-1][4]) == {"ResetType": "PowerCycle"}
+        with pytest.raises(
+            DeviceFailure, match=r"does not allow ResetType ForceOff \(it allows On, PowerCycle\)"
+        ):
+            drv.set_power(None, OFF)
 
 
 @pytest.mark.parametrize(
@@ -208,8 +200,8 @@ def test_power_states_outside_redfish(
     tree = redfish_tree()
     tree[("GET", SYSTEM)]["PowerState"] = power
     bmc.routes.update(tree)
-    with pytest.raises(DeviceFailure, match=message):
-        driver(bmc, certificates[0]).power_status(None)
+    with driver(bmc, certificates[0]) as drv, pytest.raises(DeviceFailure, match=message):
+        drv.power_status(None)
 
 
 @pytest.mark.parametrize("power", ["PoweringOff", "PoweringOn", "Paused"])
@@ -217,7 +209,8 @@ def test_transitional_states_are_not_off(
     bmc: ScriptedBMC, certificates: tuple[Path, Path, Path], power: str
 ) -> None:
     bmc.routes.update(redfish_tree(power=power))
-    assert driver(bmc, certificates[0]).power_status(None) == ON
+    with driver(bmc, certificates[0]) as drv:
+        assert drv.power_status(None) == ON
 
 
 def test_answers_that_break_the_protocol(
@@ -225,8 +218,8 @@ def test_answers_that_break_the_protocol(
 ) -> None:
     ca = certificates[0]
     bmc.routes[("GET", "/redfish/v1/Systems")] = (200, {"Content-Type": "text/html"}, b"<html>")
-    with pytest.raises(DeviceFailure, match=r"not JSON \(text/html, 6 bytes\)"):
-        driver(bmc, ca).connect()
+    with pytest.raises(DeviceFailure, match=r"not JSON \(text/html, 6 bytes\)"), driver(bmc, ca):
+        pass
 
     error = {
         "error": {
@@ -238,32 +231,35 @@ def test_answers_that_break_the_protocol(
     bmc.routes[("GET", "/redfish/v1/Systems")] = (
         503, {"Content-Type": "application/json"}, json.dumps(error).encode()
     )  # fmt: skip
-    with pytest.raises(DeviceFailure) as caught:
-        driver(bmc, ca).connect()
+    with pytest.raises(DeviceFailure) as caught, driver(bmc, ca):
+        pass
     assert str(caught.value).endswith("HTTP 503 Service Unavailable: The BMC is busy.")
 
     bmc.routes[("GET", "/redfish/v1/Systems")] = (403, {}, b"")
-    with pytest.raises(LoginDenied, match="lacks the Redfish privilege Login"):
-        driver(bmc, ca).connect()
+    with pytest.raises(LoginDenied, match="lacks the Redfish privilege Login"), driver(bmc, ca):
+        pass
 
     bmc.routes[("GET", "/redfish/v1/Systems")] = {"Members": "all of them"}
-    with pytest.raises(DeviceFailure, match="has no Members list"):
-        driver(bmc, ca).connect()
+    with pytest.raises(DeviceFailure, match="has no Members list"), driver(bmc, ca):
+        pass
 
     bmc.routes[("GET", "/redfish/v1/Systems")] = {"Members": [{"id": SYSTEM}]}
     with pytest.raises(DeviceFailure, match="a member of /redfish/v1/Systems has no @odata.id"):
-        driver(bmc, ca).connect()
+        with driver(bmc, ca):
+            pass
 
 
 def test_redirects(bmc: ScriptedBMC, certificates: tuple[Path, Path, Path]) -> None:
     ca = certificates[0]
     bmc.routes[("GET", "/redfish/v1/Systems/old")] = (307, {"Location": SYSTEM}, b"")
-    assert driver(bmc, ca, systems_uri="/redfish/v1/Systems/old").power_status(None) == ON
+    with driver(bmc, ca, systems_uri="/redfish/v1/Systems/old") as drv:
+        assert drv.power_status(None) == ON
 
     elsewhere = "https://192.0.2.1/redfish/v1/Systems/1"  # never contacted
     bmc.routes[("GET", "/redfish/v1/Systems/old")] = (302, {"Location": elsewhere}, b"")
     with pytest.raises(DeviceFailure, match="redirected to another server"):
-        driver(bmc, ca, systems_uri="/redfish/v1/Systems/old").power_status(None)
+        with driver(bmc, ca, systems_uri="/redfish/v1/Systems/old"):
+            pass
 
 
 def test_a_bmc_that_never_answers(certificates: tuple[Path, Path, Path]) -> None:
@@ -272,12 +268,53 @@ def test_a_bmc_that_never_answers(certificates: tuple[Path, Path, Path]) -> None
         listener.listen(1)
         port = listener.getsockname()[1]
         drv = RedfishDriver("127.0.0.1", port, ssl_ca_file=str(certificates[0]), timeout=0.5)
-        with pytest.raises(Unreachable, match=r"did not answer within 0.5 s \(login_timeout\)"):
-            drv.connect()
+        with pytest.raises(Unreachable, match=r"did not answer within 0.5 s \(login_timeout\)"), drv:
+            pass
 
 
 def test_plain_http_on_the_port(certificates: tuple[Path, Path, Path]) -> None:
     with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
         drv = RedfishDriver("127.0.0.1", server.server_address[1], ssl_ca_file=str(certificates[0]))
-        with pytest.raises(Unreachable, match="TLS handshake with .* failed"):
-            drv.connect()
+        with pytest.raises(Unreachable, match="TLS handshake with .* failed"), drv:
+            pass
+
+
+# -- the adapter on its own: generic errors, the caller words them -------------------------------
+
+
+def test_the_adapter_keeps_status_and_body_and_never_shows_the_credentials(
+    bmc: ScriptedBMC, certificates: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    client = https.JsonClient(
+        "127.0.0.1", bmc.port, ca_file=str(certificates[0]), username="admin", password="s3cret"
+    )
+    try:
+        assert client.request("GET", "/redfish/v1") == {"Systems": {"@odata.id": "/redfish/v1/Systems"}}
+        with pytest.raises(https.StatusError) as caught:
+            client.request("GET", "/nothing")
+    finally:
+        client.close()
+    assert (caught.value.status, caught.value.body) == (404, b"{}")
+    assert str(caught.value) == f"GET https://127.0.0.1:{bmc.port}/nothing: HTTP 404 Not Found"
+    token = base64.b64encode(b"admin:s3cret").decode()
+    assert [h["Authorization"] for _, _, _, h, _ in bmc.seen] == [f"Basic {token}"] * 2
+    assert "s3cret" not in repr(client) + caplog.text and token not in repr(client) + caplog.text
+
+
+def test_the_adapters_transport_errors(bmc: ScriptedBMC, tmp_path: Path) -> None:
+    other_ca = make_certificates(tmp_path / "other")[0]
+    client = https.JsonClient("127.0.0.1", bmc.port, ca_file=str(other_ca))
+    with pytest.raises(https.CertificateRejected) as caught:
+        client.request("GET", "/redfish/v1")
+    assert caught.value.ca_file == str(other_ca) and str(other_ca) in str(caught.value)
+    assert "ssl_" not in str(caught.value)  # the options are the agent's to name
+    assert bmc.seen == []  # refused in the handshake: no request was sent
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        silent = https.JsonClient("127.0.0.1", listener.getsockname()[1], ca_file=str(other_ca), timeout=0.5)
+        with pytest.raises(https.TimedOut, match=r"did not answer within 0\.5 s$"):
+            silent.request("GET", "/")
+    with pytest.raises(https.CaFileError, match="cannot load CA certificates from"):
+        https.JsonClient("127.0.0.1", bmc.port, ca_file=str(tmp_path / "missing.pem"))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import re
 import stat
 import time
 from pathlib import Path
 
 import pytest
 
+from highlander.fencing import address
 from highlander.fencing import options as opts
 from highlander.fencing.options import OptionError, parse, problems
 from highlander.fencing.spec import COMMON, FenceAgent, Option
@@ -309,6 +311,48 @@ def test_other_actions_need_no_plug(action: str) -> None:
 
 def test_single_plug_devices_need_no_plug() -> None:
     assert problems(SINGLE, from_stdin("action=off\nip=h\nlogin=a\n")) == []
+
+
+# --- the device's address ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ip", "port", "expected"),
+    [
+        ("10.0.0.5", 443, ("10.0.0.5", 443)),
+        (" bmc.example ", 623, ("bmc.example", 623)),
+        ("bmc.example:8443", 443, ("bmc.example", 8443)),
+        ("[fe80::1]:8443", 443, ("fe80::1", 8443)),
+        ("[fe80::1]", 22, ("fe80::1", 22)),
+        ("fe80::1", 623, ("fe80::1", 623)),
+        ("10.0.0.5", None, ("10.0.0.5", None)),
+    ],
+)
+def test_the_address_is_read_alike_for_every_agent(ip: str, port: int | None, expected: tuple[str, int]) -> None:
+    assert address.split(ip, port) == expected
+
+
+@pytest.mark.parametrize(
+    ("ip", "reason"),
+    [
+        ("bmc:abc", "'abc' after the colon is not a TCP port number"),
+        ("bmc:70000", "port 70000 is not a TCP port"),
+        ("[fe80::1]:0", "port 0 is not a TCP port"),
+        ("[fe80::1]x", "write an IPv6 address as [address]"),
+        ("[]", "give the device's address"),
+        (":623", "give the device's address"),
+    ],
+)
+def test_a_bad_address_is_a_problem_before_any_device_is_contacted(ip: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        address.split(ip, 623)
+    found = problems(SINGLE, from_stdin(f"action=off\nip={ip}\nlogin=a\n"))
+    assert len(found) == 1 and reason in found[0]
+
+
+def test_addresses_are_written_with_brackets_for_ipv6() -> None:
+    assert address.join("10.0.0.5", 623) == "10.0.0.5:623"
+    assert address.join("fe80::1", 443) == "[fe80::1]:443"
 
 
 # --- password_script ------------------------------------------------------------------

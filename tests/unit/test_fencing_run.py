@@ -19,7 +19,7 @@ from typing import NamedTuple
 import pytest
 
 from highlander.fencing import run
-from highlander.fencing.driver import OFF, ON, DeviceFailure, LoginDenied, Unreachable
+from highlander.fencing.driver import OFF, ON, DeviceFailure, LoginDenied, PowerDriver, Unreachable
 from highlander.fencing.run import main
 from highlander.fencing.spec import COMMON, FenceAgent
 
@@ -91,7 +91,7 @@ class Device:
             self.pending[plug] = (state, self.lag)
 
 
-class FakeDriver:
+class FakeDriver(PowerDriver):
     def __init__(self, device: Device, values: Mapping[str, object], events: list[tuple[object, ...]]) -> None:
         self.device = device
         self.values = values
@@ -551,6 +551,17 @@ def test_the_command_line_works_like_stdin(bench: Bench, capsys: pytest.CaptureF
     assert bench.built[0]["ip"] == "10.0.0.9" and bench.built[0]["password"] == PASSWORD
 
 
+def test_the_driver_gets_the_address_split_into_host_and_port(bench: Bench, capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke(bench, capsys, stdin_text("status", "ipport=623\n")).code == 0
+    assert (bench.built[-1]["ip"], bench.built[-1]["ipport"]) == ("10.0.0.9", 623)
+    text = stdin_text("status", "ipport=623\n").replace("ip=10.0.0.9", "ip=[fe80::9]:6230")
+    assert invoke(bench, capsys, text).code == 0
+    assert (bench.built[-1]["ip"], bench.built[-1]["ipport"]) == ("fe80::9", 6230)
+    result = invoke(bench, capsys, text.replace("6230", "99999"))
+    assert "port 99999 is not a TCP port" in one_failure_line(result)
+    assert len(bench.built) == 2  # the bad address stopped the agent before its driver existed
+
+
 # --- bad input: one line, nothing sent ----------------------------------------------------------------------
 
 
@@ -602,6 +613,35 @@ def test_an_unexpected_driver_error_is_one_line_not_a_traceback(bench: Bench, ca
     line = one_failure_line(invoke(buggy, capsys, stdin_text("status")))
     assert line == "Failed: internal error: KeyError: 'chassis'"
     assert buggy.kinds()[-1] == "close"
+
+
+def test_a_close_that_raises_does_not_change_the_outcome(bench: Bench, capsys: pytest.CaptureFixture[str]) -> None:
+    class BadClose(FakeDriver):
+        def close(self) -> None:
+            super().close()
+            raise OSError("socket already gone")
+
+    for unreachable, expected in ((False, Result(0, "Status: ON\n", "")), (True, None)):
+        bench.device.unreachable = unreachable
+        bad = Bench(bench.device, driver=BadClose)
+        result = invoke(bad, capsys, stdin_text("status"))
+        if expected is None:  # the connect failed: its error is what the operator reads
+            assert "no answer from 10.0.0.9" in one_failure_line(result)
+        else:
+            assert result == expected
+        assert bad.kinds()[-1] == "close"
+
+
+def test_the_driver_as_a_context_manager_closes_after_a_failed_connect(bench: Bench) -> None:
+    bench.device.deny_login = True
+    events: list[tuple[object, ...]] = []
+    with pytest.raises(LoginDenied), FakeDriver(bench.device, {}, events):
+        pytest.fail("the body must not run without a connection")
+    assert [e[0] for e in events] == ["driver", "connect", "close"]
+    bench.device.deny_login = False
+    with FakeDriver(bench.device, {}, events) as driver:
+        assert driver.power_status(None) == ON
+    assert [e[0] for e in events][-3:] == ["connect", "status", "close"]
 
 
 def test_a_driver_that_cannot_be_built(clock: Clock, capsys: pytest.CaptureFixture[str]) -> None:

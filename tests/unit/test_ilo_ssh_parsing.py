@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from highlander.adapters.ssh import parse_fingerprint
 from highlander.fencing.agents.ilo_ssh import (
     DEFAULT_PROMPT,
+    IloSshDriver,
     PromptReader,
-    parse_fingerprint,
     parse_response,
     power_state,
 )
@@ -161,5 +162,8 @@ def test_fingerprints() -> None:
     assert parse_fingerprint(fp + "=") == fp
     assert parse_fingerprint(f"2048 {fp} root@ilo (RSA)") == fp  # ssh-keygen -lf's whole line
     for bad in ("", "MD5:12:34", "12:34:56:78", "SHA256:short"):
-        with pytest.raises(FenceError, match="ssh-keygen -lf"):
+        with pytest.raises(ValueError, match="ssh-keygen -lf"):
             parse_fingerprint(bad)
+        if bad:  # the agent names its option
+            with pytest.raises(FenceError, match=f"^ssh_fingerprint '{bad}' is not a SHA256 fingerprint"):
+                IloSshDriver.from_options({"ip": "192.0.2.1", "ssh_fingerprint": bad})

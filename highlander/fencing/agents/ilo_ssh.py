@@ -13,6 +13,8 @@ does differently, on purpose:
   (default ``/etc/highlander/known_hosts``, the file highlander renders for
   the cluster). The refusal names the fingerprint the device showed and how to
   pin it. (``fence_ilo_ssh`` answers "yes" to OpenSSH's unknown-host question.)
+  The rule is highlander's one host-key policy,
+  :class:`highlander.adapters.ssh.HostKeyPolicy`, as for the drills' SSH.
 - A response is read up to the next prompt and parsed line by line, only once
   complete. ``fence_ilo_ssh`` matches ``EnabledState=(.*)`` against whatever
   part of the output has arrived, so when a read ends inside the value it
@@ -36,12 +38,14 @@ from __future__ import annotations
 
 import re
 
+from highlander.fencing import address
 from highlander.fencing.driver import (
     OFF,
     ON,
     DeviceFailure,
     FenceError,
     LoginDenied,
+    PowerDriver,
     Unreachable,
 )
 from highlander.fencing.spec import COMMON, FenceAgent, Option
@@ -81,7 +85,6 @@ ENABLED_STATES = {
     "starting": ON, "in test": ON, "deferred": ON, "quiesce": ON,
 }  # fmt: skip
 
-FINGERPRINT = re.compile(r"SHA256:([A-Za-z0-9+/]{43})=?")
 DATE_LINE = re.compile(r"^[A-Z][a-z]{2} [A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d \d{4}$")
 ALREADY = re.compile(r"already (on|off)\b", re.IGNORECASE)
 NO_LIMIT = 24 * 3600.0  # a timeout of 0: "no limit", bounded all the same
@@ -94,26 +97,6 @@ def _seconds(value: object, default: float) -> float:
         return default
     seconds = float(value)  # type: ignore[arg-type]
     return NO_LIMIT if seconds == 0 else seconds
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """``SHA256:…``, the way ``ssh-keygen -lf`` and OpenSSH print it."""
-    import base64
-    import hashlib
-
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def parse_fingerprint(text: str) -> str:
-    """The ``SHA256:…`` in ``text`` (a bare fingerprint or a whole ``ssh-keygen -lf`` line)."""
-    match = FINGERPRINT.search(text)
-    if not match:
-        raise FenceError(
-            f"ssh_fingerprint {text.strip()!r}: give the SHA256 fingerprint as 'ssh-keygen -lf' "
-            "prints it (SHA256: and 43 base64 characters); MD5 fingerprints are not accepted"
-        )
-    return "SHA256:" + match.group(1)
 
 
 class PromptReader:
@@ -222,7 +205,7 @@ def power_state(response: ClpResponse) -> str:
     return state
 
 
-class IloSshDriver:
+class IloSshDriver(PowerDriver):
     """One iLO, reached over one SSH connection and one CLP shell."""
 
     def __init__(
@@ -240,13 +223,17 @@ class IloSshDriver:
         shell_timeout: float = 3.0,
         power_timeout: float = 20.0,
     ) -> None:
+        from highlander.adapters.ssh import HostKeyPolicy
+
         self.host = host
         self.port = port
         self.username = username
         self._password = password
         self.identity_file = identity_file
-        self.known_hosts = known_hosts
-        self.ssh_fingerprint = ssh_fingerprint
+        self.host_keys = HostKeyPolicy(
+            host, port, fingerprint=ssh_fingerprint, known_hosts=(known_hosts,) if known_hosts else (),
+            pin_option="ssh_fingerprint",
+        )  # fmt: skip
         try:
             self.prompt = re.compile(prompt)
         except re.error as error:
@@ -262,23 +249,21 @@ class IloSshDriver:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> IloSshDriver:
         """The driver for the parsed options of :data:`AGENT`."""
-        host = str(options.get("ip") or "").strip()
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        port = int(options.get("ipport") or DEFAULT_PORT)
-        if not host:
-            raise FenceError("ip: give the iLO's address or host name")
-        if not 0 < port < 65536:
-            raise FenceError(f"ipport {port}: a TCP port is 1 to 65535")
+        from highlander.adapters.ssh import parse_fingerprint
+
         fingerprint_text = options.get("ssh_fingerprint")
+        try:
+            pinned = parse_fingerprint(str(fingerprint_text)) if fingerprint_text else None
+        except ValueError as error:
+            raise FenceError(f"ssh_fingerprint {error}") from None
         return cls(
-            host,
-            port,
+            str(options["ip"]),
+            int(options.get("ipport") or DEFAULT_PORT),
             username=options.get("username"),
             password=options.get("password"),
             identity_file=options.get("identity_file") or None,
             known_hosts=options.get("known_hosts") or DEFAULT_KNOWN_HOSTS,
-            ssh_fingerprint=parse_fingerprint(str(fingerprint_text)) if fingerprint_text else None,
+            ssh_fingerprint=pinned,
             prompt=str(options.get("command_prompt") or DEFAULT_PROMPT),
             login_timeout=_seconds(options.get("login_timeout"), 5),
             shell_timeout=_seconds(options.get("shell_timeout"), 3),
@@ -290,19 +275,15 @@ class IloSshDriver:
 
     @property
     def where(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @property
-    def known_hosts_name(self) -> str:
-        """The host's name in an OpenSSH known_hosts file."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        return address.join(self.host, self.port)
 
     # -- PowerDriver
 
     def connect(self) -> None:
         """Connect, check the host key, log in, open the CLP shell and wait for its prompt."""
         import paramiko
+
+        from highlander.adapters.ssh import SshError
 
         key = self._identity() if self.identity_file else None
         if key is None and self._password is None:
@@ -315,9 +296,10 @@ class IloSshDriver:
         transport.banner_timeout = self.login_timeout
         transport.handshake_timeout = self.login_timeout
         transport.auth_timeout = self.login_timeout
-        known = self._known_keys()
-        if known and not self.ssh_fingerprint:
-            self._prefer_key_types(transport, list(known))
+        try:
+            self.host_keys.prefer_known_types(transport)  # reads known_hosts: fails before the handshake
+        except SshError as error:
+            raise FenceError(str(error)) from None
         try:
             transport.start_client(timeout=self.login_timeout)
         except paramiko.SSHException as error:
@@ -330,7 +312,10 @@ class IloSshDriver:
         if not (transport.is_active() and transport.initial_kex_done):
             # start_client's timeout ends the wait without an error of its own.
             raise Unreachable(f"{self.where}: no SSH answer within {self.login_timeout:g} s")
-        self._check_host_key(transport.get_remote_server_key(), known)
+        try:
+            self.host_keys.check(transport.get_remote_server_key())
+        except SshError as error:
+            raise FenceError(str(error)) from None
         self._authenticate(transport, key)
         try:
             channel = transport.open_session(timeout=self.login_timeout)
@@ -408,66 +393,6 @@ class IloSshDriver:
             raise LoginDenied(f"identity_file {path} is encrypted: give its passphrase as password") from None
         except (paramiko.SSHException, ValueError) as error:
             raise LoginDenied(f"identity_file {path}: cannot load the key ({error}; wrong passphrase?)") from None
-
-    def _known_keys(self) -> dict[str, paramiko.PKey]:
-        """The keys known_hosts lists for this host:port, by key type."""
-        import paramiko
-
-        if self.ssh_fingerprint or not self.known_hosts:
-            return {}
-        keys = paramiko.HostKeys()
-        try:
-            keys.load(self.known_hosts)
-        except FileNotFoundError:
-            return {}
-        except (OSError, paramiko.SSHException) as error:
-            raise FenceError(f"known_hosts {self.known_hosts}: cannot read it: {error}") from None
-        entry = keys.lookup(self.known_hosts_name)
-        return dict(entry) if entry else {}
-
-    @staticmethod
-    def _prefer_key_types(transport: paramiko.Transport, types: list[str]) -> None:
-        """Negotiate the known key's type first (a host can have several keys)."""
-        wanted: list[str] = []
-        for kind in types:
-            wanted += ["rsa-sha2-512", "rsa-sha2-256"] if kind == "ssh-rsa" else [kind]
-        options = transport.get_security_options()
-        available = list(options.key_types)
-        first = [k for k in wanted if k in available]
-        options.key_types = first + [k for k in available if k not in first]
-
-    def _check_host_key(self, key: paramiko.PKey, known: Mapping[str, paramiko.PKey]) -> None:
-        """Accept the pinned fingerprint, else a matching known_hosts entry; refuse anything else."""
-        import hmac
-
-        seen = fingerprint(key)
-        kind = key.get_name()
-        if self.ssh_fingerprint:
-            if hmac.compare_digest(seen, self.ssh_fingerprint):
-                _log().debug("host key %s %s matches ssh_fingerprint", kind, seen)
-                return
-            raise FenceError(
-                f"{self.where}: host key {kind} {seen} does not match ssh_fingerprint "
-                f"{self.ssh_fingerprint}; refusing to log in (if the iLO's key really changed, "
-                f"check the new one on the iLO itself, then set ssh_fingerprint={seen})"
-            )
-        listed = known.get(kind)
-        if listed is not None and listed.asbytes() == key.asbytes():
-            _log().debug("host key %s %s found in %s", kind, seen, self.known_hosts)
-            return
-        if known:
-            others = ", ".join(f"{k} {fingerprint(v)}" for k, v in known.items())
-            raise FenceError(
-                f"{self.where}: host key {kind} {seen} is not the one {self.known_hosts} lists "
-                f"for {self.known_hosts_name} ({others}); refusing to log in: the key changed or "
-                "someone is in between. If the iLO's key really changed, check it on the iLO, "
-                f"then update {self.known_hosts} or set ssh_fingerprint={seen}"
-            )
-        raise FenceError(
-            f"{self.where}: unknown host key {kind} {seen}; refusing to log in. After checking "
-            f"that fingerprint on the iLO itself, pin it with ssh_fingerprint={seen} or add the "
-            f"key to {self.known_hosts} as '{self.known_hosts_name} {kind} <base64 key>'"
-        )
 
     def _authenticate(self, transport: paramiko.Transport, key: paramiko.PKey | None) -> None:
         import paramiko

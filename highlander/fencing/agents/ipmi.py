@@ -15,8 +15,10 @@ from one agent to the other by changing the agent name. The differences:
   the whole action and never puts the password or the Kg key on a command
   line.
 
-The driver imports pyghmi only when it connects, so meta-data, manpage and
-bad input never pay for it.
+Everything that touches pyghmi's private session code is in
+:mod:`highlander.fencing.agents.pyghmi_shim`, with the pyghmi versions it is
+proven for; the driver imports pyghmi (through the shim) only when it is
+built for an action, so meta-data, manpage and bad input never pay for it.
 """
 
 from __future__ import annotations
@@ -25,18 +27,22 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from highlander.fencing import address
+from highlander.fencing.agents import pyghmi_shim
 from highlander.fencing.driver import (
     OFF,
     ON,
     DeviceFailure,
     FenceError,
     LoginDenied,
+    PowerDriver,
     Unreachable,
 )
 from highlander.fencing.spec import COMMON, FenceAgent, Option
 
 T = TypeVar("T")
 
+DEFAULT_PORT = 623
 PRIVILEGE_LEVELS = {"callback": 1, "user": 2, "operator": 3, "administrator": 4}
 CIPHER_SUITES = ("3", "17")
 
@@ -52,7 +58,7 @@ _NO_ANSWER = {"None", "timeout", "Session no longer connected", ""}
 
 def _options() -> list[Option]:
     common = dict(COMMON)
-    common["ipport"] = common["ipport"].replace(default=623)
+    common["ipport"] = common["ipport"].replace(default=DEFAULT_PORT)
     common["login_timeout"] = common["login_timeout"].replace(
         longdesc="Wait X seconds for the BMC to answer the login, and then each command "
         "(pyghmi retransmits a lost packet within that time). A BMC that stays silent "
@@ -84,14 +90,14 @@ def _options() -> list[Option]:
     return head + own + list(common.values())
 
 
-class IpmiDriver:
+class IpmiDriver(PowerDriver):
     """One BMC over IPMI 2.0, through one RMCP+ session kept for the whole action."""
 
     def __init__(
         self,
         host: str,
         *,
-        port: int = 623,
+        port: int = DEFAULT_PORT,
         username: str = "",
         password: str = "",
         privilege: str = "administrator",
@@ -118,7 +124,7 @@ class IpmiDriver:
 
     @property
     def where(self) -> str:
-        return f"{self.host}:{self.port}"
+        return address.join(self.host, self.port)
 
     # -- bounded calls -----------------------------------------------------
 
@@ -162,12 +168,14 @@ class IpmiDriver:
                 # error it keeps beside that flag, and a login racing with it
                 # then fails inside pyghmi: one more login on a fresh session
                 # gets the BMC's real answer.
-                _forget_logins(_session_class(self.cipher), self.host, self.port)
+                pyghmi_shim.forget_logins(self.cipher, self.host, self.port)
                 self._session = self._bounded("the login", self._login)
         except _Overran:
             # The login goes on in the background; a later connect must not join it.
-            _forget_logins(_session_class(self.cipher), self.host, self.port)
+            pyghmi_shim.forget_logins(self.cipher, self.host, self.port)
             raise silent from None
+        except FenceError:
+            raise
         except OSError as exc:
             raise Unreachable(f"cannot reach the BMC at {self.where}: {exc.strerror or exc}") from None
         except Exception as exc:
@@ -185,16 +193,14 @@ class IpmiDriver:
             ) from None
 
     def _login(self) -> Any:
-        session_class = _session_class(self.cipher)
-        _forget_broken_sessions(session_class)
-        return session_class(
-            bmc=self.host,
-            userid=self.username,
-            password=self._password,
+        return pyghmi_shim.login(
+            self.cipher,
+            host=self.host,
             port=self.port,
+            username=self.username,
+            password=self._password,
             kg=self._kg,
-            privlevel=PRIVILEGE_LEVELS[self.privilege],
-            keepalive=False,
+            privilege_level=PRIVILEGE_LEVELS[self.privilege],
         )
 
     def _command(self, what: str, command: int, data: tuple[int, ...] = ()) -> list[int]:
@@ -207,7 +213,7 @@ class IpmiDriver:
         seconds around a power change.
         """
         for attempt in (1, 2):
-            if self._session is None or getattr(self._session, "broken", False):
+            if self._session is None or pyghmi_shim.is_broken(self._session):
                 self.connect()
             session = self._session
 
@@ -217,7 +223,7 @@ class IpmiDriver:
             try:
                 response = self._bounded(what, send)
             except _Overran:
-                session.broken = True  # pyghmi hands a broken session to nobody
+                pyghmi_shim.discard(session)
                 self._session = None
                 raise Unreachable(
                     f"no answer from the BMC at {self.where} to {what} within {self.timeout:g} s"
@@ -235,9 +241,7 @@ class IpmiDriver:
                 raise Unreachable(f"no answer from the BMC at {self.where} to {what}")
             if error or code:
                 if not error:
-                    from pyghmi.ipmi.private.util import get_ipmi_error
-
-                    error = get_ipmi_error(response)
+                    error = pyghmi_shim.completion_code_text(response)
                 detail = f"{error} (completion code 0x{code:02x})" if code else str(error)
                 raise DeviceFailure(f"the BMC at {self.where} refused {what}: {detail}")
             return list(response.get("data", ()))
@@ -265,7 +269,7 @@ class IpmiDriver:
         """Close the session: a Close Session request, sent without waiting for
         the answer (a BMC has few session slots). Never raises."""
         session, self._session = self._session, None
-        if session is None or getattr(session, "broken", False):
+        if session is None or pyghmi_shim.is_broken(session):
             return
         try:
             self._bounded("the logout", session.logout)
@@ -277,90 +281,13 @@ class _Overran(Exception):
     """A pyghmi call that did not return within the driver's timeout."""
 
 
-_SESSION_CLASSES: dict[str | None, Any] = {}
-
-
-def _session_class(cipher: str | None) -> Any:
-    """pyghmi's Session, pinned to one RMCP+ cipher suite when ``cipher`` is set.
-
-    pyghmi offers suite 17 first and falls back to 3 when the BMC refuses it;
-    it has no switch for either. ``attemptedhash`` is how it tracks that: 256
-    offers 17 (and allows the fall-back), 1 offers 3, and any other value
-    offers 17 without a fall-back.
-    """
-    if cipher not in _SESSION_CLASSES:
-        from pyghmi.ipmi.private import session
-
-        _bound_waits(session)
-        _forget_broken_sessions(session.Session)
-        if cipher is None:
-            _SESSION_CLASSES[cipher] = session.Session
-        else:
-            attempted = 1 if cipher == "3" else 17
-
-            class PinnedSession(session.Session):  # type: ignore[misc, valid-type]
-                def _initsession(self) -> None:
-                    super()._initsession()
-                    self.attemptedhash = attempted
-
-            PinnedSession.__name__ = f"Session{cipher}"
-            _SESSION_CLASSES[cipher] = PinnedSession
-    return _SESSION_CLASSES[cipher]
-
-
-# pyghmi waits for a reply in slices of at most this long (see _bound_waits).
-WAIT_SLICE = 0.005
-
-
-def _bound_waits(session: Any) -> None:
-    """Make pyghmi notice a reply within WAIT_SLICE instead of at its retry timer.
-
-    pyghmi's I/O thread reads replies and queues them on their session; a
-    waiting caller is woken only for packets read *after* it registered its
-    wait. A reply that comes in between the request and the wait (on
-    loopback, tens of microseconds; about one login in ten here) is noticed
-    only when the wait expires, 0.5 to 1 s later. Every pyghmi caller waits
-    in a loop that checks its queue, so capping each wait is enough.
-    """
-    original = session._io_wait
-    if getattr(original, "highlander_bounded", False):
-        return
-
-    def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
-        return original(min(timeout, WAIT_SLICE), myaddr, evq)
-
-    _io_wait.highlander_bounded = True  # type: ignore[attr-defined]
-    session._io_wait = _io_wait
-
-
-def _forget_broken_sessions(session_class: Any) -> None:
-    """Drop logged-out sessions from pyghmi's table of sessions being set up.
-
-    pyghmi hands a new Session for the same BMC and credentials the entry it
-    finds there, even one that was logged out, and that one fails its first
-    command (a TypeError deep inside). A re-login after a broken session
-    needs a fresh one.
-    """
-    table = session_class.initting_sessions
-    for key, candidate in list(table.items()):
-        if getattr(candidate, "broken", False):
-            table.pop(key, None)
-
-
-def _forget_logins(session_class: Any, host: str, port: int) -> None:
-    """Drop the logins to ``host``:``port`` still being set up (an abandoned one)."""
-    table = session_class.initting_sessions
-    for key in list(table):
-        if key[0] == host and key[3] == port:
-            table.pop(key, None)
-
-
 def _message(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else str(exc).strip()
 
 
 def make_driver(options: Mapping[str, object]) -> IpmiDriver:
-    """The driver for the parsed options; refuses what it cannot do before any traffic."""
+    """The driver for the parsed options; refuses what it cannot do before any traffic
+    (an unproven pyghmi included)."""
     if options.get("lanplus") is False:
         raise FenceError(
             "lanplus=0 (IPMI 1.5) is not supported: this agent speaks IPMI 2.0 (RMCP+) only"
@@ -378,9 +305,10 @@ def make_driver(options: Mapping[str, object]) -> IpmiDriver:
         if not kg or len(kg) > 20:
             raise FenceError("hexadecimal_kg must be 1 to 20 bytes (2 to 40 hexadecimal digits)")
     cipher = options.get("cipher")
+    pyghmi_shim.session_module()
     return IpmiDriver(
         str(options["ip"]),
-        port=int(options.get("ipport") or 623),  # type: ignore[call-overload]
+        port=int(options.get("ipport") or DEFAULT_PORT),  # type: ignore[call-overload]
         username=str(options.get("username") or ""),
         password=str(options.get("password") or ""),
         privilege=str(options.get("privlvl") or "administrator"),

@@ -12,10 +12,12 @@ Takes the same options as fence-agents' ``fence_redfish`` (``redfish_uri``,
   password is "HTTP 401 Unauthorized: check username and password", not a
   KeyError traceback.
 
-Every request goes over one persistent TLS connection (reopened only when
-the BMC closes it, as some do after each answer), and each socket operation
-is bounded by ``login_timeout``. Authentication is HTTP Basic on every
-request, not a Redfish session: a session costs two more round trips
+HTTPS is :class:`highlander.adapters.https.JsonClient`: one persistent TLS
+connection (reopened only when the BMC closes it, as some do after each
+answer), each socket operation bounded by ``login_timeout``, redirects only
+on the BMC itself; this module speaks Redfish over it and words its
+failures for the operator. Authentication is HTTP Basic on every request,
+not a Redfish session: a session costs two more round trips
 (create, delete), and one left behind by an agent that was killed mid-fence
 holds one of the BMC's few session slots until it times out, which can lock
 the next fencing attempt out. Basic auth leaves nothing behind, it is what
@@ -32,33 +34,29 @@ ForceOff to fence, On to unfence, ForceRestart for a one-shot reset.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
+from highlander.adapters import https
 from highlander.fencing.driver import (
     OFF,
     ON,
     DeviceFailure,
     FenceError,
     LoginDenied,
+    PowerDriver,
     Unreachable,
 )
 from highlander.fencing.spec import COMMON, FenceAgent, Option
 
-if TYPE_CHECKING:
-    import http.client
-    import ssl
-
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 443
+DEFAULT_PORT = https.DEFAULT_PORT
 DEFAULT_ROOT = "/redfish/v1"
-MAX_BODY = 4 * 1024 * 1024  # a ComputerSystem is a few kB; more is not a Redfish answer
-MAX_REDIRECTS = 5
+# Every request says which Redfish (OData) protocol version it speaks.
+ODATA_HEADERS = {"OData-Version": "4.0"}
 RESET_ACTION = "#ComputerSystem.Reset"
 
 # Redfish PowerState -> ours. A system powering off still has power: it is not
@@ -77,8 +75,8 @@ RESET_TYPES = {
 PRIVILEGE = {"GET": "Login", "POST": "ConfigureComponents"}
 
 
-class RedfishDriver:
-    """One BMC's ComputerSystem, reached over one persistent HTTPS connection."""
+class RedfishDriver(PowerDriver):
+    """One BMC's ComputerSystem, reached through one :class:`~highlander.adapters.https.JsonClient`."""
 
     def __init__(
         self,
@@ -94,22 +92,32 @@ class RedfishDriver:
         ssl_insecure: bool = False,
         timeout: float = 5,
     ) -> None:
-        self.host = host
-        self.port = port
         self.username = username
         self.redfish_uri = _path(redfish_uri or DEFAULT_ROOT, "redfish_uri")
         self.systems_uri = _path(systems_uri, "systems_uri") if systems_uri else None
         self.plug = plug or None
         self.ssl_ca_file = ssl_ca_file or None
-        self.ssl_insecure = ssl_insecure
-        self.timeout = timeout
-        self._authorization = (
-            None
-            if username is None
-            else "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode()
-        )
-        self._conn: http.client.HTTPSConnection | None = None
-        self._context = self._ssl_context()  # a bad ssl_* option fails before any traffic
+        if ssl_insecure and self.ssl_ca_file:
+            raise FenceError(
+                "ssl_ca_file and ssl_insecure contradict each other: verify the BMC with "
+                "ssl_ca_file, or (insecure) do not verify it with ssl_insecure, not both"
+            )
+        try:  # a bad ssl_* option fails before any traffic
+            self._client = https.JsonClient(
+                host,
+                port,
+                ca_file=self.ssl_ca_file,
+                verify=not ssl_insecure,
+                timeout=timeout,
+                username=username,
+                password=password,
+                headers=ODATA_HEADERS,
+            )
+        except https.CaFileError as e:
+            raise FenceError(
+                f"ssl_ca_file {e.ca_file}: cannot load CA certificates from it ({e.reason}); give a PEM "
+                "file with the certificate(s) of the CA that signed the BMC's certificate"
+            ) from None
         self._systems: dict[str | None, str] = {}  # plug -> system URI
         self._targets: dict[str, tuple[str, list[str] | None]] = {}  # system URI -> reset action
         self._documents: dict[str, dict[str, Any]] = {}  # URI -> the last answer read there
@@ -117,10 +125,9 @@ class RedfishDriver:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> RedfishDriver:
         """The driver for the parsed options of :data:`AGENT`."""
-        host, port = split_host_port(str(options["ip"]), options.get("ipport") or DEFAULT_PORT)
         return cls(
-            host,
-            port,
+            str(options["ip"]),
+            int(options.get("ipport") or DEFAULT_PORT),
             username=options.get("username"),
             password=options.get("password"),
             redfish_uri=options.get("redfish_uri") or DEFAULT_ROOT,
@@ -136,8 +143,7 @@ class RedfishDriver:
 
     @property
     def origin(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}"
+        return self._client.origin
 
     # -- PowerDriver
 
@@ -173,12 +179,7 @@ class RedfishDriver:
         return {}
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception as e:  # noqa: BLE001 - closing never fails a fence
-                log.debug("closing the connection to %s: %s", self.origin, _reason(e))
+        self._client.close()
 
     # -- the system
 
@@ -256,7 +257,7 @@ class RedfishDriver:
                 f"the system at {uri} does not allow ResetType {choices[0]} (it allows "
                 f"{', '.join(map(str, allowed or ())) or 'nothing'})"
             )
-        self._request_json("POST", target, {"ResetType": usable[0]})
+        self._request("POST", target, {"ResetType": usable[0]})
         log.debug("%s: ResetType %s requested", uri, usable[0])
 
     def _reset_action(self, uri: str) -> tuple[str, list[str] | None]:
@@ -274,202 +275,46 @@ class RedfishDriver:
             self._targets[uri] = (action["target"], allowed if isinstance(allowed, list) else None)
         return self._targets[uri]
 
-    # -- HTTP
+    # -- HTTPS
 
     def _get(self, path: str) -> dict[str, Any]:
-        data = self._request_json("GET", path)
+        data = self._request("GET", path)
         if not isinstance(data, dict):
             raise DeviceFailure(f"GET {self.origin}{path}: the answer is not a JSON object")
         self._documents[path] = data
         return data
 
-    def _request_json(self, method: str, path: str, body: object = None) -> Any:
-        for _ in range(MAX_REDIRECTS + 1):
-            status, reason, headers, raw = self._exchange(method, path, body)
-            if status in (301, 302, 303, 307, 308) and (method == "GET" or status in (307, 308)):
-                path = self._redirect(method, path, headers.get("Location"))
-                continue
-            if status >= 300:
-                raise self._http_error(method, path, status, reason, raw)
-            if not raw.strip():
-                return None
-            try:
-                return json.loads(raw)
-            except ValueError:
-                kind = headers.get("Content-Type") or "no Content-Type"
-                raise DeviceFailure(
-                    f"{method} {self.origin}{path}: the answer is not JSON ({kind}, {len(raw)} bytes)"
-                ) from None
-        raise DeviceFailure(f"{method} {self.origin}{path}: more than {MAX_REDIRECTS} redirects")
+    def _request(self, method: str, path: str, body: object = None) -> Any:
+        try:
+            return self._client.request(method, path, body)
+        except https.HttpsError as e:
+            raise self._fence_error(method, e) from None
 
-    def _redirect(self, method: str, path: str, location: str | None) -> str:
-        if not location:
-            raise DeviceFailure(f"{method} {self.origin}{path}: a redirect without a Location")
-        target = urlsplit(location)
-        if target.scheme not in ("", "https") or (
-            target.netloc
-            and (target.hostname, target.port or DEFAULT_PORT) != (self.host, self.port)
-        ):
-            # The credentials go with every request: never to another place.
-            raise DeviceFailure(
-                f"{method} {self.origin}{path}: redirected to another server ({location}); "
-                "not followed"
-            )
-        new = target.path + (f"?{target.query}" if target.query else "")
-        log.debug("%s %s redirected to %s", method, path, new)
-        return new
-
-    def _http_error(
-        self, method: str, path: str, status: int, reason: str, raw: bytes
-    ) -> FenceError:
-        where = f"{method} {self.origin}{path}: HTTP {status} {reason}".rstrip()
-        if status == 401:
-            return LoginDenied(f"{where}: check username and password")
-        if status == 403:
-            return LoginDenied(
-                f"{where}: the account lacks the Redfish privilege "
-                f"{PRIVILEGE.get(method, 'ConfigureComponents')} for this"
-            )
-        message = _redfish_message(raw)
-        return DeviceFailure(f"{where}: {message}" if message else where)
-
-    def _exchange(self, method: str, path: str, body: object) -> tuple[int, str, Any, bytes]:
-        """One request and its whole answer; a dropped idle connection is reopened once."""
-        import http.client
-
-        headers = {"Accept": "application/json", "OData-Version": "4.0"}
-        if self._authorization:
-            headers["Authorization"] = self._authorization
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        for attempt in (1, 2):
-            reused = self._conn is not None
-            conn = self._connection()
-            try:
-                conn.request(method, path, body=data, headers=headers)
-                response = conn.getresponse()
-                raw = response.read(MAX_BODY + 1)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
-                self.close()
-                if reused and attempt == 1 and method == "GET":
-                    continue  # the BMC closed the idle connection: one fresh try
-                raise Unreachable(f"{self.origin} closed the connection ({_reason(e)})") from None
-            except OSError as e:
-                self.close()
-                raise self._transport_error(e) from None
-            except http.client.HTTPException as e:
-                self.close()
-                raise DeviceFailure(
-                    f"{method} {self.origin}{path}: not an HTTP answer ({type(e).__name__})"
-                ) from None
-            break
-        log.debug("%s %s -> %d %s", method, path, response.status, response.reason)
-        if len(raw) > MAX_BODY:
-            self.close()
-            raise DeviceFailure(
-                f"{method} {self.origin}{path}: the answer exceeds {MAX_BODY} bytes"
-            )
-        if response.will_close:
-            self.close()
-        return response.status, response.reason, response.headers, raw
-
-    def _connection(self) -> http.client.HTTPSConnection:
-        if self._conn is not None and _dropped(self._conn):
-            log.debug("%s closed the idle connection; reconnecting", self.origin)
-            self.close()
-        if self._conn is None:
-            import http.client
-
-            conn = http.client.HTTPSConnection(
-                self.host, self.port, context=self._context, timeout=self.timeout
-            )
-            try:
-                conn.connect()
-            except OSError as e:
-                conn.close()
-                raise self._transport_error(e) from None
-            log.debug("connected to %s", self.origin)
-            self._conn = conn
-        return self._conn
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        import ssl
-
-        if self.ssl_insecure:
-            if self.ssl_ca_file:
-                raise FenceError(
-                    "ssl_ca_file and ssl_insecure contradict each other: verify the BMC with "
-                    "ssl_ca_file, or (insecure) do not verify it with ssl_insecure, not both"
+    def _fence_error(self, method: str, e: https.HttpsError) -> FenceError:
+        """The adapter's failure in the words of this agent: what it means for a
+        BMC, and which option to change."""
+        if isinstance(e, https.StatusError):
+            if e.status == 401:
+                return LoginDenied(f"{e}: check username and password")
+            if e.status == 403:
+                return LoginDenied(
+                    f"{e}: the account lacks the Redfish privilege "
+                    f"{PRIVILEGE.get(method, 'ConfigureComponents')} for this"
                 )
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        else:
-            try:
-                context = ssl.create_default_context(cafile=self.ssl_ca_file)
-            except (OSError, ssl.SSLError) as e:
-                raise FenceError(
-                    f"ssl_ca_file {self.ssl_ca_file}: cannot load CA certificates from it "
-                    f"({_reason(e)}); give a PEM file with the certificate(s) of the CA that "
-                    "signed the BMC's certificate"
-                ) from None
-        return context
-
-    def _transport_error(self, e: OSError) -> FenceError:
-        import socket
-        import ssl
-
-        if isinstance(e, ssl.SSLCertVerificationError):
-            trust = (
-                f"the CA certificates in {self.ssl_ca_file}"
-                if self.ssl_ca_file
-                else "the system's trust store"
-            )
+            message = _redfish_message(e.body)
+            return DeviceFailure(f"{e}: {message}" if message else str(e))
+        if isinstance(e, https.CertificateRejected):
             fix = (
                 "check that ssl_ca_file holds the CA that signed the BMC's certificate"
-                if self.ssl_ca_file
+                if e.ca_file
                 else "give the CA that signed it with ssl_ca_file=<PEM file>"
             )
-            return Unreachable(
-                f"TLS: {self.origin} presented a certificate that {trust} does not accept "
-                f"({e.verify_message}); {fix}, or (insecure) skip the check with ssl_insecure=1"
-            )
-        if isinstance(e, ssl.SSLError):
-            return Unreachable(
-                f"TLS handshake with {self.origin} failed ({_reason(e)}): is it the BMC's HTTPS port?"
-            )
-        if isinstance(e, TimeoutError):
-            return Unreachable(
-                f"{self.origin} did not answer within {self.timeout:g} s (login_timeout)"
-            )
-        if isinstance(e, ConnectionRefusedError):
-            return Unreachable(
-                f"{self.origin} refused the connection: nothing listens on that port"
-            )
-        if isinstance(e, socket.gaierror):
-            return Unreachable(f"cannot resolve {self.host}: {e.strerror}")
-        return Unreachable(f"cannot reach {self.origin}: {_reason(e)}")
-
-
-def _dropped(conn: http.client.HTTPSConnection) -> bool:
-    """Whether the peer closed an idle connection (it would be readable: EOF)."""
-    import select
-
-    sock = conn.sock
-    if sock is None:
-        return True
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
-
-
-def _reason(e: BaseException) -> str:
-    text = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e) or type(e).__name__
-    return " ".join(str(text).split())
+            return Unreachable(f"{e}; {fix}, or (insecure) skip the check with ssl_insecure=1")
+        if isinstance(e, https.TimedOut):
+            return Unreachable(f"{e} (login_timeout)")
+        if isinstance(e, https.TransportError):
+            return Unreachable(str(e))
+        return DeviceFailure(str(e))
 
 
 def _redfish_message(raw: bytes, limit: int = 200) -> str:
@@ -503,29 +348,6 @@ def _path(uri: str, option: str) -> str:
     if not uri.startswith("/") or any(c.isspace() for c in uri):
         raise FenceError(f"{option} {uri!r}: give a path on the BMC, such as /redfish/v1")
     return uri
-
-
-def split_host_port(ip: str, port: object = DEFAULT_PORT) -> tuple[str, int]:
-    """``ip`` and the port, honouring ``host:port`` and ``[v6]:port`` in ``ip`` as fence_redfish does."""
-    host = ip.strip()
-    if host.startswith("["):
-        inside, _, rest = host[1:].partition("]")
-        host = inside
-        if rest.startswith(":") and rest[1:].isdigit():
-            port = rest[1:]
-    elif host.count(":") == 1:
-        name, _, number = host.partition(":")
-        if number.isdigit():
-            host, port = name, number
-    try:
-        number = int(port)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise FenceError(f"ipport {port!r}: not a TCP port number") from None
-    if not 0 < number < 65536:
-        raise FenceError(f"ipport {number}: a TCP port is 1 to 65535")
-    if not host:
-        raise FenceError("ip: give the BMC's address or host name")
-    return host, number
 
 
 OPTIONS = (
