@@ -12,8 +12,9 @@ Horcrux signed twice — get exactly one signature):
    within ``max_height_gap`` of the last mark;
 4. the register advances (a majority of the trio, durable) — only then is
    the key used;
-5. the new last signature is handed out, and saved durably right after, in
-   order, by a thread of its own.
+5. the new last signature is handed out, and saved durably right after by a
+   thread of its own (only the newest: one not yet written when a newer
+   comes is skipped).
 
 Why the save may follow the answer, where FilePV saves first: FilePV's file
 is its only guard, and here the register is the guard that accepted this
@@ -34,7 +35,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf.message import Message
@@ -42,7 +42,7 @@ from google.protobuf.message import Message
 from highlander.privval import messages, schema, signbytes
 from highlander.privval.key import ValidatorKey
 from highlander.privval.rules import LastSigned, Refuse, Reuse, check_fresh, decide
-from highlander.privval.state import StateError, StateFile
+from highlander.privval.state import Saver, StateFile
 from highlander.signstate import formats
 from highlander.signstate.client import Conflict, Refused, Session, Superseded
 from highlander.signstate.register import HRS, KeyId
@@ -97,8 +97,7 @@ class Signer:
         self._register: Register | None = None
         self._lock = threading.Lock()
         self.last = state.load()
-        self._saved = self.last  # what the state file holds (only the saving thread changes it)
-        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
+        self._saver = Saver(self.state, self.last, self.key_id)
         self.session: Session | None = None
         self.superseded = False
 
@@ -226,21 +225,13 @@ class Signer:
             signature = self.key.sign(sign_bytes)
             signed = LastSigned(hrs, sign_bytes, signature)
             self.last = signed
-            self._saver.submit(self._save, signed)
+            self._saver.submit(signed)
         log.info("event=signed key=%s node=%s %s at=%s", self.key_id, peer, what, hrs)
         return signature, None, "signed"
 
-    def _save(self, signed: LastSigned) -> None:
-        try:
-            self.state.save(self._saved, signed)
-        except StateError as exc:  # the register still guards; a restarted signer asks it again
-            log.error("event=state-not-saved key=%s at=%s error=%r", self.key_id, signed.hrs, str(exc))
-            return
-        self._saved = signed
-
     def close(self) -> None:
         """Wait until the last signature is in the state file."""
-        self._saver.shutdown(wait=True)
+        self._saver.close()
 
     def _advance(self, session: Session, hrs: HRS, sign_bytes: bytes, peer: str, what: str) -> None:
         digest = formats.digest_of(formats.SignState(hrs, signbytes=sign_bytes))

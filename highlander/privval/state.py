@@ -9,12 +9,16 @@ file, fsync, rename, fsync of the directory) and only ever raised.
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 
 from highlander.adapters.files import write_file
 from highlander.privval.rules import NOTHING, LastSigned
 from highlander.signstate import formats
 from highlander.signstate.register import ZERO
+
+log = logging.getLogger("highlander.privval")
 
 
 class StateError(RuntimeError):
@@ -55,3 +59,52 @@ class StateFile:
             write_file(self.path, formats.dump_cometbft(state), mode=0o600)
         except OSError as exc:
             raise StateError(f"{self.path}: cannot write: {exc.strerror or exc}") from None
+
+
+class Saver:
+    """Saves a key's newest signature in its state file, in a thread of its own.
+
+    Only the newest signature matters: when signatures come faster than the
+    disk takes them, the ones in between are never written (each save is a
+    whole file and two syncs, and on a validator's disk they compete with the
+    register's). A failed save is logged and the next one tries again; the
+    register still guards every mark (see :mod:`highlander.privval.signer`).
+    """
+
+    def __init__(self, state: StateFile, saved: LastSigned, key_id: str) -> None:
+        self.state = state
+        self.key_id = key_id
+        self._saved = saved  # what the file holds; only the saving thread changes it
+        self._pending: LastSigned | None = None
+        self._closing = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="state", daemon=True)
+        self._thread.start()
+
+    def submit(self, signed: LastSigned) -> None:
+        """Save ``signed`` soon, replacing any older signature not yet written."""
+        with self._changed:
+            self._pending = signed
+            self._changed.notify()
+
+    def close(self) -> None:
+        """Wait until the newest signature submitted is in the file (or failed)."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while self._pending is None and not self._closing:
+                    self._changed.wait()
+                signed, self._pending = self._pending, None
+                if signed is None:
+                    return
+            try:
+                self.state.save(self._saved, signed)
+            except StateError as exc:
+                log.error("event=state-not-saved key=%s at=%s error=%r", self.key_id, signed.hrs, str(exc))
+                continue
+            self._saved = signed

@@ -21,7 +21,7 @@ from highlander.privval.config import ConfigError, NodeAddress, parse_config
 from highlander.privval.key import KeyFileError, load_key, parse_key
 from highlander.privval.rules import LastSigned
 from highlander.privval.signer import Signer
-from highlander.privval.state import StateError, StateFile
+from highlander.privval.state import Saver, StateError, StateFile
 from highlander.signstate.client import Conflict, Refused, Session, Superseded
 from highlander.signstate.config import (
     CONFIG_INVALID_ADDRESS,
@@ -309,6 +309,57 @@ def test_state_is_never_lowered_and_a_damaged_file_is_an_error(tmp_path: Path) -
     state.path.write_text("{\"height\": ")
     with pytest.raises(StateError, match="never delete it"):
         state.load()
+
+
+
+class GatedState(StateFile):
+    """A state file whose saves wait at a gate, and that fails when told to."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.fail_next = False
+        self.saved: list[HRS] = []
+
+    def save(self, current: LastSigned, new: LastSigned) -> None:
+        self.entered.set()
+        self.gate.wait()
+        if self.fail_next:
+            self.fail_next = False
+            raise StateError(f"{self.path}: cannot write: disk full")
+        super().save(current, new)
+        self.saved.append(new.hrs)
+
+
+def signed_at(height: int) -> LastSigned:
+    return LastSigned(HRS(height, 0, 1), b"bytes %d" % height, b"sig %d" % height)
+
+
+def test_saver_writes_only_the_newest_of_what_waited(tmp_path: Path) -> None:
+    state = GatedState(tmp_path / "s.json")
+    saver = Saver(state, LastSigned(HRS(0, 0, 0)), "k")
+    saver.submit(signed_at(1))
+    assert state.entered.wait(10)  # height 1 is being written
+    for height in (2, 3, 4):
+        saver.submit(signed_at(height))
+    state.gate.set()
+    saver.close()
+    assert state.saved == [HRS(1, 0, 1), HRS(4, 0, 1)]
+    assert state.load() == signed_at(4)
+
+
+def test_saver_logs_a_failed_save_and_the_next_one_lands(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = GatedState(tmp_path / "s.json")
+    state.fail_next = True
+    saver = Saver(state, LastSigned(HRS(0, 0, 0)), "k")
+    saver.submit(signed_at(1))
+    assert state.entered.wait(10)
+    saver.submit(signed_at(2))
+    state.gate.set()
+    saver.close()
+    assert "event=state-not-saved" in caplog.text and "disk full" in caplog.text
+    assert state.load() == signed_at(2)
 
 
 # -- the configuration -----------------------------------------------------
