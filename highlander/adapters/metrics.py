@@ -13,6 +13,7 @@ operation — never a height, a digest or anything a request chooses.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -105,9 +106,36 @@ class PrivvalMetrics:
             "Unix time of the last signature handed out (0: none since the signer started).",
             registry=registry_,
         )
+        # Heights are values here, never labels. Their difference counts the
+        # blocks the nodes asked for that this signer did not sign: a missed
+        # block is what the operator pays, whatever the block time.
+        self.requested_height = Gauge(
+            "highlander_privval_requested_height",
+            "The highest height a CometBFT node asked this signer to sign (0: none since the signer started).",
+            registry=registry_,
+        )
+        self.signed_height = Gauge(
+            "highlander_privval_signed_height",
+            "The height of the last signature handed out (0: none since the signer started).",
+            registry=registry_,
+        )
 
-    def signed(self, kind: str, result: str, started: float) -> None:
+        self._heights = threading.Lock()  # every node's link reports; the gauges only rise
+        self._requested = self._signed = 0
+
+    def requested(self, height: int) -> None:
+        """A node asked for a signature at ``height``."""
+        with self._heights:
+            if height > self._requested:
+                self._requested = height
+                self.requested_height.set(height)
+
+    def signed(self, kind: str, result: str, started: float, height: int | None = None) -> None:
         self.requests.labels(kind, result).inc()
         if result in ("signed", "resent"):
             self.seconds.labels(kind).observe(time.perf_counter() - started)
             self.last_signature.set(time.time())
+            with self._heights:
+                if height is not None and height > self._signed:
+                    self._signed = height
+                    self.signed_height.set(height)

@@ -60,6 +60,8 @@ SECRETS_DIR = "/etc/highlander/secrets"
 SIGNSTATE_CONFIG = "/etc/highlander/signstate.toml"
 # How long a promoted signer may go without signing before HighlanderNoSignature fires.
 NO_SIGNATURE_SECONDS = 60
+# How many heights the nodes ask for may go unsigned before HighlanderMissedBlocks fires.
+MISSED_BLOCKS = 10
 QNETD_PORT = 5403
 # How the CIB is loaded (once, on one member): the configuration section only, so that the live
 # CIB's version counters go on from where they are (a whole-CIB replace with a lower epoch is refused).
@@ -222,7 +224,8 @@ def render_files(inventory: Inventory) -> list[RenderedFile]:
             )
             files.append(RenderedFile(node.name, "corosync-qnetd", "/etc/default/corosync-qnetd", qnetd))
         files.append(RenderedFile(node.name, "signstate.toml", SIGNSTATE_CONFIG, signstate))
-    alerts = templates.render("alerts.yml.j2", cluster=inventory.cluster_name, no_signature_seconds=NO_SIGNATURE_SECONDS)
+    alerts = templates.render("alerts.yml.j2", cluster=inventory.cluster_name, no_signature_seconds=NO_SIGNATURE_SECONDS,
+                              missed_blocks=MISSED_BLOCKS)
     files.append(RenderedFile("", "alerts.yml", "", alerts))
     return files
 

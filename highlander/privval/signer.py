@@ -133,6 +133,7 @@ class Signer:
         """The response to one request from the node at ``peer``."""
         kind = request.WhichOneof("sum")
         started = time.perf_counter()
+        height = self._requested_height(request, kind)
         try:
             if kind == "ping_request":
                 return messages.wrap("ping_response", schema.PingResponse())
@@ -154,12 +155,24 @@ class Signer:
             log.log(level, "event=refused node=%s request=%s reason=%r", peer, kind, str(refusal))
             self._count(kind, refusal.result, started)
             return messages.refusal(kind, str(refusal))
-        self._count(kind, result, started)
+        self._count(kind, result, started, height)
         return response
 
-    def _count(self, kind: str | None, result: str, started: float) -> None:
+    def _requested_height(self, request: Message, kind: str | None) -> int | None:
+        """The height a sign request asks for, reported to the metrics; None for other requests."""
+        if kind == "sign_vote_request":
+            height = request.sign_vote_request.vote.height
+        elif kind == "sign_proposal_request":
+            height = request.sign_proposal_request.proposal.height
+        else:
+            return None
+        if self.metrics is not None:
+            self.metrics.requested(height)
+        return height
+
+    def _count(self, kind: str | None, result: str, started: float, height: int | None = None) -> None:
         if self.metrics is not None and kind in SIGN_KINDS:
-            self.metrics.signed(SIGN_KINDS[kind], result, started)
+            self.metrics.signed(SIGN_KINDS[kind], result, started, height)
 
     def _check_chain(self, chain_id: str, what: str) -> None:
         if chain_id != self.chain_id:

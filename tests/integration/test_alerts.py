@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from highlander import templates
+from highlander.commands.render import MISSED_BLOCKS, NO_SIGNATURE_SECONDS
 
 CASES = Path(__file__).parents[1] / "data" / "alerts_test.yml"
 
@@ -31,7 +32,8 @@ def promtool() -> str:
 def rendered(directory: Path, **context: object) -> Path:
     directory.mkdir(exist_ok=True)
     rules = directory / "alerts.yml"
-    rules.write_text(templates.render("alerts.yml.j2", **{"cluster": "lab", "no_signature_seconds": 60, **context}))
+    defaults = {"cluster": "lab", "no_signature_seconds": NO_SIGNATURE_SECONDS, "missed_blocks": MISSED_BLOCKS}
+    rules.write_text(templates.render("alerts.yml.j2", **{**defaults, **context}))
     shutil.copy(CASES, directory / CASES.name)
     return rules
 
@@ -43,7 +45,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_rules_are_valid(promtool: str, tmp_path: Path) -> None:
     checked = run(promtool, "check", "rules", str(rendered(tmp_path)))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 7 rules found" in checked.stdout
+    assert "SUCCESS: 8 rules found" in checked.stdout
 
 
 def test_every_alert_fires_when_it_should_and_not_otherwise(promtool: str, tmp_path: Path) -> None:
@@ -58,6 +60,14 @@ def test_negative_control_a_weakened_rule_fails_its_test(promtool: str, tmp_path
     tested = run(promtool, "test", "rules", str(tmp_path / CASES.name))
     assert tested.returncode != 0
     assert "HighlanderNoSignature" in tested.stdout + tested.stderr
+
+
+def test_negative_control_a_blind_missed_blocks_rule_fails_its_test(promtool: str, tmp_path: Path) -> None:
+    """A thousand unsigned heights before anyone is told: the test of that alert must catch it."""
+    rendered(tmp_path, missed_blocks=1000)
+    tested = run(promtool, "test", "rules", str(tmp_path / CASES.name))
+    assert tested.returncode != 0
+    assert "HighlanderMissedBlocks" in tested.stdout + tested.stderr
 
 
 def test_render_writes_the_rules_for_the_cluster(promtool: str, tmp_path: Path) -> None:
