@@ -8,6 +8,8 @@ run against real simulators in tests/integration/test_fence_command.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from highlander.commands import fence
@@ -35,7 +37,9 @@ def scripted(monkeypatch: pytest.MonkeyPatch, codes: dict[str, int]) -> list[Fen
     """Agents that exit with ``codes[device.address]``; returns the devices in the order they were run."""
     tried: list[FenceDevice] = []
 
-    def run_agent(device: FenceDevice, node: str, action: str, password: str | None) -> Attempt:
+    def run_agent(
+        device: FenceDevice, node: str, action: str, password: str | None, metrics_dir: Path | None
+    ) -> Attempt:
         tried.append(device)
         return Attempt(device, action, codes[device.address], "")
 
