@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from highlander import templates
-from highlander.adapters.files import fsync_directory, new_directory, replace_directory
+from highlander.adapters.files import fsync_directory, new_directory, replace_directory, write_file
 from highlander.adapters.runner import CommandRunner, Result, system_env
 from highlander.inventory import Inventory, load
 from highlander.inventory.model import KNOWN_HOSTS, SECRET_OPTIONS, FenceDevice, Node
@@ -291,7 +291,7 @@ def write(files: Sequence[RenderedFile], out: Path, *, before_commit: Callable[[
             _write_new(path, f.text, f.mode)
         _write_new(tmp / MARKER, "Rendered by `highlander render`; the whole directory is replaced on the next render.\n")
         for directory in {path.parent for path in tmp.rglob("*")}:
-            fsync_directory(directory)
+            fsync_directory(directory)  # the entries of the subdirectories made above
         os.chmod(tmp, 0o755)
         if before_commit is not None:
             before_commit(tmp)
@@ -301,11 +301,7 @@ def write(files: Sequence[RenderedFile], out: Path, *, before_commit: Callable[[
 
 def _write_new(path: Path, text: str, mode: int = 0o644) -> None:
     """A new file in the render's own directory (which appears in place whole, or not)."""
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as handle:
-        handle.write(text.encode())
-        handle.flush()
-        os.fchmod(handle.fileno(), mode)  # not narrowed by the umask
-        os.fsync(handle.fileno())
+    write_file(path, text, mode=mode, replace=False)
 
 
 def _check_replaceable(out: Path) -> None:

@@ -83,6 +83,32 @@ def test_keeps_the_owner_of_the_file_it_replaces(tmp_path: Path) -> None:
     assert path.read_text() == "new"
 
 
+def test_create_only_never_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "ca.key"
+    write_file(path, "first", mode=0o600, replace=False)
+    assert path.read_text() == "first" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        write_file(path, "second", mode=0o600, replace=False)
+    assert path.read_text() == "first"
+    assert os.listdir(tmp_path) == ["ca.key"]
+
+
+def test_create_only_without_hard_links_still_refuses_an_existing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that cannot link (EPERM, as vfat): checked, then renamed."""
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "node.crt"
+    write_file(path, "one", replace=False)
+    with pytest.raises(FileExistsError):
+        write_file(path, "two", replace=False)
+    assert path.read_text() == "one" and os.listdir(tmp_path) == ["node.crt"]
+
+
 def test_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     write_file("state.json", "x")
