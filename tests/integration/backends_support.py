@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from harness import HIGHLANDER
 
 from highlander.signstate.client import SignerClient
 from highlander.lab.stores import LocalEtcd, LocalPostgres, local_register
 from highlander.lab.replicas import NODES, LoopbackReplicas
 
 BACKENDS = ("trio", "etcd", "postgresql")
-HIGHLANDER = [sys.executable, "-m", "highlander"]
 
 
 class Arena:

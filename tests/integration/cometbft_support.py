@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
+from harness import HIGHLANDER
 
 from highlander.adapters.waiting import wait_until
 from highlander.lab.replicas import free_ports
@@ -212,7 +212,7 @@ class PrivvalProcess:
         return self.dir / "privval.log"
 
     def start(self, *, promote: bool = True) -> None:
-        command = [sys.executable, "-m", "highlander", "privval", "--config", str(self.config)]
+        command = [*HIGHLANDER, "privval", "--config", str(self.config)]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 command + (["--promote"] if promote else []), stdout=log, stderr=log, stdin=subprocess.DEVNULL

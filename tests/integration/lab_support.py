@@ -9,26 +9,25 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from harness import HIGHLANDER
 
 from highlander.adapters.runner import system_env
 from highlander.lab.cleanup import cleanup
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "examples" / "lab.yml"
-HIGHLANDER = str(Path(sys.prefix) / "bin" / "highlander")
 PROGRAMS = ("ip", "unshare", "nsenter", "corosync", "pacemakerd", "crm_mon", "crm_resource", "cibadmin",
             "stonith_admin", "ipmi_sim", "ipmitool")  # fmt: skip
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``highlander ARGS`` with the bare environment Pacemaker's tools get."""
-    return subprocess.run([HIGHLANDER, *args], capture_output=True, text=True, check=False, timeout=timeout,
+    return subprocess.run([*HIGHLANDER, *args], capture_output=True, text=True, check=False, timeout=timeout,
                           env=system_env())  # fmt: skip
 
 

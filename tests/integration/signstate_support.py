@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness import HIGHLANDER
+
 from highlander.adapters.waiting import wait_until
 from highlander.drill.journal import Entry, parse_journal
 from highlander.drill.signer import chain_height
@@ -33,7 +35,6 @@ TIMEOUT = 10.0
 BLOCK_TIME = 0.05
 CHAIN_ID = "drill-chain"
 KEY_ID = "validator"
-HIGHLANDER = [sys.executable, "-m", "highlander"]
 
 
 def tcp(replicas: LoopbackReplicas, node: str = "node-a") -> socket.socket:

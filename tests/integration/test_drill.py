@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_support import HIGHLANDER, journals, run, running_lab
+from harness import HIGHLANDER
+from lab_support import journals, run, running_lab
 
 from highlander.adapters.pacemaker import Pacemaker
 from highlander.adapters.runner import CommandRunner, system_env
@@ -251,7 +252,7 @@ def remote(lab: Path, *args: str, known_hosts: Path | None = None, stdin: str = 
     only over SSH (the lab's key, their host keys), their BMCs only through them."""
     plan, _ = load_plan(lab)
     ssh = lab / "ssh"
-    argv = ["ip", "netns", "exec", plan.switch, HIGHLANDER, "drill", *args, "--inventory", str(plan.inventory),
+    argv = ["ip", "netns", "exec", plan.switch, *HIGHLANDER, "drill", *args, "--inventory", str(plan.inventory),
             "--ssh-key", str(ssh / SSH_KEY), "--known-hosts", str(known_hosts or ssh / "known_hosts")]  # fmt: skip
     result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=400, check=False,
                             env=system_env())  # fmt: skip

@@ -5,11 +5,11 @@ power-off the operator is told how to let Pacemaker know."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from harness import HIGHLANDER
 
 from highlander.lab.ipmisim import IpmiSim
 
@@ -42,7 +42,7 @@ def inventory(tmp_path: Path, ipmi_bmc: IpmiSim) -> Path:
 
 def fence(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "highlander", "fence", *args],
+        [*HIGHLANDER, "fence", *args],
         input=stdin, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

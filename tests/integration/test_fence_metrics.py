@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 from fence_agents import run, ours
 from prometheus_client.parser import text_string_to_metric_families
+
+from harness import HIGHLANDER
 
 from highlander.adapters.metrics import FENCE_TEXTFILE
 from highlander.lab.ipmisim import IpmiSim
@@ -90,7 +91,7 @@ def test_highlander_fence_counts_its_attempts(ipmi_bmc: IpmiSim, tmp_path: Path)
     secret.write_text(ipmi_bmc.password)
     secret.chmod(0o600)
     done = subprocess.run(
-        [sys.executable, "-m", "highlander", "fence", "peer", "--action", "off", "--yes", "--method", "ipmi",
+        [*HIGHLANDER, "fence", "peer", "--action", "off", "--yes", "--method", "ipmi",
          "--ip", "127.0.0.1", "--ipport", str(ipmi_bmc.port), "--username", "admin", "--password-file", str(secret),
          "--option", "cipher=3", "--metrics-dir", str(metrics)],
         capture_output=True, text=True, timeout=120,

@@ -39,11 +39,7 @@ from highlander.fencing.driver import (
     LoginDenied,
     Unreachable,
 )
-from highlander.lab.redfishsim import (
-    RedfishSimulator,
-    free_port,
-    make_certificates,
-)
+from highlander.lab.redfishsim import RedfishSimulator, make_certificates
 
 FENCE_REDFISH = "/usr/sbin/fence_redfish"
 AGENT_NAME = "fence_highlander_redfish"
@@ -186,8 +182,8 @@ def test_driver_unusable_ca_file(tmp_path: Path, content: bytes | None) -> None:
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_driver_unreachable() -> None:
-    drv = RedfishDriver("127.0.0.1", free_port(), username="admin", password="x", timeout=5)
+def test_driver_unreachable(reserved_port: int) -> None:
+    drv = RedfishDriver("127.0.0.1", reserved_port, username="admin", password="x", timeout=5)
     with pytest.raises(Unreachable, match="refused the connection"), drv:
         pass
 
@@ -349,8 +345,8 @@ def test_wrong_password(redfish_bmc: RedfishSimulator, capsys: pytest.CaptureFix
         assert "KeyError: 'Members'" in theirs.stderr
 
 
-def test_unreachable_device(redfish_bmc: RedfishSimulator) -> None:
-    port = free_port()  # nothing listens there
+def test_unreachable_device(redfish_bmc: RedfishSimulator, reserved_port: int) -> None:
+    port = reserved_port  # nothing listens there
     ours = run_variant(ours_verified(redfish_bmc, action="status", ipport=port))
     theirs = run_variant(theirs_verified(redfish_bmc, action="status", ipport=port))
     assert ours.returncode == theirs.returncode == 1

@@ -16,6 +16,7 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from harness import HIGHLANDER
 
 from highlander.adapters import files, process
 from highlander.adapters.waiting import wait_until
@@ -173,7 +174,7 @@ def follower(
     pidfile = tmp_path / "signer.pid"
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "highlander", "signstate", "follow",
+            *HIGHLANDER, "signstate", "follow",
             "--socket", str(replicas.socket("node-a")), "--chain-id", key.chain_id, "--key-id", key.key_id,
             "--epoch", str(session.epoch), "--state-file", str(state), "--since", str(session.hwm),
             "--pidfile", str(pidfile), "--reason-file", str(tmp_path / "reason"),
@@ -319,7 +320,7 @@ def test_a_key_the_register_cannot_name_is_refused_at_validate_time(
 
 
 def test_export_and_import_through_the_cli(replicas: LoopbackReplicas, tmp_path: Path) -> None:
-    highlander = [sys.executable, "-m", "highlander", "signstate"]
+    highlander = [*HIGHLANDER, "signstate"]
     key = ["--chain-id", KEY.chain_id, "--key-id", "exported"]
     with SignerClient(replicas.socket("node-a")) as client:
         session = client.promote(KeyId(KEY.chain_id, "exported"))

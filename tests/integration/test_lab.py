@@ -12,12 +12,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import HIGHLANDER
 
 from highlander.adapters.pacemaker import parse_status
 from highlander.adapters.runner import system_env
@@ -31,14 +31,13 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "examples" / "lab.yml"
-HIGHLANDER = str(Path(sys.prefix) / "bin" / "highlander")
 PROGRAMS = ("ip", "unshare", "nsenter", "corosync", "pacemakerd", "crm_mon", "cibadmin", "stonith_admin",
             "ipmi_sim", "sshd", "ssh", "ssh-keygen")  # fmt: skip
 TIMINGS: dict[str, float] = {}
 
 
 def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([HIGHLANDER, "lab", *args], input=stdin, capture_output=True, text=True, check=False,
+    return subprocess.run([*HIGHLANDER, "lab", *args], input=stdin, capture_output=True, text=True, check=False,
                           timeout=timeout, env=system_env())  # fmt: skip
 
 

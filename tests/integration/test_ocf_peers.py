@@ -9,13 +9,13 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from harness import HIGHLANDER
 
 from highlander.adapters import process
 from highlander.lab.replicas import LoopbackReplicas
@@ -23,10 +23,6 @@ from highlander.signstate.client import SignerClient
 from highlander.signstate.register import KeyId, Record
 
 AGENT_PATH = Path("/usr/lib/ocf/resource.d/highlander/validator")
-_CLI = Path(sys.executable).parent / "highlander"
-HIGHLANDER = (
-    [str(_CLI)] if _CLI.is_file() else [sys.executable, "-c", "from highlander.cli import main; main()"]
-)
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="ocf-tester, runuser and crm_resource's agent runs need root"
@@ -73,14 +69,14 @@ def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, **kwargs)  # type: ignore[call-overload]
 
 
-def test_ocf_tester_passes(agent: Path, instance: Instance, free_port: int, replicas: LoopbackReplicas) -> None:
+def test_ocf_tester_passes(agent: Path, instance: Instance, reserved_port: int, replicas: LoopbackReplicas) -> None:
     """With the sign-state gate on: every start promotes through a real trio."""
     command = shlex.join(
         [
             *HIGHLANDER,
             "demo-chain",
             "--listen",
-            f"127.0.0.1:{free_port}",
+            f"127.0.0.1:{reserved_port}",
             "--block-time",
             "0.5",
             "--catch-up",
@@ -95,7 +91,7 @@ def test_ocf_tester_passes(agent: Path, instance: Instance, free_port: int, repl
             "-o",
             f"command={command}",
             "-o",
-            f"health_url=http://127.0.0.1:{free_port}/status",
+            f"health_url=http://127.0.0.1:{reserved_port}/status",
             "-o",
             f"pidfile={instance.pidfile}",
             "-o",

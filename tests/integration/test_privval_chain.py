@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from cometbft_support import CometNode, PrivvalProcess, cometbft
+from harness import HIGHLANDER
 
 from highlander.adapters.waiting import wait_until
 from highlander.lab.replicas import LoopbackReplicas
@@ -161,10 +162,9 @@ def test_moving_from_filepv_continues_above_the_imported_mark(tmp_path: Path, re
     import json
     import shutil
     import subprocess
-    import sys
 
-    from highlander.privval.key import load_key
     from highlander.lab.replicas import NODES
+    from highlander.privval.key import load_key
 
     node = CometNode(tmp_path, "node-a")
     node.init(CHAIN, remote_signer=False)
@@ -177,7 +177,7 @@ def test_moving_from_filepv_continues_above_the_imported_mark(tmp_path: Path, re
     replicas.stop()
     for replica in NODES:
         subprocess.run(
-            [sys.executable, "-m", "highlander", "signstate", "import", "--config", str(replicas.config(replica)),
+            [*HIGHLANDER, "signstate", "import", "--config", str(replicas.config(replica)),
              "--chain-id", CHAIN, "--key-id", address, str(node.state_file)],
             check=True, capture_output=True,
         )  # fmt: skip

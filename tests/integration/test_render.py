@@ -13,13 +13,13 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from harness import HIGHLANDER
 
 from highlander.adapters.runner import CommandRunner, system_env
 from highlander.commands import render as command
@@ -58,7 +58,7 @@ def _check_namespaces(runner: CommandRunner) -> set[str]:
 def highlander(*args: str) -> subprocess.CompletedProcess[str]:
     """The real command line, in a child process."""
     return subprocess.run(
-        [sys.executable, "-m", "highlander", *args], check=False, capture_output=True, text=True, timeout=120,
+        [*HIGHLANDER, *args], check=False, capture_output=True, text=True, timeout=120,
         env=system_env(),
     )  # fmt: skip
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backends_support import HIGHLANDER, init
+from backends_support import init
+from harness import HIGHLANDER
 
 from highlander.adapters.waiting import wait_until
 from highlander.signstate.client import Refused, Session, SignerClient

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backends_support import BACKENDS, HIGHLANDER, Arena, arena
+from backends_support import BACKENDS, Arena, arena
+from harness import HIGHLANDER
 
 from highlander.adapters.waiting import wait_until
 from highlander.signstate.client import Conflict, Refused, Superseded

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 
 import pytest
+from harness import HIGHLANDER
 
 from highlander.lab.replicas import LoopbackReplicas
 
@@ -24,7 +24,7 @@ def test_sigterm_is_a_clean_shutdown(replicas: LoopbackReplicas) -> None:
 
 def test_a_second_daemon_on_the_same_state_is_refused(replicas: LoopbackReplicas) -> None:
     second = subprocess.run(
-        [sys.executable, "-m", "highlander", "signstate", "serve", "--config", str(replicas.config("node-a"))],
+        [*HIGHLANDER, "signstate", "serve", "--config", str(replicas.config("node-a"))],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert second.returncode == 1

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from harness import HIGHLANDER
 from signstate_support import TIMEOUT, as_peer, exchange, frame, tcp
 
 from highlander.adapters.waiting import wait_until
@@ -35,7 +36,6 @@ from highlander.signstate.wire import Request, request_document
 pytestmark = pytest.mark.signstate
 
 CHAIN = "hardening-1"
-HIGHLANDER = [sys.executable, "-m", "highlander"]
 
 
 @pytest.fixture

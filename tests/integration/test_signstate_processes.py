@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from signstate_support import BLOCK_TIME, CHAIN_ID, HIGHLANDER, KEY_ID, Signers, check_journals
+from harness import HIGHLANDER
+from signstate_support import BLOCK_TIME, CHAIN_ID, KEY_ID, Signers, check_journals
 
 from highlander.adapters.waiting import wait_until
 from highlander.drill.signer import lateness

@@ -5,15 +5,15 @@ traceback, and the replica's state directory untouched."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from harness import HIGHLANDER
 
 
 def highlander(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "highlander", "signstate", *args], capture_output=True, text=True, timeout=120
+        [*HIGHLANDER, "signstate", *args], capture_output=True, text=True, timeout=120
     )
 
 

@@ -10,7 +10,6 @@ import os
 import shlex
 import signal
 import socket
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,18 +19,13 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from harness import HIGHLANDER
 
 from highlander.adapters import process
 from highlander.agents.validator import AGENT, DAEMON_PATH
 from highlander.ocf import codes
 from highlander.ocf.runtime import EXIT_REASON_PREFIX, execute
 
-_CLI = Path(sys.executable).parent / "highlander"
-# The console script of the environment under test; the -c form runs the
-# same package (the daemon's working directory is /, not the repository).
-HIGHLANDER = (
-    [str(_CLI)] if _CLI.is_file() else [sys.executable, "-c", "from highlander.cli import main; main()"]
-)
 UNSET = None
 
 
@@ -182,22 +176,22 @@ def daemon_environment(pid: int) -> dict[str, str]:
 
 
 @pytest.fixture
-def chain(validator: Validator, free_port: int) -> int:
+def chain(validator: Validator, reserved_port: int) -> int:
     """A started resource running the demo chain; returns its port."""
     validator.params.update(
-        command=chain_command(free_port), health_url=f"http://127.0.0.1:{free_port}/status"
+        command=chain_command(reserved_port), health_url=f"http://127.0.0.1:{reserved_port}/status"
     )
     outcome = validator.run("start")
     assert outcome.code == codes.SUCCESS, outcome.stderr
-    return free_port
+    return reserved_port
 
 
 # --- start ---------------------------------------------------------------------------------
 
 
-def test_start_returns_once_the_chain_has_caught_up(validator: Validator, free_port: int) -> None:
+def test_start_returns_once_the_chain_has_caught_up(validator: Validator, reserved_port: int) -> None:
     validator.params.update(
-        command=chain_command(free_port, catch_up=1.5), health_url=f"http://127.0.0.1:{free_port}/status"
+        command=chain_command(reserved_port, catch_up=1.5), health_url=f"http://127.0.0.1:{reserved_port}/status"
     )
     started = validator.run("start")
     assert started.code == codes.SUCCESS, started.stderr
@@ -233,9 +227,9 @@ def test_start_of_a_started_resource_succeeds_without_a_second_daemon(
 
 
 def test_start_fails_before_its_timeout_when_the_health_url_does_not_answer(
-    validator: Validator, free_port: int
+    validator: Validator, reserved_port: int
 ) -> None:
-    outcome = validator.run("start", timeout_ms=4000, health_url=f"http://127.0.0.1:{free_port}/status")
+    outcome = validator.run("start", timeout_ms=4000, health_url=f"http://127.0.0.1:{reserved_port}/status")
     assert outcome.code == codes.ERR_GENERIC
     assert "not healthy within the start timeout" in outcome.reason
     assert "did not answer" in outcome.reason
@@ -293,10 +287,10 @@ def test_monitor_depth_20_succeeds_while_the_height_advances(validator: Validato
 
 
 def test_monitor_depth_20_fails_when_the_height_has_not_advanced(
-    validator: Validator, free_port: int
+    validator: Validator, reserved_port: int
 ) -> None:
     validator.params.update(
-        command=chain_command(free_port, block_time=60), health_url=f"http://127.0.0.1:{free_port}/status"
+        command=chain_command(reserved_port, block_time=60), health_url=f"http://127.0.0.1:{reserved_port}/status"
     )
     assert validator.run("start").code == codes.SUCCESS
     assert validator.run("monitor", level=20).code == codes.SUCCESS
@@ -305,13 +299,13 @@ def test_monitor_depth_20_fails_when_the_height_has_not_advanced(
     assert "has not advanced" in outcome.reason
 
 
-def test_monitor_fails_while_the_chain_is_catching_up(validator: Validator, free_port: int) -> None:
+def test_monitor_fails_while_the_chain_is_catching_up(validator: Validator, reserved_port: int) -> None:
     # Started without a health check (it would wait the catch-up out), then
     # monitored with one.
-    validator.params.update(command=chain_command(free_port, catch_up=600))
+    validator.params.update(command=chain_command(reserved_port, catch_up=600))
     started = validator.run("start")
     assert started.code == codes.SUCCESS, started.stderr
-    url = f"http://127.0.0.1:{free_port}/status"
+    url = f"http://127.0.0.1:{reserved_port}/status"
     wait_for(lambda: _answers(url), "the demo chain to listen")
     outcome = validator.run("monitor", level=10, health_url=url)
     assert outcome.code == codes.ERR_GENERIC
