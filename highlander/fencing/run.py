@@ -22,6 +22,7 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from highlander.fencing import address
 from highlander.fencing.driver import OFF, ON, FenceError, LoginDenied
@@ -44,7 +45,6 @@ from highlander.fencing.options import (
 )
 from highlander.fencing.spec import AGENT_ACTIONS, EXIT_FAILED, EXIT_OFF, EXIT_OK, succeeded
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import IO
@@ -329,9 +329,9 @@ def _invoke(agent: FenceAgent, options: Options, log: Log) -> int:
         return EXIT_OK
     if options.action in INFO_ACTIONS:
         if options.action == "metadata":
-            from highlander.fencing.metadata import render
+            from highlander.fencing.metadata import render_fence_metadata as render
         else:
-            from highlander.fencing.manpage import render
+            from highlander.fencing.manpage import render_fence_manpage as render
         sys.stdout.write(render(agent))
         return EXIT_OK
     log.verbose = bool(options.values.get("verbose"))

@@ -31,7 +31,7 @@ def promtool() -> str:
 def rendered(directory: Path, **context: object) -> Path:
     directory.mkdir(exist_ok=True)
     rules = directory / "alerts.yml"
-    rules.write_text(templates.render("alerts.yml.j2", **{"cluster": "lab", "no_signature_seconds": 60, **context}))
+    rules.write_text(templates.render_template("alerts.yml.j2", **{"cluster": "lab", "no_signature_seconds": 60, **context}))
     shutil.copy(CASES, directory / CASES.name)
     return rules
 

@@ -89,7 +89,7 @@ def controller(tmp_path: Path) -> Path:
     rendered = directory / "render" / WITNESS
     rendered.mkdir(parents=True)
     directory.chmod(0o700)
-    qnetd = templates.render("corosync-qnetd.j2", cluster_name=CLUSTER, port=5403,
+    qnetd = templates.render_template("corosync-qnetd.j2", cluster_name=CLUSTER, port=5403,
                              witness={"name": WITNESS, "addresses": ["127.0.0.1"]},
                              members=[{"name": MEMBER}])  # fmt: skip
     (rendered / "corosync-qnetd").write_text(qnetd)

@@ -135,14 +135,14 @@ def test_a_render_on_a_full_disk_leaves_the_earlier_one(small_disk: Path) -> Non
 
 def test_a_render_directory_left_by_a_crash_is_removed_by_the_next_render(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    render.render(EXAMPLE, out)
+    render.render_cluster(EXAMPLE, out)
     crash_at_first_rename(f"""
         from pathlib import Path
         from highlander.commands import render
-        render.render(Path({str(EXAMPLE)!r}), Path({str(out)!r}))
+        render.render_cluster(Path({str(EXAMPLE)!r}), Path({str(out)!r}))
     """)
     assert hidden(tmp_path), "the child died before it built its directory"
-    render.render(EXAMPLE, out)
+    render.render_cluster(EXAMPLE, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
