@@ -1,4 +1,4 @@
-"""Fixtures shared by the unit and integration tests."""
+"""Fixtures shared by every tier: unit/, process/ and cluster/."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ that the devices are tried in order until one of them has done it.
 
 The fence-agents API gives exit 2 to status alone ("reachable, power off");
 for off, on and reboot only 0 is a verified success. The agents themselves
-run against real simulators in tests/integration/test_fence_command.py.
+run against real simulators in tests/process/test_fence_command.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ all, with the mode and owner asked for, durably, and no temporary outlives
 its writer: removed on an error, and by the next write after a crash.
 
 The filesystem is real (tmp_path). A full disk on a real filesystem is in
-tests/integration/test_durable_writes.py; here a failing system call is
+tests/process/test_durable_writes.py; here a failing system call is
 injected only to reach the points a real disk fails at rarely (fsync,
 rename) and to record the order of the calls.
 """

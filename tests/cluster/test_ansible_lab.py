@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_ansible import ANSIBLE, BIN, LAB_INVENTORY, VAULT_PASSWORD, tool
+from ansible_support import ANSIBLE, BIN, LAB_INVENTORY, VAULT_PASSWORD, tool
 
 from highlander.adapters.runner import system_env
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_ansible import ANSIBLE, BIN, tool
+from ansible_support import ANSIBLE, BIN, tool
 from test_ansible_lab import _recap
 
 from highlander import templates

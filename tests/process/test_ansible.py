@@ -16,29 +16,11 @@ points at /etc/highlander/secrets/node-a-fence-1) and the roles write that secre
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE = ROOT / "ansible"
-BIN = Path(sys.executable).parent
-LAB_INVENTORY = ROOT / "examples" / "lab.yml"
-VAULT_PASSWORD = "lab-vault-password"  # protects the test's vault file only
-
-
-def tool(name: str) -> str:
-    found = BIN / name
-    if found.exists():
-        return str(found)
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed (pip install '.[test]')")
-    return path
+from ansible_support import ANSIBLE, ROOT, tool
 
 
 def test_ansible_lint_passes() -> None:

@@ -1,6 +1,6 @@
 """Real CometBFT nodes, ``highlander privval`` processes, and a harness that
 plays the CometBFT side of the privval protocol — for the remote signer's
-integration tests. Every process is started here and stopped by its PID.
+process and cluster tests. Every process is started here and stopped by its PID.
 
 CometBFT itself is the pinned release ``./bootstrap`` installs with
 ``go install`` into /opt/highlander/bin (or $HIGHLANDER_COMETBFT).
