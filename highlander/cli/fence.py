@@ -40,12 +40,14 @@ def fence(node: str, action: str, inventory: Path, method: str | None, ip: str |
     Directly through its fence devices (tried in the inventory's order, so
     it works while the cluster is down), or with --via-cluster through
     Pacemaker. After a direct power-off it prints the stonith_admin line
-    that tells the cluster the node is down. With --via-cluster the devices'
-    own metrics_dir options apply, not --metrics-dir.
+    that tells the cluster the node is down.
     """
     from highlander.commands import fence as commands
 
     if via_cluster:
+        if metrics_dir is not None:
+            raise click.UsageError("--metrics-dir counts fencing done here; with --via-cluster the cluster's "
+                                   "devices count it with their own metrics_dir option")  # fmt: skip
         if action != "status" and not yes:
             click.confirm(f"Ask the cluster to {action} {node}?", abort=True)
         from highlander.adapters.runner import CommandRunner

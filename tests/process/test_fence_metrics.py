@@ -108,3 +108,12 @@ def test_an_unwritable_metrics_dir_does_not_change_the_fence(ipmi_bmc: IpmiSim, 
     assert done.error_lines == [
         f"Warning: the outcome was not written to metrics_dir {missing}: No such file or directory"
     ]
+
+
+def test_metrics_dir_is_refused_with_via_cluster(tmp_path: Path) -> None:
+    """Pacemaker's devices count what they do with their own metrics_dir: nothing is promised here."""
+    done = subprocess.run([*HIGHLANDER, "fence", "node-b", "--action", "status", "--via-cluster",
+                           "--metrics-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert "--metrics-dir counts fencing done here" in done.stderr
+    assert list(tmp_path.iterdir()) == []
