@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 from harness import HIGHLANDER
 from lab_support import journals, run, running_lab
+from prometheus_client.parser import text_string_to_metric_families
 
 from highlander.adapters.pacemaker import Pacemaker
 from highlander.adapters.runner import CommandRunner, system_env
@@ -104,11 +105,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield directory
 
 
-def drill(lab: Path, report_dir: Path, scenario: str) -> dict[str, Any]:
-    """One iteration of ``scenario`` through the CLI; its JSON report's only iteration,
-    after the checks every scenario shares."""
+def drill(lab: Path, report_dir: Path, scenario: str, *options: str) -> dict[str, Any]:
+    """One iteration of ``scenario`` through the CLI (with ``options``); its JSON report's only
+    iteration, after the checks every scenario shares."""
     started = time.monotonic()
-    result = run("drill", scenario, "--dir", str(lab), "--iterations", "1", "--report", str(report_dir),
+    result = run("drill", scenario, "--dir", str(lab), "--iterations", "1", "--report", str(report_dir), *options,
                  timeout=400)  # fmt: skip
     print(result.stdout, f"{scenario} took {time.monotonic() - started:.1f} s")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -136,9 +137,16 @@ def assert_failover(it: dict[str, Any]) -> None:
 
 @pytest.mark.lab
 def test_power_cut_active_moves_the_validator_without_double_signs(lab: Path, tmp_path: Path) -> None:
-    it = drill(lab, tmp_path, "power-cut-active")
+    metrics = tmp_path / "textfile"
+    metrics.mkdir()
+    it = drill(lab, tmp_path, "power-cut-active", "--metrics-dir", str(metrics))
     assert_failover(it)
+    exported = {(s.name, s.labels.get("phase"), s.labels.get("stat")): s.value
+                for family in text_string_to_metric_families((metrics / "highlander_drill.prom").read_text())
+                for s in family.samples}  # fmt: skip
+    assert exported[("highlander_drill_ok", None, None)] == 1
     summary = json.loads((tmp_path / "power-cut-active.json").read_text())["summary"]
+    assert exported[("highlander_drill_phase_seconds", "total", "median")] == summary["phases"]["total"]["median"]
     assert 0 < summary["unavailability"] < 1e-6
     status = json.loads(run("lab", "status", "--dir", str(lab), "--json").stdout)
     assert {n: v["state"] for n, v in status["nodes"].items()} == dict.fromkeys(("node-a", "node-b", "node-w"), "running")
