@@ -361,6 +361,8 @@ def record_outcome(agent: FenceAgent, options: Options, code: int, seconds: floa
         record_fence(Path(str(directory)), agent.name, options.action, result, seconds)
     except OSError as exc:
         log.report(f"Warning: the outcome was not written to metrics_dir {directory}: {exc.strerror or exc}")
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the fence's own outcome stands
+        log.report(f"Warning: the outcome was not written to metrics_dir {directory}: {type(exc).__name__}: {exc}")
 
 
 def main(agent: FenceAgent, argv: Sequence[str], stdin: IO[str] | IO[bytes]) -> int:
