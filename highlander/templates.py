@@ -66,7 +66,7 @@ def find_template(name: str) -> Path:
     raise TemplateNotFound(f"template {name!r} not found in {template_dirs()}")
 
 
-def render(name: str, /, **context: Any) -> str:
+def render_template(name: str, /, **context: Any) -> str:
     """Render template ``name`` with ``context``.
 
     Undefined variables are errors rather than empty strings: a config file

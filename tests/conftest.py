@@ -1,12 +1,12 @@
-"""Fixtures shared by the unit and integration tests."""
+"""Fixtures shared by every tier: unit/, process/ and cluster/."""
 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import harness
 import pytest
 
 from highlander.lab.replicas import LoopbackReplicas
@@ -27,11 +27,10 @@ def ocf_schema() -> Path:
 
 
 @pytest.fixture
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def reserved_port() -> Iterator[int]:
+    """A loopback TCP port nobody else can take during the test (:func:`harness.reserved_port`)."""
+    with harness.reserved_port() as port:
+        yield port
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ are reused, and a lab node's PIDs live in their own namespace.)
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -152,13 +153,30 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_file(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0o644) -> None:
+def _place_new(temporary: Path, target: Path) -> None:
+    """Give the finished ``temporary`` the name ``target`` only if nothing has it: FileExistsError otherwise."""
+    try:
+        os.link(temporary, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise  # FileExistsError among them
+        # A file system without hard links: check, then rename (a race a link would not have).
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        os.rename(temporary, target)
+    else:
+        os.unlink(temporary)
+
+
+def write_file(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0o644, replace: bool = True) -> None:
     """Replace ``path`` with ``data`` (text is written as UTF-8) so a crash leaves the old or the new file.
 
     The new file has ``mode`` exactly and, when it replaces one, that file's
     owner and group (so a root agent does not lock a non-root signer out of
     its own state file). The directory must exist. On any failure the
-    temporary is removed and ``path`` is as it was.
+    temporary is removed and ``path`` is as it was. With ``replace=False``
+    the file is only created: FileExistsError if ``path`` exists, even if it
+    appeared while the data was being written (a CA key is never overwritten).
     """
     target = Path(os.path.abspath(path))
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -181,7 +199,10 @@ def write_file(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
-        os.replace(temporary, target)
+        if replace:
+            os.replace(temporary, target)
+        else:
+            _place_new(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)

@@ -13,7 +13,7 @@ from highlander.adapters import process
 from highlander.ocf import codes
 from highlander.ocf.codes import OCFError
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing's constant, without importing typing: see highlander/__init__.py
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path

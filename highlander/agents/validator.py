@@ -25,7 +25,7 @@ from highlander.ocf import checks, codes
 from highlander.ocf.codes import OCFError
 from highlander.ocf.spec import Action, Agent, Parameter
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing's constant, without importing typing: see highlander/__init__.py
 if TYPE_CHECKING:
     from subprocess import Popen
 

@@ -21,7 +21,7 @@ LAZY_COMMANDS = {
     "privval": "highlander.cli.privval:privval",
     "demo-signer": "highlander.cli.demo:demo_signer",
     "check-journals": "highlander.cli.demo:check_journals",
-    "render": "highlander.cli.render:render",
+    "render": "highlander.cli.render:render_command",
     "fence": "highlander.cli.fence:fence",
     "lab": "highlander.cli.lab:lab",
     "drill": "highlander.cli.drill:drill",

@@ -59,6 +59,9 @@ HELP = (
               help="Write <scenario>.json, <scenario>.txt and the timeline picture <scenario>.html here "
                    "(soak.* for a soak), and the evidence of failures under evidence/.  [default: a new "
                    "temporary directory, made only when a failure's evidence is kept]")  # fmt: skip
+@click.option("--metrics-dir", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="Also write the outcome and the failover durations to highlander_drill.prom in this directory "
+                   "(node_exporter's textfile collector).")  # fmt: skip
 @click.option("--mtbf-hours", type=click.FloatRange(min=0, min_open=True), default=8760.0, show_default=True,
               help="Mean time between failures of one node, for the availability estimate.")  # fmt: skip
 @click.option("--timeout", type=click.FloatRange(min=10), default=120, show_default=True,
@@ -77,8 +80,9 @@ HELP = (
 @click.option("--yes", is_flag=True, help="With --inventory: do not ask for the cluster's name first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def drill(scenario: str | None, soak: int | None, seed: int | None, directory: Path | None, iterations: int,
-          report_dir: Path | None, mtbf_hours: float, timeout: float, inventory: Path | None, ssh_user: str,
-          ssh_key: Path | None, known_hosts: Path | None, journals: str, yes: bool, as_json: bool) -> None:  # fmt: skip
+          report_dir: Path | None, metrics_dir: Path | None, mtbf_hours: float, timeout: float,
+          inventory: Path | None, ssh_user: str, ssh_key: Path | None, known_hosts: Path | None, journals: str,
+          yes: bool, as_json: bool) -> None:  # fmt: skip
     from highlander.drill import report
     from highlander.drill.evidence import Progress
 
@@ -111,6 +115,10 @@ def drill(scenario: str | None, soak: int | None, seed: int | None, directory: P
                 summary = report.soak_summary(records, mtbf_hours, nodes=2, findings=runner.findings)
         except ERRORS as exc:
             raise click.ClickException(str(exc)) from None
+    if metrics_dir is not None:
+        from highlander.adapters.metrics import record_drill
+
+        click.echo(f"wrote {record_drill(metrics_dir, name, summary)}")
     _report(name, records, summary, runner.findings, runner.report_dir, as_json)
 
 

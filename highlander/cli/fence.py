@@ -27,11 +27,14 @@ DEFAULT_INVENTORY = Path("/etc/highlander/inventory.yml")
               help="File holding the device's password (otherwise asked for).")  # fmt: skip
 @click.option("--option", "options", multiple=True, metavar="NAME=VALUE",
               help="An agent option for the device given with --method (repeatable).")  # fmt: skip
+@click.option("--metrics-dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Count the outcome in highlander_fence.prom in this directory (node_exporter's textfile "
+                   "collector), as the agents' metrics_dir option does.")  # fmt: skip
 @click.option("--via-cluster", is_flag=True, help="Ask Pacemaker (stonith_admin) instead of the devices.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def fence(node: str, action: str, inventory: Path, method: str | None, ip: str | None, ipport: int | None,
-          username: str | None, password_file: Path | None, options: tuple[str, ...], via_cluster: bool,
-          yes: bool) -> None:  # fmt: skip
+          username: str | None, password_file: Path | None, options: tuple[str, ...], metrics_dir: Path | None,
+          via_cluster: bool, yes: bool) -> None:  # fmt: skip
     """Fence NODE: power it off, on, reboot it, or read its power status.
 
     Directly through its fence devices (tried in the inventory's order, so
@@ -42,6 +45,9 @@ def fence(node: str, action: str, inventory: Path, method: str | None, ip: str |
     from highlander.commands import fence as commands
 
     if via_cluster:
+        if metrics_dir is not None:
+            raise click.UsageError("--metrics-dir counts fencing done here; with --via-cluster the cluster's "
+                                   "devices count it with their own metrics_dir option")  # fmt: skip
         if action != "status" and not yes:
             click.confirm(f"Ask the cluster to {action} {node}?", abort=True)
         from highlander.adapters.runner import CommandRunner
@@ -68,7 +74,7 @@ def fence(node: str, action: str, inventory: Path, method: str | None, ip: str |
             )
         return click.prompt(f"Password of {device.username}@{device.address}", hide_input=True)
 
-    attempts = commands.fence_directly(node, devices, action, password_for)
+    attempts = commands.fence_directly(node, devices, action, password_for, metrics_dir)
     for attempt in attempts:
         if attempt.succeeded:
             verdict = "answered" if action == "status" else "verified"

@@ -19,7 +19,7 @@ import click
     help="Before writing, check the files with crm_verify, corosync -t (in a throwaway network "
          "namespace) and ssh-keygen (root).",
 )  # fmt: skip
-def render(inventory: Path, out: Path, check: bool) -> None:
+def render_command(inventory: Path, out: Path, check: bool) -> None:
     """Render corosync.conf, the CIB, signstate.toml (and known_hosts or the
     qnetd settings) for every node of INVENTORY into --out.
 
@@ -30,7 +30,7 @@ def render(inventory: Path, out: Path, check: bool) -> None:
     from highlander.inventory import InventoryError
 
     try:
-        files = command.render(inventory, out, check_files=check)
+        files = command.render_cluster(inventory, out, check_files=check)
     except InventoryError as exc:
         _fail(f"{inventory}: not a usable inventory", exc.messages)
     except command.RenderError as exc:

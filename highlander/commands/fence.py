@@ -12,9 +12,10 @@ import importlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from highlander.adapters.runner import CommandRunner
-from highlander.fencing.spec import EXIT_OFF, EXIT_OK, FenceAgent
+from highlander.fencing.spec import FenceAgent, succeeded
 from highlander.inventory.model import FenceDevice
 
 # What an operator can ask ``highlander fence`` for (a subset of the agents' actions).
@@ -33,15 +34,8 @@ class Attempt:
 
     @property
     def succeeded(self) -> bool:
-        """Whether the agent did what was asked, by the fence-agents API's exit codes.
-
-        0 is success for every action (for off, on and reboot: done and
-        verified). 2 answers status only: the device was reached and the
-        power is off, an answer like 0's. For off, on and reboot the API has
-        no exit 2, so it is not a success: a fence that did not end in 0 was
-        not verified.
-        """
-        return self.code == EXIT_OK or (self.action == "status" and self.code == EXIT_OFF)
+        """Whether the agent did what was asked (:func:`highlander.fencing.spec.succeeded`)."""
+        return succeeded(self.action, self.code)
 
 
 def agent_for(method: str) -> FenceAgent:
@@ -50,8 +44,11 @@ def agent_for(method: str) -> FenceAgent:
     return agent
 
 
-def stdin_for(device: FenceDevice, node: str, action: str, password: str | None) -> str:
-    """The agent's options, as Pacemaker would hand them over."""
+def stdin_for(
+    device: FenceDevice, node: str, action: str, password: str | None, metrics_dir: Path | None = None
+) -> str:
+    """The agent's options, as Pacemaker would hand them over (``metrics_dir``
+    overrides the device's own, to count the outcome where the operator says)."""
     lines = {
         "action": action,
         "ip": device.address,
@@ -64,10 +61,14 @@ def stdin_for(device: FenceDevice, node: str, action: str, password: str | None)
         lines["password_script"] = f"/bin/cat {device.password_file}"
     if password is not None:
         lines["password"] = password
+    if metrics_dir is not None:
+        lines["metrics_dir"] = str(metrics_dir)
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
-def run_agent(device: FenceDevice, node: str, action: str, password: str | None) -> Attempt:
+def run_agent(
+    device: FenceDevice, node: str, action: str, password: str | None, metrics_dir: Path | None = None
+) -> Attempt:
     """Run the device's agent in-process; capture its output."""
     import contextlib
 
@@ -75,7 +76,7 @@ def run_agent(device: FenceDevice, node: str, action: str, password: str | None)
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        code = main(agent_for(device.method), [], io.StringIO(stdin_for(device, node, action, password)))
+        code = main(agent_for(device.method), [], io.StringIO(stdin_for(device, node, action, password, metrics_dir)))
     return Attempt(device, action, code, out.getvalue().strip())
 
 
@@ -84,11 +85,13 @@ def fence_directly(
     devices: tuple[FenceDevice, ...],
     action: str,
     password_for: Callable[[FenceDevice], str | None],
+    metrics_dir: Path | None = None,
 ) -> list[Attempt]:
-    """Try each device in order until one succeeds; every attempt is returned."""
+    """Try each device in order until one succeeds; every attempt is returned
+    (and counted in ``metrics_dir``'s textfile when given)."""
     attempts = []
     for device in devices:
-        attempt = run_agent(device, node, action, password_for(device))
+        attempt = run_agent(device, node, action, password_for(device), metrics_dir)
         attempts.append(attempt)
         if attempt.succeeded:
             break

@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from highlander import templates
-from highlander.adapters.files import fsync_directory, new_directory, replace_directory
+from highlander.adapters.files import fsync_directory, new_directory, replace_directory, write_file
 from highlander.adapters.runner import CommandRunner, Result, system_env
 from highlander.inventory import Inventory, load
 from highlander.inventory.model import KNOWN_HOSTS, SECRET_OPTIONS, FenceDevice, Node
@@ -201,13 +201,13 @@ def render_files(inventory: Inventory) -> list[RenderedFile]:
     """Every file of every node, checked for what can be checked without tools."""
     files: list[RenderedFile] = []
     members = {n.name for n in inventory.members}
-    corosync_conf = templates.render("corosync.conf.j2", **corosync_context(inventory))
-    cib = templates.render("cib.xml.j2", **cib_context(inventory))
+    corosync_conf = templates.render_template("corosync.conf.j2", **corosync_context(inventory))
+    cib = templates.render_template("cib.xml.j2", **cib_context(inventory))
     pins = pinned_host_keys(inventory)
-    known_hosts = templates.render("known_hosts.j2", devices=pins) if pins else None
+    known_hosts = templates.render_template("known_hosts.j2", devices=pins) if pins else None
     _check_cib_text(cib)
     for node in inventory.nodes:
-        signstate = templates.render("signstate.toml.j2", **signstate_context(inventory, node.name))
+        signstate = templates.render_template("signstate.toml.j2", **signstate_context(inventory, node.name))
         _check_signstate_text(inventory, node, signstate)
         if node.name in members:
             files.append(RenderedFile(node.name, "corosync.conf", "/etc/corosync/corosync.conf", corosync_conf))
@@ -215,7 +215,7 @@ def render_files(inventory: Inventory) -> list[RenderedFile]:
             if known_hosts is not None:
                 files.append(RenderedFile(node.name, "known_hosts", KNOWN_HOSTS, known_hosts))
         else:  # the qdevice witness: corosync-qnetd, no corosync member, no Pacemaker
-            qnetd = templates.render(
+            qnetd = templates.render_template(
                 "corosync-qnetd.j2",
                 cluster_name=inventory.cluster_name,
                 witness={"name": node.name, "addresses": list(node.addresses)},
@@ -224,8 +224,8 @@ def render_files(inventory: Inventory) -> list[RenderedFile]:
             )
             files.append(RenderedFile(node.name, "corosync-qnetd", "/etc/default/corosync-qnetd", qnetd))
         files.append(RenderedFile(node.name, "signstate.toml", SIGNSTATE_CONFIG, signstate))
-    alerts = templates.render("alerts.yml.j2", cluster=inventory.cluster_name, no_signature_seconds=NO_SIGNATURE_SECONDS,
-                              missed_blocks=MISSED_BLOCKS)
+    alerts = templates.render_template("alerts.yml.j2", cluster=inventory.cluster_name, no_signature_seconds=NO_SIGNATURE_SECONDS,
+                                       missed_blocks=MISSED_BLOCKS)
     files.append(RenderedFile("", "alerts.yml", "", alerts))
     return files
 
@@ -294,7 +294,7 @@ def write(files: Sequence[RenderedFile], out: Path, *, before_commit: Callable[[
             _write_new(path, f.text, f.mode)
         _write_new(tmp / MARKER, "Rendered by `highlander render`; the whole directory is replaced on the next render.\n")
         for directory in {path.parent for path in tmp.rglob("*")}:
-            fsync_directory(directory)
+            fsync_directory(directory)  # the entries of the subdirectories made above
         os.chmod(tmp, 0o755)
         if before_commit is not None:
             before_commit(tmp)
@@ -304,11 +304,7 @@ def write(files: Sequence[RenderedFile], out: Path, *, before_commit: Callable[[
 
 def _write_new(path: Path, text: str, mode: int = 0o644) -> None:
     """A new file in the render's own directory (which appears in place whole, or not)."""
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as handle:
-        handle.write(text.encode())
-        handle.flush()
-        os.fchmod(handle.fileno(), mode)  # not narrowed by the umask
-        os.fsync(handle.fileno())
+    write_file(path, text, mode=mode, replace=False)
 
 
 def _check_replaceable(out: Path) -> None:
@@ -388,7 +384,7 @@ def check_corosync_conf(
         result = runner.run(["corosync-keygen", "-l", "-k", str(key)])
         if not result.ok:
             return [_tool_problem(RENDER_CHECK_UNAVAILABLE, where, f"{where}: corosync-keygen", result)]
-        text = templates.render(
+        text = templates.render_template(
             "corosync.conf.j2", **corosync_context(inventory, keyfile=str(key), logfile=str(log), to_stderr=True)
         )
         drift = check_copy_drift(conf.read_text(), text)
@@ -483,7 +479,7 @@ def _tool_problem(code: str, path: str, what: str, result: Result) -> Problem:
 # --- the use case ---------------------------------------------------------------------
 
 
-def render(
+def render_cluster(
     inventory_path: Path, out: Path, *, check_files: bool = False, runner: CommandRunner | None = None
 ) -> list[RenderedFile]:
     """Render ``inventory_path`` into ``out`` (checked first with ``check_files``).

@@ -11,13 +11,13 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from highlander.adapters.files import write_file
 from highlander.signstate import formats, store
 from highlander.signstate.config import NodeConfig, load_config
 from highlander.signstate.register import HRS, ZERO, KeyId, Record, merge
 
-TYPE_CHECKING = False  # typing's constant without importing typing on the agents' start-up path
 if TYPE_CHECKING:
     from highlander.signstate.client import Session
 

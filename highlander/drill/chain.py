@@ -59,9 +59,15 @@ def _handler(chain: Chain) -> type[BaseHTTPRequestHandler]:
     return StatusHandler
 
 
+class _Server(ThreadingHTTPServer):
+    # SO_REUSEPORT: a test holding the port (bound with SO_REUSEPORT, never listening, so nobody else can take
+    # it) lets the chain listen there without first letting go of it.
+    allow_reuse_port = True
+
+
 def serve(host: str, port: int, block_time: float, catch_up: float, network: str) -> None:
     """Serve until SIGTERM or SIGINT."""
-    server = ThreadingHTTPServer((host, port), _handler(Chain(block_time, catch_up, network)))
+    server = _Server((host, port), _handler(Chain(block_time, catch_up, network)))
     stopping = threading.Event()
 
     def stop(signum: int, frame: object) -> None:

@@ -10,7 +10,8 @@ DESCRIPTION, PARAMETERS, ACTIONS, STDIN PARAMETERS).
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
+from typing import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from highlander.fencing.spec import FenceAgent, Option
 
@@ -67,7 +68,7 @@ def _sorted(agent: FenceAgent) -> list[Option]:
     return sorted(agent.options, key=lambda o: (o.order, o.name))
 
 
-def render(agent: FenceAgent) -> str:
+def render_fence_manpage(agent: FenceAgent) -> str:
     """The man page, groff -man."""
     from highlander import __version__
     from highlander.fencing.metadata import getopt_mixed

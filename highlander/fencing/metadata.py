@@ -12,8 +12,8 @@ it ``xml.etree``).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from highlander.fencing.spec import FenceAgent, Option
 
@@ -70,7 +70,7 @@ def _parameter(parent: ET.Element, name: str, option: Option, deprecated: bool) 
     ET.SubElement(element, "shortdesc", lang=LANG).text = option.shortdesc
 
 
-def render(agent: FenceAgent) -> str:
+def render_fence_metadata(agent: FenceAgent) -> str:
     """The meta-data document, as ``-o metadata`` prints it."""
     root = ET.Element("resource-agent", name=agent.name, shortdesc=agent.shortdesc)
     ET.SubElement(root, "longdesc").text = agent.longdesc

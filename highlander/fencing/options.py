@@ -14,11 +14,11 @@ quotes the value of a secret option.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from highlander.fencing import address
 from highlander.fencing.spec import AGENT_ACTIONS
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from typing import IO

@@ -21,6 +21,8 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from highlander.fencing import address
 from highlander.fencing.driver import OFF, ON, FenceError, LoginDenied
@@ -41,9 +43,8 @@ from highlander.fencing.options import (
     problems,
     run_password_script,
 )
-from highlander.fencing.spec import EXIT_FAILED, EXIT_OFF, EXIT_OK
+from highlander.fencing.spec import AGENT_ACTIONS, EXIT_FAILED, EXIT_OFF, EXIT_OK, succeeded
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import IO
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     from highlander.fencing.spec import FenceAgent
 
 POLL_INTERVAL = 0.1
+# The actions that reach the device, and so have an outcome worth counting.
+DEVICE_ACTIONS = tuple(a for a in AGENT_ACTIONS if a not in (*INFO_ACTIONS, "validate-all"))
 
 
 class Device:
@@ -318,10 +321,7 @@ def perform(agent: FenceAgent, options: Options, log: Log) -> int:
         undo_logging()
 
 
-def _invoke(agent: FenceAgent, argv: Sequence[str], stdin: IO[str] | IO[bytes], log: Log) -> int:
-    options = parse(agent, argv, stdin)
-    for secret in options.secrets:
-        log.redact.add(secret)
+def _invoke(agent: FenceAgent, options: Options, log: Log) -> int:
     if options.action == HELP:
         from highlander.fencing.manpage import usage
 
@@ -329,9 +329,9 @@ def _invoke(agent: FenceAgent, argv: Sequence[str], stdin: IO[str] | IO[bytes], 
         return EXIT_OK
     if options.action in INFO_ACTIONS:
         if options.action == "metadata":
-            from highlander.fencing.metadata import render
+            from highlander.fencing.metadata import render_fence_metadata as render
         else:
-            from highlander.fencing.manpage import render
+            from highlander.fencing.manpage import render_fence_manpage as render
         sys.stdout.write(render(agent))
         return EXIT_OK
     log.verbose = bool(options.values.get("verbose"))
@@ -345,19 +345,45 @@ def _invoke(agent: FenceAgent, argv: Sequence[str], stdin: IO[str] | IO[bytes], 
     return perform(agent, options, log)
 
 
+def record_outcome(agent: FenceAgent, options: Options, code: int, seconds: float, log: Log) -> None:
+    """Count this run in ``metrics_dir`` when it is set and the action touched the device.
+
+    A metrics file that cannot be written never changes the fence's
+    outcome: it is one warning line.
+    """
+    directory = options.values.get("metrics_dir")
+    if not directory or options.action not in DEVICE_ACTIONS:
+        return
+    from highlander.adapters.metrics import record_fence
+
+    result = "success" if succeeded(options.action, code) else "failure"
+    try:
+        record_fence(Path(str(directory)), agent.name, options.action, result, seconds)
+    except OSError as exc:
+        log.report(f"Warning: the outcome was not written to metrics_dir {directory}: {exc.strerror or exc}")
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the fence's own outcome stands
+        log.report(f"Warning: the outcome was not written to metrics_dir {directory}: {type(exc).__name__}: {exc}")
+
+
 def main(agent: FenceAgent, argv: Sequence[str], stdin: IO[str] | IO[bytes]) -> int:
     """Run one invocation of ``agent``; returns its exit code (0, 1 or 2).
 
     Standard output and error are wrapped by the redaction layer for the
     whole call, then restored.
     """
+    started = time.monotonic()
     redact = Redactor()
     out = RedactingStream(sys.stdout, redact)
     err = RedactingStream(sys.stderr, redact)
     sys.stdout, sys.stderr = out, err
     log = Log(agent.name, redact)
+    options: Options | None = None
+    code = EXIT_FAILED
     try:
-        return _invoke(agent, argv, stdin, log)
+        options = parse(agent, argv, stdin)
+        for secret in options.secrets:
+            log.redact.add(secret)
+        code = _invoke(agent, options, log)
     except OptionError as exc:
         log.report(str(exc))
     except Failed as exc:
@@ -370,7 +396,9 @@ def main(agent: FenceAgent, argv: Sequence[str], stdin: IO[str] | IO[bytes]) -> 
         log.debug(one_line(traceback.format_exc()))
         log.report(f"Failed: internal error: {type(exc).__name__}: {exc}")
     finally:
+        if options is not None:
+            record_outcome(agent, options, code, time.monotonic() - started, log)
         log.close()
         sys.stdout = out.release()
         sys.stderr = err.release()
-    return EXIT_FAILED
+    return code

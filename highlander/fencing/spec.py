@@ -125,12 +125,34 @@ def _common() -> dict[str, Option]:
 
 COMMON = _common()
 
+# The options every highlander fence agent has beyond fence-agents' own.
+OWN = {
+    "metrics_dir": Option(
+        "metrics_dir", "Write the outcome to node_exporter's textfile directory", metavar="directory", order=53,
+        longdesc="After every action on the device, count its outcome (success or failure) and duration in "
+                 "highlander_fence.prom in this directory (node_exporter's --collector.textfile.directory), "
+                 "replaced whole, readable by all, without addresses or secrets. Unset: nothing is written.",
+    ),
+}  # fmt: skip
+
 # The exit codes of the fence-agents API: success (for status: the plug is on),
 # failure (the device could not be reached, or the action not done or not
 # verified), and, for status and monitor only, "reachable, plug off".
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_OFF = 2
+
+
+def succeeded(action: str, code: int) -> bool:
+    """Whether an agent did what was asked, by the fence-agents API's exit codes.
+
+    0 is success for every action (for off, on and reboot: done and
+    verified). 2 answers status only: the device was reached and the power
+    is off, an answer like 0's. For off, on and reboot the API has no exit
+    2, so it is not a success: a fence that did not end in 0 was not
+    verified.
+    """
+    return code == EXIT_OK or (action == "status" and code == EXIT_OFF)
 
 DriverFactory = Callable[[Mapping[str, object]], PowerDriver]
 
@@ -160,7 +182,8 @@ class FenceAgent:
         self.shortdesc = shortdesc
         self.longdesc = longdesc
         self.vendor_url = vendor_url
-        self.options = tuple(options)
+        declared = tuple(options)
+        self.options = declared + tuple(o for name, o in OWN.items() if name not in {d.name for d in declared})
         self.driver = driver
         self.multi_plug = multi_plug
         names = [o.name for o in self.options]

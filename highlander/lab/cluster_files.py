@@ -40,7 +40,7 @@ def render_corosync_conf(
     **extra: object,
 ) -> str:
     """corosync.conf for ``nodes``, rendered from the shared template."""
-    return templates.render(
+    return templates.render_template(
         "corosync.conf.j2",
         cluster_name=cluster_name,
         nodes=[node._asdict() for node in nodes],

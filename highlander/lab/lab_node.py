@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from highlander.adapters.files import write_file
 from highlander.adapters.waiting import wait_until
 from highlander.lab.init import InitSpec, Mount, Program
 from highlander.lab.node import NamespacedNode, NodeError, StateDir
@@ -45,14 +46,9 @@ Subsystem sftp internal-sftp
 
 
 def write_node_file(path: Path, data: str | bytes, mode: int) -> None:
-    """Write ``path`` created with ``mode`` (never wider for a moment), making its directory."""
+    """Write ``path`` with ``mode`` (never wider for a moment) by the durable writer, making its directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data.encode() if isinstance(data, str) else data)
-    finally:
-        os.close(fd)
+    write_file(path, data, mode=mode)
 
 
 class LabNode(NamespacedNode):

@@ -143,9 +143,9 @@ class Supervisor:
         self.step(f"run {plan.run_id}: nodes {', '.join(n.name for n in plan.nodes)} from {plan.inventory}")
         rendered = self.directory / "rendered"
         self.step("rendering the configuration (highlander render --check)")
-        from highlander.commands.render import render
+        from highlander.commands.render import render_cluster
 
-        render(plan.inventory, rendered, check_files=True, runner=self.host)
+        render_cluster(plan.inventory, rendered, check_files=True, runner=self.host)
         self.check_stop()
         self.step("creating the switch (bridge, BMC addresses) and cabling the nodes")
         self.create_topology()

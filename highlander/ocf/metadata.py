@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing's constant, without importing typing: see highlander/__init__.py
 if TYPE_CHECKING:
     from highlander.ocf.spec import Agent
 
@@ -32,7 +32,7 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-def render(agent: Agent) -> str:
+def render_ocf_metadata(agent: Agent) -> str:
     """The meta-data document, as ``pcs resource describe`` and Pacemaker read it."""
     root = ET.Element("resource-agent", name=agent.name, version=agent.version)
     ET.SubElement(root, "version").text = OCF_VERSION

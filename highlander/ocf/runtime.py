@@ -16,7 +16,7 @@ from highlander.ocf.codes import OCFError
 from highlander.ocf.log import AgentLog
 from highlander.ocf.params import parse_parameters, unknown_parameters
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing's constant, without importing typing: see highlander/__init__.py
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -115,9 +115,9 @@ def execute(agent: Agent, argv: Sequence[str], environ: Mapping[str, str]) -> in
         print(usage(agent))
         return codes.SUCCESS
     if name == "meta-data":
-        from highlander.ocf.metadata import render
+        from highlander.ocf.metadata import render_ocf_metadata
 
-        sys.stdout.write(render(agent))
+        sys.stdout.write(render_ocf_metadata(agent))
         return codes.SUCCESS
     major = environ.get("OCF_RA_VERSION_MAJOR", "")
     if major not in ("", "1"):

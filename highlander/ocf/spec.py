@@ -9,7 +9,7 @@ its unit tests instead of a cluster operation.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing's constant, without importing typing: see highlander/__init__.py
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 

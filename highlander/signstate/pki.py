@@ -15,21 +15,19 @@ OpenSSL 3.0 under TLS 1.3 and is no faster on a handshake here; P-256 is the
 one every TLS stack, hardware token and FIPS-mode OpenSSL accepts, so a
 signer written in another language can speak to the replicas unchanged.
 
-Files are written to temporary files first, fsync'ed, and only then linked
-into place, so a failure leaves nothing half-written; an existing CA is never
+Files are written by the durable writer (:mod:`highlander.adapters.files`):
+a failure leaves nothing half-written, and an existing CA is never
 overwritten.
 """
 
 from __future__ import annotations
 
 import datetime
-import errno
 import ipaddress
 import os
 import re
 import ssl
 import stat
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from highlander.adapters.files import write_file
 
 CA_KEY = "ca.key"
 CA_CERT = "ca.crt"
@@ -147,63 +147,25 @@ def node_paths(directory: Path, node: str) -> tuple[Path, Path]:
 # -- files -------------------------------------------------------------------
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _install(files: list[tuple[Path, bytes, int]], *, replace: bool = False) -> None:
-    """Write every (path, data, mode) or none of them.
+    """Write every (path, data, mode) or none of them, each with the durable writer.
 
-    Each file is written to a temporary file beside its target, fsync'ed and
-    then linked into place; without ``replace`` the link refuses to clobber a
-    file that appeared meanwhile, and the files already placed are removed.
+    Without ``replace`` a file that exists, or appeared meanwhile, is not
+    clobbered: the error names it and the files already placed are removed.
     """
-    temporaries: list[Path] = []
     placed: list[Path] = []
     try:
         for path, data, mode in files:
-            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            temporaries.append(Path(name))
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), mode)  # mkstemp made it 0600; the umask plays no part
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        for (path, _, _), temporary in zip(files, temporaries):
-            if replace:
-                os.replace(temporary, path)
-            else:
-                _link_new(temporary, path)
+            try:
+                write_file(path, data, mode=mode, replace=replace)
+            except FileExistsError:
+                raise PKIError(f"{path} appeared while it was being written; nothing was changed") from None
             placed.append(path)
-        _fsync_directory(files[0][0].parent)
     except BaseException:
         if not replace:
             for path in placed:
                 path.unlink(missing_ok=True)
         raise
-    finally:
-        for temporary in temporaries:
-            temporary.unlink(missing_ok=True)
-
-
-def _link_new(temporary: Path, path: Path) -> None:
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        raise PKIError(f"{path} appeared while it was being written; nothing was changed") from None
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-        # A file system without hard links: check, then rename.
-        if path.exists():
-            raise PKIError(
-                f"{path} appeared while it was being written; nothing was changed"
-            ) from None
-        os.rename(temporary, path)
 
 
 def _missing(path: Path, fix: str) -> PKIError:

@@ -3,7 +3,7 @@ iteration keeps its evidence before the next one runs, an unasked move of the
 validator between iterations is a finding of its own (which stops the drill
 when the next iteration could measure nothing valid), and the report names
 each evidence folder. The evidence itself, collected from a real lab, is
-tested in tests/integration/test_drill.py and test_drill_negative.py."""
+tested in tests/cluster/test_drill.py and test_drill_negative.py."""
 
 from __future__ import annotations
 

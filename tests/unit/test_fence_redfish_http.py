@@ -1,6 +1,6 @@
 """The HTTPS adapter and the Redfish driver on it, against a scripted HTTPS server in this process.
 
-sushy-emulator (tests/integration/test_fence_redfish.py) is the real device;
+sushy-emulator (tests/process/test_fence_redfish.py) is the real device;
 it cannot show what these tests need: HTTP/1.1 keep-alive (werkzeug closes
 every connection), answers that break the protocol (HTML, server errors with
 Redfish messages, 403, foreign redirects, unknown power states, restricted

@@ -3,10 +3,12 @@ that the devices are tried in order until one of them has done it.
 
 The fence-agents API gives exit 2 to status alone ("reachable, power off");
 for off, on and reboot only 0 is a verified success. The agents themselves
-run against real simulators in tests/integration/test_fence_command.py.
+run against real simulators in tests/process/test_fence_command.py.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +37,9 @@ def scripted(monkeypatch: pytest.MonkeyPatch, codes: dict[str, int]) -> list[Fen
     """Agents that exit with ``codes[device.address]``; returns the devices in the order they were run."""
     tried: list[FenceDevice] = []
 
-    def run_agent(device: FenceDevice, node: str, action: str, password: str | None) -> Attempt:
+    def run_agent(
+        device: FenceDevice, node: str, action: str, password: str | None, metrics_dir: Path | None
+    ) -> Attempt:
         tried.append(device)
         return Attempt(device, action, codes[device.address], "")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from highlander.fencing.manpage import render as render_manpage
+from highlander.fencing.manpage import render_fence_manpage
 from highlander.fencing.manpage import usage
-from highlander.fencing.metadata import entries, getopt_mixed, render
-from highlander.fencing.spec import COMMON, FenceAgent, Option
+from highlander.fencing.metadata import entries, getopt_mixed, render_fence_metadata
+from highlander.fencing.spec import COMMON, OWN, FenceAgent, Option
 
 FENCE_SCHEMA = Path("/usr/share/cluster/relaxng/metadata.rng")
 REAL_AGENTS = ("ipmi", "ilo_ssh", "redfish")
@@ -72,7 +72,7 @@ def parameters(document: str) -> dict[str, ET.Element]:
 @needs_xmllint
 @pytest.mark.parametrize("multi_plug", [False, True])
 def test_metadata_validates_against_fence_agents_schema(multi_plug: bool) -> None:
-    result = xmllint_relaxng(render(agent(multi_plug, EXTRA)))
+    result = xmllint_relaxng(render_fence_metadata(agent(multi_plug, EXTRA)))
     assert result.returncode == 0, result.stderr
 
 
@@ -80,13 +80,13 @@ def test_metadata_validates_against_fence_agents_schema(multi_plug: bool) -> Non
 @pytest.mark.parametrize("module", REAL_AGENTS)
 def test_the_real_agents_metadata_validates(module: str) -> None:
     real = importlib.import_module(f"highlander.fencing.agents.{module}").AGENT
-    result = xmllint_relaxng(render(real))
+    result = xmllint_relaxng(render_fence_metadata(real))
     assert result.returncode == 0, result.stderr
-    assert ET.fromstring(render(real)).get("name") == f"fence_highlander_{module}"
+    assert ET.fromstring(render_fence_metadata(real)).get("name") == f"fence_highlander_{module}"
 
 
 def test_special_characters_survive_as_text() -> None:
-    root = ET.fromstring(render(agent()))
+    root = ET.fromstring(render_fence_metadata(agent()))
     assert root.get("shortdesc") == "Test agent with <markup> & \"quotes\""
     assert root.findtext("longdesc", "").startswith("Long description: <b>not markup</b> & 'apostrophes'.")
     assert root.findtext("vendor-url") == "https://example.org/?a=1&b=2"
@@ -96,7 +96,7 @@ def test_special_characters_survive_as_text() -> None:
 
 
 def test_layout_is_fence_agents() -> None:
-    document = render(agent(extra=EXTRA))
+    document = render_fence_metadata(agent(extra=EXTRA))
     assert document.startswith('<?xml version="1.0" ?>\n<resource-agent name="fence_test" shortdesc=')
     root = ET.fromstring(document)
     assert [child.tag for child in root] == ["longdesc", "vendor-url", "parameters", "actions"]
@@ -109,7 +109,7 @@ def test_layout_is_fence_agents() -> None:
 
 
 def test_deprecated_aliases_are_their_own_parameters() -> None:
-    found = parameters(render(agent()))
+    found = parameters(render_fence_metadata(agent()))
     for old, new in [("ipaddr", "ip"), ("login", "username"), ("passwd", "password"),
                      ("passwd_script", "password_script"), ("port", "plug"), ("debug", "debug_file")]:  # fmt: skip
         assert found[old].get("deprecated") == "1"
@@ -122,7 +122,7 @@ def test_deprecated_aliases_are_their_own_parameters() -> None:
 
 
 def test_content_types_defaults_and_choices() -> None:
-    found = parameters(render(agent(extra=EXTRA)))
+    found = parameters(render_fence_metadata(agent(extra=EXTRA)))
 
     def content(name: str) -> dict[str, str]:
         return dict(found[name].find("content").attrib)  # type: ignore[union-attr]
@@ -151,18 +151,18 @@ def test_getopt_spellings() -> None:
 
 
 def test_parameters_are_sorted_like_fence_agents() -> None:
-    names = [p.get("name") for p in ET.fromstring(render(agent(extra=EXTRA))).iter("parameter")]
-    # device options (order 1) by name, then verbose (51), debug (53), timing (200, 201).
+    names = [p.get("name") for p in ET.fromstring(render_fence_metadata(agent(extra=EXTRA))).iter("parameter")]
+    # device options (order 1) by name, then verbose (51), debug and metrics (53), timing (200, 201).
     assert names == [
         "action", "ip", "ipaddr", "ipport", "lanplus", "login", "method", "passwd",
         "passwd_script", "password", "password_script", "plug", "port", "privlvl", "secure",
-        "ssh_old", "username", "verbose", "debug", "debug_file", "delay", "login_timeout",
+        "ssh_old", "username", "verbose", "debug", "debug_file", "metrics_dir", "delay", "login_timeout",
         "power_timeout", "power_wait", "ipmitool_timeout", "retry_on",
     ]  # fmt: skip
 
 
 def test_actions_single_plug() -> None:
-    actions = ET.fromstring(render(agent())).find("actions")
+    actions = ET.fromstring(render_fence_metadata(agent())).find("actions")
     assert [a.attrib for a in actions] == [  # type: ignore[union-attr]
         {"name": "on", "automatic": "0"},
         {"name": "off"}, {"name": "reboot"}, {"name": "status"}, {"name": "monitor"},
@@ -171,7 +171,7 @@ def test_actions_single_plug() -> None:
 
 
 def test_actions_multi_plug_include_list() -> None:
-    actions = ET.fromstring(render(agent(multi_plug=True))).find("actions")
+    actions = ET.fromstring(render_fence_metadata(agent(multi_plug=True))).find("actions")
     assert [a.get("name") for a in actions] == [  # type: ignore[union-attr]
         "on", "off", "reboot", "status", "list", "list-status", "monitor", "metadata",
         "manpage", "validate-all",
@@ -191,7 +191,7 @@ def fence_ipmilan_metadata() -> str:
 
 def test_common_names_are_fence_ipmilans() -> None:
     theirs = parameters(fence_ipmilan_metadata())
-    ours = parameters(render(agent()))
+    ours = {name: p for name, p in parameters(render_fence_metadata(agent())).items() if name not in OWN}
     assert set(ours) <= set(theirs)
     for name in ours:
         assert ours[name].get("deprecated") == theirs[name].get("deprecated"), name
@@ -206,7 +206,7 @@ def test_common_names_are_fence_ipmilans() -> None:
 
 def test_the_real_ipmi_agent_keeps_fence_ipmilans_names() -> None:
     theirs = parameters(fence_ipmilan_metadata())
-    ours = parameters(render(importlib.import_module("highlander.fencing.agents.ipmi").AGENT))
+    ours = parameters(render_fence_metadata(importlib.import_module("highlander.fencing.agents.ipmi").AGENT))
     shared = {"ip", "ipaddr", "ipport", "username", "login", "password", "passwd", "password_script",
               "passwd_script", "plug", "port", "method", "delay", "power_timeout", "power_wait",
               "login_timeout", "retry_on", "verbose", "debug_file", "debug", "action"}  # fmt: skip
@@ -217,7 +217,7 @@ def test_the_real_ipmi_agent_keeps_fence_ipmilans_names() -> None:
 
 
 def test_manpage_has_the_sections_and_both_spellings() -> None:
-    page = render_manpage(agent(multi_plug=True, extra=EXTRA))
+    page = render_fence_manpage(agent(multi_plug=True, extra=EXTRA))
     assert page.startswith(".TH FENCE_TEST 8 ")
     for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "PARAMETERS", "ACTIONS", "STDIN PARAMETERS",
                     "EXIT STATUS"):  # fmt: skip
@@ -233,7 +233,7 @@ def test_manpage_has_the_sections_and_both_spellings() -> None:
 
 
 def test_manpage_escapes_text_that_groff_would_take_for_requests() -> None:
-    page = render_manpage(agent())
+    page = render_fence_manpage(agent())
     assert "\n\\&.TH not a request\n" in page
     assert "\\efBnot bold" in page
 
@@ -241,7 +241,7 @@ def test_manpage_escapes_text_that_groff_would_take_for_requests() -> None:
 @pytest.mark.skipif(shutil.which("groff") is None, reason="groff is not installed")
 def test_manpage_renders_without_groff_warnings() -> None:
     result = subprocess.run(
-        ["groff", "-man", "-ww", "-z"], input=render_manpage(agent(True, EXTRA)), capture_output=True,
+        ["groff", "-man", "-ww", "-z"], input=render_fence_manpage(agent(True, EXTRA)), capture_output=True,
         text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 0 and result.stderr == ""
@@ -250,7 +250,7 @@ def test_manpage_renders_without_groff_warnings() -> None:
 @pytest.mark.skipif(shutil.which("man") is None, reason="man is not installed")
 def test_manpage_reads_with_man() -> None:
     result = subprocess.run(
-        ["man", "-l", "-"], input=render_manpage(agent(extra=EXTRA)), capture_output=True, text=True,
+        ["man", "-l", "-"], input=render_fence_manpage(agent(extra=EXTRA)), capture_output=True, text=True,
         check=False, env={**os.environ, "MANPAGER": "cat", "PAGER": "cat", "MANWIDTH": "100"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

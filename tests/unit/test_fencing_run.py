@@ -818,3 +818,43 @@ def test_redactor_forms() -> None:
 def _no_handlers_left() -> Iterator[None]:
     yield
     assert not any(type(h).__name__ == "_Handler" for h in logging.getLogger().handlers)
+
+
+# --- metrics_dir: the outcome counted for node_exporter -----------------------------------
+
+
+def fence_runs(directory: Path) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = (directory / "highlander_fence.prom").read_text()
+    return {(s.labels["action"], s.labels["result"]): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == "highlander_fence_runs_total"}  # fmt: skip
+
+
+def test_metrics_dir_counts_each_device_action_by_its_result(
+    bench: Bench, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = f"metrics_dir={tmp_path}\n"
+    bench.device.states[None] = OFF
+    assert invoke(bench, capsys, stdin_text("status", extra)).code == 2  # an answer: success
+    bench.device.states[None] = ON
+    bench.device.obeys[OFF] = False
+    assert invoke(bench, capsys, stdin_text("off", extra + "power_timeout=1\n")).code == 1
+    assert invoke(bench, capsys, stdin_text("metadata", extra)).code == 0  # describes, touches nothing
+    assert fence_runs(tmp_path) == {("status", "success"): 1, ("off", "failure"): 1}
+    assert PASSWORD not in (tmp_path / "highlander_fence.prom").read_text()
+
+
+def test_a_metrics_failure_is_a_warning_and_the_fence_stands(
+    bench: Bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from highlander.adapters import metrics
+
+    def broken(*args: object) -> None:
+        raise ValueError("no")
+
+    monkeypatch.setattr(metrics, "record_fence", broken)
+    result = invoke(bench, capsys, stdin_text("status", f"metrics_dir={tmp_path}\n"))
+    assert result.code == 0 and result.out == "Status: ON\n"
+    assert result.err == f"Warning: the outcome was not written to metrics_dir {tmp_path}: ValueError: no\n"

@@ -3,7 +3,7 @@ all, with the mode and owner asked for, durably, and no temporary outlives
 its writer: removed on an error, and by the next write after a crash.
 
 The filesystem is real (tmp_path). A full disk on a real filesystem is in
-tests/integration/test_durable_writes.py; here a failing system call is
+tests/process/test_durable_writes.py; here a failing system call is
 injected only to reach the points a real disk fails at rarely (fsync,
 rename) and to record the order of the calls.
 """
@@ -81,6 +81,32 @@ def test_keeps_the_owner_of_the_file_it_replaces(tmp_path: Path) -> None:
     info = path.stat()
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, 0o600)
     assert path.read_text() == "new"
+
+
+def test_create_only_never_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "ca.key"
+    write_file(path, "first", mode=0o600, replace=False)
+    assert path.read_text() == "first" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        write_file(path, "second", mode=0o600, replace=False)
+    assert path.read_text() == "first"
+    assert os.listdir(tmp_path) == ["ca.key"]
+
+
+def test_create_only_without_hard_links_still_refuses_an_existing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that cannot link (EPERM, as vfat): checked, then renamed."""
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "node.crt"
+    write_file(path, "one", replace=False)
+    with pytest.raises(FileExistsError):
+        write_file(path, "two", replace=False)
+    assert path.read_text() == "one" and os.listdir(tmp_path) == ["node.crt"]
 
 
 def test_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from highlander.agents.validator import AGENT as VALIDATOR
 from highlander.ocf import codes
-from highlander.ocf.metadata import render
+from highlander.ocf.metadata import render_ocf_metadata
 from highlander.ocf.spec import Action, Agent, Parameter
 
 RESOURCE_AGENTS_DTD_DIR = Path("/usr/share/resource-agents")
@@ -65,13 +65,13 @@ def xmllint(args: list[str], document: str, cwd: Path | None = None) -> subproce
 
 
 def parse(agent: Agent) -> ET.Element:
-    return ET.fromstring(render(agent))
+    return ET.fromstring(render_ocf_metadata(agent))
 
 
 @needs_xmllint
 @pytest.mark.parametrize("agent", [VALIDATOR, SELECTING], ids=lambda a: a.name)
 def test_meta_data_validates_against_the_ocf_1_1_schema(agent: Agent, ocf_schema: Path) -> None:
-    done = xmllint(["--relaxng", str(ocf_schema)], render(agent))
+    done = xmllint(["--relaxng", str(ocf_schema)], render_ocf_metadata(agent))
     assert done.returncode == 0, done.stderr
     assert "validates" in done.stderr
 
@@ -83,12 +83,12 @@ def test_validator_meta_data_passes_ocf_testers_dtd_check() -> None:
         pytest.skip(f"{dtd} not found (Debian package resource-agents)")
     # ocf-tester runs exactly this, from that directory, so the DOCTYPE's
     # relative "ra-api-1.dtd" resolves there.
-    done = xmllint(["--valid"], render(VALIDATOR), cwd=RESOURCE_AGENTS_DTD_DIR)
+    done = xmllint(["--valid"], render_ocf_metadata(VALIDATOR), cwd=RESOURCE_AGENTS_DTD_DIR)
     assert done.returncode == 0, done.stderr
 
 
 def test_meta_data_starts_with_the_xml_declaration_and_doctype() -> None:
-    text = render(VALIDATOR)
+    text = render_ocf_metadata(VALIDATOR)
     assert text.startswith('<?xml version="1.0"?>\n<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd"')
     assert text.endswith("</resource-agent>\n")
 

@@ -1,7 +1,7 @@
 """The signer's decisions, with the register played by the register's own
 pure protocol (one in-memory replica) and real files for key and state.
 The same paths run against the real trio and a real CometBFT node in
-tests/integration/test_privval_*.py."""
+tests/process/test_privval_*.py and tests/cluster/test_privval_cluster.py."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ CHAIN = "test-chain"
 
 class OneReplica:
     """The register's contract as the signer sees it (SignerClient's
-    exceptions), on one in-memory mark; the real trio is in the integration tests."""
+    exceptions), on one in-memory mark; the real trio is in tests/process."""
 
     def __init__(self) -> None:
         self.epoch, self.hwm, self.digest = 0, HRS(0, 0, 0), ""

@@ -1,7 +1,7 @@
 """The one SSH host-key policy (highlander.adapters.ssh.HostKeyPolicy), on real paramiko keys.
 
-The drills' SshRunner (tests/integration/test_ssh_runner.py, a real sshd) and
-the iLO agent (tests/integration/test_fence_ilo_ssh.py, the iLO simulator)
+The drills' SshRunner (tests/cluster/test_ssh_runner.py, a real sshd) and
+the iLO agent (tests/process/test_fence_ilo_ssh.py, the iLO simulator)
 both use it; here its rule is shown case by case without a network: a pin
 decides alone, otherwise known_hosts must list the very key, and every
 refusal names the key shown and the fix.

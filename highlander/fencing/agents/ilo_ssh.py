@@ -37,6 +37,7 @@ by OpenSSH 9 without ``HostKeyAlgorithms=+ssh-rsa``).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from highlander.fencing import address
 from highlander.fencing.driver import (
@@ -53,7 +54,6 @@ from highlander.fencing.spec import COMMON, FenceAgent, Option
 # Only the declaration is needed for metadata, manpage and bad input: what
 # talking to a device takes (paramiko, sockets, hashing, logging) is imported
 # when a driver is built.
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
     import socket

@@ -17,7 +17,7 @@ a fence agent needs four things from it that pyghmi has no switch for:
 
 None of this is pyghmi's API, so it holds only for the versions it was
 proven with, :data:`REQUIREMENT` (setup.cfg pins the same range): the agent
-against OpenIPMI's ipmi_sim (tests/integration/test_fence_ipmi.py and
+against OpenIPMI's ipmi_sim (tests/process/test_fence_ipmi.py and
 test_ipmisim.py) and the unit test that checks, name by name, what is
 listed in :data:`PRIVATE`. Any other installed version is refused, before a
 packet is sent, with a line that says which range to install.

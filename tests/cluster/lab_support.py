@@ -1,0 +1,53 @@
+"""What the lab test modules share: the highlander CLI and a lab brought up for a module.
+
+Not a test module. The lab is taken down by ``lab down`` and then by its
+records (should the CLI have failed), also when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from harness import HIGHLANDER
+
+from highlander.adapters.runner import system_env
+from highlander.lab.cleanup import cleanup
+
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY = REPO / "examples" / "lab.yml"
+PROGRAMS = ("ip", "unshare", "nsenter", "corosync", "pacemakerd", "crm_mon", "crm_resource", "cibadmin",
+            "stonith_admin", "ipmi_sim", "ipmitool")  # fmt: skip
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``highlander ARGS`` with the bare environment Pacemaker's tools get."""
+    return subprocess.run([*HIGHLANDER, *args], capture_output=True, text=True, check=False, timeout=timeout,
+                          env=system_env())  # fmt: skip
+
+
+def journals(lab: Path) -> list[Path]:
+    return sorted(lab.glob("nodes/*/root/var/log/highlander/journal-*.jsonl"))
+
+
+@contextmanager
+def running_lab(directory: Path, *options: str) -> Iterator[subprocess.CompletedProcess[str]]:
+    """``highlander lab up`` (with ``options``) in ``directory``; yields its result, down afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the lab creates namespaces and starts Pacemaker")
+    missing = [p for p in PROGRAMS if shutil.which(p, path=system_env()["PATH"]) is None]
+    if missing:
+        pytest.fail(f"lab programs not installed: {', '.join(missing)} (run ./bootstrap test)")
+    try:
+        result = run("lab", "up", "--inventory", str(INVENTORY), "--dir", str(directory), "--timeout", "240",
+                     *options, timeout=400)  # fmt: skip
+        assert result.returncode == 0, f"lab up failed:\n{result.stdout}\n{result.stderr}"
+        yield result
+    finally:
+        run("lab", "down", "--dir", str(directory), timeout=180)
+        cleanup(directory)
