@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 import highlander
 
@@ -36,3 +39,30 @@ def reserved_port() -> Iterator[int]:
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         held.bind((LOOPBACK, 0))
         yield int(held.getsockname()[1])
+
+
+def unused_port() -> int:
+    """A loopback port free right now, for a daemon that binds it without SO_REUSEPORT
+    (Prometheus's HTTP server): the small window before it does is accepted there."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+def scrape(port: int) -> Samples:
+    """Every sample of a loopback /metrics, parsed by prometheus_client: name -> labels -> value."""
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value; 0 when it is absent (a counter that never moved)."""
+    return samples.get(name, {}).get(tuple(sorted(labels.items())), 0.0)

@@ -11,13 +11,12 @@ digest.
 from __future__ import annotations
 
 import signal
-import socket
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import harness
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from harness import Samples, sample
 
 from highlander.adapters.waiting import wait_until
 from highlander.signstate.client import Conflict, SignerClient
@@ -29,17 +28,10 @@ pytestmark = pytest.mark.signstate
 KEY = KeyId("metrics-1", "validator")
 
 
-def held_port() -> int:
-    """A free loopback port (the daemon binds it right after; a test of our own only)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[LoopbackReplicas]:
     replicas = LoopbackReplicas(tmp_path / "trio", timeout=0.5)
-    replicas.metrics_ports["node-a"] = held_port()
+    replicas.metrics_ports["node-a"] = harness.unused_port()
     try:
         replicas.start()
         yield replicas
@@ -47,20 +39,9 @@ def replicas(tmp_path: Path) -> Iterator[LoopbackReplicas]:
         replicas.stop()
 
 
-def scrape(replicas: LoopbackReplicas) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    """Every sample of node-a's /metrics: name -> labels -> value."""
-    url = f"http://127.0.0.1:{replicas.metrics_ports['node-a']}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
-
-
-def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
-    return samples.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+def scrape(replicas: LoopbackReplicas) -> Samples:
+    """Every sample of node-a's /metrics."""
+    return harness.scrape(replicas.metrics_ports["node-a"])
 
 
 def test_answers_by_verdict_and_a_conflict_moves_its_counter(replicas: LoopbackReplicas) -> None:
@@ -73,14 +54,14 @@ def test_answers_by_verdict_and_a_conflict_moves_its_counter(replicas: LoopbackR
             client.advance(KEY, session.epoch, HRS(5, 0, 1), "ff")  # another digest at a mark signed
     after = scrape(replicas)
     conflicts = "highlander_signstate_results_total"
-    assert value(before, conflicts, op="advance", verdict="CONFLICT") == 0
-    assert value(after, conflicts, op="advance", verdict="CONFLICT") == 1
-    assert value(after, conflicts, op="advance", verdict="OK") == 5
-    assert value(after, conflicts, op="promote", verdict="OK") == 1
-    assert value(after, "highlander_signstate_request_seconds_count", op="advance", backend="trio") == 6
-    assert value(after, "highlander_signstate_ballot", chain_id=KEY.chain_id, key_id=KEY.key_id) == session.epoch
-    assert value(after, "highlander_signstate_hwm_height", chain_id=KEY.chain_id, key_id=KEY.key_id) == 5
-    assert value(after, "highlander_signstate_recovering") == 0
+    assert sample(before, conflicts, op="advance", verdict="CONFLICT") == 0
+    assert sample(after, conflicts, op="advance", verdict="CONFLICT") == 1
+    assert sample(after, conflicts, op="advance", verdict="OK") == 5
+    assert sample(after, conflicts, op="promote", verdict="OK") == 1
+    assert sample(after, "highlander_signstate_request_seconds_count", op="advance", backend="trio") == 6
+    assert sample(after, "highlander_signstate_ballot", chain_id=KEY.chain_id, key_id=KEY.key_id) == session.epoch
+    assert sample(after, "highlander_signstate_hwm_height", chain_id=KEY.chain_id, key_id=KEY.key_id) == 5
+    assert sample(after, "highlander_signstate_recovering") == 0
     assert any(name == "highlander_build_info" for name in after)
     for name, series in after.items():  # bounded labels: no height or digest is ever one
         for labels in series:
@@ -90,18 +71,18 @@ def test_answers_by_verdict_and_a_conflict_moves_its_counter(replicas: LoopbackR
 def test_a_replica_that_does_not_answer_shows_as_unreachable(replicas: LoopbackReplicas) -> None:
     with SignerClient(replicas.socket("node-a")) as client:
         session = client.promote(KEY)
-        assert value(scrape(replicas), "highlander_signstate_peer_up", peer="node-c") == 1
+        assert sample(scrape(replicas), "highlander_signstate_peer_up", peer="node-c") == 1
         replicas.signal("node-c", signal.SIGSTOP)
         try:
             height = iter(range(1, 10_000))
 
             def node_c_down() -> bool:
                 client.advance(KEY, session.epoch, HRS(next(height), 0, 1), "aa")  # traffic that node-c misses
-                return value(scrape(replicas), "highlander_signstate_peer_up", peer="node-c") == 0
+                return sample(scrape(replicas), "highlander_signstate_peer_up", peer="node-c") == 0
 
             wait_until(node_c_down, timeout=30, what="node-c to show as unreachable", interval=0.3)
             samples = scrape(replicas)
-            assert value(samples, "highlander_signstate_peer_up", peer="node-b") == 1
-            assert value(samples, "highlander_signstate_peer_last_answer_seconds", peer="node-c") > replicas.timeout
+            assert sample(samples, "highlander_signstate_peer_up", peer="node-b") == 1
+            assert sample(samples, "highlander_signstate_peer_last_answer_seconds", peer="node-c") > replicas.timeout
         finally:
             replicas.signal("node-c", signal.SIGCONT)

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import harness
 import pytest
 from cometbft_support import CometNode, PrivvalProcess, cometbft
-from harness import HIGHLANDER
+from harness import HIGHLANDER, sample
 
 from highlander.adapters.waiting import wait_until
 from highlander.lab.replicas import LoopbackReplicas
@@ -42,11 +43,12 @@ def processes() -> Iterator[list[CometNode | PrivvalProcess]]:
 
 
 def chain(tmp_path: Path, replicas: LoopbackReplicas, processes: list[CometNode | PrivvalProcess], *,
-          scheme: str = "tcp", extensions_height: int = 0) -> tuple[CometNode, PrivvalProcess]:  # fmt: skip
-    """A node and a promoted signer for it, both started, the signer first."""
+          scheme: str = "tcp", extensions_height: int = 0, **settings: object) -> tuple[CometNode, PrivvalProcess]:  # fmt: skip
+    """A node and a promoted signer for it (``settings`` added to its privval.toml), both started, the signer first."""
     node = CometNode(tmp_path, "node-a", scheme=scheme)
     node.init(CHAIN, extensions_height=extensions_height)
-    signer = PrivvalProcess(tmp_path / "signer-a", CHAIN, node.key_file, replicas.socket("node-a"), [node.privval_laddr])
+    signer = PrivvalProcess(tmp_path / "signer-a", CHAIN, node.key_file, replicas.socket("node-a"), [node.privval_laddr],
+                            **settings)  # fmt: skip
     processes += [node, signer]
     signer.start()
     signer.wait_log("event=promoted")
@@ -62,6 +64,23 @@ def test_blocks_are_signed_through_highlander_privval(tmp_path: Path, replicas: 
     assert node.evidence(range(1, height + 1)) == []
     assert "event=signed" in signer.log_text() and "vote at=" in signer.log_text()
     assert _register_height(replicas, node) >= height  # every signature went through the register
+
+
+def test_the_signer_serves_its_metrics(tmp_path: Path, replicas: LoopbackReplicas, processes: list) -> None:  # type: ignore[type-arg]
+    """What the chain did, as Prometheus reads it from the signer: its votes signed, its
+    heights (asked for and signed, values and never labels), promoted, one node connected."""
+    port = harness.unused_port()
+    node, _ = chain(tmp_path, replicas, processes, metrics=f"127.0.0.1:{port}")
+    height = node.wait_for_height(6)
+    samples = harness.scrape(port)
+    assert sample(samples, "highlander_privval_sign_requests_total", type="vote", result="signed") >= 2 * (height - 1)
+    assert sample(samples, "highlander_privval_sign_seconds_count", type="vote") > 0
+    assert sample(samples, "highlander_privval_promoted") == 1
+    assert sample(samples, "highlander_privval_connected_nodes") == 1
+    signed = sample(samples, "highlander_privval_signed_height")
+    assert height - 1 <= signed <= sample(samples, "highlander_privval_requested_height")
+    assert sample(samples, "highlander_privval_last_signature_timestamp_seconds") > 0
+    assert all(set(dict(labels)) <= {"type", "result", "version", "le"} for family in samples.values() for labels in family)
 
 
 def _register_height(replicas: LoopbackReplicas, node: CometNode) -> int:
