@@ -117,3 +117,9 @@ def refusal(request_kind: str, description: str) -> Message:
     """The response to a ``request_kind`` request that carries only an error."""
     field, kind = RESPONSE_OF[request_kind]
     return wrap(field, kind(error=remote_error(description)))
+
+
+def is_refusal(response: Message) -> bool:
+    """Whether a response to a sign request carries an error instead of a signature."""
+    field = response.WhichOneof("sum")
+    return field is not None and getattr(response, field).HasField("error")

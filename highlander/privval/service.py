@@ -110,13 +110,16 @@ class NodeLink:
                 if not self.stopping.is_set():
                     log.warning("event=dropped node=%s reason=%r", node, str(exc) or type(exc).__name__)
                 return False
+            answer = self.signer.handle(request, node)
             try:
-                connection.write_message(self.signer.handle(request, node))
+                connection.write_message(answer)
             except OSError as exc:
                 log.warning("event=dropped node=%s reason=%r", node, f"cannot answer: {exc}")
                 return False
             if request.WhichOneof("sum") in SIGN_REQUESTS:
-                if self.signer.may_sign():
+                # Only a refusal hangs up: after a signature the connection stays
+                # even if this signer was demoted meanwhile; its next request is refused.
+                if not messages.is_refusal(answer) or self.signer.may_sign():
                     self._yielding = False
                     continue
                 if not self._yielding:  # one line when it starts, not one per cycle
