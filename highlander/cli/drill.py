@@ -100,7 +100,7 @@ def drill(scenario: str | None, soak: int | None, seed: int | None, directory: P
                 runner.check_runnable(scenario)
             if inventory is not None:
                 _confirm(site.inventory, name, yes)
-            if not site.journal_paths():
+            if site.chain() is None and not site.journal_paths():
                 raise DrillError(f"no signing journals ({journals} on the nodes): the drill measures signing "
                                  f"from the journals of highlander demo-signer")  # fmt: skip
             if scenario is not None:
@@ -165,7 +165,10 @@ def _report(name: str, records: list[dict[str, Any]], summary: dict[str, Any], f
         failed = sorted({f for it in records for f in it.get("failed_expectations", [])})
         moves = f"; unasked moves {len(findings)}" if findings else ""
         kept = f"; evidence in {report_dir / 'evidence'}" if report_dir is not None and (report_dir / "evidence").is_dir() else ""
-        raise click.ClickException(f"{name}: the drill FAILED (double signs {summary['double_signs']}, "
+        evidence = sorted({h for it in records for h in it.get("chain", {}).get("evidence_heights", [])})
+        signs = (f"the chain committed evidence of a double sign by our validator at heights "
+                 f"{', '.join(map(str, evidence))}, " if evidence else "")  # fmt: skip
+        raise click.ClickException(f"{name}: the drill FAILED ({signs}double signs {summary['double_signs']}, "
                                    f"dual-active {summary['dual_active']}{moves}"
                                    f"{'; not met: ' + '; '.join(failed) if failed else ''}){kept}; "
                                    f"see the iterations above")  # fmt: skip
