@@ -164,7 +164,7 @@ class Drill:
         # node -> (bytes and lines of its signer log read, the epoch there, its entries)
         self._signer_logs: dict[str, tuple[int, int, int, list[Entry]]] = {}
         self.chain = site.chain()
-        self._checked = self.chain.reader.latest() if self.chain is not None else 0  # the last height judged
+        self._checked = 0  # the last height of the chain judged: the first check reads it all
 
     # -- looking at the cluster --
 
@@ -611,6 +611,8 @@ class Drill:
         records: list[dict[str, Any]] = []
         left = self.placement()
         for iteration, name in enumerate(order, 1):
+            if not self.check_chain(iteration):
+                break
             if left is not None and not self.check_placement(iteration, left):
                 break
             try:
@@ -653,6 +655,26 @@ class Drill:
         now = time.time()
         status = self.site.status()
         return None if status is None else Placement(self.signing_on(status), now, offsets)
+
+    def check_chain(self, iteration: int) -> bool:
+        """Before ``iteration``, on a chain: no evidence against our validator
+        since the last height judged (the first time: since the chain began).
+        Evidence is a finding with its evidence kept, and stops the drill."""
+        if self.chain is None:
+            return True
+        record: dict[str, Any] = {}
+        if self.judge(record, None, None):
+            return True
+        found = record["chain"]["evidence"]
+        heights = record["chain"]["evidence_heights"]
+        self.say(f"[{iteration}] the drill stops: the chain holds evidence of a double sign by our validator "
+                 f"(committed at heights {', '.join(map(str, heights))})")  # fmt: skip
+        finding: dict[str, Any] = {"kind": "evidence", "before_iteration": iteration, "found": found,
+                                   "heights": heights, "chain": record["chain"]}  # fmt: skip
+        finding["evidence"] = self.keep_evidence(f"before-{iteration:02d}-evidence", f"before iteration {iteration}: "
+                                                 "evidence against our validator on the chain", finding)  # fmt: skip
+        self.findings.append(finding)
+        return False
 
     def check_placement(self, iteration: int, left: Placement) -> bool:
         """Before ``iteration``: the validator must run where the previous
