@@ -175,7 +175,7 @@ def _report(name: str, records: list[dict[str, Any]], summary: dict[str, Any], f
         failed = sorted({f for it in records for f in it.get("failed_expectations", [])})
         moves = f"; unasked moves {len(findings)}" if findings else ""
         kept = f"; evidence in {report_dir / 'evidence'}" if report_dir is not None and (report_dir / "evidence").is_dir() else ""
-        evidence = sorted({h for it in records for h in it.get("chain", {}).get("evidence_heights", [])})
+        evidence = summary.get("evidence_heights") or []
         signs = (f"the chain committed evidence of a double sign by our validator at heights "
                  f"{', '.join(map(str, evidence))}, " if evidence else "")  # fmt: skip
         raise click.ClickException(f"{name}: the drill FAILED ({signs}double signs {summary['double_signs']}, "

@@ -39,6 +39,7 @@ class Workload:
     pidfile: str  # where the agent records the signer's PID on a node
     subcommand: str  # the signer's ``highlander`` subcommand
     signer_log: str | None  # the signer's log on each node (None: journals)
+    companion: str | None = None  # a clone the signer serves, which must run on every active node
 
     def signing_on(self, status: ClusterStatus) -> tuple[str, ...]:
         """The nodes where the signer may sign now."""
@@ -48,8 +49,11 @@ class Workload:
 
     def ready(self, status: ClusterStatus, actives: Sequence[str]) -> bool:
         """Whether the signing side is whole: one node signs and, for a
-        promotable signer, an instance runs on every active node, ready to take over."""
+        promotable signer, an instance runs on every active node, ready to take over
+        (and the companion, the chain's full node, runs there too)."""
         if len(self.signing_on(status)) != 1:
+            return False
+        if self.companion is not None and not set(status.clone_nodes(self.companion)) >= set(actives):
             return False
         return self.takeover != "promote" or set(status.instance_nodes(self.resource)) >= set(actives)
 
@@ -68,7 +72,7 @@ class Workload:
 
 DEMO = Workload("demo-signer", "validator", "start", "/run/highlander/validator-validator.pid", "demo-signer", None)
 CHAIN = Workload("chain", "privval", "promote", "/run/highlander/privval.pid", "privval",
-                 "/var/log/highlander/privval.log")  # fmt: skip
+                 "/var/log/highlander/privval.log", companion="cometbft")  # fmt: skip
 WORKLOADS = {w.name: w for w in (DEMO, CHAIN)}
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")

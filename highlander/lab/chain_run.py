@@ -82,6 +82,8 @@ class LabChain:
         for n in actives:
             node = nodes[n.name]
             chain.copy_key(Path(info["key_file"]), node.host_path(chain.PRIVVAL_KEY))
+            # The node's own FilePV key is ours too: what the unguarded stack signs with (both nodes at once).
+            chain.copy_key(Path(info["key_file"]), layout.full_nodes[n.name][0] / "config" / "priv_validator_key.json")
             node.host_path(chain.PRIVVAL_STATE).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             write_node_file(node.host_path(chain.PRIVVAL_CONFIG), chain.privval_config(chain.CHAIN_ID), 0o644)
         self.state["chain"] = {**info, "processes": {}, "rpc_netns": self.plan.validators[0].netns}

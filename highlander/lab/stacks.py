@@ -17,6 +17,13 @@ configuration once. Every difference between the stacks is in
 
 The resource keeps the id ``validator`` in every stack: the drills find it
 by that name. The stack is recorded in the lab directory for ``lab status``.
+
+On the lab's CometBFT chain (:mod:`highlander.lab.chain_cib`) the validator
+is the ``privval`` clone and the ``cometbft`` full nodes instead, and
+``unguarded`` is: ``stonith-enabled=false``, no ``privval`` (so no register),
+and both full nodes signing with FilePV (``--priv_validator_laddr ""``: the
+validator key is in each node's CometBFT home): two nodes with one key, which
+the chain itself must catch as a double sign.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from highlander.lab.chain_cib import COMETBFT_RESOURCE, PRIVVAL
 
 if TYPE_CHECKING:
     from highlander.adapters.pacemaker import ClusterStatus
@@ -40,13 +49,15 @@ OUR_IPMI = "fence_highlander_ipmi"
 STOCK_IPMI = "fence_ipmilan"
 STOCK_VALIDATOR = ("ocf", "heartbeat", "anything")
 STOCK_LOG = "/var/log/highlander/validator-anything.log"
+# CometBFT signing in-process with the key of its home (FilePV), whatever its config.toml says.
+FILEPV = '--priv_validator_laddr ""'
 # Between the old validator's stop and the new one's start: longer than a block of the lab's chain (0.5 s).
 PAUSE_SECONDS = 1.0
 WARNING = {
     "stock": "WARNING: the lab now runs the STOCK stack (fence_ipmilan, ocf:heartbeat:anything, the signer "
              "with --no-guard): no sign-state register guards the signer; it is NOT safe against double signs.",
-    "unguarded": "WARNING: the lab now runs UNGUARDED (stonith-enabled=false, no sign-state gate, the signer "
-                 "with --no-guard): the negative control, built to double-sign. It is NOT safe.",
+    "unguarded": "WARNING: the lab now runs UNGUARDED (stonith-enabled=false, no sign-state gate or register, the "
+                 "signer unguarded): the negative control, built to double-sign. It is NOT safe.",
 }  # fmt: skip
 
 
@@ -62,6 +73,9 @@ def reconfigure(configuration: ET.Element, stack: str) -> None:
     if stack not in STACKS:
         raise StackError(f"unknown stack {stack!r} (known: {', '.join(STACKS)})")
     if stack == "highlander":
+        return
+    if configuration.find(f".//primitive[@id='{COMETBFT_RESOURCE}']") is not None:
+        _reconfigure_chain(configuration, stack)
         return
     validator = _primitive(configuration, VALIDATOR)
     command = without_guard(_attribute(validator, "command"))
@@ -82,6 +96,25 @@ def reconfigure(configuration: ET.Element, stack: str) -> None:
         _property(configuration, "stonith-enabled", "false")
         _set_attribute(validator, "signstate", "false")
         _set_attribute(validator, "command", command)
+
+
+def _reconfigure_chain(configuration: ET.Element, stack: str) -> None:
+    """The chain's stacks: see the module's docstring."""
+    if stack != "unguarded":
+        raise StackError(f"the {stack} stack is not built for the lab's chain yet: use --workload demo-signer")
+    _property(configuration, "stonith-enabled", "false")
+    resources, constraints = configuration.find("resources"), configuration.find("constraints")
+    assert resources is not None and constraints is not None
+    for clone in resources.findall(f"clone[@id='{PRIVVAL}-clone']"):
+        resources.remove(clone)
+    for constraint in list(constraints):
+        if f"{PRIVVAL}-clone" in (constraint.get("rsc"), constraint.get("with-rsc"), constraint.get("first"),
+                                  constraint.get("then")):  # fmt: skip
+            constraints.remove(constraint)
+    node = _primitive(configuration, COMETBFT_RESOURCE)
+    command = _attribute(node, "command")
+    if FILEPV not in command:
+        _set_attribute(node, "command", f"{command} {FILEPV}")
 
 
 def without_guard(command: str) -> str:
@@ -162,13 +195,15 @@ def apply(directory: Path, stack: str, say: Callable[[str], None], *, timeout: f
     directory = directory.absolute()
     if stack == current(directory):
         return
-    plan, _ = load_plan(directory)
+    plan, state = load_plan(directory)
     runner = node_runner(directory, next(n.name for n in plan.nodes if node_init(directory, n.name)))
     pacemaker = Pacemaker(runner)
-    say(f"stopping the validator to reconfigure the live CIB to the {stack} stack")
-    runner.run(["crm_resource", "--resource", VALIDATOR, "--meta", "--set-parameter", "target-role",
+    chain = "chain" in state
+    stopped = f"{PRIVVAL}-clone" if chain else VALIDATOR
+    say(f"stopping the {'signer' if chain else 'validator'} to reconfigure the live CIB to the {stack} stack")
+    runner.run(["crm_resource", "--resource", stopped, "--meta", "--set-parameter", "target-role",
                 "--parameter-value", "Stopped"], check=True)  # fmt: skip
-    pacemaker.wait_for("the validator to stop", lambda s: not _active(s), timeout)
+    pacemaker.wait_for("the validator to stop", lambda s: not _active(s, PRIVVAL if chain else VALIDATOR), timeout)
     time.sleep(PAUSE_SECONDS)
     configuration = ET.fromstring(runner.run(["cibadmin", "--query", "--scope", "configuration"], check=True).stdout)
     reconfigure(configuration, stack)
@@ -178,8 +213,11 @@ def apply(directory: Path, stack: str, say: Callable[[str], None], *, timeout: f
                stdin=ET.tostring(configuration, encoding="unicode"), check=True)  # fmt: skip
     (directory / STACK_FILE).write_text(stack + "\n")
     agent = ":".join(STOCK_VALIDATOR) if stack == "stock" else "ocf:highlander:validator"
+    actives = {n.name for n in plan.nodes if n.role == "active"}
 
     def running(status: ClusterStatus) -> bool:
+        if chain:  # both full nodes, signing with FilePV
+            return set(status.clone_nodes(COMETBFT_RESOURCE)) == actives and status.resource(PRIVVAL) is None
         resource = status.resource(VALIDATOR)
         return resource is not None and resource.agent == agent and bool(status.started_on(VALIDATOR))
 
@@ -187,6 +225,5 @@ def apply(directory: Path, stack: str, say: Callable[[str], None], *, timeout: f
     say(WARNING[stack])
 
 
-def _active(status: ClusterStatus) -> bool:
-    resource = status.resource(VALIDATOR)
-    return resource is not None and resource.active
+def _active(status: ClusterStatus, rid: str) -> bool:
+    return any(r.active for r in status.resources if r.id == rid)

@@ -42,9 +42,12 @@ def test_a_log_read_on_continues_its_lines_and_epoch() -> None:
 
 
 def test_the_chain_signs_where_privval_is_promoted_with_an_instance_ready_on_each_active_node() -> None:
-    both = status(("privval", "Promoted", "node-a"), ("privval", "Unpromoted", "node-b"))
+    nodes = (("cometbft", "Started", "node-a"), ("cometbft", "Started", "node-b"))
+    both = status(("privval", "Promoted", "node-a"), ("privval", "Unpromoted", "node-b"), *nodes)
     assert CHAIN.signing_on(both) == ("node-a",) and CHAIN.ready(both, ["node-a", "node-b"])
-    alone = status(("privval", "Promoted", "node-a"))
+    syncing = status(("privval", "Promoted", "node-a"), ("privval", "Unpromoted", "node-b"), nodes[0])
+    assert not CHAIN.ready(syncing, ["node-a", "node-b"])
+    alone = status(("privval", "Promoted", "node-a"), *nodes)
     assert not CHAIN.ready(alone, ["node-a", "node-b"])
     assert not CHAIN.ready(status(("privval", "Unpromoted", "node-a")), ["node-a"])
     assert DEMO.signing_on(status(("validator", "Started", "node-b"))) == ("node-b",)

@@ -134,3 +134,19 @@ def test_crm_verify_accepts_the_chain_cib(chain_configuration: ET.Element, tmp_p
     done = subprocess.run(["crm_verify", "--xml-file", str(path)], capture_output=True, text=True, check=False)
     # Without a live cluster crm_verify warns that the nodes are unclean; errors are what count.
     assert "error" not in done.stderr.lower(), done.stderr
+
+
+def test_the_unguarded_chain_has_no_fencing_no_signer_and_both_nodes_signing(chain_configuration: ET.Element) -> None:
+    from highlander.lab.stacks import FILEPV, StackError, reconfigure
+
+    configuration = chain_configuration.find("configuration")
+    assert configuration is not None
+    reconfigure(configuration, "unguarded")
+    options = {p.get("name"): p.get("value") for p in configuration.iterfind("crm_config//nvpair")}
+    assert options["stonith-enabled"] == "false"
+    assert configuration.find(f".//primitive[@id='{PRIVVAL}']") is None
+    assert not [c for c in configuration.iter() if f"{PRIVVAL}-clone" in (c.get("rsc"), c.get("then"), c.get("first"))]
+    command = configuration.find(f".//primitive[@id='{COMETBFT_RESOURCE}']/instance_attributes/nvpair[@name='command']")
+    assert command is not None and command.get("value", "").endswith(FILEPV)
+    with pytest.raises(StackError, match="not built for the lab's chain"):
+        reconfigure(configuration, "stock")
