@@ -55,3 +55,17 @@ def running_lab(directory: Path, *options: str, workload: str = "demo-signer",
     finally:
         run("lab", "down", "--dir", str(directory), timeout=180)
         cleanup(directory)
+
+
+@contextmanager
+def chain_lab(factory: pytest.TempPathFactory, name: str, *options: str) -> Iterator[tuple[Path, str]]:
+    """A lab on the CometBFT chain (``options`` to ``lab up``) in a new directory
+    called ``name``; yields it and ``lab up``'s output. Skips (fails in CI)
+    without CometBFT."""
+    from cometbft_support import cometbft
+
+    cometbft()
+    directory = factory.mktemp(name) / "lab"
+    with running_lab(directory, *options, workload="chain", timeout=400) as up:
+        print(up.stdout)
+        yield directory, up.stdout

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cometbft_support import cometbft
-from lab_support import run, running_lab
+from lab_support import chain_lab, run
 
 from highlander.drill.chain_check import ChainReader, CurlRpc
 from highlander.lab.chain_run import rpc_runner
@@ -31,10 +30,7 @@ DRILL_BOUND = 600
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    cometbft()
-    directory = tmp_path_factory.mktemp("chain") / "lab"
-    with running_lab(directory, workload="chain", timeout=400) as up:
-        print(up.stdout)
+    with chain_lab(tmp_path_factory, "chain") as (directory, up):
         yield directory
 
 

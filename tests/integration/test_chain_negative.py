@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cometbft_support import cometbft
-from lab_support import run, running_lab
+from lab_support import chain_lab, run
 
 from highlander.drill.chain_check import DUPLICATE_VOTE
 from highlander.lab.cleanup import leftovers
@@ -30,10 +29,8 @@ DRILL_BOUND = 600
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    cometbft()
-    directory = tmp_path_factory.mktemp("chain-negative") / "lab"
-    with running_lab(directory, "--stack", "unguarded", workload="chain", timeout=400) as up:
-        assert "NOT safe" in up.stdout
+    with chain_lab(tmp_path_factory, "chain-negative", "--stack", "unguarded") as (directory, up):
+        assert "NOT safe" in up
         yield directory
 
 
