@@ -80,6 +80,7 @@ from highlander.drill.journal import Entry, check_journals, read_journals
 from highlander.drill.report import PHASES
 from highlander.drill.site import FAILURES, Site
 from highlander.drill.workload import DEMO, privval_entries
+from highlander.signstate.register import HRS
 
 SIGNSTATE = "signstate"
 PACEMAKER_LOG = "/var/log/pacemaker/pacemaker.log"
@@ -98,6 +99,8 @@ SIGN_GRACE = 0.5
 # the pause stays near one block time; a replica that stops answering costs the
 # sign-state register no wait, as two of three still answer.
 MAX_GAP = 3.0
+# Heights before the drill's start read for a signer seen only on the chain.
+CHAIN_LOOKBACK = 30
 # Journal entries kept around each failure for the timeline.
 WINDOW = 10.0
 REJOIN_TIMEOUT = 180.0
@@ -165,6 +168,8 @@ class Drill:
         self._signer_logs: dict[str, tuple[int, int, int, list[Entry]]] = {}
         self.chain = site.chain()
         self._checked = 0  # the last height of the chain judged: the first check reads it all
+        self._chain_read = 0  # the last height read for chain_entries
+        self._chain_signed: list[Entry] = []
 
     # -- looking at the cluster --
 
@@ -183,6 +188,8 @@ class Drill:
     def entries(self) -> list[Entry]:
         """Every signature so far: the journals, or the signer logs of the active nodes
         (read on from where the last call stopped)."""
+        if self.workload.judged_by_the_chain_only and self.chain is not None:
+            return self.chain_entries()
         if self.workload.signer_log is None:
             entries, _, _ = read_journals(self.site.journal_paths())
             return entries
@@ -198,6 +205,21 @@ class Drill:
                 self._signer_logs[node] = (read + len(complete), lines + text.count("\n"), epoch, known)
             found += known
         return found
+
+    def chain_entries(self) -> list[Entry]:
+        """Our validator's committed signatures since the drill began, as entries
+        of the node ``chain`` (the chain does not say which node signed)."""
+        assert self.chain is not None
+        latest = self.chain.reader.latest()
+        first = self._chain_read + 1 if self._chain_read else max(1, latest - CHAIN_LOOKBACK)
+        if latest - 1 >= first:
+            verdict = self.chain.reader.verdict(self.chain.address, first, latest - 1)
+            self._chain_signed += [
+                Entry("chain", h.height, self.chain.address, HRS(h.height, 0, 3), "", "chain", 0, h.signed_at, "")
+                for h in verdict.heights if h.ours == "committed" and h.signed_at is not None
+            ]  # fmt: skip
+            self._chain_read = latest - 1
+        return list(self._chain_signed)
 
     def signing_on(self, status: ClusterStatus | None) -> tuple[str, ...]:
         """The nodes where the validator signs (its resource started, or its signer promoted)."""

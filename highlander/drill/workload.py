@@ -10,7 +10,11 @@ Two workloads, each one row of :data:`WORKLOADS`:
   privval``, the promotable clone ``privval``; it signs where the clone is
   promoted, each signature is an ``event=signed`` line of that node's signer
   log (:func:`privval_entries`), and the checker is the chain itself
-  (:mod:`highlander.drill.chain_check`).
+  (:mod:`highlander.drill.chain_check`);
+- ``chain-stock``: the same chain's validator as people run it without
+  highlander, CometBFT with FilePV under ``ocf:heartbeat:anything``
+  (resource ``validator``); its signatures are our validator's commit
+  signatures on the chain, which does not say which node made them.
 
 Both give the drill the same :class:`~highlander.drill.journal.Entry` per
 signature (node, epoch, height/round/step, time), so the phases, the
@@ -67,13 +71,24 @@ class Workload:
                 len(args) > 2 and args[0].rsplit("/", 1)[-1] == "highlander" and args[1] == "demo-signer"
                 and any(a == "--node" and b == node for a, b in zip(args, args[1:]))
             )  # fmt: skip
-        return args[:3] == ["-m", "highlander", self.subcommand]
+        if self.subcommand == "privval":
+            return args[:3] == ["-m", "highlander", self.subcommand]
+        return bool(argv) and argv[0].rsplit("/", 1)[-1] == self.subcommand  # a program of its own
+
+    @property
+    def judged_by_the_chain_only(self) -> bool:
+        """Whether only the chain sees its signatures (a signer without a log of its own)."""
+        return self.name.startswith("chain") and self.signer_log is None
 
 
 DEMO = Workload("demo-signer", "validator", "start", "/run/highlander/validator-validator.pid", "demo-signer", None)
 CHAIN = Workload("chain", "privval", "promote", "/run/highlander/privval.pid", "privval",
                  "/var/log/highlander/privval.log", companion="cometbft")  # fmt: skip
-WORKLOADS = {w.name: w for w in (DEMO, CHAIN)}
+# The stock stack on the chain: CometBFT with FilePV under ocf:heartbeat:anything, a cold standby.
+# Its signatures are seen on the chain only, which does not say which node made them.
+CHAIN_STOCK = Workload("chain-stock", "validator", "start", "/run/resource-agents/anything_validator.pid",
+                       "cometbft", None)  # fmt: skip
+WORKLOADS = {w.name: w for w in (DEMO, CHAIN, CHAIN_STOCK)}
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
 _PROMOTED = re.compile(r"\bevent=promoted key=(\S+) epoch=(\d+)")

@@ -22,9 +22,9 @@ from highlander.adapters.runner import CommandRunner, Runs, system_env
 from highlander.drill import evidence
 from highlander.drill.chain_check import ChainReader, ChainView, CurlRpc
 from highlander.drill.site import FAILURES, Undo, at_once
-from highlander.drill.workload import DEMO, WORKLOADS
+from highlander.drill.workload import CHAIN, CHAIN_STOCK, DEMO, WORKLOADS
 from highlander.inventory import load
-from highlander.lab import controls
+from highlander.lab import controls, stacks
 from highlander.lab.node import NODE_LOG, RECORD_FILE, init_alive, processes_in, same_process, start_time
 from highlander.lab.plan import load_plan
 from highlander.lab.records import EVENTS_FILE, STATE_FILE, SUPERVISOR_LOG, LabError
@@ -45,6 +45,8 @@ class LabSite:
         self.inventory = load(self.plan.inventory)
         self.say = say
         self.workload = WORKLOADS[self.state.get("workload", DEMO.name)]
+        if self.workload is CHAIN and stacks.current(self.directory) == "stock":
+            self.workload = CHAIN_STOCK
 
     def chain(self) -> ChainView | None:
         """The chain's RPC on the first ordinary validator's host (never failed by a drill)."""

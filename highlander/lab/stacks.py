@@ -23,7 +23,10 @@ is the ``privval`` clone and the ``cometbft`` full nodes instead, and
 ``unguarded`` is: ``stonith-enabled=false``, no ``privval`` (so no register),
 and both full nodes signing with FilePV (``--priv_validator_laddr ""``: the
 validator key is in each node's CometBFT home): two nodes with one key, which
-the chain itself must catch as a double sign.
+the chain itself must catch as a double sign. ``stock`` is the cold standby
+people run without highlander: ``fence_ipmilan``, no ``privval`` and no full
+node on the standby, and one CometBFT with FilePV as ``ocf:heartbeat:anything``
+(resource ``validator``), started on the standby once the active is fenced.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from highlander.lab.chain import COMETBFT, NODE_HOME
 from highlander.lab.chain_cib import COMETBFT_RESOURCE, PRIVVAL
 
 if TYPE_CHECKING:
@@ -80,9 +84,7 @@ def reconfigure(configuration: ET.Element, stack: str) -> None:
     validator = _primitive(configuration, VALIDATOR)
     command = without_guard(_attribute(validator, "command"))
     if stack == "stock":
-        for device in configuration.iterfind(f".//primitive[@class='stonith'][@type='{OUR_IPMI}']"):
-            device.set("type", STOCK_IPMI)
-            _set_attribute(device, "lanplus", "1")
+        _stock_fencing(configuration)
         program, *arguments = shlex.split(command)
         validator.set("provider", STOCK_VALIDATOR[1])
         validator.set("type", STOCK_VALIDATOR[2])
@@ -100,21 +102,44 @@ def reconfigure(configuration: ET.Element, stack: str) -> None:
 
 def _reconfigure_chain(configuration: ET.Element, stack: str) -> None:
     """The chain's stacks: see the module's docstring."""
-    if stack != "unguarded":
-        raise StackError(f"the {stack} stack is not built for the lab's chain yet: use --workload demo-signer")
-    _property(configuration, "stonith-enabled", "false")
     resources, constraints = configuration.find("resources"), configuration.find("constraints")
     assert resources is not None and constraints is not None
-    for clone in resources.findall(f"clone[@id='{PRIVVAL}-clone']"):
+    gone = {f"{PRIVVAL}-clone"} | ({f"{COMETBFT_RESOURCE}-clone"} if stack == "stock" else set())
+    if stack == "stock":  # the witness never runs the validator
+        for location in constraints.findall(f"rsc_location[@rsc='{COMETBFT_RESOURCE}-clone']"):
+            location.set("rsc", VALIDATOR)
+            location.set("id", f"location-{VALIDATOR}-avoids-{location.get('node')}")
+    for clone in [c for c in resources.findall("clone") if c.get("id") in gone]:
         resources.remove(clone)
     for constraint in list(constraints):
-        if f"{PRIVVAL}-clone" in (constraint.get("rsc"), constraint.get("with-rsc"), constraint.get("first"),
-                                  constraint.get("then")):  # fmt: skip
+        if gone & {constraint.get("rsc"), constraint.get("with-rsc"), constraint.get("first"), constraint.get("then")}:
             constraints.remove(constraint)
-    node = _primitive(configuration, COMETBFT_RESOURCE)
-    command = _attribute(node, "command")
-    if FILEPV not in command:
-        _set_attribute(node, "command", f"{command} {FILEPV}")
+    if stack == "unguarded":
+        _property(configuration, "stonith-enabled", "false")
+        node = _primitive(configuration, COMETBFT_RESOURCE)
+        command = _attribute(node, "command")
+        if FILEPV not in command:
+            _set_attribute(node, "command", f"{command} {FILEPV}")
+        return
+    _stock_fencing(configuration)
+    validator = ET.SubElement(resources, "primitive", {"id": VALIDATOR, "class": STOCK_VALIDATOR[0],
+                                                       "provider": STOCK_VALIDATOR[1], "type": STOCK_VALIDATOR[2]})  # fmt: skip
+    arguments = ["start", "--home", NODE_HOME, "--priv_validator_laddr", ""]
+    for name, value in (("binfile", str(COMETBFT)), ("cmdline_options", shlex.join(arguments)), ("logfile", STOCK_LOG)):
+        _set_attribute(validator, name, value)
+    meta = ET.SubElement(validator, "meta_attributes", id=f"{VALIDATOR}-meta_attributes")
+    _set_nvpair(meta, "resource-stickiness", "100")
+    operations = ET.SubElement(validator, "operations")
+    for name, interval, timeout in (("start", "0s", "60s"), ("stop", "0s", "60s"), ("monitor", "10s", "20s")):
+        ET.SubElement(operations, "op", id=f"{VALIDATOR}-{name}-interval-{interval}", name=name, interval=interval,
+                      timeout=timeout)  # fmt: skip
+
+
+def _stock_fencing(configuration: ET.Element) -> None:
+    """fence_ipmilan (lanplus) against the same BMCs, instead of ours."""
+    for device in configuration.iterfind(f".//primitive[@class='stonith'][@type='{OUR_IPMI}']"):
+        device.set("type", STOCK_IPMI)
+        _set_attribute(device, "lanplus", "1")
 
 
 def without_guard(command: str) -> str:
@@ -216,7 +241,7 @@ def apply(directory: Path, stack: str, say: Callable[[str], None], *, timeout: f
     actives = {n.name for n in plan.nodes if n.role == "active"}
 
     def running(status: ClusterStatus) -> bool:
-        if chain:  # both full nodes, signing with FilePV
+        if chain and stack == "unguarded":  # both full nodes, signing with FilePV
             return set(status.clone_nodes(COMETBFT_RESOURCE)) == actives and status.resource(PRIVVAL) is None
         resource = status.resource(VALIDATOR)
         return resource is not None and resource.agent == agent and bool(status.started_on(VALIDATOR))

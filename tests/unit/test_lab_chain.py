@@ -148,5 +148,29 @@ def test_the_unguarded_chain_has_no_fencing_no_signer_and_both_nodes_signing(cha
     assert not [c for c in configuration.iter() if f"{PRIVVAL}-clone" in (c.get("rsc"), c.get("then"), c.get("first"))]
     command = configuration.find(f".//primitive[@id='{COMETBFT_RESOURCE}']/instance_attributes/nvpair[@name='command']")
     assert command is not None and command.get("value", "").endswith(FILEPV)
-    with pytest.raises(StackError, match="not built for the lab's chain"):
-        reconfigure(configuration, "stock")
+    with pytest.raises(StackError, match="unknown stack"):
+        reconfigure(configuration, "nonsense")
+
+
+def test_the_stock_chain_is_one_filepv_node_under_anything_after_fence_ipmilan(chain_configuration: ET.Element,
+                                                                                tmp_path: Path) -> None:  # fmt: skip
+    import shlex
+
+    from highlander.lab.stacks import STOCK_IPMI, reconfigure
+
+    configuration = chain_configuration.find("configuration")
+    assert configuration is not None
+    reconfigure(configuration, "stock")
+    assert {d.get("type") for d in configuration.iterfind(".//primitive[@class='stonith']")} == {STOCK_IPMI}
+    assert configuration.find(".//clone[@id='privval-clone']") is None
+    assert configuration.find(".//clone[@id='cometbft-clone']") is None
+    validator = configuration.find(".//primitive[@id='validator']")
+    assert validator is not None and validator.get("type") == "anything"
+    params = {p.get("name"): p.get("value") for p in validator.iterfind("instance_attributes/nvpair")}
+    assert shlex.split(params["cmdline_options"])[-2:] == ["--priv_validator_laddr", ""]
+    assert configuration.find(".//rsc_location[@rsc='validator'][@node='node-w']") is not None
+    if shutil.which("crm_verify"):
+        path = tmp_path / "cib.xml"
+        path.write_text(ET.tostring(chain_configuration, encoding="unicode"))
+        done = subprocess.run(["crm_verify", "--xml-file", str(path)], capture_output=True, text=True, check=False)
+        assert "error" not in done.stderr.lower(), done.stderr
