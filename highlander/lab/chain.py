@@ -7,8 +7,9 @@ app, all cabled to the lab's private switch:
 - our validator: a CometBFT full node on node-a and on node-b (Pacemaker's
   clone ``cometbft``, run by ``ocf:highlander:validator`` with the register
   gate off: a full node signs nothing itself), whose ``priv_validator_laddr``
-  is dialed by ``highlander privval`` on the same node (the promotable clone
-  ``privval``); the promoted instance signs, the other answers PubKey only;
+  (on its lab address) is dialed by ``highlander privval`` on both nodes
+  (the promotable clone ``privval``): the promoted instance signs for both
+  full nodes, the other answers PubKey only and yields the nodes to it;
 - :data:`VALIDATORS` ordinary validators with FilePV, each on a lab host of
   its own (a network namespace on the switch), started and stopped by the
   lab's supervisor, recorded by PID.
@@ -129,11 +130,17 @@ def set_option(text: str, section: str, key: str, value: str) -> str:
     raise ChainError(f"config.toml has no {key} in [{section or 'the top level'}]")
 
 
-def node_config(text: str, moniker: str, peers: Iterable[str], *, remote_signer: bool) -> str:
+def privval_laddr(address: str) -> str:
+    """Where a full node of ours listens for its signers: its lab address."""
+    return f"tcp://{address}:{PRIVVAL_PORT}"
+
+
+def node_config(text: str, moniker: str, peers: Iterable[str], *, signer_address: str | None) -> str:
     """A lab node's config.toml from the one ``cometbft init`` wrote: kvstore,
     listening on its lab address, its peers, ~1 s blocks, small caches;
-    ``remote_signer``: the node listens for ``highlander privval`` on loopback."""
-    laddr = f'"tcp://127.0.0.1:{PRIVVAL_PORT}"' if remote_signer else '""'
+    with ``signer_address`` the node listens there for ``highlander privval``
+    (FilePV otherwise)."""
+    laddr = json.dumps(privval_laddr(signer_address)) if signer_address else '""'
     settings: list[tuple[str, str, str]] = [
         ("", "proxy_app", '"kvstore"'), ("", "moniker", json.dumps(moniker)), ("", "priv_validator_laddr", laddr),
         ("", "log_level", '"consensus:info,state:info,*:error"'),
@@ -149,8 +156,11 @@ def node_config(text: str, moniker: str, peers: Iterable[str], *, remote_signer:
     return text
 
 
-def privval_config(chain_id: str) -> str:
-    """``privval.toml`` on node-a and node-b: the key, the register, the node on loopback."""
+def privval_config(chain_id: str, nodes: Sequence[str]) -> str:
+    """``privval.toml`` on node-a and node-b: the key, the register, and every
+    full node of ours (``nodes``: their lab addresses): the promoted signer
+    serves both, so the standby's node keeps up with the chain and is current
+    when a failover moves the signing to its node's signer."""
     return (
         "# Written by highlander lab: the remote signer of the lab's validator.\n"
         f"chain_id = {json.dumps(chain_id)}\n"
@@ -158,7 +168,7 @@ def privval_config(chain_id: str) -> str:
         f'state_file = "{PRIVVAL_STATE}"\n'
         'register = "/run/highlander/signstate.sock"\n'
         f'key_id = "{KEY_ID}"\n'
-        f'nodes = ["tcp://127.0.0.1:{PRIVVAL_PORT}"]\n'
+        f"nodes = {json.dumps([privval_laddr(a) for a in nodes])}\n"
         f'control = "{PRIVVAL_CONTROL}"\n'
     )
 
@@ -212,7 +222,8 @@ def build_network(layout: NetworkLayout, when: datetime.datetime) -> dict[str, A
         (home / "config" / "genesis.json").write_text(document)
         peers = [f"{ids[other]}@{address}:{P2P_PORT}" for other, (_, address) in homes.items() if other != name]
         config = home / "config" / "config.toml"
-        config.write_text(node_config(config.read_text(), name, peers, remote_signer=name in layout.full_nodes))
+        signer = layout.full_nodes[name][1] if name in layout.full_nodes else None
+        config.write_text(node_config(config.read_text(), name, peers, signer_address=signer))
     return {
         "chain_id": layout.chain_id,
         "address": keys[0][1]["address"],

@@ -85,7 +85,8 @@ class LabChain:
             # The node's own FilePV key is ours too: what the unguarded stack signs with (both nodes at once).
             chain.copy_key(Path(info["key_file"]), layout.full_nodes[n.name][0] / "config" / "priv_validator_key.json")
             node.host_path(chain.PRIVVAL_STATE).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_node_file(node.host_path(chain.PRIVVAL_CONFIG), chain.privval_config(chain.CHAIN_ID), 0o644)
+            config = chain.privval_config(chain.CHAIN_ID, [n.address for n in actives])
+            write_node_file(node.host_path(chain.PRIVVAL_CONFIG), config, 0o644)
         self.state["chain"] = {**info, "processes": {}, "rpc_netns": self.plan.validators[0].netns}
         self.save()
         return info

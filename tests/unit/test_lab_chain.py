@@ -71,12 +71,12 @@ def test_genesis_gives_every_validator_equal_power_ours_under_a_third() -> None:
 
 
 def test_node_config_sets_the_lab_values_and_refuses_an_unknown_key() -> None:
-    text = chain.node_config(CONFIG, "node-a", ["id1@10.0.0.1:26656", "id2@10.0.0.2:26656"], remote_signer=True)
+    text = chain.node_config(CONFIG, "node-a", ["id1@10.0.0.1:26656", "id2@10.0.0.2:26656"], signer_address="10.0.0.1")
     assert 'proxy_app = "kvstore"' in text and 'moniker = "node-a"' in text
-    assert f'priv_validator_laddr = "tcp://127.0.0.1:{chain.PRIVVAL_PORT}"' in text
+    assert f'priv_validator_laddr = "tcp://10.0.0.1:{chain.PRIVVAL_PORT}"' in text
     assert 'persistent_peers = "id1@10.0.0.1:26656,id2@10.0.0.2:26656"' in text
     assert 'timeout_commit = "800ms"' in text and "size = 200" in text
-    assert 'priv_validator_laddr = ""' in chain.node_config(CONFIG, "val-1", [], remote_signer=False)
+    assert 'priv_validator_laddr = ""' in chain.node_config(CONFIG, "val-1", [], signer_address=None)
     with pytest.raises(chain.ChainError, match="no nonsense in \\[rpc\\]"):
         chain.set_option(CONFIG, "rpc", "nonsense", "1")
 
@@ -85,9 +85,11 @@ def test_privval_config_is_one_the_signer_accepts(tmp_path: Path) -> None:
     from highlander.privval.config import load_config
 
     path = tmp_path / "privval.toml"
-    path.write_text(chain.privval_config("lab"))
+    path.write_text(chain.privval_config("lab", ["10.0.0.1", "10.0.0.2"]))
     config = load_config(path)
-    assert config.chain_id == "lab" and str(config.nodes[0]) == f"tcp://127.0.0.1:{chain.PRIVVAL_PORT}"
+    assert config.chain_id == "lab" and [str(n) for n in config.nodes] == [
+        f"tcp://10.0.0.{i}:{chain.PRIVVAL_PORT}" for i in (1, 2)
+    ]
     assert config.control is not None
 
 
