@@ -173,7 +173,7 @@ def _report(name: str, records: list[dict[str, Any]], summary: dict[str, Any], f
         click.echo(report.table(name, summary))
     if not summary["ok"]:
         failed = sorted({f for it in records for f in it.get("failed_expectations", [])})
-        moves = f"; unasked moves {len(findings)}" if findings else ""
+        moves = f"; unasked moves {summary['unasked_moves']}" if summary.get("unasked_moves") else ""
         kept = f"; evidence in {report_dir / 'evidence'}" if report_dir is not None and (report_dir / "evidence").is_dir() else ""
         evidence = summary.get("evidence_heights") or []
         signs = (f"the chain committed evidence of a double sign by our validator at heights "

@@ -34,6 +34,9 @@ PRIVVAL_PIDFILE = "/run/highlander/privval.pid"
 COMETBFT_LOG = "/var/log/highlander/cometbft.log"
 COMETBFT_PIDFILE = "/run/highlander/cometbft.pid"
 FAILURE_TIMEOUT = "60s"
+# Seconds a full node gets after SIGTERM: one waiting for a signer that is gone does
+# not exit on it, and a node killed is safe (its state is written ahead).
+STOP_TIMEOUT = "10"
 
 
 def _nvpairs(parent: ET.Element, tag: str, pid: str, values: dict[str, str]) -> None:
@@ -83,7 +86,7 @@ def for_chain(configuration: ET.Element, witnesses: Iterable[str]) -> None:
             ("monitor", "4s", "20s", "Promoted")])  # fmt: skip
     _clone(resources, COMETBFT_RESOURCE, "highlander:validator",
            {"command": f"{COMETBFT} start --home {NODE_HOME}", "health_url": HEALTH_URL, "signstate": "false",
-            "logfile": COMETBFT_LOG, "pidfile": COMETBFT_PIDFILE},
+            "logfile": COMETBFT_LOG, "pidfile": COMETBFT_PIDFILE, "stop_timeout": STOP_TIMEOUT},
            {"failure-timeout": FAILURE_TIMEOUT},
            [("start", "0s", "180s", None), ("stop", "0s", "60s", None), ("monitor", "10s", "20s", None)])  # fmt: skip
     for witness in witnesses:

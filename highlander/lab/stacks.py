@@ -224,15 +224,19 @@ def apply(directory: Path, stack: str, say: Callable[[str], None], *, timeout: f
     runner = node_runner(directory, next(n.name for n in plan.nodes if node_init(directory, n.name)))
     pacemaker = Pacemaker(runner)
     chain = "chain" in state
-    stopped = f"{PRIVVAL}-clone" if chain else VALIDATOR
-    say(f"stopping the {'signer' if chain else 'validator'} to reconfigure the live CIB to the {stack} stack")
-    runner.run(["crm_resource", "--resource", stopped, "--meta", "--set-parameter", "target-role",
-                "--parameter-value", "Stopped"], check=True)  # fmt: skip
-    pacemaker.wait_for("the validator to stop", lambda s: not _active(s, PRIVVAL if chain else VALIDATOR), timeout)
+    # On the chain the full nodes stop too: they restart with another command (or not at all).
+    stopped = [f"{PRIVVAL}-clone", f"{COMETBFT_RESOURCE}-clone"] if chain else [VALIDATOR]
+    say(f"stopping the {'signer and the full nodes' if chain else 'validator'} to reconfigure the live CIB to the "
+        f"{stack} stack")  # fmt: skip
+    for rid in stopped:
+        runner.run(["crm_resource", "--resource", rid, "--meta", "--set-parameter", "target-role",
+                    "--parameter-value", "Stopped"], check=True)  # fmt: skip
+    primitives = [PRIVVAL, COMETBFT_RESOURCE] if chain else [VALIDATOR]
+    pacemaker.wait_for("the validator to stop", lambda s: not any(_active(s, rid) for rid in primitives), timeout)
     time.sleep(PAUSE_SECONDS)
     configuration = ET.fromstring(runner.run(["cibadmin", "--query", "--scope", "configuration"], check=True).stdout)
     reconfigure(configuration, stack)
-    for pair in configuration.iterfind(f".//primitive[@id='{VALIDATOR}']/meta_attributes/nvpair[@name='target-role']"):
+    for pair in configuration.iterfind(".//meta_attributes/nvpair[@name='target-role']"):
         pair.set("value", "Started")
     runner.run(["cibadmin", "--replace", "--scope", "configuration", "--xml-pipe"],
                stdin=ET.tostring(configuration, encoding="unicode"), check=True)  # fmt: skip
