@@ -63,6 +63,12 @@ WARNING = {
     "unguarded": "WARNING: the lab now runs UNGUARDED (stonith-enabled=false, no sign-state gate or register, the "
                  "signer unguarded): the negative control, built to double-sign. It is NOT safe.",
 }  # fmt: skip
+CHAIN_WARNING = {
+    "stock": "WARNING: the lab's chain now runs the STOCK stack (fence_ipmilan, one CometBFT with FilePV under "
+             "ocf:heartbeat:anything, no register): it is NOT safe against double signs.",
+    "unguarded": "WARNING: the lab's chain now runs UNGUARDED (stonith-enabled=false, no privval, no register, both "
+                 "full nodes signing with FilePV): the negative control, built to double-sign. It is NOT safe.",
+}  # fmt: skip
 
 
 class StackError(RuntimeError):
@@ -251,7 +257,7 @@ def apply(directory: Path, stack: str, say: Callable[[str], None], *, timeout: f
         return resource is not None and resource.agent == agent and bool(status.started_on(VALIDATOR))
 
     pacemaker.wait_for(f"the validator to run under the {stack} stack", running, timeout)
-    say(WARNING[stack])
+    say((CHAIN_WARNING if chain else WARNING)[stack])
 
 
 def _active(status: ClusterStatus, rid: str) -> bool:
