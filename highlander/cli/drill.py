@@ -86,7 +86,8 @@ HELP = (
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def drill(scenario: str | None, soak: int | None, seed: int | None, directory: Path | None, iterations: int,
           report_dir: Path | None, mtbf_hours: float, repair_hours: float, timeout: float, inventory: Path | None,
-          ssh_user: str, ssh_key: Path | None, known_hosts: Path | None, journals: str, yes: bool, as_json: bool) -> None:  # fmt: skip
+          ssh_user: str, ssh_key: Path | None, known_hosts: Path | None, journals: str, yes: bool,
+          as_json: bool) -> None:  # fmt: skip
     from highlander.drill import report
     from highlander.drill.evidence import Progress
 

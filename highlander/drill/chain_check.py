@@ -52,7 +52,8 @@ def parse_time(text: str) -> float:
 
 @dataclass(frozen=True)
 class Evidence:
-    """A piece of evidence committed at ``height``: ``kind`` and the validator it names, for a vote at ``vote_height``."""
+    """A piece of evidence committed at ``height``: its ``kind`` and the
+    validator it names, for a vote at ``vote_height``."""
 
     height: int
     kind: str

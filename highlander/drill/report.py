@@ -172,8 +172,8 @@ def table(scenario: str, summary: dict[str, Any]) -> str:
     signs = "double signs"
     if summary.get("blocks") is not None or summary.get("evidence_heights"):
         signs = "evidence of a double sign by our validator on the chain"
-    lines.append(f"  {signs}: {summary['double_signs']}"
-                 f"{' at heights ' + ', '.join(map(str, summary['evidence_heights'])) if summary.get('evidence_heights') else ''}"
+    heights = ", ".join(map(str, summary.get("evidence_heights") or []))
+    lines.append(f"  {signs}: {summary['double_signs']}{' at heights ' + heights if heights else ''}"
                  f"; dual-active moments: {summary['dual_active']}")  # fmt: skip
     if "expected" in summary:
         lines += expected_lines(summary["expected"])
@@ -184,8 +184,8 @@ def table(scenario: str, summary: dict[str, Any]) -> str:
 def expected_lines(e: dict[str, Any]) -> list[str]:
     """The expected cost a year, with its formula and assumptions."""
     lines = [
-        f"  expected downtime a year: {e['downtime_seconds_per_year']:.3g} s = {e['failures_of_the_active_per_year']:.3g} "
-        f"failure(s) of the active x {e['failover_seconds']:.2f} s failover + {e['both_down_seconds_per_year']:.2g} s "
+        f"  expected downtime a year: {e['downtime_seconds_per_year']:.3g} s = "
+        f"{e['failures_of_the_active_per_year']:.3g} failure(s) of the active x {e['failover_seconds']:.2f} s failover + {e['both_down_seconds_per_year']:.2g} s "
         f"both active nodes down",
         f"    {e['formula']}, MTBF {e['mtbf_hours']:g} h of one node, R {e['repair_hours']:g} h to repair one",
     ]  # fmt: skip

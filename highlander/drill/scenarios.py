@@ -743,7 +743,8 @@ class Drill:
         banned = [n for n in actives if status.fail_counts.get((n, self.resource), 0) >= BANNED]
         if banned:
             return (f"a fail count bans the validator from {', '.join(banned)}: no failover can go there "
-                    f"(crm_resource --cleanup --resource {self.resource} clears it once the cause is known)")  # fmt: skip
+                    f"(crm_resource --cleanup --resource {self.resource} clears it once the cause is "
+                    f"known)")  # fmt: skip
         return None
 
     # -- evidence --

@@ -128,8 +128,8 @@ def _reconfigure_chain(configuration: ET.Element, stack: str) -> None:
             _set_attribute(node, "command", f"{command} {FILEPV}")
         return
     _stock_fencing(configuration)
-    validator = ET.SubElement(resources, "primitive", {"id": VALIDATOR, "class": STOCK_VALIDATOR[0],
-                                                       "provider": STOCK_VALIDATOR[1], "type": STOCK_VALIDATOR[2]})  # fmt: skip
+    kind = dict(zip(("class", "provider", "type"), STOCK_VALIDATOR))
+    validator = ET.SubElement(resources, "primitive", {"id": VALIDATOR, **kind})
     arguments = ["start", "--home", NODE_HOME, "--priv_validator_laddr", ""]
     for name, value in (("binfile", str(COMETBFT)), ("cmdline_options", shlex.join(arguments)), ("logfile", STOCK_LOG)):
         _set_attribute(validator, name, value)

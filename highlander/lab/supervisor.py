@@ -181,7 +181,8 @@ class Supervisor:
         self.check_stop()
         if self.chain is not None:
             self.step(f"creating the CometBFT network {CHAIN_ID}: genesis with our validator and "
-                      f"{len(plan.validators)} FilePV validators of equal power, a full node on each active node")  # fmt: skip
+                      f"{len(plan.validators)} FilePV validators of equal power, a full node on each active "
+                      "node")  # fmt: skip
             info = self.chain.build(self.nodes)
             self.step(f"our validator is {info['address']}: its key and privval.toml on "
                       f"{', '.join(n.name for n in plan.nodes if n.role == 'active')}")  # fmt: skip
@@ -248,7 +249,8 @@ class Supervisor:
 
         assert self.chain is not None
         plan = self.plan
-        self.step("waiting for the fence devices, the signstate clone, privval promoted and CometBFT on node-a and node-b")
+        self.step("waiting for the fence devices, the signstate clone, privval promoted and CometBFT on the active "
+                  "nodes")  # fmt: skip
         fences = [f"fence-{n.name}-1" for n in plan.nodes]
         names = [n.name for n in plan.nodes]
         actives = {n.name for n in plan.nodes if n.role == "active"}
@@ -471,7 +473,8 @@ def command_line(directory: Path, inventory: Path, run_id: str, configure: bool 
                  workload: str = "chain") -> list[str]:  # fmt: skip
     """The command line that runs the supervisor of the lab in ``directory`` (what :func:`main` parses)."""
     return [sys.executable, "-m", MODULE, "supervise", str(directory), str(inventory), run_id,
-            *([] if configure else [UNCONFIGURED_FLAG]), *([DEMO_FLAG] if workload == "demo-signer" else [])]  # fmt: skip
+            *([] if configure else [UNCONFIGURED_FLAG]),
+            *([DEMO_FLAG] if workload == "demo-signer" else [])]  # fmt: skip
 
 
 def main(argv: Iterable[str] | None = None) -> int:

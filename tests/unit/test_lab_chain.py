@@ -113,7 +113,9 @@ def chain_configuration() -> ET.Element:
     return root
 
 
-def test_the_chain_cib_has_the_signer_and_the_full_nodes_instead_of_the_validator(chain_configuration: ET.Element) -> None:
+def test_the_chain_cib_has_the_signer_and_the_full_nodes_instead_of_the_validator(
+    chain_configuration: ET.Element,
+) -> None:
     configuration = chain_configuration.find("configuration")
     assert configuration is not None
     assert configuration.find(".//primitive[@id='validator']") is None
