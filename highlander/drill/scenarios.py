@@ -6,7 +6,16 @@ method that runs one iteration, the failure it needs the site to cause): the
 CLI's choices, its help and the dispatch all read that table. Each iteration
 checks its scenario's expected outcome and lists what was not met under
 ``failed_expectations``; its ``ok`` is false then, and always when a journal
-holds a double sign or two signers overlapped.
+holds a double sign, the chain committed evidence against our validator, or
+two signers overlapped.
+
+Where the validator signs and what its signatures are depends on the site's
+workload (:mod:`highlander.drill.workload`): the demo signer's resource and
+journals, or on a CometBFT chain the promoted ``privval`` and its log (the
+stock stack's FilePV signer: the chain's commits). On a chain the chain is
+the checker (:meth:`Drill.judge`): every height since the last one judged,
+evidence naming our validator, and the missed blocks; evidence that turns up
+between iterations stops the drill (:meth:`Drill.check_chain`).
 
 Failovers (the node where the validator runs fails; it must move to the
 other active node, the failed node must be fenced and never sign again):
