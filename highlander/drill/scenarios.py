@@ -448,7 +448,9 @@ class Drill:
         })  # fmt: skip
 
     def kill_signer(self, iteration: int, scenario: str) -> dict[str, Any]:
-        """SIGKILL the signer on the active node: Pacemaker must restart it there, fencing nobody."""
+        """SIGKILL the signer on the active node: Pacemaker must restart it there
+        (a promotable signer: restart it and promote an instance, there or on
+        the standby, whose signer runs already), fencing nobody."""
         before = self.wait_healthy("before the failure", self.timeout)
         target = self.signing_on(before)[0]
         offsets = self.log_offsets()
@@ -466,15 +468,19 @@ class Drill:
             s = self.site.status()
             if set(self.signing_on(s)) - {target}:
                 moved += 1
-            restart = measure.restart_events(self.log_lines(offsets, cut), target, cut - 1, self.resource,
-                                             self.workload.takeover)  # fmt: skip
+            lines = self.log_lines(offsets, cut)
+            restart = measure.restart_events(lines, target, cut - 1, self.resource, self.workload.takeover)
+            if restart.failed is not None and restart.started is None and not self.workload.in_place:
+                anywhere = measure.first_start(lines, restart.failed.time, self.resource, self.workload.takeover)
+                restart = measure.RestartEvents(restart.failed, anywhere)
             gap = measure.signing_gap(self.entries(), cut, None)
             if restart.started is not None and gap.first_after is not None:
                 break
             if time.monotonic() > deadline:
                 raise DrillError(f"[{iteration}] the signer was not restarted and signing within {self.timeout:g} s")
             time.sleep(0.5)
-        self.say(f"  restarted on {target}; signing again {gap.first_after.time - cut:.1f} s after the kill")
+        where = gap.first_after.node
+        self.say(f"  restarted; signing again on {where} {gap.first_after.time - cut:.1f} s after the kill")
         self.wait_healthy(f"[{iteration}] after the restart", self.timeout)
         fencing = measure.cluster_events(self.log_lines(offsets, cut), target, cut - 1).fence_request
         phases = {
@@ -484,14 +490,15 @@ class Drill:
             "signing_gap": None if gap.seconds is None else round(gap.seconds, 3),
             "total": measure.between(cut, gap.first_after.time),
         }
+        in_place = self.workload.in_place
         failed = unmet({
-            "the validator never runs on another node": not moved,
+            "the validator never runs on another node": not moved or not in_place,
             "nobody is fenced": fencing is None,
-            "the signer signs again on the same node": gap.first_after.node == target,
+            "the signer signs again on the same node": where == target or not in_place,
             "every phase but fencing is measured": all(v is not None for k, v in phases.items() if k != "fencing"),
         })  # fmt: skip
         return self.finish(iteration, scenario, target, asked, cut, gap.first_after.time, 0, failed, {
-            "new_node": target, "promoted": restart.started.time, "promoted_on": target, "signer_pid": pid,
+            "new_node": where, "promoted": restart.started.time, "promoted_on": where, "signer_pid": pid,
             "monitor_failed": restart.failed.time if restart.failed else None,
             "fence_request": fencing.time if fencing else None,
             "last_signature_before": gap.last_before.to_dict() if gap.last_before else None,
@@ -796,7 +803,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     _failover("bmc-down-and-power-cut-active",
               f"silence its BMC, cut its power: nothing moves for {HOLD:g} s, then the BMC is back",
               Failure("silencing its BMC (SIGSTOP) and cutting its power without it", "bmc", hold=HOLD)),
-    Scenario("kill-signer", "SIGKILL the signer: restarted on the same node, nobody fenced",
+    Scenario("kill-signer", "SIGKILL the signer: restarted (a promotable one: promoted anew), nobody fenced",
              Drill.kill_signer, needs=None),
     Scenario("power-cut-standby", "power off the standby: signing goes on, the standby is fenced",
              functools.partial(Drill.power_cut_bystander, role="standby")),

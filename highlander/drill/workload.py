@@ -45,6 +45,13 @@ class Workload:
     signer_log: str | None  # the signer's log on each node (None: journals)
     companion: str | None = None  # a clone the signer serves, which must run on every active node
 
+    @property
+    def in_place(self) -> bool:
+        """Whether a signer killed must sign again on its own node: a started
+        resource is restarted there; of a promotable signer Pacemaker may
+        promote the standby's instance instead, which runs already."""
+        return self.takeover != "promote"
+
     def signing_on(self, status: ClusterStatus) -> tuple[str, ...]:
         """The nodes where the signer may sign now."""
         if self.takeover == "promote":
