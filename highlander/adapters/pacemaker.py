@@ -16,6 +16,12 @@ from highlander.adapters.runner import CommandError, Runs
 from highlander.adapters.waiting import wait_until
 
 
+# crm_mon's roles of a running instance (Pacemaker 2.1 names, and the older ones).
+STARTED = frozenset({"Started"})
+PROMOTED = frozenset({"Promoted", "Master"})
+RUNNING = STARTED | {"Unpromoted", "Slave"} | PROMOTED
+
+
 class ResourceState(NamedTuple):
     """One resource (or clone instance) as crm_mon reports it."""
 
@@ -51,12 +57,21 @@ class ClusterStatus(NamedTuple):
 
     def clone_nodes(self, rid: str) -> tuple[str, ...]:
         """Nodes where an instance of clone primitive ``rid`` runs healthy."""
+        return self._nodes(rid, STARTED)
+
+    def promoted_on(self, rid: str) -> tuple[str, ...]:
+        """Nodes where an instance of promotable clone primitive ``rid`` runs healthy and promoted."""
+        return self._nodes(rid, PROMOTED)
+
+    def instance_nodes(self, rid: str) -> tuple[str, ...]:
+        """Nodes where an instance of clone primitive ``rid`` runs healthy, in any role."""
+        return self._nodes(rid, RUNNING)
+
+    def _nodes(self, rid: str, roles: frozenset[str]) -> tuple[str, ...]:
         return tuple(
-            node
-            for r in self.resources
-            if r.id == rid and r.active and not r.failed and r.role == "Started"
+            node for r in self.resources if r.id == rid and r.active and not r.failed and r.role in roles
             for node in r.nodes
-        )
+        )  # fmt: skip
 
     def fail_count(self, rid: str) -> int:
         return sum(count for (_, r), count in self.fail_counts.items() if r == rid)

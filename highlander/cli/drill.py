@@ -32,9 +32,15 @@ HELP = (
     + "\n".join(f"{s.name}: {s.summary}{'' if s.needs in (None, 'power') else ' (lab only)'}"
                 for s in SCENARIOS.values())  # fmt: skip
     + "\n\nEach iteration reports its phases where they apply: detection (failure -> fence request, or -> "
-    "the monitor's failure), fencing (-> fence done), promotion (-> validator started), the signing gap in "
-    "the journals and the total; check-journals after each iteration (zero double signs), and the "
-    "availability estimate a = 1 - (1 - mtbf/(mttr+mtbf))^2. An iteration whose expected outcome was not "
+    "the monitor's failure), fencing (-> fence done), promotion (-> validator started or its signer "
+    "promoted), the signing gap and the total. On the lab's CometBFT chain the chain is the checker: after each "
+    "iteration every height's commit is read for our validator's signature (committed, nil, absent) and every "
+    "piece of evidence the chain committed; evidence against our validator (a DuplicateVoteEvidence: a double "
+    "sign) fails the drill, naming the heights, and the missed blocks from the failure (and from the fence "
+    "request) to our next committed signature are reported. With the demo signer, check-journals runs after "
+    "each iteration (zero double signs). Then the expected downtime a year of an active-standby pair: "
+    "(year/MTBF) x the median failover + the time both active nodes are down, and the expected missed blocks. "
+    "An iteration whose expected outcome was not "
     "met fails the drill, and so does the validator moving between iterations, where nothing was asked "
     "(an unasked move). A failed iteration or an unasked move keeps its evidence (every node's crm_mon with "
     "fail counts and attributes, constraints, CIB, scores, Pacemaker's, the agents' and the signers' logs, "
@@ -63,7 +69,9 @@ HELP = (
               help="Also write the outcome and the failover durations to highlander_drill.prom in this directory "
                    "(node_exporter's textfile collector).")  # fmt: skip
 @click.option("--mtbf-hours", type=click.FloatRange(min=0, min_open=True), default=8760.0, show_default=True,
-              help="Mean time between failures of one node, for the availability estimate.")  # fmt: skip
+              help="Mean time between failures of one node, for the expected downtime a year.")  # fmt: skip
+@click.option("--repair-hours", type=click.FloatRange(min=0), default=24.0, show_default=True,
+              help="Hours to repair a failed node, for the expected time both active nodes are down.")  # fmt: skip
 @click.option("--timeout", type=click.FloatRange(min=10), default=120, show_default=True,
               help="Seconds each step of a scenario may take (the validator signing again, a fencing).")  # fmt: skip
 @click.option("--inventory", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
@@ -80,9 +88,9 @@ HELP = (
 @click.option("--yes", is_flag=True, help="With --inventory: do not ask for the cluster's name first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def drill(scenario: str | None, soak: int | None, seed: int | None, directory: Path | None, iterations: int,
-          report_dir: Path | None, metrics_dir: Path | None, mtbf_hours: float, timeout: float,
-          inventory: Path | None, ssh_user: str, ssh_key: Path | None, known_hosts: Path | None, journals: str,
-          yes: bool, as_json: bool) -> None:  # fmt: skip
+          report_dir: Path | None, metrics_dir: Path | None, mtbf_hours: float, repair_hours: float,
+          timeout: float, inventory: Path | None, ssh_user: str, ssh_key: Path | None, known_hosts: Path | None,
+          journals: str, yes: bool, as_json: bool) -> None:  # fmt: skip
     from highlander.drill import report
     from highlander.drill.evidence import Progress
 
@@ -104,15 +112,17 @@ def drill(scenario: str | None, soak: int | None, seed: int | None, directory: P
                 runner.check_runnable(scenario)
             if inventory is not None:
                 _confirm(site.inventory, name, yes)
-            if not site.journal_paths():
+            if site.chain() is None and not site.journal_paths():
                 raise DrillError(f"no signing journals ({journals} on the nodes): the drill measures signing "
                                  f"from the journals of highlander demo-signer")  # fmt: skip
             if scenario is not None:
                 records = runner.run(scenario, iterations)
-                summary = report.summarize(records, mtbf_hours, nodes=2, findings=runner.findings)
+                summary = report.summarize(records, mtbf_hours, nodes=2, findings=runner.findings,
+                                           repair_hours=repair_hours)  # fmt: skip
             else:
                 records = runner.soak(soak or 1, random.randrange(1 << 32) if seed is None else seed)
-                summary = report.soak_summary(records, mtbf_hours, nodes=2, findings=runner.findings)
+                summary = report.soak_summary(records, mtbf_hours, nodes=2, findings=runner.findings,
+                                              repair_hours=repair_hours)  # fmt: skip
         except ERRORS as exc:
             raise click.ClickException(str(exc)) from None
     if metrics_dir is not None:
@@ -171,9 +181,12 @@ def _report(name: str, records: list[dict[str, Any]], summary: dict[str, Any], f
         click.echo(report.table(name, summary))
     if not summary["ok"]:
         failed = sorted({f for it in records for f in it.get("failed_expectations", [])})
-        moves = f"; unasked moves {len(findings)}" if findings else ""
+        moves = f"; unasked moves {summary['unasked_moves']}" if summary.get("unasked_moves") else ""
         kept = f"; evidence in {report_dir / 'evidence'}" if report_dir is not None and (report_dir / "evidence").is_dir() else ""
-        raise click.ClickException(f"{name}: the drill FAILED (double signs {summary['double_signs']}, "
+        evidence = summary.get("evidence_heights") or []
+        signs = (f"the chain committed evidence of a double sign by our validator at heights "
+                 f"{', '.join(map(str, evidence))}, " if evidence else "")  # fmt: skip
+        raise click.ClickException(f"{name}: the drill FAILED ({signs}double signs {summary['double_signs']}, "
                                    f"dual-active {summary['dual_active']}{moves}"
                                    f"{'; not met: ' + '; '.join(failed) if failed else ''}){kept}; "
                                    f"see the iterations above")  # fmt: skip

@@ -49,7 +49,12 @@ def lab() -> None:
               help="highlander: ours. stock: fence_ipmilan and ocf:heartbeat:anything running the signer "
                    "unguarded (the benchmark's reference). unguarded: ours with fencing, the sign-state "
                    "gate and the signer's guard off (the negative control). Both others are NOT safe.")  # fmt: skip
-def up(inventory: Path | None, directory: Path | None, timeout: float, configure: bool, stack: str) -> None:
+@click.option("--workload", type=click.Choice(["chain", "demo-signer"]), default="chain", show_default=True,
+              help="chain: a real CometBFT network (kvstore), our validator signing through highlander privval "
+                   "on node-a and node-b, three FilePV validators on hosts of their own. demo-signer: the "
+                   "synthetic signer of the journals under ocf:highlander:validator.")  # fmt: skip
+def up(inventory: Path | None, directory: Path | None, timeout: float, configure: bool, stack: str,
+       workload: str) -> None:  # fmt: skip
     """Build the lab and wait until the validator runs (cleans up an earlier run first)."""
     from highlander.adapters.runner import CommandError
     from highlander.inventory import InventoryError
@@ -60,7 +65,8 @@ def up(inventory: Path | None, directory: Path | None, timeout: float, configure
     if stack != DEFAULT_STACK and not configure:
         raise click.UsageError("--stack needs the lab's configuration: drop --no-configure")
     try:
-        state = lifecycle.up(_directory(directory), inventory, click.echo, timeout=timeout, configure=configure)
+        state = lifecycle.up(_directory(directory), inventory, click.echo, timeout=timeout, configure=configure,
+                             workload=workload)  # fmt: skip
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; the lab was taken down") from None
     except (LabError, InventoryError, OSError) as exc:

@@ -81,11 +81,18 @@ class ClusterEvents:
     def new_node(self) -> str | None:
         if self.promoted is None:
             return None
-        match = re.search(r"validator on (\S+): ok", self.promoted.text)
+        match = re.search(r"operation for \S+ on (\S+): ok", self.promoted.text)
         return match.group(1) if match else None
 
 
-def cluster_events(lines: Sequence[LogLine], target: str, since: float, resource: str = "validator") -> ClusterEvents:
+def _result(operation: str, resource: str) -> str:
+    """The start of Pacemaker's line for a result of ``operation`` on ``resource``
+    (a clone's instance may carry its number)."""
+    return rf"Result of {operation} operation for {re.escape(resource)}(?::\d+)? on"
+
+
+def cluster_events(lines: Sequence[LogLine], target: str, since: float, resource: str = "validator",
+                   operation: str = "start") -> ClusterEvents:  # fmt: skip
     t = re.escape(target)
     request = _first(lines, since, re.compile(rf"Requesting fencing \(\w+\) of node {t}\b|wants to fence \(\w+\) {t}\b"))
     fenced = None
@@ -95,7 +102,7 @@ def cluster_events(lines: Sequence[LogLine], target: str, since: float, resource
         ))  # fmt: skip
     promoted = _first(
         lines, fenced.time if fenced else since,
-        re.compile(rf"Result of start operation for {re.escape(resource)} on (?!{t}:)\S+: ok"),
+        re.compile(rf"{_result(operation, resource)} (?!{t}:)\S+: ok"),
     )  # fmt: skip
     return ClusterEvents(request, fenced, promoted)
 
@@ -109,18 +116,21 @@ class RestartEvents:
     started: LogLine | None
 
 
-def restart_events(lines: Sequence[LogLine], node: str, since: float, resource: str = "validator") -> RestartEvents:
-    where = rf"{re.escape(resource)} on {re.escape(node)}"
-    failed = _first(lines, since, re.compile(rf"Result of monitor operation for {where}: (?!ok\b|Cancelled\b)"))
+def restart_events(lines: Sequence[LogLine], node: str, since: float, resource: str = "validator",
+                   operation: str = "start") -> RestartEvents:  # fmt: skip
+    """``operation`` is what makes the resource serve again (a promotable one's: promote)."""
+    where = re.escape(node)
+    failed = _first(lines, since, re.compile(rf"{_result('monitor', resource)} {where}: (?!ok\b|Cancelled\b)"))
     started = None
     if failed is not None:
-        started = _first(lines, failed.time, re.compile(rf"Result of start operation for {where}: ok\b"))
+        started = _first(lines, failed.time, re.compile(rf"{_result(operation, resource)} {where}: ok\b"))
     return RestartEvents(failed, started)
 
 
-def first_start(lines: Sequence[LogLine], since: float, resource: str = "validator") -> LogLine | None:
-    """The first successful start of ``resource`` on any node since ``since``."""
-    return _first(lines, since, re.compile(rf"Result of start operation for {re.escape(resource)} on \S+: ok\b"))
+def first_start(lines: Sequence[LogLine], since: float, resource: str = "validator",
+                operation: str = "start") -> LogLine | None:  # fmt: skip
+    """The first successful start (or ``operation``) of ``resource`` on any node since ``since``."""
+    return _first(lines, since, re.compile(rf"{_result(operation, resource)} \S+: ok\b"))
 
 
 @dataclass(frozen=True)
@@ -134,8 +144,7 @@ class QuorumLoss:
 def quorum_loss(lines: Sequence[LogLine], node: str, since: float, resource: str = "validator") -> QuorumLoss:
     own = [line for line in lines if line.node == node]
     lost = _first(own, since, re.compile(r"\bQuorum lost\b"))
-    stopped = _first(own, since, re.compile(rf"Result of stop operation for {re.escape(resource)} on "
-                                            rf"{re.escape(node)}: ok\b"))  # fmt: skip
+    stopped = _first(own, since, re.compile(rf"{_result('stop', resource)} {re.escape(node)}: ok\b"))
     return QuorumLoss(lost, stopped)
 
 
@@ -144,8 +153,8 @@ def placement_changes(lines: Iterable[LogLine], resource: str = "validator") -> 
     time order, each once (the executing node and the DC may both log one
     result, told apart by its ``call=`` number): between drill iterations,
     where nothing was asked, each one is an unasked move or restart."""
-    pattern = re.compile(rf"Result of (?:start|stop|promote|demote) operation for {re.escape(resource)} on "
-                         rf"(\S+): [^|]*(?:\|.*\bcall=(\d+))?")  # fmt: skip
+    pattern = re.compile(rf"Result of (?:start|stop|promote|demote) operation for {re.escape(resource)}(?::\d+)? "
+                         rf"on (\S+): [^|]*(?:\|.*\bcall=(\d+))?")  # fmt: skip
     seen: dict[tuple[str, ...], LogLine] = {}
     for line in sorted(lines, key=lambda line: line.time):
         match = pattern.search(line.text)

@@ -34,7 +34,9 @@ from highlander.adapters.runner import Result, Runs
 from highlander.adapters.ssh import SshRunner
 from highlander.commands.fence import stdin_for
 from highlander.drill import evidence
+from highlander.drill.chain_check import ChainView
 from highlander.drill.site import Undo, at_once
+from highlander.drill.workload import DEMO
 from highlander.inventory.model import FenceDevice, Inventory
 
 JOURNALS = "/var/log/highlander/journal-*.jsonl"
@@ -57,6 +59,7 @@ class RemoteSite:
     their journals (only what was appended is read each time)."""
 
     failures = frozenset({"power"})
+    workload = DEMO
 
     def __init__(self, inventory: Inventory, cache: Path, *, user: str = "root", key_file: Path | None = None,
                  known_hosts: Path | None = None, journals: str = JOURNALS) -> None:  # fmt: skip
@@ -79,6 +82,10 @@ class RemoteSite:
         self._answered = self.names[0]
         self._logs: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._journal_sizes: dict[Path, int] = {}
+
+    def chain(self) -> ChainView | None:
+        """A real cluster's signers are judged by their journals here."""
+        return None
 
     @staticmethod
     def _devices(fence: Sequence[FenceDevice]) -> list[FenceDevice]:

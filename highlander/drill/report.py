@@ -1,7 +1,21 @@
-"""The drill report: min / median / max per phase, double signs, dual-active
-moments, and the availability estimate of the Ether Cattle seed,
-a = 1 − (1 − mtbf/(mttr + mtbf))^N, with the measured MTTR (median total:
-power cut to the standby's first signature) and N active-capable nodes.
+"""The drill report: min / median / max per phase and, on a chain, of the
+missed blocks; double signs (on a chain: the evidence it committed against
+our validator), dual-active moments; and the expected downtime a year.
+
+The expected downtime is that of an active–standby pair, not of
+load-balanced replicas (where Ether Cattle's a = 1 − (1 − mtbf/(mttr +
+mtbf))^N belongs): every failure of the active costs one whole failover,
+
+    downtime/year = (year / MTBF) × T_failover + year × (R / (R + MTBF))²
+
+with T_failover the measured median total (the failure to the first
+signature elsewhere), MTBF one node's mean time between failures and R its
+repair time; the second term is the time both active-capable nodes are down
+at once (the second failing while the first is repaired). Expected missed
+blocks a year are (year / MTBF) × the median missed blocks of a failover,
+plus the both-down time in blocks. Assumed: failures independent and
+memoryless; a failure of the standby or the witness costs no signing (their
+drills check it); the witness never decides alone.
 
 Findings outside the iterations (the validator moved unasked between two of
 them) fail the drill as a failed iteration does; each failed iteration and
@@ -18,17 +32,34 @@ from typing import Any
 from highlander.drill import timeline
 
 PHASES = ("detection", "fencing", "promotion", "signing_gap", "total")
+# What the chain counts per iteration: blocks missed from the failure, and from the fence request.
+BLOCKS = ("missed_blocks", "missed_after_detection")
+YEAR = 365 * 86400.0
+FORMULA = "downtime/year = (year/MTBF) x T_failover + year x (R/(R+MTBF))^2"
 
 
-def availability(mttr_seconds: float, mtbf_hours: float, nodes: int = 2) -> float:
-    """a = 1 − (1 − mtbf/(mttr + mtbf))^N: the chance at least one of N nodes is up."""
-    return 1.0 - unavailability(mttr_seconds, mtbf_hours, nodes)
+def expected_per_year(failover_seconds: float, mtbf_hours: float, repair_hours: float,
+                      missed_blocks: float | None = None, block_seconds: float | None = None) -> dict[str, Any]:
+    """The expected cost a year of an active–standby pair (see the module's formula)."""
+    mtbf, repair = mtbf_hours * 3600.0, repair_hours * 3600.0
+    failures = YEAR / mtbf
+    both_down = YEAR * (repair / (repair + mtbf)) ** 2
+    expected: dict[str, Any] = {
+        "formula": FORMULA, "failures_of_the_active_per_year": failures, "failover_seconds": failover_seconds,
+        "mtbf_hours": mtbf_hours, "repair_hours": repair_hours, "both_down_seconds_per_year": both_down,
+        "downtime_seconds_per_year": failures * failover_seconds + both_down,
+    }  # fmt: skip
+    if missed_blocks is not None and block_seconds:
+        expected["block_seconds"] = block_seconds
+        expected["missed_blocks_per_failover"] = missed_blocks
+        expected["missed_blocks_per_year"] = failures * missed_blocks + both_down / block_seconds
+    return expected
 
 
-def unavailability(mttr_seconds: float, mtbf_hours: float, nodes: int = 2) -> float:
-    """1 − a = (mttr/(mttr + mtbf))^N, computed directly (1 − a underflows a float's digits)."""
-    mtbf = mtbf_hours * 3600.0
-    return float((mttr_seconds / (mttr_seconds + mtbf)) ** nodes)
+def _stats(values: Sequence[float]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    return {"min": min(values), "median": round(statistics.median(values), 3), "max": max(values), "n": len(values)}
 
 
 def failures(iterations: Sequence[dict[str, Any]], findings: Sequence[dict[str, Any]] = ()) -> list[str]:
@@ -40,6 +71,11 @@ def failures(iterations: Sequence[dict[str, Any]], findings: Sequence[dict[str, 
             lines.append(f"iteration {it.get('iteration')} ({it.get('scenario')}) FAILED: {what}"
                          f"{'; evidence: ' + it['evidence'] if it.get('evidence') else ''}")  # fmt: skip
     for f in findings:
+        if f.get("kind") == "evidence":
+            lines.append(f"before iteration {f['before_iteration']}: the CHAIN COMMITTED EVIDENCE of a double sign "
+                         f"by our validator at heights {', '.join(map(str, f['heights']))}"
+                         f"{'; evidence: ' + f['evidence'] if f.get('evidence') else ''}")  # fmt: skip
+            continue
         lines.append(f"before iteration {f['before_iteration']}: the validator moved UNASKED (left on "
                      f"{', '.join(f['left_on']) or 'no node'}, then on {', '.join(f['now_on']) or 'no node'}, "
                      f"{len(f['operations'])} start/stop)"
@@ -53,47 +89,59 @@ def _totals(iterations: Sequence[dict[str, Any]], findings: Sequence[dict[str, A
     return {
         "iterations": len(iterations),
         "ok": all(it["ok"] for it in iterations) and not findings,
-        "double_signs": sum(it["double_signs"] for it in iterations),
+        "double_signs": sum(it["double_signs"] for it in iterations)
+        + sum(len(f["found"]) for f in findings if f.get("kind") == "evidence"),
         "dual_active": sum(it["dual_active"] for it in iterations),
-        "unasked_moves": len(findings),
+        "unasked_moves": sum(1 for f in findings if f.get("kind") != "evidence"),
+        "evidence_heights": sorted({h for it in iterations for h in it.get("chain", {}).get("evidence_heights", [])}
+                                   | {h for f in findings for h in f.get("heights", [])}),
         "failures": failures(iterations, findings),
     }
 
 
 def summarize(iterations: Sequence[dict[str, Any]], mtbf_hours: float, nodes: int = 2,
-              findings: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:  # fmt: skip
-    stats: dict[str, Any] = {}
-    for phase in PHASES:
-        values = [it["phases"][phase] for it in iterations if it["phases"].get(phase) is not None]
-        stats[phase] = (
-            {"min": min(values), "median": round(statistics.median(values), 3), "max": max(values), "n": len(values)}
-            if values else None
-        )  # fmt: skip
+              findings: Sequence[dict[str, Any]] = (), repair_hours: float = 24.0) -> dict[str, Any]:  # fmt: skip
+    """Min/median/max of every phase (and of the missed blocks on a chain) and the expected cost a year."""
+    stats = {phase: _stats([it["phases"][phase] for it in iterations if it["phases"].get(phase) is not None])
+             for phase in PHASES}  # fmt: skip
+    blocks = {name: _stats([it[name]["missed"] for it in iterations if (it.get(name) or {}).get("missed") is not None])
+              for name in BLOCKS}  # fmt: skip
     summary: dict[str, Any] = {
         **_totals(iterations, findings),
         "phases": stats,
         "mtbf_hours": mtbf_hours,
         "active_capable_nodes": nodes,
     }
+    if any(blocks.values()):
+        summary["blocks"] = blocks
     if stats["total"]:
-        mttr = stats["total"]["median"]
-        u = unavailability(mttr, mtbf_hours, nodes)
-        summary["mttr_seconds"] = mttr
-        summary["availability"] = 1.0 - u
-        summary["unavailability"] = u
-        summary["downtime_seconds_per_year"] = u * 365 * 86400
+        missed = blocks["missed_blocks"]["median"] if blocks["missed_blocks"] else None
+        block_seconds = _block_seconds(iterations)
+        summary["expected"] = expected_per_year(stats["total"]["median"], mtbf_hours, repair_hours, missed,
+                                                block_seconds)  # fmt: skip
     return summary
 
 
+def _block_seconds(iterations: Sequence[dict[str, Any]]) -> float | None:
+    """The chain's median time between consecutive blocks in the iterations' windows."""
+    gaps = [b[1] - a[1] for it in iterations for a, b in zip(it.get("blocks") or [], (it.get("blocks") or [])[1:])
+            if b[0] == a[0] + 1]  # fmt: skip
+    return round(statistics.median(gaps), 3) if gaps else None
+
+
 def soak_summary(iterations: Sequence[dict[str, Any]], mtbf_hours: float, nodes: int = 2,
-                 findings: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:  # fmt: skip
-    """A run of mixed scenarios: the totals, and each scenario's own summary
-    (in the order the scenarios first ran)."""
+                 findings: Sequence[dict[str, Any]] = (), repair_hours: float = 24.0) -> dict[str, Any]:  # fmt: skip
+    """A run of mixed scenarios: the totals (missed blocks summed on a chain),
+    and each scenario's own summary (in the order the scenarios first ran)."""
     names = dict.fromkeys(it["scenario"] for it in iterations)
+    totals = {name: sum(it[name]["missed"] for it in iterations if (it.get(name) or {}).get("missed") is not None)
+              for name in BLOCKS}  # fmt: skip
     return {
         **_totals(iterations, findings),
+        **({"missed_blocks_total": totals} if any(it.get("missed_blocks") for it in iterations) else {}),
         "scenarios": {
-            name: summarize([it for it in iterations if it["scenario"] == name], mtbf_hours, nodes) for name in names
+            name: summarize([it for it in iterations if it["scenario"] == name], mtbf_hours, nodes,
+                            repair_hours=repair_hours) for name in names
         },
     }
 
@@ -104,6 +152,10 @@ def table(scenario: str, summary: dict[str, Any]) -> str:
         lines = [f"{scenario}: {summary['iterations']} iteration(s) of {len(summary['scenarios'])} scenarios, "
                  f"{'OK' if summary['ok'] else 'FAILED'}; double signs: {summary['double_signs']}; "
                  f"dual-active moments: {summary['dual_active']}"]  # fmt: skip
+        if "missed_blocks_total" in summary:
+            total = summary["missed_blocks_total"]
+            lines.append(f"  missed blocks in all: {total['missed_blocks']} from the failures, "
+                         f"{total['missed_after_detection']} from the fence requests")  # fmt: skip
         lines += ["\n".join("  " + line for line in table(name, s).splitlines() if not line.startswith("  ! "))
                   for name, s in summary["scenarios"].items()]  # fmt: skip
         return "\n".join(lines + [f"  ! {line}" for line in summary.get("failures", [])])
@@ -113,15 +165,36 @@ def table(scenario: str, summary: dict[str, Any]) -> str:
         s = summary["phases"].get(phase)
         cells = [f"{s[k]:>8.2f}s" for k in ("min", "median", "max")] if s else [f"{'-':>9}"] * 3
         lines.append(f"  {phase:<13}{''.join(cells)}")
-    lines.append(f"  double signs: {summary['double_signs']}; dual-active moments: {summary['dual_active']}")
-    if "availability" in summary:
-        lines.append(
-            f"  availability with MTTR {summary['mttr_seconds']:.2f} s, MTBF {summary['mtbf_hours']:g} h, "
-            f"N={summary['active_capable_nodes']}: a = 1 - {summary['unavailability']:.2g} "
-            f"(~{summary['downtime_seconds_per_year']:.2g} s down a year)"
-        )
+    for name, label in zip(BLOCKS, ("missed blocks", "after detect.")):
+        b = (summary.get("blocks") or {}).get(name)
+        if b:
+            lines.append(f"  {label:<13}{''.join(f'{b[k]:>9g}' for k in ('min', 'median', 'max'))}  (blocks)")
+    signs = "double signs"
+    if summary.get("blocks") is not None or summary.get("evidence_heights"):
+        signs = "evidence of a double sign by our validator on the chain"
+    heights = ", ".join(map(str, summary.get("evidence_heights") or []))
+    lines.append(f"  {signs}: {summary['double_signs']}{' at heights ' + heights if heights else ''}"
+                 f"; dual-active moments: {summary['dual_active']}")  # fmt: skip
+    if "expected" in summary:
+        lines += expected_lines(summary["expected"])
     lines += [f"  ! {line}" for line in summary.get("failures", [])]
     return "\n".join(lines)
+
+
+def expected_lines(e: dict[str, Any]) -> list[str]:
+    """The expected cost a year, with its formula and assumptions."""
+    lines = [
+        f"  expected downtime a year: {e['downtime_seconds_per_year']:.3g} s = "
+        f"{e['failures_of_the_active_per_year']:.3g} failure(s) of the active x {e['failover_seconds']:.2f} s failover + {e['both_down_seconds_per_year']:.2g} s "
+        f"both active nodes down",
+        f"    {e['formula']}, MTBF {e['mtbf_hours']:g} h of one node, R {e['repair_hours']:g} h to repair one",
+    ]  # fmt: skip
+    if "missed_blocks_per_year" in e:
+        lines.append(f"  expected missed blocks a year: {e['missed_blocks_per_year']:.3g} "
+                     f"({e['missed_blocks_per_failover']:g} a failover, {e['block_seconds']:.2f} s blocks)")  # fmt: skip
+    lines.append("    assumed: failures independent and memoryless; only a failure of the active costs signing "
+                 "(the standby's and the witness's drills check it)")  # fmt: skip
+    return lines
 
 
 def document(scenario: str, iterations: Sequence[dict[str, Any]], summary: dict[str, Any],

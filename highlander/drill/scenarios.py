@@ -6,7 +6,16 @@ method that runs one iteration, the failure it needs the site to cause): the
 CLI's choices, its help and the dispatch all read that table. Each iteration
 checks its scenario's expected outcome and lists what was not met under
 ``failed_expectations``; its ``ok`` is false then, and always when a journal
-holds a double sign or two signers overlapped.
+holds a double sign, the chain committed evidence against our validator, or
+two signers overlapped.
+
+Where the validator signs and what its signatures are depends on the site's
+workload (:mod:`highlander.drill.workload`): the demo signer's resource and
+journals, or on a CometBFT chain the promoted ``privval`` and its log (the
+stock stack's FilePV signer: the chain's commits). On a chain the chain is
+the checker (:meth:`Drill.judge`): every height since the last one judged,
+evidence naming our validator, and the missed blocks; evidence that turns up
+between iterations stops the drill (:meth:`Drill.check_chain`).
 
 Failovers (the node where the validator runs fails; it must move to the
 other active node, the failed node must be fenced and never sign again):
@@ -75,16 +84,15 @@ from typing import Any
 
 from highlander.adapters.pacemaker import ClusterStatus
 from highlander.drill import evidence, measure
+from highlander.drill.chain_check import missed_blocks
 from highlander.drill.journal import Entry, check_journals, read_journals
 from highlander.drill.report import PHASES
 from highlander.drill.site import FAILURES, Site
+from highlander.drill.workload import DEMO, privval_entries
+from highlander.signstate.register import HRS
 
-VALIDATOR = "validator"
 SIGNSTATE = "signstate"
 PACEMAKER_LOG = "/var/log/pacemaker/pacemaker.log"
-# Where the validator agent records its daemon's PID on a node: the resource is
-# named "validator" (highlander.agents.daemon's RUN_DIR layout).
-SIGNER_PIDFILE = "/run/highlander/validator-validator.pid"
 # Longer than detection (token 3 s + consensus 3.6 s, ~8 s measured) and two
 # failed fencing attempts. Measured on the lab: an attempt against a silent BMC
 # fails after ~11 s (the IPMI agent's 5 s login timeout, tried twice) and the
@@ -100,6 +108,8 @@ SIGN_GRACE = 0.5
 # the pause stays near one block time; a replica that stops answering costs the
 # sign-state register no wait, as two of three still answer.
 MAX_GAP = 3.0
+# Heights before the drill's start read for a signer seen only on the chain.
+CHAIN_LOOKBACK = 30
 # Journal entries kept around each failure for the timeline.
 WINDOW = 10.0
 REJOIN_TIMEOUT = 180.0
@@ -111,14 +121,7 @@ class DrillError(RuntimeError):
     """The drill could not run or the cluster did not recover; the message says why."""
 
 
-def is_signer(argv: Sequence[str], node: str) -> bool:
-    """Whether ``argv`` (a /proc cmdline, the interpreter first) is exactly the
-    demo signer on ``node``: ``.../highlander demo-signer ... --node <node> ...``."""
-    args = list(argv[1:])
-    return (
-        len(args) > 2 and args[0].rsplit("/", 1)[-1] == "highlander" and args[1] == "demo-signer"
-        and any(a == "--node" and b == node for a, b in zip(args, args[1:]))
-    )  # fmt: skip
+is_signer = DEMO.is_signer
 
 
 def unmet(expectations: dict[str, bool]) -> list[str]:
@@ -167,6 +170,15 @@ class Drill:
         self.report_dir = report_dir
         self.findings: list[dict[str, Any]] = []  # the unasked moves
         self.started = time.time()
+        self.workload = site.workload
+        self.resource = site.workload.resource
+        self.actives = [n.name for n in site.inventory.nodes if n.role == "active"]
+        # node -> (bytes and lines of its signer log read, the epoch there, its entries)
+        self._signer_logs: dict[str, tuple[int, int, int, list[Entry]]] = {}
+        self.chain = site.chain()
+        self._checked = 0  # the last height of the chain judged: the first check reads it all
+        self._chain_read = 0  # the last height read for chain_entries
+        self._chain_signed: list[Entry] = []
 
     # -- looking at the cluster --
 
@@ -183,8 +195,44 @@ class Drill:
         return lines
 
     def entries(self) -> list[Entry]:
-        entries, _, _ = read_journals(self.site.journal_paths())
-        return entries
+        """Every signature so far: the journals, or the signer logs of the active nodes
+        (read on from where the last call stopped)."""
+        if self.workload.judged_by_the_chain_only and self.chain is not None:
+            return self.chain_entries()
+        if self.workload.signer_log is None:
+            entries, _, _ = read_journals(self.site.journal_paths())
+            return entries
+        found: list[Entry] = []
+        for node in self.actives:
+            read, lines, epoch, known = self._signer_logs.get(node, (0, 0, 0, []))
+            chunk = self.site.read_from(node, self.workload.signer_log, read)
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            if complete:
+                text = complete.decode(errors="replace")
+                more, epoch = privval_entries(text, node, f"{node}:{self.workload.signer_log}", lines, epoch)
+                known = known + more
+                self._signer_logs[node] = (read + len(complete), lines + text.count("\n"), epoch, known)
+            found += known
+        return found
+
+    def chain_entries(self) -> list[Entry]:
+        """Our validator's committed signatures since the drill began, as entries
+        of the node ``chain`` (the chain does not say which node signed)."""
+        assert self.chain is not None
+        latest = self.chain.reader.latest()
+        first = self._chain_read + 1 if self._chain_read else max(1, latest - CHAIN_LOOKBACK)
+        if latest - 1 >= first:
+            verdict = self.chain.reader.verdict(self.chain.address, first, latest - 1)
+            self._chain_signed += [
+                Entry("chain", h.height, self.chain.address, HRS(h.height, 0, 3), "", "chain", 0, h.signed_at, "")
+                for h in verdict.heights if h.ours == "committed" and h.signed_at is not None
+            ]  # fmt: skip
+            self._chain_read = latest - 1
+        return list(self._chain_signed)
+
+    def signing_on(self, status: ClusterStatus | None) -> tuple[str, ...]:
+        """The nodes where the validator signs (its resource started, or its signer promoted)."""
+        return self.workload.signing_on(status) if status is not None else ()
 
     def wait_healthy(self, what: str, timeout: float) -> ClusterStatus:
         """All nodes online and quorate, sign-state on all, the validator on exactly one node."""
@@ -193,7 +241,7 @@ class Drill:
             s = self.site.status()
             if (s is not None and s.quorate and set(s.online) == set(self.names)
                     and set(s.clone_nodes(SIGNSTATE)) == set(self.names)
-                    and len(s.started_on(VALIDATOR)) == 1):  # fmt: skip
+                    and self.workload.ready(s, self.actives)):  # fmt: skip
                 return s
             if time.monotonic() > deadline:
                 raise DrillError(f"{what}: the trio was not healthy after {timeout:g} s")
@@ -215,13 +263,14 @@ class Drill:
         """The signer's PID inside ``node``: the one the validator agent recorded,
         if its command line is exactly the demo signer on that node."""
         runner = self.site.runner(node)
-        recorded = runner.run(["cat", SIGNER_PIDFILE], timeout=10)
+        pidfile = self.workload.pidfile
+        recorded = runner.run(["cat", pidfile], timeout=10)
         if not recorded.ok or not recorded.stdout.strip().isdigit():
-            raise DrillError(f"{node}: no signer PID in {SIGNER_PIDFILE}")
+            raise DrillError(f"{node}: no signer PID in {pidfile}")
         pid = int(recorded.stdout.strip())
         cmdline = runner.run(["cat", f"/proc/{pid}/cmdline"], timeout=10).stdout
-        if not is_signer(cmdline.split("\0"), node):
-            raise DrillError(f"{node}: PID {pid} in {SIGNER_PIDFILE} is not the signer: {cmdline!r}")
+        if not self.workload.is_signer(cmdline.split("\0"), node):
+            raise DrillError(f"{node}: PID {pid} in {pidfile} is not the signer: {cmdline!r}")
         return pid
 
     # -- waiting --
@@ -233,7 +282,7 @@ class Drill:
         deadline = time.monotonic() + self.timeout
         while True:
             s = self.site.status(avoid=target)
-            running = s.started_on(VALIDATOR) if s is not None else ()
+            running = self.signing_on(s)
             if len(running) > 1:
                 dual_polls += 1
             if len(running) == 1 and running[0] != target:
@@ -248,7 +297,8 @@ class Drill:
         """The cluster's fencing of ``target`` from the logs; waits up to ``timeout`` for its confirmation."""
         until = time.monotonic() + timeout
         while True:
-            events = measure.cluster_events(self.log_lines(offsets, cut), target, cut - 1)
+            events = measure.cluster_events(self.log_lines(offsets, cut), target, cut - 1, self.resource,
+                                            self.workload.takeover)  # fmt: skip
             if events.fenced is not None or time.monotonic() > until:
                 return events
             time.sleep(1.0)
@@ -271,7 +321,7 @@ class Drill:
         started_elsewhere = 0
         while time.time() < cut + seconds:
             s = self.site.status(avoid=target)
-            if s is not None and set(s.started_on(VALIDATOR)) - {target}:
+            if set(self.signing_on(s)) - {target}:
                 started_elsewhere += 1
             time.sleep(1.0)
         signed = [e for e in self.entries() if e.time > cut]
@@ -286,22 +336,58 @@ class Drill:
         the journals checked, the signatures of the window, and one progress line."""
         time.sleep(max(0.0, recovered + WINDOW - time.time()))  # the window's end is in the journals
         entries = self.entries()
-        report = check_journals(self.site.journal_paths())
         dual = dual_polls + measure.overlapping_signers(entries, asked - 30)
         record: dict[str, Any] = {
             "iteration": iteration, "scenario": scenario, "target": target, "cut": cut, "asked": asked,
             "new_node": None, "fence_request": None, "fenced": None, "promoted": None, "promoted_on": None,
-            **fields,
-            "double_signs": len(report.double_signs), "regressions": len(report.regressions), "dual_active": dual,
-            "journals": report.entries,
+            **fields, "dual_active": dual,
             "signatures": measure.signature_rows(entries, cut - WINDOW, recovered + WINDOW),
             "failed_expectations": failed,
         }  # fmt: skip
-        record["ok"] = report.ok and dual == 0 and not failed
+        clean = self.judge(record, cut, recovered)
+        record["ok"] = clean and dual == 0 and not failed
         shown = ", ".join(f"{k} {v:.2f} s" for k, v in record["phases"].items() if v is not None)
-        verdict = "OK" if record["ok"] else f"FAILED (not met: {'; '.join(failed) or 'clean journals, one signer'})"
-        self.say(f"[{iteration}] {shown}; double signs {record['double_signs']}, dual-active {dual}: {verdict}")
+        if self.chain is None:
+            clean_means, counts = "clean journals, one signer", f"double signs {record['double_signs']}"
+        else:
+            missed = record.get("missed_blocks", {}).get("missed")
+            clean_means = "no evidence against our validator, one signer"
+            counts = (f"missed blocks {'?' if missed is None else missed}; evidence against our validator "
+                      f"{record['double_signs']}")  # fmt: skip
+        verdict = "OK" if record["ok"] else f"FAILED (not met: {'; '.join(failed) or clean_means})"
+        self.say(f"[{iteration}] {shown}; {counts}, dual-active {dual}: {verdict}")
         return record
+
+    def judge(self, record: dict[str, Any], cut: float | None, recovered: float | None) -> bool:
+        """Check the iteration for double signs, into ``record``; True when clean.
+
+        The demo signer's journals, or the chain: every height since the
+        previous iteration's last, our signature on each (the timeline's
+        ``blocks``), the evidence naming our validator (``double_signs``,
+        ``evidence``), and the blocks missed from the failure and from the
+        fence request to our next committed signature."""
+        if self.chain is None:
+            report = check_journals(self.site.journal_paths())
+            record.update({"double_signs": len(report.double_signs), "regressions": len(report.regressions),
+                           "journals": report.entries})  # fmt: skip
+            return report.ok
+        latest = self.chain.reader.latest()
+        verdict = self.chain.reader.verdict(self.chain.address, self._checked + 1, latest - 1)
+        self._checked = latest - 1
+        evidence = verdict.evidence
+        record.update({"double_signs": len(evidence), "regressions": 0, "chain": verdict.to_dict()})
+        if cut is not None:
+            since = cut - WINDOW
+            until = (recovered or time.time()) + WINDOW
+            record["blocks"] = [h.row() for h in verdict.heights if since <= h.time <= until]
+            record["missed_blocks"] = missed_blocks(verdict.heights, cut).to_dict()
+            if record.get("fence_request"):
+                record["missed_after_detection"] = missed_blocks(verdict.heights, record["fence_request"]).to_dict()
+        if evidence:
+            self.say(f"  THE CHAIN COMMITTED EVIDENCE of a double sign by our validator {self.chain.address}: "
+                     + "; ".join(f"{e.kind.rsplit('/', 1)[-1]} for height {e.vote_height} round {e.vote_round}, "
+                                 f"committed at height {e.height}" for e in evidence))  # fmt: skip
+        return not evidence
 
     @staticmethod
     def events_fields(events: measure.ClusterEvents) -> dict[str, Any]:
@@ -318,7 +404,7 @@ class Drill:
         """Fail the node where the validator runs; it must sign on the other active
         node, the failed node be fenced and never sign again."""
         before = self.wait_healthy("before the failure", self.timeout)
-        target = before.started_on(VALIDATOR)[0]
+        target = self.signing_on(before)[0]
         offsets = self.log_offsets()
         self.say(f"[{iteration}] the validator runs on {target}: {failure.action}")
         asked = time.time()
@@ -362,9 +448,11 @@ class Drill:
         })  # fmt: skip
 
     def kill_signer(self, iteration: int, scenario: str) -> dict[str, Any]:
-        """SIGKILL the signer on the active node: Pacemaker must restart it there, fencing nobody."""
+        """SIGKILL the signer on the active node: Pacemaker must restart it there
+        (a promotable signer: restart it and promote an instance, there or on
+        the standby, whose signer runs already), fencing nobody."""
         before = self.wait_healthy("before the failure", self.timeout)
-        target = before.started_on(VALIDATOR)[0]
+        target = self.signing_on(before)[0]
         offsets = self.log_offsets()
         # The kill lands anywhere in the monitor's period: the iterations' own rhythm
         # (a restart, then the journal window) would otherwise keep it in one place.
@@ -378,16 +466,21 @@ class Drill:
         deadline = time.monotonic() + self.timeout
         while True:
             s = self.site.status()
-            if s is not None and set(s.started_on(VALIDATOR)) - {target}:
+            if set(self.signing_on(s)) - {target}:
                 moved += 1
-            restart = measure.restart_events(self.log_lines(offsets, cut), target, cut - 1)
+            lines = self.log_lines(offsets, cut)
+            restart = measure.restart_events(lines, target, cut - 1, self.resource, self.workload.takeover)
+            if restart.failed is not None and restart.started is None and not self.workload.in_place:
+                anywhere = measure.first_start(lines, restart.failed.time, self.resource, self.workload.takeover)
+                restart = measure.RestartEvents(restart.failed, anywhere)
             gap = measure.signing_gap(self.entries(), cut, None)
             if restart.started is not None and gap.first_after is not None:
                 break
             if time.monotonic() > deadline:
                 raise DrillError(f"[{iteration}] the signer was not restarted and signing within {self.timeout:g} s")
             time.sleep(0.5)
-        self.say(f"  restarted on {target}; signing again {gap.first_after.time - cut:.1f} s after the kill")
+        where = gap.first_after.node
+        self.say(f"  restarted; signing again on {where} {gap.first_after.time - cut:.1f} s after the kill")
         self.wait_healthy(f"[{iteration}] after the restart", self.timeout)
         fencing = measure.cluster_events(self.log_lines(offsets, cut), target, cut - 1).fence_request
         phases = {
@@ -397,14 +490,15 @@ class Drill:
             "signing_gap": None if gap.seconds is None else round(gap.seconds, 3),
             "total": measure.between(cut, gap.first_after.time),
         }
+        in_place = self.workload.in_place
         failed = unmet({
-            "the validator never runs on another node": not moved,
+            "the validator never runs on another node": not moved or not in_place,
             "nobody is fenced": fencing is None,
-            "the signer signs again on the same node": gap.first_after.node == target,
+            "the signer signs again on the same node": where == target or not in_place,
             "every phase but fencing is measured": all(v is not None for k, v in phases.items() if k != "fencing"),
         })  # fmt: skip
         return self.finish(iteration, scenario, target, asked, cut, gap.first_after.time, 0, failed, {
-            "new_node": target, "promoted": restart.started.time, "promoted_on": target, "signer_pid": pid,
+            "new_node": where, "promoted": restart.started.time, "promoted_on": where, "signer_pid": pid,
             "monitor_failed": restart.failed.time if restart.failed else None,
             "fence_request": fencing.time if fencing else None,
             "last_signature_before": gap.last_before.to_dict() if gap.last_before else None,
@@ -415,7 +509,7 @@ class Drill:
         """Cut the power of the standby or the witness: the validator must keep
         signing where it is, the node be fenced and rejoin."""
         before = self.wait_healthy("before the failure", self.timeout)
-        active = before.started_on(VALIDATOR)[0]
+        active = self.signing_on(before)[0]
         target = self.roles(active)[role]
         offsets = self.log_offsets()
         self.say(f"[{iteration}] the validator runs on {active}: cutting the power of the {role} {target}")
@@ -425,9 +519,10 @@ class Drill:
         deadline = time.monotonic() + self.timeout
         while True:
             s = self.site.status(avoid=target)
-            if s is not None and set(s.started_on(VALIDATOR)) - {active}:
+            if set(self.signing_on(s)) - {active}:
                 moved += 1
-            events = measure.cluster_events(self.log_lines(offsets, cut), target, cut - 1)
+            events = measure.cluster_events(self.log_lines(offsets, cut), target, cut - 1, self.resource,
+                                            self.workload.takeover)  # fmt: skip
             if events.fenced is not None:
                 break
             if time.monotonic() > deadline:
@@ -464,14 +559,15 @@ class Drill:
         """Cut the standby and the witness at once: the active node must lose quorum
         and stop the validator, nobody sign; both powered on, signing resumes."""
         before = self.wait_healthy("before the failure", self.timeout)
-        active = before.started_on(VALIDATOR)[0]
+        active = self.signing_on(before)[0]
         targets = sorted(self.roles(active).values())
         offsets = self.log_offsets()
         self.say(f"[{iteration}] the validator runs on {active}: cutting the power of {' and '.join(targets)}")
         asked = time.time()
         cut = max(self.site.power(targets, "off"))  # quorum is lost with the second one
         deadline = time.monotonic() + self.timeout
-        while (loss := measure.quorum_loss(self.log_lines(offsets, cut), active, cut - 1)).stopped is None:
+        while (loss := measure.quorum_loss(self.log_lines(offsets, cut), active, cut - 1,
+                                           self.resource)).stopped is None:  # fmt: skip
             if time.monotonic() > deadline:
                 self.site.power(targets, "on")  # the next drill finds the trio whole
                 raise DrillError(f"[{iteration}] {active} did not stop the validator within {self.timeout:g} s")
@@ -492,7 +588,7 @@ class Drill:
         entries = self.entries()
         outage = measure.signing_gap(entries, cut, None)
         late = [e for e in entries if cut + SIGN_GRACE < e.time < first.time]
-        started = measure.first_start(self.log_lines(offsets, cut), powered)
+        started = measure.first_start(self.log_lines(offsets, cut), powered, self.resource, self.workload.takeover)
         phases = {
             "detection": measure.between(cut, loss.lost.time if loss.lost else None),
             "fencing": None,
@@ -553,6 +649,8 @@ class Drill:
         records: list[dict[str, Any]] = []
         left = self.placement()
         for iteration, name in enumerate(order, 1):
+            if not self.check_chain(iteration):
+                break
             if left is not None and not self.check_placement(iteration, left):
                 break
             try:
@@ -575,17 +673,17 @@ class Drill:
     def failed_record(self, iteration: int, scenario: str, error: Exception) -> dict[str, Any]:
         """The record of an iteration that an error stopped: not OK, nothing
         measured, the journals checked all the same."""
-        try:
-            report = check_journals(self.site.journal_paths())
-            doubles, regressions = len(report.double_signs), len(report.regressions)
-        except Exception:  # noqa: BLE001 (the journals' own trouble is in the evidence)
-            doubles, regressions = 0, 0
-        return {
+        record: dict[str, Any] = {
             "iteration": iteration, "scenario": scenario, "ok": False, "error": str(error) or type(error).__name__,
             "failed_expectations": [str(error) or type(error).__name__], "target": None, "new_node": None,
-            "phases": dict.fromkeys(PHASES), "double_signs": doubles, "regressions": regressions, "dual_active": 0,
+            "phases": dict.fromkeys(PHASES), "double_signs": 0, "regressions": 0, "dual_active": 0,
             "signatures": [],
         }  # fmt: skip
+        try:
+            self.judge(record, None, None)
+        except Exception as exc:  # noqa: BLE001 (the journals' or the chain's own trouble is in the evidence)
+            record["judged"] = f"not checked: {type(exc).__name__}: {exc}"
+        return record
 
     # -- where the validator runs between iterations --
 
@@ -594,7 +692,27 @@ class Drill:
         offsets = self.log_offsets()
         now = time.time()
         status = self.site.status()
-        return None if status is None else Placement(status.started_on(VALIDATOR), now, offsets)
+        return None if status is None else Placement(self.signing_on(status), now, offsets)
+
+    def check_chain(self, iteration: int) -> bool:
+        """Before ``iteration``, on a chain: no evidence against our validator
+        since the last height judged (the first time: since the chain began).
+        Evidence is a finding with its evidence kept, and stops the drill."""
+        if self.chain is None:
+            return True
+        record: dict[str, Any] = {}
+        if self.judge(record, None, None):
+            return True
+        found = record["chain"]["evidence"]
+        heights = record["chain"]["evidence_heights"]
+        self.say(f"[{iteration}] the drill stops: the chain holds evidence of a double sign by our validator "
+                 f"(committed at heights {', '.join(map(str, heights))})")  # fmt: skip
+        finding: dict[str, Any] = {"kind": "evidence", "before_iteration": iteration, "found": found,
+                                   "heights": heights, "chain": record["chain"]}  # fmt: skip
+        finding["evidence"] = self.keep_evidence(f"before-{iteration:02d}-evidence", f"before iteration {iteration}: "
+                                                 "evidence against our validator on the chain", finding)  # fmt: skip
+        self.findings.append(finding)
+        return False
 
     def check_placement(self, iteration: int, left: Placement) -> bool:
         """Before ``iteration``: the validator must run where the previous
@@ -604,8 +722,8 @@ class Drill:
         valid (the validator not on exactly one node once the cluster settled,
         or an active node banned for it by a fail count)."""
         status = self.site.status()
-        changes = measure.placement_changes(self.log_lines(left.offsets, left.time))
-        now = status.started_on(VALIDATOR) if status is not None else None
+        changes = measure.placement_changes(self.log_lines(left.offsets, left.time), self.resource)
+        now = self.signing_on(status) if status is not None else None
         if not changes and (now is None or now == left.nodes):
             return True
         seen = time.time()
@@ -618,7 +736,7 @@ class Drill:
             "now_on": list(now or ()), "left_at": left.time, "seen_at": seen,
             "operations": [line.text for line in changes],
             "fail_counts": {node: count for (node, rid), count in (status.fail_counts if status else {}).items()
-                            if rid == VALIDATOR},
+                            if rid == self.resource},
         }  # fmt: skip
         finding["evidence"] = self.keep_evidence(f"before-{iteration:02d}", f"before iteration {iteration}: the "
                                                  f"validator moved unasked", finding)  # fmt: skip
@@ -638,10 +756,11 @@ class Drill:
         except DrillError as exc:
             return str(exc)
         actives = [n.name for n in self.site.inventory.nodes if n.role == "active"]
-        banned = [n for n in actives if status.fail_counts.get((n, VALIDATOR), 0) >= BANNED]
+        banned = [n for n in actives if status.fail_counts.get((n, self.resource), 0) >= BANNED]
         if banned:
             return (f"a fail count bans the validator from {', '.join(banned)}: no failover can go there "
-                    f"(crm_resource --cleanup --resource {VALIDATOR} clears it once the cause is known)")  # fmt: skip
+                    f"(crm_resource --cleanup --resource {self.resource} clears it once the cause is "
+                    f"known)")  # fmt: skip
         return None
 
     # -- evidence --
@@ -684,7 +803,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     _failover("bmc-down-and-power-cut-active",
               f"silence its BMC, cut its power: nothing moves for {HOLD:g} s, then the BMC is back",
               Failure("silencing its BMC (SIGSTOP) and cutting its power without it", "bmc", hold=HOLD)),
-    Scenario("kill-signer", "SIGKILL the signer: restarted on the same node, nobody fenced",
+    Scenario("kill-signer", "SIGKILL the signer: restarted (a promotable one: promoted anew), nobody fenced",
              Drill.kill_signer, needs=None),
     Scenario("power-cut-standby", "power off the standby: signing goes on, the standby is fenced",
              functools.partial(Drill.power_cut_bystander, role="standby")),

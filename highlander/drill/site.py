@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 from highlander.adapters.pacemaker import ClusterStatus
 from highlander.adapters.runner import Runs
+from highlander.drill.chain_check import ChainView
+from highlander.drill.workload import Workload
 from highlander.inventory.model import Inventory
 
 # The failures a site may be able to cause, and what each does to a node.
@@ -39,6 +41,10 @@ class Site(Protocol):
 
     inventory: Inventory
     failures: frozenset[str]  # the keys of FAILURES this site can cause
+    workload: Workload  # what the validator signs with, and where the drill sees it sign
+
+    def chain(self) -> ChainView | None:
+        """Where the validator's chain is read (None: no chain, the journals judge)."""
 
     def status(self, avoid: str | None = None) -> ClusterStatus | None:
         """crm_mon from a node that answers, other than ``avoid``; None if none can tell."""

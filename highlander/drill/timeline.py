@@ -13,10 +13,16 @@ Signature rows are ``[node, epoch, height, time]``; rows that go on with
 signed with two digests). Otherwise the record's ``double_signs`` count,
 in red in the header, is all there is to show.
 
+On a chain the record's ``blocks`` (``[height, time, ours]``) get a lane of
+their own: a square per committed height at its block time, filled where
+our validator's signature is in the commit, hollow where it is absent,
+grey where it voted nil; the header adds the blocks missed.
+
 A failed iteration says why and links the folder of its evidence (a path
 relative to the report, which the page sits in); each unasked move of the
-validator between iterations gets a framed section of its own, before the
-iteration it preceded.
+validator between iterations, and evidence of a double sign found on the
+chain between them, gets a framed section of its own, before the iteration
+it preceded.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ MOMENTS = (  # record field, label, colour
     ("promoted", "validator promoted", "#9467bd"),
     ("first_signature_after", "first signature after", "#2ca02c"),
 )
+CHAIN_LANE = "chain"
+BLOCK = {"committed": ("#2ca02c", "#2ca02c"), "nil": ("#bbb", "#888"), "absent": ("#fff", "#d62728"),
+         "none": ("#fff", "#bbb")}  # fill, stroke  # fmt: skip
 BANDS = (("detection", "cut", "fence_request", "#fde0c5"), ("fencing", "fence_request", "fenced", "#f6cccc"),
          ("promotion", "fenced", "promoted", "#e4dcf2"))  # fmt: skip
 STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}
@@ -107,8 +116,10 @@ def _text(x: float, y: float, text: str, **attrs: str) -> str:
 
 def _svg(record: dict[str, Any]) -> str:
     rows = [row for row in record.get("signatures") or [] if len(row) >= 4 and _time(row[3]) is not None]
-    moments, nodes = _moments(record), _nodes(record, rows)
-    axis = Axis.around(list(moments.values()) + [float(row[3]) for row in rows], moments.get("cut"))
+    blocks = [b for b in record.get("blocks") or [] if len(b) >= 3 and _time(b[1]) is not None]
+    moments, nodes = _moments(record), _nodes(record, rows) + ([CHAIN_LANE] if blocks else [])
+    times = list(moments.values()) + [float(row[3]) for row in rows] + [float(b[1]) for b in blocks]
+    axis = Axis.around(times, moments.get("cut"))
     colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(sorted({(str(r[0]), int(r[1])) for r in rows}))}
     top = ROW * len(MOMENTS) + 8
     bottom = top + LANE * max(len(nodes), 1)
@@ -121,7 +132,8 @@ def _svg(record: dict[str, Any]) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" {size} role="img">',
         *(f'<rect x="{axis.x(t0)}" y="{top}" width="{round(axis.x(t1) - axis.x(t0), 1)}" height="{bottom - top}" '
           f'fill="{fill}"><title>{escape(name)}: {t1 - t0:.2f} s</title></rect>' for name, t0, t1, fill in bands),
-        *_lanes(lane), *_marks(axis, rows, lane, colour), *_moment_lines(axis, moments, bottom),
+        *_lanes(lane), *_marks(axis, rows, lane, colour), *_blocks(axis, blocks, lane.get(CHAIN_LANE, 0.0)),
+        *_moment_lines(axis, moments, bottom),
         *_ticks(axis, bottom, "cut" in moments), *_legend(bottom + 40, legend), "</svg>",
     ])  # fmt: skip
 
@@ -144,6 +156,18 @@ def _marks(axis: Axis, rows: Sequence[Sequence[Any]], lane: dict[str, float],
         if i in conflicts:
             out.append(f'<circle cx="{x}" cy="{y}" r="9" fill="none" stroke="#d62728" stroke-width="3">'
                        f"<title>double sign: {tip}</title></circle>")  # fmt: skip
+    return out
+
+
+def _blocks(axis: Axis, blocks: Sequence[Sequence[Any]], y: float) -> list[str]:
+    """A square per height of the chain: our signature committed, nil or absent."""
+    out = []
+    for height, when, ours, *_ in blocks:
+        fill, stroke = BLOCK.get(str(ours), BLOCK["none"])
+        x = axis.x(float(when))
+        tip = escape(f"height {height} at {float(when) - axis.origin:+.3f} s: our signature {ours}")
+        out.append(f'<rect x="{x - 4}" y="{y - 4}" width="8" height="8" fill="{fill}" stroke="{stroke}" '
+                   f'stroke-width="1.5"><title>{tip}</title></rect>')  # fmt: skip
     return out
 
 
@@ -188,8 +212,13 @@ def _header(scenario: str, number: Any, record: dict[str, Any]) -> str:
     if not record.get("ok"):
         what = record.get("error") or "; ".join(record.get("failed_expectations") or [])
         why = f'\n<p class="bad">{escape(what)}</p>' if what else ""
+    missed = ""
+    if record.get("missed_blocks"):
+        counts = [str((record.get(k) or {}).get("missed", "?")) for k in ("missed_blocks", "missed_after_detection")]
+        missed = f" &#183; missed blocks {escape(counts[0])} ({escape(counts[1])} after the fence request)"
+    signs = "evidence against our validator" if "chain" in record else "double signs"
     return (f"<h2>{escape(str(record.get('scenario') or scenario))}, iteration {escape(str(number))}</h2>\n"
-            f"<p>{escape(route)} &#183; {ok} &#183; double signs {shown}</p>{why}{_evidence(record)}")  # fmt: skip
+            f"<p>{escape(route)} &#183; {ok} &#183; {signs} {shown}{missed}</p>{why}{_evidence(record)}")  # fmt: skip
 
 
 def _evidence(item: dict[str, Any]) -> str:
@@ -200,7 +229,16 @@ def _evidence(item: dict[str, Any]) -> str:
 
 
 def _finding(finding: dict[str, Any]) -> str:
-    """An unasked move: from where to where, the operations the logs show, whether the drill stopped."""
+    """An unasked move: from where to where, the operations the logs show, whether the drill stopped;
+    or evidence of a double sign the chain committed."""
+    if finding.get("kind") == "evidence":
+        items = "".join(f"<li>{escape(str(e.get('kind')))} for height {escape(str(e.get('vote_height')))} round "
+                        f"{escape(str(e.get('vote_round')))}, committed at height {escape(str(e.get('height')))}</li>"
+                        for e in finding.get("found") or [])  # fmt: skip
+        return (f'<section class="alarm">\n<h2>evidence of a double sign by our validator before iteration '
+                f"{escape(str(finding.get('before_iteration')))}</h2>\n<ul>{items}</ul>\n"
+                f'<p class="bad">the drill stopped</p>{_evidence(finding)}\n</section>')  # fmt: skip
+
     def nodes(key: str) -> str:
         return ", ".join(finding.get(key) or []) or "no node"
 

@@ -67,6 +67,10 @@ def cleanup(directory: Path, runner: CommandRunner | None = None, *, own_pid: in
         if same_process(bmc.get("pid"), bmc.get("start_time")):
             kill(bmc["pid"], group=True)
             done.append(f"BMC of {name} (pid {bmc['pid']}) killed")
+    for name, process in state.get("chain", {}).get("processes", {}).items():
+        if same_process(process.get("pid"), process.get("start_time")):
+            kill(process["pid"])
+            done.append(f"CometBFT validator {name} (pid {process['pid']}) killed")
     for record in _node_records(directory, plan):
         if not init_alive(record):
             continue  # the namespace died with its init; its number may be another lab's by now
@@ -85,7 +89,7 @@ def cleanup(directory: Path, runner: CommandRunner | None = None, *, own_pid: in
                 if same_process(pid, started):
                     kill(pid)
     present = netns_list(runner)
-    for name in [n.netns for n in plan.nodes] + [plan.switch]:
+    for name in plan.netns:
         if name in present:
             runner.run(["ip", "netns", "delete", name], check=True)
             done.append(f"network namespace {name} deleted")
@@ -108,7 +112,7 @@ def leftovers(directory: Path, runner: CommandRunner | None = None) -> list[str]
         return []
     plan = LabPlan.from_dict(state["plan"])
     found = []
-    names = {n.netns for n in plan.nodes} | {plan.switch}
+    names = set(plan.netns)
     found += [f"network namespace {name}" for name in sorted(names & netns_list(runner))]
     with open("/proc/self/mountinfo") as f:
         found += [f"mount {line.split()[4]}" for line in f if any(name in line for name in names)]
@@ -118,10 +122,14 @@ def leftovers(directory: Path, runner: CommandRunner | None = None) -> list[str]
     for name, bmc in state.get("bmcs", {}).items():
         if same_process(bmc.get("pid"), bmc.get("start_time")):
             found.append(f"BMC of {name} pid {bmc['pid']}")
+    for name, process in state.get("chain", {}).get("processes", {}).items():
+        if same_process(process.get("pid"), process.get("start_time")):
+            found.append(f"CometBFT validator {name} pid {process['pid']}")
     for record in _node_records(directory, plan):
         if init_alive(record):
             found.append(f"processes of {record['name']}: {processes_in(record['pid_namespace'])}")
     links = runner.run(["ip", "-o", "link", "show"], check=True).stdout
-    found += [f"host link {n.switch_port}" for n in plan.nodes if f" {n.switch_port}@" in links]
+    ports = [n.switch_port for n in plan.nodes] + [v.switch_port for v in plan.validators]
+    found += [f"host link {port}" for port in ports if f" {port}@" in links]
     return found
 

@@ -53,13 +53,15 @@ def prepare_directory(directory: Path) -> list[str]:
 
 
 def up(directory: Path, inventory: Path | None, say: Callable[[str], None], *, timeout: float = 300.0,
-       configure: bool = True) -> dict[str, Any]:  # fmt: skip
+       configure: bool = True, workload: str = "chain") -> dict[str, Any]:  # fmt: skip
     """Build the lab: returns the state once the validator runs; raises LabError otherwise.
 
     With ``configure=False`` the nodes boot without their configuration (only
     the BMC password files are written) and the state is returned once each
     node's sshd listens: corosync waits for corosync.conf and the authkey, for
-    the Ansible rollout to install them over SSH."""
+    the Ansible rollout to install them over SSH. ``workload`` is what the
+    validator is: the CometBFT chain (:mod:`highlander.lab.chain`) or the
+    synthetic ``demo-signer``."""
     directory = directory.absolute()
     inventory = (inventory or default_inventory()).absolute()
     started = time.monotonic()
@@ -69,7 +71,7 @@ def up(directory: Path, inventory: Path | None, say: Callable[[str], None], *, t
     package_parent = str(Path(highlander.__file__).resolve().parent.parent)
     with open(directory / SUPERVISOR_LOG, "ab") as logfile:
         supervisor = subprocess.Popen(
-            command_line(directory, inventory, run_id, configure),
+            command_line(directory, inventory, run_id, configure, workload),
             stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, cwd="/", start_new_session=True,
             env={**system_env(), "PYTHONPATH": package_parent},
         )  # fmt: skip

@@ -12,6 +12,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
+from highlander.lab.chain import FIRST_HOST, VALIDATORS, ChainHost
 from highlander.lab.node import netns_name
 from highlander.lab.records import LabError, read_state
 
@@ -42,9 +43,10 @@ class LabPlan:
     run_id: str
     switch: str
     nodes: tuple[PlannedNode, ...]
+    validators: tuple[ChainHost, ...] = ()  # the chain's ordinary validators (none: no chain)
 
     @classmethod
-    def make(cls, directory: Path, inventory_path: Path, run_id: str) -> LabPlan:
+    def make(cls, directory: Path, inventory_path: Path, run_id: str, *, chain: bool = False) -> LabPlan:
         from highlander.inventory import load
 
         inventory = load(inventory_path)
@@ -69,13 +71,26 @@ class LabPlan:
                 bmc_address=device.address, bmc_port=device.port, bmc_username=device.username,
                 password_file=device.password_file or "",
             ))  # fmt: skip
-        return cls(directory, inventory_path, run_id, netns_name(run_id, "switch"), tuple(nodes))
+        validators = []
+        for i in range(VALIDATORS if chain else 0):
+            name = f"val-{i + 1}"
+            address = str(first.network_address + FIRST_HOST + i)
+            if address in {n.address for n in nodes} | {n.bmc_address for n in nodes}:
+                raise LabError(f"{address} is taken by a node or a BMC: the lab's chain puts its validators at "
+                               f".{FIRST_HOST} to .{FIRST_HOST + VALIDATORS - 1} of {first}")  # fmt: skip
+            validators.append(ChainHost(name, address, netns_name(run_id, name), f"v{len(nodes) + i}-{name}"[:15]))
+        return cls(directory, inventory_path, run_id, netns_name(run_id, "switch"), tuple(nodes), tuple(validators))
 
     def node(self, name: str) -> PlannedNode:
         for node in self.nodes:
             if node.name == name:
                 return node
         raise LabError(f"no node {name!r} in the lab (nodes: {', '.join(n.name for n in self.nodes)})")
+
+    @property
+    def netns(self) -> list[str]:
+        """Every network namespace of the run: the nodes', the validators', the switch's."""
+        return [n.netns for n in self.nodes] + [v.netns for v in self.validators] + [self.switch]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +99,7 @@ class LabPlan:
             "run_id": self.run_id,
             "switch": self.switch,
             "nodes": [dataclasses.asdict(n) for n in self.nodes],
+            "validators": [dataclasses.asdict(v) for v in self.validators],
         }
 
     @classmethod
@@ -91,6 +107,7 @@ class LabPlan:
         return cls(
             Path(data["directory"]), Path(data["inventory"]), data["run_id"], data["switch"],
             tuple(PlannedNode(**n) for n in data["nodes"]),
+            tuple(ChainHost(**v) for v in data.get("validators", [])),
         )  # fmt: skip
 
 

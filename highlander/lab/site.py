@@ -18,18 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
-from highlander.adapters.runner import Runs
+from highlander.adapters.runner import CommandRunner, Runs, system_env
 from highlander.drill import evidence
+from highlander.drill.chain_check import ChainReader, ChainView, CurlRpc
 from highlander.drill.site import FAILURES, Undo, at_once
+from highlander.drill.workload import CHAIN, CHAIN_STOCK, DEMO, WORKLOADS
 from highlander.inventory import load
-from highlander.lab import controls
+from highlander.lab import controls, stacks
 from highlander.lab.node import NODE_LOG, RECORD_FILE, init_alive, processes_in, same_process, start_time
 from highlander.lab.plan import load_plan
 from highlander.lab.records import EVENTS_FILE, STATE_FILE, SUPERVISOR_LOG, LabError
 
 # The lab's own account, kept with a failure's evidence: its events (power cuts
 # and boots as the BMC hooks saw them), its supervisor's log, every BMC's power events.
-LAB_FILES = (EVENTS_FILE, SUPERVISOR_LOG, STATE_FILE, "bmc/*/events.log")
+LAB_FILES = (EVENTS_FILE, SUPERVISOR_LOG, STATE_FILE, "bmc/*/events.log", "chain/val-*/cometbft.log")
 
 
 class LabSite:
@@ -39,9 +41,20 @@ class LabSite:
 
     def __init__(self, directory: Path, say: Callable[[str], None] = print) -> None:
         self.directory = directory.absolute()
-        self.plan, _ = load_plan(self.directory)
+        self.plan, self.state = load_plan(self.directory)
         self.inventory = load(self.plan.inventory)
         self.say = say
+        self.workload = WORKLOADS[self.state.get("workload", DEMO.name)]
+        if self.workload is CHAIN and stacks.current(self.directory) == "stock":
+            self.workload = CHAIN_STOCK
+
+    def chain(self) -> ChainView | None:
+        """The chain's RPC on the first ordinary validator's host (never failed by a drill)."""
+        recorded = self.state.get("chain")
+        if recorded is None:
+            return None
+        runner = CommandRunner(prefix=("ip", "netns", "exec", recorded["rpc_netns"]), env=system_env())
+        return ChainView(ChainReader(CurlRpc(runner)), recorded["address"])
 
     def close(self) -> None:
         """Nothing to let go of: every command is its own process."""

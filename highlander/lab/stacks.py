@@ -17,6 +17,16 @@ configuration once. Every difference between the stacks is in
 
 The resource keeps the id ``validator`` in every stack: the drills find it
 by that name. The stack is recorded in the lab directory for ``lab status``.
+
+On the lab's CometBFT chain (:mod:`highlander.lab.chain_cib`) the validator
+is the ``privval`` clone and the ``cometbft`` full nodes instead, and
+``unguarded`` is: ``stonith-enabled=false``, no ``privval`` (so no register),
+and both full nodes signing with FilePV (``--priv_validator_laddr ""``: the
+validator key is in each node's CometBFT home): two nodes with one key, which
+the chain itself must catch as a double sign. ``stock`` is the cold standby
+people run without highlander: ``fence_ipmilan``, no ``privval`` and no full
+node on the standby, and one CometBFT with FilePV as ``ocf:heartbeat:anything``
+(resource ``validator``), started on the standby once the active is fenced.
 """
 
 from __future__ import annotations
@@ -27,6 +37,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from highlander.lab.chain import COMETBFT, NODE_HOME
+from highlander.lab.chain_cib import COMETBFT_RESOURCE, PRIVVAL
 
 if TYPE_CHECKING:
     from highlander.adapters.pacemaker import ClusterStatus
@@ -40,13 +53,21 @@ OUR_IPMI = "fence_highlander_ipmi"
 STOCK_IPMI = "fence_ipmilan"
 STOCK_VALIDATOR = ("ocf", "heartbeat", "anything")
 STOCK_LOG = "/var/log/highlander/validator-anything.log"
+# CometBFT signing in-process with the key of its home (FilePV), whatever its config.toml says.
+FILEPV = '--priv_validator_laddr ""'
 # Between the old validator's stop and the new one's start: longer than a block of the lab's chain (0.5 s).
 PAUSE_SECONDS = 1.0
 WARNING = {
     "stock": "WARNING: the lab now runs the STOCK stack (fence_ipmilan, ocf:heartbeat:anything, the signer "
              "with --no-guard): no sign-state register guards the signer; it is NOT safe against double signs.",
-    "unguarded": "WARNING: the lab now runs UNGUARDED (stonith-enabled=false, no sign-state gate, the signer "
-                 "with --no-guard): the negative control, built to double-sign. It is NOT safe.",
+    "unguarded": "WARNING: the lab now runs UNGUARDED (stonith-enabled=false, no sign-state gate or register, the "
+                 "signer unguarded): the negative control, built to double-sign. It is NOT safe.",
+}  # fmt: skip
+CHAIN_WARNING = {
+    "stock": "WARNING: the lab's chain now runs the STOCK stack (fence_ipmilan, one CometBFT with FilePV under "
+             "ocf:heartbeat:anything, no register): it is NOT safe against double signs.",
+    "unguarded": "WARNING: the lab's chain now runs UNGUARDED (stonith-enabled=false, no privval, no register, both "
+                 "full nodes signing with FilePV): the negative control, built to double-sign. It is NOT safe.",
 }  # fmt: skip
 
 
@@ -63,12 +84,13 @@ def reconfigure(configuration: ET.Element, stack: str) -> None:
         raise StackError(f"unknown stack {stack!r} (known: {', '.join(STACKS)})")
     if stack == "highlander":
         return
+    if configuration.find(f".//primitive[@id='{COMETBFT_RESOURCE}']") is not None:
+        _reconfigure_chain(configuration, stack)
+        return
     validator = _primitive(configuration, VALIDATOR)
     command = without_guard(_attribute(validator, "command"))
     if stack == "stock":
-        for device in configuration.iterfind(f".//primitive[@class='stonith'][@type='{OUR_IPMI}']"):
-            device.set("type", STOCK_IPMI)
-            _set_attribute(device, "lanplus", "1")
+        _stock_fencing(configuration)
         program, *arguments = shlex.split(command)
         validator.set("provider", STOCK_VALIDATOR[1])
         validator.set("type", STOCK_VALIDATOR[2])
@@ -82,6 +104,48 @@ def reconfigure(configuration: ET.Element, stack: str) -> None:
         _property(configuration, "stonith-enabled", "false")
         _set_attribute(validator, "signstate", "false")
         _set_attribute(validator, "command", command)
+
+
+def _reconfigure_chain(configuration: ET.Element, stack: str) -> None:
+    """The chain's stacks: see the module's docstring."""
+    resources, constraints = configuration.find("resources"), configuration.find("constraints")
+    assert resources is not None and constraints is not None
+    gone = {f"{PRIVVAL}-clone"} | ({f"{COMETBFT_RESOURCE}-clone"} if stack == "stock" else set())
+    if stack == "stock":  # the witness never runs the validator
+        for location in constraints.findall(f"rsc_location[@rsc='{COMETBFT_RESOURCE}-clone']"):
+            location.set("rsc", VALIDATOR)
+            location.set("id", f"location-{VALIDATOR}-avoids-{location.get('node')}")
+    for clone in [c for c in resources.findall("clone") if c.get("id") in gone]:
+        resources.remove(clone)
+    for constraint in list(constraints):
+        if gone & {constraint.get("rsc"), constraint.get("with-rsc"), constraint.get("first"), constraint.get("then")}:
+            constraints.remove(constraint)
+    if stack == "unguarded":
+        _property(configuration, "stonith-enabled", "false")
+        node = _primitive(configuration, COMETBFT_RESOURCE)
+        command = _attribute(node, "command")
+        if FILEPV not in command:
+            _set_attribute(node, "command", f"{command} {FILEPV}")
+        return
+    _stock_fencing(configuration)
+    kind = dict(zip(("class", "provider", "type"), STOCK_VALIDATOR))
+    validator = ET.SubElement(resources, "primitive", {"id": VALIDATOR, **kind})
+    arguments = ["start", "--home", NODE_HOME, "--priv_validator_laddr", ""]
+    for name, value in (("binfile", str(COMETBFT)), ("cmdline_options", shlex.join(arguments)), ("logfile", STOCK_LOG)):
+        _set_attribute(validator, name, value)
+    meta = ET.SubElement(validator, "meta_attributes", id=f"{VALIDATOR}-meta_attributes")
+    _set_nvpair(meta, "resource-stickiness", "100")
+    operations = ET.SubElement(validator, "operations")
+    for name, interval, timeout in (("start", "0s", "60s"), ("stop", "0s", "60s"), ("monitor", "10s", "20s")):
+        ET.SubElement(operations, "op", id=f"{VALIDATOR}-{name}-interval-{interval}", name=name, interval=interval,
+                      timeout=timeout)  # fmt: skip
+
+
+def _stock_fencing(configuration: ET.Element) -> None:
+    """fence_ipmilan (lanplus) against the same BMCs, instead of ours."""
+    for device in configuration.iterfind(f".//primitive[@class='stonith'][@type='{OUR_IPMI}']"):
+        device.set("type", STOCK_IPMI)
+        _set_attribute(device, "lanplus", "1")
 
 
 def without_guard(command: str) -> str:
@@ -162,31 +226,39 @@ def apply(directory: Path, stack: str, say: Callable[[str], None], *, timeout: f
     directory = directory.absolute()
     if stack == current(directory):
         return
-    plan, _ = load_plan(directory)
+    plan, state = load_plan(directory)
     runner = node_runner(directory, next(n.name for n in plan.nodes if node_init(directory, n.name)))
     pacemaker = Pacemaker(runner)
-    say(f"stopping the validator to reconfigure the live CIB to the {stack} stack")
-    runner.run(["crm_resource", "--resource", VALIDATOR, "--meta", "--set-parameter", "target-role",
-                "--parameter-value", "Stopped"], check=True)  # fmt: skip
-    pacemaker.wait_for("the validator to stop", lambda s: not _active(s), timeout)
+    chain = "chain" in state
+    # On the chain the full nodes stop too: they restart with another command (or not at all).
+    stopped = [f"{PRIVVAL}-clone", f"{COMETBFT_RESOURCE}-clone"] if chain else [VALIDATOR]
+    say(f"stopping the {'signer and the full nodes' if chain else 'validator'} to reconfigure the live CIB to the "
+        f"{stack} stack")  # fmt: skip
+    for rid in stopped:
+        runner.run(["crm_resource", "--resource", rid, "--meta", "--set-parameter", "target-role",
+                    "--parameter-value", "Stopped"], check=True)  # fmt: skip
+    primitives = [PRIVVAL, COMETBFT_RESOURCE] if chain else [VALIDATOR]
+    pacemaker.wait_for("the validator to stop", lambda s: not any(_active(s, rid) for rid in primitives), timeout)
     time.sleep(PAUSE_SECONDS)
     configuration = ET.fromstring(runner.run(["cibadmin", "--query", "--scope", "configuration"], check=True).stdout)
     reconfigure(configuration, stack)
-    for pair in configuration.iterfind(f".//primitive[@id='{VALIDATOR}']/meta_attributes/nvpair[@name='target-role']"):
+    for pair in configuration.iterfind(".//meta_attributes/nvpair[@name='target-role']"):
         pair.set("value", "Started")
     runner.run(["cibadmin", "--replace", "--scope", "configuration", "--xml-pipe"],
                stdin=ET.tostring(configuration, encoding="unicode"), check=True)  # fmt: skip
     (directory / STACK_FILE).write_text(stack + "\n")
     agent = ":".join(STOCK_VALIDATOR) if stack == "stock" else "ocf:highlander:validator"
+    actives = {n.name for n in plan.nodes if n.role == "active"}
 
     def running(status: ClusterStatus) -> bool:
+        if chain and stack == "unguarded":  # both full nodes, signing with FilePV
+            return set(status.clone_nodes(COMETBFT_RESOURCE)) == actives and status.resource(PRIVVAL) is None
         resource = status.resource(VALIDATOR)
         return resource is not None and resource.agent == agent and bool(status.started_on(VALIDATOR))
 
     pacemaker.wait_for(f"the validator to run under the {stack} stack", running, timeout)
-    say(WARNING[stack])
+    say((CHAIN_WARNING if chain else WARNING)[stack])
 
 
-def _active(status: ClusterStatus) -> bool:
-    resource = status.resource(VALIDATOR)
-    return resource is not None and resource.active
+def _active(status: ClusterStatus, rid: str) -> bool:
+    return any(r.active for r in status.resources if r.id == rid)

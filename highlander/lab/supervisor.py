@@ -47,6 +47,8 @@ from typing import Any
 from highlander.adapters.pacemaker import ClusterStatus, Pacemaker
 from highlander.adapters.runner import CommandRunner, system_env
 from highlander.adapters.waiting import wait_until
+from highlander.lab.chain import CHAIN_ID
+from highlander.lab.chain_run import LabChain
 from highlander.lab.cleanup import cleanup
 from highlander.lab.configure import install_bmc_passwords, install_configuration
 from highlander.lab.lab_node import LAB_DIRS, LabNode
@@ -67,15 +69,19 @@ DC_DEADTIME = "5s"
 # (the Ansible rollout) before its init gives up.
 UNCONFIGURED_WAIT = 3600.0
 UNCONFIGURED_FLAG = "--no-configure"
+# What the validator is: the CometBFT chain (the default) or the synthetic demo-signer.
+WORKLOADS = ("chain", "demo-signer")
+DEMO_FLAG = "--demo-signer"
 
 
 class Supervisor:
     """Runs in its own process for as long as the lab is up."""
 
     def __init__(self, directory: Path, inventory: Path, run_id: str, *, timeout: float = 240.0,
-                 configure: bool = True) -> None:  # fmt: skip
+                 configure: bool = True, workload: str = "chain") -> None:  # fmt: skip
         self.directory = directory
-        self.plan = LabPlan.make(directory, inventory, run_id)
+        self.workload = workload if configure else "demo-signer"
+        self.plan = LabPlan.make(directory, inventory, run_id, chain=self.workload == "chain")
         self.timeout = timeout
         self.configure = configure
         self.host = CommandRunner(env=system_env())
@@ -89,10 +95,14 @@ class Supervisor:
             "created_dirs": [],
             "timings": {},
             "configured": configure,
+            "workload": self.workload,
         }
         self.started = time.monotonic()
         self._stop = threading.Event()
         self._events = open(directory / EVENTS_FILE, "a")  # noqa: SIM115 (open while the lab is)
+        self.chain: LabChain | None = None
+        if self.plan.validators:
+            self.chain = LabChain(directory, self.plan, self.host, self.state, self.save)
 
     # -- bookkeeping --
 
@@ -149,6 +159,10 @@ class Supervisor:
         self.check_stop()
         self.step("creating the switch (bridge, BMC addresses) and cabling the nodes")
         self.create_topology()
+        if self.chain is not None:
+            self.step(f"cabling the chain's ordinary validators: "
+                      f"{', '.join(f'{v.name} {v.address}' for v in self.plan.validators)}")  # fmt: skip
+            self.chain.cable()
         self.check_stop()
         self.step("generating secrets: corosync authkey, sign-state CA and certificates, BMC passwords, SSH keys")
         secrets_ = self.generate_secrets()
@@ -165,6 +179,15 @@ class Supervisor:
         self.step("installing the configuration on the nodes")
         install_configuration(self.nodes, plan, rendered, secrets_)
         self.check_stop()
+        if self.chain is not None:
+            self.step(f"creating the CometBFT network {CHAIN_ID}: genesis with our validator and "
+                      f"{len(plan.validators)} FilePV validators of equal power, a full node on each active "
+                      "node")  # fmt: skip
+            info = self.chain.build(self.nodes)
+            self.step(f"our validator is {info['address']}: its key and privval.toml on "
+                      f"{', '.join(n.name for n in plan.nodes if n.role == 'active')}")  # fmt: skip
+            self.step("starting the FilePV validators (CometBFT, kvstore) on their hosts")
+            self.chain.start()
         self.seed_cibs()
         self.step("starting the BMCs (ipmi_sim) on the switch")
         self.start_bmcs(secrets_["bmc_passwords"])
@@ -182,8 +205,13 @@ class Supervisor:
         self.state["timings"]["quorate"] = round(time.monotonic() - self.started, 1)
         self.step(f"quorate with {', '.join(names)} online; loading the rendered CIB on {first.name}")
         cib = rendered / first.name / "cib.xml"
+        if self.chain is not None:
+            cib = self.chain_cib(cib)
         first.runner.run(["cibadmin", "--replace", "--scope", "configuration", "--xml-file", str(cib)],
                          check=True)  # fmt: skip
+        if self.chain is not None:
+            self.wait_chain(pacemaker)
+            return
         self.step("waiting for the fence devices, the signstate clone and the validator")
         fences = [f"fence-{n.name}-1" for n in plan.nodes]
         actives = {n.name for n in plan.nodes if n.role == "active"}
@@ -198,6 +226,64 @@ class Supervisor:
         status = self.wait(pacemaker, "fence devices, signstate on all three, validator started", started, 150)
         self.state["timings"]["validator"] = round(time.monotonic() - self.started, 1)
         self.step(f"validator started on {', '.join(status.started_on(VALIDATOR))}")
+
+    def chain_cib(self, rendered: Path) -> Path:
+        """The rendered CIB with the chain's signer and full nodes instead of the validator."""
+        import xml.etree.ElementTree as ET
+
+        from highlander.lab.chain_cib import for_chain
+
+        tree = ET.parse(rendered)
+        configuration = tree.getroot().find("configuration")
+        assert configuration is not None
+        for_chain(configuration, [n.name for n in self.plan.nodes if n.role == "witness"])
+        path = self.directory / "rendered" / "chain-cib.xml"
+        tree.write(path)
+        return path
+
+    def wait_chain(self, pacemaker: Pacemaker) -> None:
+        """Until the signer is promoted, both full nodes run and the chain commits our signatures."""
+        from highlander.drill.chain_check import ChainReader, CurlRpc
+        from highlander.lab.chain_cib import COMETBFT_RESOURCE, PRIVVAL
+        from highlander.lab.chain_run import rpc_runner
+
+        assert self.chain is not None
+        plan = self.plan
+        self.step("waiting for the fence devices, the signstate clone, privval promoted and CometBFT on the active "
+                  "nodes")  # fmt: skip
+        fences = [f"fence-{n.name}-1" for n in plan.nodes]
+        names = [n.name for n in plan.nodes]
+        actives = {n.name for n in plan.nodes if n.role == "active"}
+
+        def started(s: ClusterStatus) -> bool:
+            self.chain.check()  # type: ignore[union-attr]
+            return (
+                all(s.started_on(f) for f in fences)
+                and set(s.clone_nodes(SIGNSTATE)) == set(names)
+                and bool(set(s.promoted_on(PRIVVAL)) & actives)
+                and set(s.clone_nodes(COMETBFT_RESOURCE)) == actives
+            )
+
+        status = self.wait(pacemaker, "privval promoted and CometBFT on both active nodes", started, 240)
+        self.state["timings"]["validator"] = round(time.monotonic() - self.started, 1)
+        self.step(f"privval promoted on {', '.join(status.promoted_on(PRIVVAL))}; waiting for the chain to commit "
+                  f"our validator's signature")  # fmt: skip
+        reader = ChainReader(CurlRpc(rpc_runner(plan)))
+        address = self.state["chain"]["address"]
+
+        def signed() -> int | None:
+            self.check_stop()
+            self.chain.check()  # type: ignore[union-attr]
+            latest = reader.latest()
+            if latest < 3:
+                return None
+            verdict = reader.verdict(address, max(1, latest - 5), latest - 1)
+            return next((h.height for h in verdict.heights if h.ours == "committed"), None)
+
+        height = wait_until(signed, timeout=120, what="the chain to commit a signature of our validator", interval=1.0)
+        self.state["timings"]["signing"] = round(time.monotonic() - self.started, 1)
+        self.save()
+        self.step(f"the chain {CHAIN_ID} commits our validator's signatures (height {height})")
 
     def wait(self, pacemaker: Pacemaker, what: str, predicate: Callable[[ClusterStatus], bool],
              timeout: float) -> ClusterStatus:  # fmt: skip
@@ -353,9 +439,12 @@ class Supervisor:
     # -- down --
 
     def teardown(self) -> None:
-        """BMCs first (no power hook runs meanwhile), then every node, then the switch."""
+        """BMCs first (no power hook runs meanwhile), then the chain's validators,
+        then every node, then the switch."""
         for bmc in self.bmcs.values():
             bmc.stop()
+        if self.chain is not None:
+            _quietly(self.chain.stop)
         threads = [threading.Thread(target=_quietly, args=(node.stop,)) for node in self.nodes.values()]
         for thread in threads:
             thread.start()
@@ -373,29 +462,32 @@ def _quietly(function: Callable[[], object]) -> None:
         log.exception("during teardown")
 
 
-def supervise(directory: Path, inventory: Path, run_id: str, configure: bool = True) -> int:
+def supervise(directory: Path, inventory: Path, run_id: str, configure: bool = True, workload: str = "chain") -> int:
     """Build the lab in ``directory`` and keep it until SIGTERM; the exit status of the supervisor."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(threadName)s %(levelname)s %(message)s")  # fmt: skip
-    return Supervisor(directory, inventory, run_id, configure=configure).run()
+    return Supervisor(directory, inventory, run_id, configure=configure, workload=workload).run()
 
 
-def command_line(directory: Path, inventory: Path, run_id: str, configure: bool = True) -> list[str]:
+def command_line(directory: Path, inventory: Path, run_id: str, configure: bool = True,
+                 workload: str = "chain") -> list[str]:  # fmt: skip
     """The command line that runs the supervisor of the lab in ``directory`` (what :func:`main` parses)."""
     return [sys.executable, "-m", MODULE, "supervise", str(directory), str(inventory), run_id,
-            *([] if configure else [UNCONFIGURED_FLAG])]  # fmt: skip
+            *([] if configure else [UNCONFIGURED_FLAG]),
+            *([DEMO_FLAG] if workload == "demo-signer" else [])]  # fmt: skip
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     """The supervisor's entry point: parses what :func:`command_line` gives it."""
     args = list(sys.argv[1:] if argv is None else argv)
     configure = UNCONFIGURED_FLAG not in args
-    args = [a for a in args if a != UNCONFIGURED_FLAG]
+    workload = "demo-signer" if DEMO_FLAG in args else "chain"
+    args = [a for a in args if a not in (UNCONFIGURED_FLAG, DEMO_FLAG)]
     if len(args) != 4 or args[0] != "supervise":
-        print(f"usage: python -m {MODULE} supervise DIR INVENTORY RUN_ID [{UNCONFIGURED_FLAG}]",
+        print(f"usage: python -m {MODULE} supervise DIR INVENTORY RUN_ID [{UNCONFIGURED_FLAG}] [{DEMO_FLAG}]",
               file=sys.stderr)  # fmt: skip
         return 2
-    return supervise(Path(args[1]), Path(args[2]), args[3], configure=configure)
+    return supervise(Path(args[1]), Path(args[2]), args[3], configure=configure, workload=workload)
 
 
 if __name__ == "__main__":

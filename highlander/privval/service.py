@@ -30,6 +30,7 @@ BACKOFF_MAX = 1.0
 # hangs up after refusing a signature and stays away this long, so that a
 # promoted signer waiting in the node's accept queue gets the node.
 YIELD_SECONDS = 3.0
+YIELD_POLL = 0.05  # how soon a yielding signer notices it was promoted
 SIGN_REQUESTS = ("sign_vote_request", "sign_proposal_request")
 STOP_GRACE = 2.0  # seconds for links to finish the request they are answering
 
@@ -90,7 +91,15 @@ class NodeLink:
                 self._connection = None
                 connection.close()
             if yielded:
-                self.stopping.wait(YIELD_SECONDS)
+                self._stay_away()
+
+    def _stay_away(self) -> None:
+        """After yielding: :data:`YIELD_SECONDS`, or less once this signer may
+        sign (promoted meanwhile: a failover must not wait for the yield)."""
+        deadline = time.monotonic() + YIELD_SECONDS
+        while time.monotonic() < deadline and not self.signer.may_sign():
+            if self.stopping.wait(YIELD_POLL):
+                return
 
     def _serve(self, connection: Connection) -> bool:
         """Answer requests until the connection ends; True when it was

@@ -36,18 +36,35 @@ def journals(lab: Path) -> list[Path]:
 
 
 @contextmanager
-def running_lab(directory: Path, *options: str) -> Iterator[subprocess.CompletedProcess[str]]:
-    """``highlander lab up`` (with ``options``) in ``directory``; yields its result, down afterwards."""
+def running_lab(directory: Path, *options: str, workload: str = "demo-signer",
+                timeout: float = 240) -> Iterator[subprocess.CompletedProcess[str]]:  # fmt: skip
+    """``highlander lab up`` (with ``options``, the validator ``workload``: the
+    synthetic signer whose journals the older suites check, or the CometBFT
+    chain) in ``directory``; yields its result, down afterwards."""
     if os.geteuid() != 0:
         pytest.skip("needs root: the lab creates namespaces and starts Pacemaker")
     missing = [p for p in PROGRAMS if shutil.which(p, path=system_env()["PATH"]) is None]
     if missing:
         pytest.fail(f"lab programs not installed: {', '.join(missing)} (run ./bootstrap test)")
     try:
-        result = run("lab", "up", "--inventory", str(INVENTORY), "--dir", str(directory), "--timeout", "240",
-                     *options, timeout=400)  # fmt: skip
+        result = run("lab", "up", "--inventory", str(INVENTORY), "--dir", str(directory), "--timeout", str(timeout),
+                     "--workload", workload, *options, timeout=timeout + 160)  # fmt: skip
         assert result.returncode == 0, f"lab up failed:\n{result.stdout}\n{result.stderr}"
         yield result
     finally:
         run("lab", "down", "--dir", str(directory), timeout=180)
         cleanup(directory)
+
+
+@contextmanager
+def chain_lab(factory: pytest.TempPathFactory, name: str, *options: str) -> Iterator[tuple[Path, str]]:
+    """A lab on the CometBFT chain (``options`` to ``lab up``) in a new directory
+    called ``name``; yields it and ``lab up``'s output. Skips (fails in CI)
+    without CometBFT."""
+    from cometbft_support import cometbft
+
+    cometbft()
+    directory = factory.mktemp(name) / "lab"
+    with running_lab(directory, *options, workload="chain", timeout=400) as up:
+        print(up.stdout)
+        yield directory, up.stdout

@@ -80,19 +80,35 @@ def test_phases_from_log_lines_and_journals() -> None:
     assert measure.signed_after(entries, "node-b", cut) == []
 
 
-def test_report_table_json_and_availability(tmp_path: Path) -> None:
-    assert report.availability(3600.0, 1.0, 1) == pytest.approx(0.5)
-    assert report.unavailability(9.0, 8760, 2) == pytest.approx((9.0 / (9.0 + 8760 * 3600)) ** 2)
+def test_report_table_json_and_the_expected_downtime(tmp_path: Path) -> None:
+    expected = report.expected_per_year(9.0, 8760, 24, missed_blocks=10, block_seconds=1.0)
+    both_down = 365 * 86400 * (24 / (24 + 8760)) ** 2
+    assert expected["failures_of_the_active_per_year"] == pytest.approx(1.0)
+    assert expected["downtime_seconds_per_year"] == pytest.approx(9.0 + both_down)
+    assert expected["missed_blocks_per_year"] == pytest.approx(10 + both_down)
     its = [{"ok": True, "double_signs": 0, "dual_active": 0,
             "phases": {"detection": d, "fencing": 0.2, "promotion": 0.5, "signing_gap": d + 1, "total": d + 0.9}}
            for d in (7.0, 8.0, 9.0)]  # fmt: skip
     summary = report.summarize(its, 8760)
     assert summary["phases"]["detection"] == {"min": 7.0, "median": 8.0, "max": 9.0, "n": 3}
-    assert summary["mttr_seconds"] == pytest.approx(8.9)
+    assert summary["expected"]["failover_seconds"] == pytest.approx(8.9)
     paths = report.write(tmp_path, "power-cut-active", its, summary)
     assert json.loads(paths[0].read_text())["summary"]["ok"] is True
     text = paths[1].read_text()
-    assert "detection" in text and "double signs: 0" in text and "a = 1 - " in text
+    assert "detection" in text and "double signs: 0" in text and "downtime a year" in text
+
+
+def test_missed_blocks_in_the_report_and_the_soak_totals() -> None:
+    its = [{"ok": True, "double_signs": 0, "dual_active": 0, "scenario": "power-cut-active",
+            "phases": dict.fromkeys(report.PHASES, 9.0), "missed_blocks": {"missed": m},
+            "missed_after_detection": {"missed": m - 7}, "blocks": [[1, 10.0, "committed"], [2, 11.2, "absent"]]}
+           for m in (8, 9, 13)]  # fmt: skip
+    summary = report.summarize(its, 8760)
+    assert summary["blocks"]["missed_blocks"]["median"] == 9 and summary["blocks"]["missed_after_detection"]["max"] == 6
+    assert summary["expected"]["block_seconds"] == pytest.approx(1.2)
+    assert "missed blocks" in report.table("power-cut-active", summary)
+    soak = report.soak_summary(its, 8760)
+    assert soak["missed_blocks_total"] == {"missed_blocks": 30, "missed_after_detection": 9}
 
 
 # --- on the lab -------------------------------------------------------------------------

@@ -58,7 +58,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     directory = tmp_path_factory.mktemp("lab") / "lab"
     try:
         started = time.monotonic()
-        result = cli("up", "--inventory", str(INVENTORY), "--dir", str(directory), "--timeout", "240", timeout=300)
+        result = cli("up", "--inventory", str(INVENTORY), "--dir", str(directory), "--timeout", "240",
+                     "--workload", "demo-signer", timeout=300)  # fmt: skip
         TIMINGS["lab up"] = time.monotonic() - started
         assert result.returncode == 0, f"lab up failed:\n{result.stdout}\n{result.stderr}"
         print(result.stdout)

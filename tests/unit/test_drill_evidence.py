@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from highlander.adapters.pacemaker import ClusterStatus, ResourceState
+from highlander.drill.workload import DEMO
 from highlander.drill import measure, report, scenarios
 from highlander.drill.scenarios import SCENARIOS, Drill, DrillError
 from highlander.inventory import parse
@@ -55,6 +56,10 @@ class FakeSite:
     evidence it is asked for (one file per collection)."""
 
     failures = frozenset({"power"})
+    workload = DEMO
+
+    def chain(self) -> None:
+        return None
 
     def __init__(self) -> None:
         self.inventory = parse(yaml.safe_load(INVENTORY))

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from highlander.drill import measure
 from highlander.drill.journal import Entry
+from highlander.drill.workload import DEMO
 from highlander.drill.scenarios import SCENARIOS, is_signer, unmet
 from highlander.signstate.register import HRS
 
@@ -141,6 +142,10 @@ class PowerOnlySite:
     scenarios below never reach it (their steps are replaced)."""
 
     failures = frozenset({"power"})
+    workload = DEMO
+
+    def chain(self) -> None:
+        return None
 
     def __init__(self) -> None:
         import yaml

@@ -139,3 +139,24 @@ def test_report_write_adds_the_picture(tmp_path: Path) -> None:
     html = paths[2].read_text(encoding="utf-8")
     check(html)
     assert f"<pre>{escape(report.table('power-cut-active', summary))}</pre>" in html
+
+
+def test_the_chains_blocks_get_a_lane_with_our_signature_on_each() -> None:
+    blocks = [[100 + i, CUT - 2 + i, "committed" if i < 2 or i > 8 else "absent"] for i in range(12)]
+    record = failover(blocks=blocks, chain={"evidence": []}, missed_blocks={"missed": 7},
+                      missed_after_detection={"missed": 4})  # fmt: skip
+    html = timeline.page("power-cut-active", [record], "")
+    (svg,) = check(html)
+    assert "chain" in texts(svg)
+    squares = [t.text or "" for t in svg.iter(f"{SVG}title") if (t.text or "").startswith("height ")]
+    assert len(squares) == 12 and sum("our signature absent" in s for s in squares) == 7
+    assert "missed blocks 7 (4 after the fence request)" in html and "evidence against our validator 0" in html
+
+
+def test_evidence_found_between_iterations_is_a_framed_section() -> None:
+    finding = {"kind": "evidence", "before_iteration": 1, "heights": [42],
+               "found": [{"kind": "tendermint/DuplicateVoteEvidence", "vote_height": 41, "vote_round": 0,
+                          "height": 42}], "evidence": "evidence/before-01-evidence"}  # fmt: skip
+    html = timeline.page("power-cut-active", [], "t", [finding])
+    assert 'class="alarm"' in html and "DuplicateVoteEvidence for height 41 round 0, committed at height 42" in html
+    assert "the CHAIN COMMITTED EVIDENCE" in "\n".join(report.failures([], [finding]))
