@@ -3,9 +3,16 @@
 It runs on the daemon's event loop. A request is decided in memory at once
 (one thread applies every rule, so requests for a key are ordered without
 locks) and its reply is released only when every change it depends on is on
-disk. The disk is synced off the loop, and the changes that arrive while a
-sync runs are written together by the next one: group commit, one sync for
-all keys instead of one per request.
+disk. The changes that arrive while a sync runs are written together by the
+next one: group commit, one sync for all keys instead of one per request.
+
+Where the sync runs depends on the disk. A fast one (a sync within
+:data:`INLINE_SYNC_LIMIT`) is synced on the loop itself, after the turn that
+queued the change (so the frames to the peers go out first): handing a
+sync of ~0.1 ms to a thread and back costs more CPU and latency than the
+sync. A slower sync moves to a thread of its own, so that the loop keeps
+reading peers and answering what is already durable; a fast one brings it
+back.
 
 A replica whose state is lost (see :mod:`highlander.signstate.store`) is
 *recovering*: it answers every request with RECOVERING until :meth:`install`
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +37,7 @@ from highlander.signstate.wire import DUMP_PAGE, Page, Request, WireError
 log = logging.getLogger("highlander.signstate")
 
 RETRY_FAILED_SYNC = 0.5  # seconds between attempts while the disk refuses writes
+INLINE_SYNC_LIMIT = 0.001  # seconds: a sync this fast runs on the loop, a slower one in a thread
 
 
 class Replica:
@@ -40,6 +49,7 @@ class Replica:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._tickets = 0
         self._syncing = False
+        self._inline = True  # the last sync was fast enough to run on the loop
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
 
     def open(self) -> None:
@@ -120,16 +130,43 @@ class Replica:
             return
         self._syncing = True
         loop = asyncio.get_running_loop()
-        loop.run_in_executor(self._executor, self.store.flush).add_done_callback(self._synced)
+        if self._inline:
+            loop.call_soon(self._sync_here)
+        else:
+            loop.run_in_executor(self._executor, self._timed_flush).add_done_callback(self._synced_there)
 
-    def _synced(self, done: asyncio.Future[int]) -> None:
-        self._syncing = False
+    def _timed_flush(self) -> int:
+        """Flush the store; note whether the next sync may run on the loop."""
+        assert self.store is not None
+        started = time.monotonic()
+        try:
+            return self.store.flush()
+        finally:
+            self._inline = time.monotonic() - started < INLINE_SYNC_LIMIT
+
+    def _sync_here(self) -> None:
+        try:
+            durable = self._timed_flush()
+        except StoreError as exc:
+            self._failed(exc)
+        else:
+            self._synced(durable)
+
+    def _synced_there(self, done: asyncio.Future[int]) -> None:
         try:
             durable = done.result()
         except StoreError as exc:
-            log.error("event=write-failed reason=%r (retrying; nothing is answered meanwhile)", str(exc))
-            asyncio.get_running_loop().call_later(RETRY_FAILED_SYNC, self._sync)
-            return
+            self._failed(exc)
+        else:
+            self._synced(durable)
+
+    def _failed(self, exc: StoreError) -> None:
+        self._syncing = False
+        log.error("event=write-failed reason=%r (retrying; nothing is answered meanwhile)", str(exc))
+        asyncio.get_running_loop().call_later(RETRY_FAILED_SYNC, self._sync)
+
+    def _synced(self, durable: int) -> None:
+        self._syncing = False
         while self._waiters and self._waiters[0][0] <= durable:
             future = heapq.heappop(self._waiters)[2]
             if not future.done():

@@ -181,3 +181,47 @@ def test_another_nodes_directory_is_a_configuration_error_not_recovering(tmp_pat
             replica.open()
     finally:
         replica.close()
+
+
+# --- where the sync runs ------------------------------------------------------------------------
+
+
+def test_a_fast_disk_is_synced_on_the_loop_and_a_slow_one_in_the_thread(
+    replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each answer waits for its change on disk wherever the sync ran; a sync slower
+    than INLINE_SYNC_LIMIT moves the next one off the loop, a fast one brings it back."""
+    import asyncio
+    import threading
+    import time
+
+    from highlander.signstate import replica as module
+
+    assert replica.store is not None
+    flush = replica.store.flush
+    delays = [0.0, module.INLINE_SYNC_LIMIT * 5, 0.0, 0.0]
+    threads: list[str] = []
+
+    def timed_flush() -> int:
+        threads.append(threading.current_thread().name)
+        time.sleep(delays[len(threads) - 1])
+        return flush()
+
+    monkeypatch.setattr(replica.store, "flush", timed_flush)
+
+    async def answered(height: int) -> Reply:
+        answer = replica.submit(advance(KEY, A3, height), NODE)
+        assert not answer.done()  # never before the sync
+        reply = await answer
+        assert replica.store is not None and not replica.store.pending()
+        return reply  # type: ignore[return-value]
+
+    async def run() -> list[str]:
+        replica.handle(promise(KEY, A3), NODE)
+        return [(await answered(height)).status for height in (1, 2, 3, 4)]
+
+    assert asyncio.run(run()) == [OK] * 4
+    loop_thread = threading.current_thread().name
+    # 1: fast, on the loop; 2: on the loop, but slow; 3: in the thread, fast; 4: back on the loop.
+    assert threads[0] == threads[1] == threads[3] == loop_thread
+    assert threads[2] != loop_thread

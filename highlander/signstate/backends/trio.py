@@ -119,7 +119,10 @@ class TrioBackend(Backend):
         """Send to every replica until ``on_reply`` decides (returns something other
         than None) or the time is up; what went wrong with those that did not answer."""
         decided = asyncio.get_running_loop().create_future()
-        futures = {name: self._send(name, request) for name in self.replicas}
+        # The peers first: their frames leave in this turn of the loop, before
+        # the local replica's sync (which may run on the loop) holds it.
+        order = sorted(self.replicas, key=lambda name: name == self.node)
+        futures = {name: self._send(name, request) for name in order}
         problems: dict[str, str] = {}
         heard: set[str] = set()
 
