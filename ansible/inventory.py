@@ -40,8 +40,10 @@ VENV_PYTHON = "/opt/highlander/venv/bin/python"
 def _reexec() -> None:
     python = os.environ.get("HIGHLANDER_PYTHON", VENV_PYTHON)
     if os.environ.get("_HIGHLANDER_INVENTORY_REEXEC") or not os.access(python, os.X_OK):
-        sys.exit(f"inventory.py: the highlander package is not importable by {sys.executable} "
-                 "(set HIGHLANDER_PYTHON to a python that has it)")
+        sys.exit(
+            f"inventory.py: the highlander package is not importable by {sys.executable} "
+            "(set HIGHLANDER_PYTHON to a python that has it)"
+        )
     os.environ["_HIGHLANDER_INVENTORY_REEXEC"] = "1"
     os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
 
@@ -60,36 +62,51 @@ def build(path: Path) -> dict[str, object]:
     members = {n.name for n in inventory.members}
     nodes = []
     for node in inventory.nodes:
-        nodes.append({
-            "name": node.name,
-            "role": node.role,
-            "member": node.name in members,
-            "nodeid": ids.get(node.name),
-            "addresses": list(node.addresses),
-            "ssh_host": node.ssh_host,
-            "fence": [
-                {
-                    "level": level, "method": d.method, "agent": d.agent, "address": d.address,
-                    "port": d.port, "username": d.username, "password_file": d.password_file,
-                    "password_vault": d.password_vault,
-                    # where the agent reads the password (the CIB's password_script)
-                    "secret_path": d.password_file or f"{SECRETS_DIR}/{node.name}-fence-{level}",
-                }
-                for level, d in enumerate(node.fence, start=1)
-            ],
-        })
+        nodes.append(
+            {
+                "name": node.name,
+                "role": node.role,
+                "member": node.name in members,
+                "nodeid": ids.get(node.name),
+                "addresses": list(node.addresses),
+                "ssh_host": node.ssh_host,
+                "fence": [
+                    {
+                        "level": level,
+                        "method": d.method,
+                        "agent": d.agent,
+                        "address": d.address,
+                        "port": d.port,
+                        "username": d.username,
+                        "password_file": d.password_file,
+                        "password_vault": d.password_vault,
+                        # where the agent reads the password (the CIB's password_script)
+                        "secret_path": d.password_file or f"{SECRETS_DIR}/{node.name}-fence-{level}",
+                    }
+                    for level, d in enumerate(node.fence, start=1)
+                ],
+            }
+        )
     v, s = inventory.validator, inventory.signstate
     cluster = {
         "name": inventory.cluster_name,
         "quorum": inventory.quorum,
         "nodes": nodes,
         "signstate": {
-            "port": s.port, "pki_dir": s.pki_dir, "state_dir": s.state_dir, "socket": s.socket,
-            "socket_group": s.socket_group, "config": SIGNSTATE_CONFIG, "backend": s.backend,
+            "port": s.port,
+            "pki_dir": s.pki_dir,
+            "state_dir": s.state_dir,
+            "socket": s.socket,
+            "socket_group": s.socket_group,
+            "config": SIGNSTATE_CONFIG,
+            "backend": s.backend,
         },
         "validator": {
-            "user": v.user, "state_file": v.state_file, "environment_file": v.environment_file,
-            "chain_id": v.chain_id, "key_id": v.key_id,
+            "user": v.user,
+            "state_file": v.state_file,
+            "environment_file": v.environment_file,
+            "chain_id": v.chain_id,
+            "key_id": v.key_id,
         },
         "secrets_dir": SECRETS_DIR,
         "known_hosts": KNOWN_HOSTS,
@@ -120,7 +137,7 @@ def main(argv: list[str]) -> int:
     try:
         data = build(Path(source))
     except InventoryError as exc:
-        print(f"inventory.py: not a usable inventory:\n  " + "\n  ".join(exc.messages), file=sys.stderr)
+        print("inventory.py: not a usable inventory:\n  " + "\n  ".join(exc.messages), file=sys.stderr)
         return 1
     if len(argv) > 1 and argv[1] == "--host":
         print(json.dumps({}))  # every host variable is in _meta

@@ -60,8 +60,7 @@ ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "
 
 def highlander(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     """One highlander command, its output passed through (the drill's progress is the log)."""
-    result = subprocess.run([HIGHLANDER, *args], capture_output=True, text=True, timeout=timeout, env=ENV,
-                            check=False)  # fmt: skip
+    result = subprocess.run([HIGHLANDER, *args], capture_output=True, text=True, timeout=timeout, env=ENV, check=False)
     sys.stderr.write(result.stdout + result.stderr)
     return result
 
@@ -87,29 +86,43 @@ def keep(report: Path, kept: Path | None) -> Path:
     return target / report.name
 
 
-def run_stack(stack: str, work: Path, iterations: int, timeout: float,
-              kept: Path | None) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+def run_stack(
+    stack: str, work: Path, iterations: int, timeout: float, kept: Path | None
+) -> tuple[list[dict[str, Any]], int]:
     """(the drill's iterations, evidence against our validator on the chain) on a lab of
     ``stack``; a failed drill's report is kept and the benchmark stops once the lab is down."""
     lab = work / f"lab-{stack}"
     report = work / f"report-{stack}"
     failed: str | None = None
     try:
-        up = highlander("lab", "up", "--dir", str(lab), "--stack", stack, "--workload", "chain", "--timeout", "400",
-                        timeout=600)  # fmt: skip
+        up = highlander(
+            "lab", "up", "--dir", str(lab), "--stack", stack, "--workload", "chain", "--timeout", "400", timeout=600
+        )
         if up.returncode != 0:
             sys.exit(f"lab up --stack {stack} failed (exit {up.returncode})")
-        drill = highlander("drill", "power-cut-active", "--dir", str(lab), "--iterations", str(iterations),
-                           "--report", str(report), "--timeout", str(timeout),
-                           timeout=iterations * (timeout + 400))  # fmt: skip
+        drill = highlander(
+            "drill",
+            "power-cut-active",
+            "--dir",
+            str(lab),
+            "--iterations",
+            str(iterations),
+            "--report",
+            str(report),
+            "--timeout",
+            str(timeout),
+            timeout=iterations * (timeout + 400),
+        )
         data = report / "power-cut-active.json"
         if not data.exists():
             failed = f"the drill on the {stack} stack wrote no report (exit {drill.returncode})"
             return [], 0
         if drill.returncode != 0:
             summary = json.loads(data.read_text())["summary"]
-            failed = (f"the drill on the {stack} stack FAILED: {'; '.join(summary.get('failures', [])) or 'see above'}"
-                      f"\nreport and evidence kept in {keep(report, kept)}")  # fmt: skip
+            failed = (
+                f"the drill on the {stack} stack FAILED: {'; '.join(summary.get('failures', [])) or 'see above'}"
+                f"\nreport and evidence kept in {keep(report, kept)}"
+            )
             return [], 0
         document = json.loads(data.read_text())
         return document["iterations"], int(document["summary"]["double_signs"])
@@ -136,17 +149,23 @@ def table(stack: str, iterations: list[dict[str, Any]]) -> str:
     for name in (*PHASES, *BLOCKS):
         values = [m[name] for m in measured if m[name] is not None]
         unit = "s" if name in PHASES else "b"
-        cells = (f"{statistics.median(values):>8.2f}{unit}{min(values):>8.2f}{unit}{max(values):>8.2f}{unit}"
-                 if values else f"{'-':>9}" * 3)  # fmt: skip
+        cells = (
+            f"{statistics.median(values):>8.2f}{unit}{min(values):>8.2f}{unit}{max(values):>8.2f}{unit}"
+            if values
+            else f"{'-':>9}" * 3
+        )
         lines.append(f"  {name:<24}{cells}")
     return "\n".join(lines)
 
 
 def detection_blocks(iterations: list[dict[str, Any]]) -> float | None:
     """The median number of heights the chain made during detection (power cut -> fence request)."""
-    counts = [it["missed_blocks"]["missed"] - it["missed_after_detection"]["missed"] for it in iterations
-              if (it.get("missed_blocks") or {}).get("missed") is not None
-              and (it.get("missed_after_detection") or {}).get("missed") is not None]  # fmt: skip
+    counts = [
+        it["missed_blocks"]["missed"] - it["missed_after_detection"]["missed"]
+        for it in iterations
+        if (it.get("missed_blocks") or {}).get("missed") is not None
+        and (it.get("missed_after_detection") or {}).get("missed") is not None
+    ]
     return statistics.median(counts) if counts else None
 
 
@@ -157,8 +176,9 @@ def ratio(ours: float | None, theirs: float | None) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=10, help="power cuts per stack (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=120,
-                        help="seconds the validator may take to sign again (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=float, default=120, help="seconds the validator may take to sign again (default: %(default)s)"
+    )
     parser.add_argument("--keep", type=Path, help="keep the labs' directories and reports here")
     args = parser.parse_args()
     if args.iterations < 1:
@@ -175,12 +195,16 @@ def main() -> int:
     ours, stock = medians(results["highlander"]), medians(results["stock"])
     floor = detection_blocks(results["highlander"] + results["stock"])
     if floor is not None and stock["missed blocks"]:
-        print(f"note: detection (the same for both stacks) lasts a median {floor:g} blocks (heights made from the "
-              f"power cut to the fence request), which no stack can save: the missed blocks ratio is at least "
-              f"{floor:g} / {stock['missed blocks']:g} = {floor / stock['missed blocks']:.3f}")  # fmt: skip
+        print(
+            f"note: detection (the same for both stacks) lasts a median {floor:g} blocks (heights made from the "
+            f"power cut to the fence request), which no stack can save: the missed blocks ratio is at least "
+            f"{floor:g} / {stock['missed blocks']:g} = {floor / stock['missed blocks']:.3f}"
+        )
     print(f"evidence: {evidence}")
     print(f"missed blocks ratio {ratio(ours['missed blocks'], stock['missed blocks'])}")
-    print(f"post-detection missed blocks ratio {ratio(ours['missed after detection'], stock['missed after detection'])}")
+    print(
+        f"post-detection missed blocks ratio {ratio(ours['missed after detection'], stock['missed after detection'])}"
+    )
     print(f"total ratio {ratio(ours['total'], stock['total'])}")
     print(f"post-detection ratio {ratio(ours['post-detection'], stock['post-detection'])}")
     return 0 if evidence == 0 else 1

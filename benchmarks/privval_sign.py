@@ -177,7 +177,7 @@ def bench_tmkms(binary: str, work: Path, private: Ed25519PrivateKey, count: int,
 [[chain]]
 id = "{CHAIN}"
 key_format = {{ type = "hex" }}
-state_file = "{work / 'state.json'}"
+state_file = "{work / "state.json"}"
 
 [[providers.softsign]]
 chain_ids = ["{CHAIN}"]
@@ -208,15 +208,39 @@ def bench_horcrux(binary: str, work: Path, private: Ed25519PrivateKey, count: in
         subprocess.run([binary, *arguments], check=True, capture_output=True, cwd=work)
 
     horcrux("create-ecies-shards", "--shards", "3", "--out", str(work / "ecies"))
-    horcrux("create-ed25519-shards", "--chain-id", CHAIN, "--key-file", str(key_file), "--threshold", "2",
-            "--shards", "3", "--out", str(work / "ed25519"))  # fmt: skip
+    horcrux(
+        "create-ed25519-shards",
+        "--chain-id",
+        CHAIN,
+        "--key-file",
+        str(key_file),
+        "--threshold",
+        "2",
+        "--shards",
+        "3",
+        "--out",
+        str(work / "ed25519"),
+    )
     ports = free_ports(3)
     cosigners = [arg for port in ports for arg in ("--cosigner", f"tcp://127.0.0.1:{port}")]
     homes = []
     for index in range(1, 4):
         home = work / f"cosigner-{index}"
-        horcrux("config", "init", "--home", str(home), "--node", f"tcp://127.0.0.1:{harness.port}", *cosigners,
-                "--threshold", "2", "--grpc-timeout", "1000ms", "--raft-timeout", "1000ms")  # fmt: skip
+        horcrux(
+            "config",
+            "init",
+            "--home",
+            str(home),
+            "--node",
+            f"tcp://127.0.0.1:{harness.port}",
+            *cosigners,
+            "--threshold",
+            "2",
+            "--grpc-timeout",
+            "1000ms",
+            "--raft-timeout",
+            "1000ms",
+        )
         shutil.copy(work / "ecies" / f"cosigner_{index}" / "ecies_keys.json", home)
         shutil.copy(work / "ed25519" / f"cosigner_{index}" / f"{CHAIN}_shard.json", home)
         homes.append(home)
@@ -257,8 +281,21 @@ def build_peers(directory: Path) -> tuple[str | None, str | None]:
     tmkms = directory / "tmkms" / "bin" / "tmkms"
     if not tmkms.exists():
         print(f"building tmkms {TMKMS_VERSION} (softsign) with cargo into {tmkms.parent}", file=sys.stderr)
-        done = subprocess.run(["cargo", "install", "--locked", "--root", str(directory / "tmkms"), "tmkms",
-                               "--version", TMKMS_VERSION, "--features=softsign"], capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            [
+                "cargo",
+                "install",
+                "--locked",
+                "--root",
+                str(directory / "tmkms"),
+                "tmkms",
+                "--version",
+                TMKMS_VERSION,
+                "--features=softsign",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             print(f"tmkms did not build: {done.stderr.strip()[-500:]}", file=sys.stderr)
     horcrux = directory / "horcrux" / "horcrux"
@@ -268,8 +305,11 @@ def build_peers(directory: Path) -> tuple[str | None, str | None]:
         print(f"building Horcrux {HORCRUX_VERSION} with go into {horcrux.parent}", file=sys.stderr)
         scratch = directory / "horcrux"
         scratch.mkdir(parents=True, exist_ok=True)
-        steps = [["go", "mod", "init", "scratch"], ["go", "get", f"{HORCRUX_MODULE}/cmd/horcrux@{HORCRUX_VERSION}"],
-                 ["go", "build", "-o", str(horcrux), f"{HORCRUX_MODULE}/cmd/horcrux"]]  # fmt: skip
+        steps = [
+            ["go", "mod", "init", "scratch"],
+            ["go", "get", f"{HORCRUX_MODULE}/cmd/horcrux@{HORCRUX_VERSION}"],
+            ["go", "build", "-o", str(horcrux), f"{HORCRUX_MODULE}/cmd/horcrux"],
+        ]
         for step in steps if not (scratch / "go.mod").exists() else steps[1:]:
             done = subprocess.run(step, cwd=scratch, capture_output=True, text=True)
             if done.returncode:
@@ -284,8 +324,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20, help="untimed votes first (default: %(default)s)")
     parser.add_argument("--tmkms", default=shutil.which("tmkms"), help="tmkms binary (default: on PATH)")
     parser.add_argument("--horcrux", default=shutil.which("horcrux"), help="horcrux binary (default: on PATH)")
-    parser.add_argument("--build", type=Path, metavar="DIR",
-                        help="build tmkms and Horcrux from their registries into DIR (once) and use them")  # fmt: skip
+    parser.add_argument(
+        "--build",
+        type=Path,
+        metavar="DIR",
+        help="build tmkms and Horcrux from their registries into DIR (once) and use them",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) for inspection")
     args = parser.parse_args()
     if args.build:
@@ -298,10 +342,16 @@ def main() -> int:
         for name in ("highlander", "tmkms", "horcrux"):
             (work / name).mkdir()
         ours = bench_highlander(work / "highlander", private, args.count, args.warmup)
-        tmkms = attempt(lambda: bench_tmkms(args.tmkms, work / "tmkms", private, args.count, args.warmup)) \
-            if args.tmkms else "no tmkms binary (cargo install tmkms --features=softsign, or --tmkms PATH)"
-        horcrux = attempt(lambda: bench_horcrux(args.horcrux, work / "horcrux", private, args.count, args.warmup)) \
-            if args.horcrux else "no horcrux binary (--horcrux PATH)"
+        tmkms = (
+            attempt(lambda: bench_tmkms(args.tmkms, work / "tmkms", private, args.count, args.warmup))
+            if args.tmkms
+            else "no tmkms binary (cargo install tmkms --features=softsign, or --tmkms PATH)"
+        )
+        horcrux = (
+            attempt(lambda: bench_horcrux(args.horcrux, work / "horcrux", private, args.count, args.warmup))
+            if args.horcrux
+            else "no horcrux binary (--horcrux PATH)"
+        )
     finally:
         if args.keep:
             print(f"work directory {work}", file=sys.stderr)

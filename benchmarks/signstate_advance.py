@@ -69,7 +69,9 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
 
 
-def sequential(client: SignerClient, key: KeyId, count: int, reference: Path | None) -> tuple[list[float], list[float], int]:
+def sequential(
+    client: SignerClient, key: KeyId, count: int, reference: Path | None
+) -> tuple[list[float], list[float], int]:
     """``count`` advances of one key (and as many durable writes when ``reference`` is
     given); their latencies, the writes', and how many advances were OK."""
     session = client.promote(key)
@@ -79,8 +81,18 @@ def sequential(client: SignerClient, key: KeyId, count: int, reference: Path | N
     ok = 0
     for height in range(1, count + 1):
         started = time.perf_counter()
-        answer = client.call({"op": "advance", "chain_id": key.chain_id, "key_id": key.key_id, "epoch": session.epoch,
-                              "height": height, "round": 0, "step": 1, "digest": DIGEST})  # fmt: skip
+        answer = client.call(
+            {
+                "op": "advance",
+                "chain_id": key.chain_id,
+                "key_id": key.key_id,
+                "epoch": session.epoch,
+                "height": height,
+                "round": 0,
+                "step": 1,
+                "digest": DIGEST,
+            }
+        )
         advanced = time.perf_counter()
         advances.append(advanced - started)
         ok += answer.get("status") == "OK"
@@ -123,8 +135,9 @@ async def concurrent(socket_path: Path, keys: int, seconds: float, rate: float |
             if due > now:
                 await asyncio.sleep(due - now)
             height += 1
-            answer = await call({"op": "advance", **key, "epoch": epoch, "height": height, "round": 0, "step": 1,
-                                 "digest": DIGEST})  # fmt: skip
+            answer = await call(
+                {"op": "advance", **key, "epoch": epoch, "height": height, "round": 0, "step": 1, "digest": DIGEST}
+            )
             done = time.monotonic()
             latencies.append(done - (due if rate else now))
             failures += answer.get("status") != "OK"
@@ -151,7 +164,9 @@ def measure_trio(args: argparse.Namespace, work: Path, reference: Path) -> dict[
                 replicas.signal("node-c", signal.SIGCONT)
         time.sleep(1.0)  # node-c works off its backlog
         capacity, _, _ = asyncio.run(concurrent(replicas.socket(TARGET), args.keys, args.seconds, None))
-        total, latencies, failures = asyncio.run(concurrent(replicas.socket(TARGET), args.keys, args.seconds, args.rate))
+        total, latencies, failures = asyncio.run(
+            concurrent(replicas.socket(TARGET), args.keys, args.seconds, args.rate)
+        )
         rss = rss_mib(replicas.pid(TARGET))
     finally:
         replicas.stop()
@@ -239,20 +254,33 @@ def measure_store(backend: str, args: argparse.Namespace, work: Path, reference:
         capacity, _, _ = asyncio.run(concurrent(nodes.socket(TARGET), args.keys, args.seconds, None))
         total, latencies, failures = asyncio.run(concurrent(nodes.socket(TARGET), args.keys, args.seconds, args.rate))
     result = summary(advances, writes, capacity, total, latencies, failures, args)
-    print(f"{backend:<10} advance p50 {result['p50']:.3f} ms, p99 {result['p99']:.3f} ms; write p50 "
-          f"{result['write']:.3f} ms; {result['capacity']:.0f} advances/s at most; at {args.rate:.0f} offered: "
-          f"{result['rate']:.0f}/s, p99 {result['concurrent_p99']:.3f} ms, {failures} failures")  # fmt: skip
+    print(
+        f"{backend:<10} advance p50 {result['p50']:.3f} ms, p99 {result['p99']:.3f} ms; write p50 "
+        f"{result['write']:.3f} ms; {result['capacity']:.0f} advances/s at most; at {args.rate:.0f} offered: "
+        f"{result['rate']:.0f}/s, p99 {result['concurrent_p99']:.3f} ms, {failures} failures"
+    )
     return result
 
 
-def summary(advances: list[float], writes: list[float], capacity: int, total: int, latencies: list[float],
-            failures: int, args: argparse.Namespace) -> dict[str, float]:  # fmt: skip
+def summary(
+    advances: list[float],
+    writes: list[float],
+    capacity: int,
+    total: int,
+    latencies: list[float],
+    failures: int,
+    args: argparse.Namespace,
+) -> dict[str, float]:
     ms = 1000.0
     return {
-        "p50": statistics.median(advances) * ms, "p99": percentile(advances, 99) * ms,
-        "write": statistics.median(writes) * ms, "capacity": capacity / args.seconds, "rate": total / args.seconds,
-        "concurrent_p99": percentile(latencies, 99) * ms, "failures": failures,
-    }  # fmt: skip
+        "p50": statistics.median(advances) * ms,
+        "p99": percentile(advances, 99) * ms,
+        "write": statistics.median(writes) * ms,
+        "capacity": capacity / args.seconds,
+        "rate": total / args.seconds,
+        "concurrent_p99": percentile(latencies, 99) * ms,
+        "failures": failures,
+    }
 
 
 def main() -> int:
@@ -260,11 +288,18 @@ def main() -> int:
     parser.add_argument("-n", "--count", type=int, default=2000, help="advances and writes each (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=100, help="untimed advances first (default: %(default)s)")
     parser.add_argument("--keys", type=int, default=100, help="keys advancing at once (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each concurrent run (default: %(default)s)")
-    parser.add_argument("--rate", type=float, default=2000.0,
-                        help="advances a second the keys offer together (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--backend", action="append", choices=("trio", "etcd", "postgresql"),
-                        help="a backend to measure (repeatable; default: trio)")  # fmt: skip
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="length of each concurrent run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=2000.0, help="advances a second the keys offer together (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--backend",
+        action="append",
+        choices=("trio", "etcd", "postgresql"),
+        help="a backend to measure (repeatable; default: trio)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) for inspection")
     args = parser.parse_args()
 
@@ -286,11 +321,15 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     if len(results) > 1 or "trio" not in results:
-        print(f"\n{'backend':<11}{'p50 ms':>8}{'p99 ms':>8}{'p50 ratio':>11}{'p99 ratio':>11}"
-              f"{'max adv/s':>11}{f'at {args.rate:.0f}/s':>10}{'its p99 ms':>12}")  # fmt: skip
+        print(
+            f"\n{'backend':<11}{'p50 ms':>8}{'p99 ms':>8}{'p50 ratio':>11}{'p99 ratio':>11}"
+            f"{'max adv/s':>11}{f'at {args.rate:.0f}/s':>10}{'its p99 ms':>12}"
+        )
         for backend, r in results.items():
-            print(f"{backend:<11}{r['p50']:>8.3f}{r['p99']:>8.3f}{r['p50'] / r['write']:>11.2f}"
-                  f"{r['p99'] / r['write']:>11.2f}{r['capacity']:>11.0f}{r['rate']:>10.0f}{r['concurrent_p99']:>12.1f}")  # fmt: skip
+            print(
+                f"{backend:<11}{r['p50']:>8.3f}{r['p99']:>8.3f}{r['p50'] / r['write']:>11.2f}"
+                f"{r['p99'] / r['write']:>11.2f}{r['capacity']:>11.0f}{r['rate']:>10.0f}{r['concurrent_p99']:>12.1f}"
+            )
         print(f"(ratios to one local durable write measured alongside; {args.keys} keys at once for advances/s)")
     return 0
 

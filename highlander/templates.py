@@ -51,9 +51,7 @@ def template_dirs() -> list[Path]:
     if installed.is_dir():
         dirs.append(installed)
     if not dirs:
-        raise TemplateNotFound(
-            f"no template directory: neither {installed} nor a source checkout's templates/"
-        )
+        raise TemplateNotFound(f"no template directory: neither {installed} nor a source checkout's templates/")
     return dirs
 
 

@@ -91,8 +91,15 @@ class CometNode:
     def log(self) -> Path:
         return self.home / "cometbft.log"
 
-    def init(self, chain_id: str, *, extensions_height: int = 0, genesis_from: CometNode | None = None,
-             peer: CometNode | None = None, remote_signer: bool = True) -> None:  # fmt: skip
+    def init(
+        self,
+        chain_id: str,
+        *,
+        extensions_height: int = 0,
+        genesis_from: CometNode | None = None,
+        peer: CometNode | None = None,
+        remote_signer: bool = True,
+    ) -> None:
         """``cometbft init``, then this test's chain id, ports and short timeouts
         (``remote_signer=False``: the node signs itself with FilePV)."""
         subprocess.run([self.binary, "init", "--home", self.home], check=True, capture_output=True)
@@ -111,15 +118,19 @@ class CometNode:
         config = self.home / "config" / "config.toml"
         text = config.read_text()
         for section, key, value in [
-            ("", "proxy_app", '"kvstore"'), ("", "moniker", f'"{self.name}"'),
+            ("", "proxy_app", '"kvstore"'),
+            ("", "moniker", f'"{self.name}"'),
             ("", "priv_validator_laddr", f'"{self.privval_laddr}"' if remote_signer else '""'),
             ("rpc", "laddr", f'"tcp://127.0.0.1:{self.rpc_port}"'),
             ("p2p", "laddr", f'"tcp://127.0.0.1:{self.p2p_port}"'),
-            ("p2p", "addr_book_strict", "false"), ("p2p", "allow_duplicate_ip", "true"),
+            ("p2p", "addr_book_strict", "false"),
+            ("p2p", "allow_duplicate_ip", "true"),
             ("p2p", "persistent_peers", f'"{peer.node_id()}@127.0.0.1:{peer.p2p_port}"' if peer else '""'),
-            ("consensus", "timeout_propose", '"1s"'), ("consensus", "timeout_prevote", '"300ms"'),
-            ("consensus", "timeout_precommit", '"300ms"'), ("consensus", "timeout_commit", '"200ms"'),
-        ]:  # fmt: skip
+            ("consensus", "timeout_propose", '"1s"'),
+            ("consensus", "timeout_prevote", '"300ms"'),
+            ("consensus", "timeout_precommit", '"300ms"'),
+            ("consensus", "timeout_commit", '"200ms"'),
+        ]:
             text = _set(text, section, key, value)
         config.write_text(text)
 
@@ -192,8 +203,9 @@ class CometNode:
 class PrivvalProcess:
     """``highlander privval`` with its own configuration, key copy and state."""
 
-    def __init__(self, workdir: Path, chain_id: str, key_file: Path, register: Path, nodes: list[str],
-                 **settings: object) -> None:  # fmt: skip
+    def __init__(
+        self, workdir: Path, chain_id: str, key_file: Path, register: Path, nodes: list[str], **settings: object
+    ) -> None:
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.key_file = self.dir / "priv_validator_key.json"

@@ -42,8 +42,9 @@ def run(command: list[str], stdin: str | bytes | Mapping[str, object], env: Mapp
         env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", **(env or {})},
         timeout=AGENT_TIMEOUT,
     )
-    return Run(completed.returncode, completed.stdout.decode(errors="replace"),
-               completed.stderr.decode(errors="replace"))  # fmt: skip
+    return Run(
+        completed.returncode, completed.stdout.decode(errors="replace"), completed.stderr.decode(errors="replace")
+    )
 
 
 def ours(name: str) -> list[str]:

@@ -16,8 +16,9 @@ from highlander.privval.key import address_of
 from highlander.privval.secretconn import raw_public
 
 
-def vote(height: int = 10, round_: int = 0, kind: int = schema.PREVOTE, block: bytes = b"a",
-         seconds: int = 100) -> Message:  # fmt: skip
+def vote(
+    height: int = 10, round_: int = 0, kind: int = schema.PREVOTE, block: bytes = b"a", seconds: int = 100
+) -> Message:
     """A vote for the block named ``block`` (complete block id, 32-byte hashes)."""
     message = schema.Vote(type=kind, height=height, round=round_)
     message.block_id.hash = hashlib.sha256(block).digest()
@@ -46,11 +47,17 @@ def proposal_request(chain: str, **fields: object) -> Message:
 def write_key(path: Path, private: Ed25519PrivateKey, mode: int = 0o600) -> Path:
     """A priv_validator_key.json as CometBFT writes it."""
     public = raw_public(private)
-    path.write_text(json.dumps({
-        "address": address_of(public),
-        "pub_key": {"type": "tendermint/PubKeyEd25519", "value": base64.b64encode(public).decode()},
-        "priv_key": {"type": "tendermint/PrivKeyEd25519",
-                     "value": base64.b64encode(private.private_bytes_raw() + public).decode()},
-    }))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "address": address_of(public),
+                "pub_key": {"type": "tendermint/PubKeyEd25519", "value": base64.b64encode(public).decode()},
+                "priv_key": {
+                    "type": "tendermint/PrivKeyEd25519",
+                    "value": base64.b64encode(private.private_bytes_raw() + public).decode(),
+                },
+            }
+        )
+    )
     os.chmod(path, mode)
     return path

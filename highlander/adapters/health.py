@@ -55,18 +55,14 @@ def check_url(url: str, timeout: float) -> Health:
 def check_command(argv: list[str], timeout: float, env: dict[str, str]) -> Health:
     """Run the operator's health command with the daemon's environment."""
     try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=max(timeout, 0.1), env=env
-        )
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=max(timeout, 0.1), env=env)
     except FileNotFoundError:
         raise HealthError(f"health command {argv[0]!r} not found") from None
     except subprocess.TimeoutExpired:
         raise HealthError(f"health command did not finish within {timeout:.0f} s") from None
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
-        raise HealthError(
-            f"health command exited with {done.returncode}" + (f": {detail[-1]}" if detail else "")
-        )
+        raise HealthError(f"health command exited with {done.returncode}" + (f": {detail[-1]}" if detail else ""))
     lines = done.stdout.strip().splitlines()
     height = int(lines[-1]) if lines and lines[-1].strip().isdigit() else None
     return Health(height, False)

@@ -216,9 +216,7 @@ class JsonClient:
                 raise self._transport_error(e) from None
             except http.client.HTTPException as e:
                 self.close()
-                raise ProtocolError(
-                    f"{method} {self.origin}{path}: not an HTTP answer ({type(e).__name__})"
-                ) from None
+                raise ProtocolError(f"{method} {self.origin}{path}: not an HTTP answer ({type(e).__name__})") from None
             break
         log.debug("%s %s -> %d %s", method, path, response.status, response.reason)
         if len(raw) > MAX_BODY:

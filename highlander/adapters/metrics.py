@@ -133,15 +133,21 @@ FENCE_TEXTFILE = "highlander_fence.prom"
 _FENCE_LABELS = ("agent", "action", "result")
 FENCE_FAMILIES: dict[str, Family] = {
     "highlander_fence_runs": (
-        "counter", "Fence agent runs by agent, action and result (success or failure).", _FENCE_LABELS,
+        "counter",
+        "Fence agent runs by agent, action and result (success or failure).",
+        _FENCE_LABELS,
     ),
     "highlander_fence_last_duration_seconds": (
-        "gauge", "How long the last run of that agent, action and result took, its delay included.", _FENCE_LABELS,
+        "gauge",
+        "How long the last run of that agent, action and result took, its delay included.",
+        _FENCE_LABELS,
     ),
     "highlander_fence_last_timestamp_seconds": (
-        "gauge", "Unix time when the last run of that agent, action and result ended.", _FENCE_LABELS,
+        "gauge",
+        "Unix time when the last run of that agent, action and result ended.",
+        _FENCE_LABELS,
     ),
-}  # fmt: skip
+}
 
 
 def record_fence(directory: Path, agent: str, action: str, result: str, seconds: float) -> Path:
@@ -166,17 +172,24 @@ def record_fence(directory: Path, agent: str, action: str, result: str, seconds:
 DRILL_TEXTFILE = "highlander_drill.prom"
 DRILL_FAMILIES: dict[str, Family] = {
     "highlander_drill_ok": ("gauge", "1 when the last drill of that name met every expectation, else 0.", ("drill",)),
-    "highlander_drill_last_timestamp_seconds": ("gauge", "Unix time when the last drill of that name ended.",
-                                                ("drill",)),
+    "highlander_drill_last_timestamp_seconds": (
+        "gauge",
+        "Unix time when the last drill of that name ended.",
+        ("drill",),
+    ),
     "highlander_drill_iterations": ("gauge", "Iterations the last drill of that name ran.", ("drill",)),
-    "highlander_drill_double_signs": ("gauge", "Double signs the last drill of that name found (must be 0).",
-                                      ("drill",)),
+    "highlander_drill_double_signs": (
+        "gauge",
+        "Double signs the last drill of that name found (must be 0).",
+        ("drill",),
+    ),
     "highlander_drill_phase_seconds": (
-        "gauge", "Failover phases of the last drill of that name (detection, fencing, promotion, signing_gap, "
-                 "total) per scenario: min, median and max over its iterations.",
+        "gauge",
+        "Failover phases of the last drill of that name (detection, fencing, promotion, signing_gap, "
+        "total) per scenario: min, median and max over its iterations.",
         ("drill", "scenario", "phase", "stat"),
     ),
-}  # fmt: skip
+}
 
 
 def record_drill(directory: Path, drill: str, summary: Mapping[str, Any]) -> Path:
@@ -231,14 +244,17 @@ class SignstateMetrics:
         self.seconds = Histogram(
             "highlander_signstate_request_seconds",
             "Time to answer a signer's promote or advance, by operation and backend.",
-            ["op", "backend"], buckets=LATENCY, registry=registry_,
-        )  # fmt: skip
+            ["op", "backend"],
+            buckets=LATENCY,
+            registry=registry_,
+        )
         self.results = Counter(
             "highlander_signstate_results_total",
             "Answers to signers by operation and verdict (OK, STALE_EPOCH, REGRESSION, CONFLICT, NO_QUORUM, "
             "REFUSED, ERROR).",
-            ["op", "verdict"], registry=registry_,
-        )  # fmt: skip
+            ["op", "verdict"],
+            registry=registry_,
+        )
 
     def answered(self, op: str, verdict: str, started: float) -> None:
         self.seconds.labels(op, self.backend).observe(time.perf_counter() - started)
@@ -253,13 +269,16 @@ class PrivvalMetrics:
             "highlander_privval_sign_requests_total",
             "Sign requests from CometBFT nodes by type (vote, proposal) and result (signed, resent, refused, "
             "conflict, superseded).",
-            ["type", "result"], registry=registry_,
-        )  # fmt: skip
+            ["type", "result"],
+            registry=registry_,
+        )
         self.seconds = Histogram(
             "highlander_privval_sign_seconds",
             "Time from a sign request to its signed answer, the register's advance included.",
-            ["type"], buckets=LATENCY, registry=registry_,
-        )  # fmt: skip
+            ["type"],
+            buckets=LATENCY,
+            registry=registry_,
+        )
         self.last_signature = Gauge(
             "highlander_privval_last_signature_timestamp_seconds",
             "Unix time of the last signature handed out (0: none since the signer started).",

@@ -69,9 +69,11 @@ class ClusterStatus(NamedTuple):
 
     def _nodes(self, rid: str, roles: frozenset[str]) -> tuple[str, ...]:
         return tuple(
-            node for r in self.resources if r.id == rid and r.active and not r.failed and r.role in roles
+            node
+            for r in self.resources
+            if r.id == rid and r.active and not r.failed and r.role in roles
             for node in r.nodes
-        )  # fmt: skip
+        )
 
     def fail_count(self, rid: str) -> int:
         return sum(count for (_, r), count in self.fail_counts.items() if r == rid)
@@ -84,9 +86,7 @@ def parse_status(document: str) -> ClusterStatus:
     dc = summary.find("current_dc") if summary is not None else None
     dc_name = dc.get("name") if dc is not None and dc.get("present") == "true" else None
     quorate = dc is not None and dc.get("with_quorum") == "true"
-    online = tuple(
-        n.get("name", "") for n in root.iterfind("nodes/node") if n.get("online") == "true"
-    )
+    online = tuple(n.get("name", "") for n in root.iterfind("nodes/node") if n.get("online") == "true")
     resources = tuple(
         ResourceState(
             id=r.get("id", ""),

@@ -83,9 +83,7 @@ def find_tagged(tag: str) -> list[int]:
     """Every live process whose environment carries ``tag``."""
     me = os.getpid()
     return [
-        int(entry)
-        for entry in os.listdir("/proc")
-        if entry.isdigit() and int(entry) != me and is_ours(int(entry), tag)
+        int(entry) for entry in os.listdir("/proc") if entry.isdigit() and int(entry) != me and is_ours(int(entry), tag)
     ]
 
 

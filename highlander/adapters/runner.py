@@ -56,10 +56,7 @@ class CommandError(RuntimeError):
     def __init__(self, result: Result) -> None:
         self.result = result
         detail = (result.stderr or result.stdout).strip().splitlines()
-        super().__init__(
-            f"{result.argv[0]} exited with {result.returncode}"
-            + (f": {detail[-1]}" if detail else "")
-        )
+        super().__init__(f"{result.argv[0]} exited with {result.returncode}" + (f": {detail[-1]}" if detail else ""))
 
 
 class Runs(Protocol):

@@ -212,8 +212,16 @@ class SshRunner:
     wait out a connect timeout for every question to a powered-off one.
     """
 
-    def __init__(self, host: str, *, user: str = "root", port: int = 22, key_file: Path | None = None,
-                 known_hosts: Path | None = None, retry_after: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        host: str,
+        *,
+        user: str = "root",
+        port: int = 22,
+        key_file: Path | None = None,
+        known_hosts: Path | None = None,
+        retry_after: float = 0.0,
+    ) -> None:
         self.host = host
         self.user = user
         self.port = port
@@ -240,10 +248,14 @@ class SshRunner:
         try:
             policy.apply_to(client)
             client.connect(
-                self.host, port=self.port, username=self.user, timeout=CONNECT_TIMEOUT,
-                banner_timeout=CONNECT_TIMEOUT, auth_timeout=CONNECT_TIMEOUT,
+                self.host,
+                port=self.port,
+                username=self.user,
+                timeout=CONNECT_TIMEOUT,
+                banner_timeout=CONNECT_TIMEOUT,
+                auth_timeout=CONNECT_TIMEOUT,
                 key_filename=str(self.key_file) if self.key_file else None,
-            )  # fmt: skip
+            )
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise policy.refusal(exc.key) or SshError(f"{where}: paramiko refused the host key {exc}") from None

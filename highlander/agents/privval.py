@@ -62,7 +62,7 @@ def _config(res: Resource) -> PrivvalConfig:
 
     config = read_config(res, load_config)
     if config.control is None:
-        raise OCFError(codes.ERR_CONFIGURED, f"{res.params['config']}: set control = \"/run/highlander/privval.sock\"")
+        raise OCFError(codes.ERR_CONFIGURED, f'{res.params["config"]}: set control = "/run/highlander/privval.sock"')
     return config
 
 

@@ -143,15 +143,13 @@ PARAMETERS = (
     Parameter(
         "chain_id",
         "Chain id of the signing key",
-        "The chain the daemon signs for, as registered in the sign-state "
-        "register. Required while signstate is on.",
+        "The chain the daemon signs for, as registered in the sign-state register. Required while signstate is on.",
         unique_group="signing_key",
     ),
     Parameter(
         "key_id",
         "Name of the signing key",
-        "The signing key's name in the sign-state register. Required while "
-        "signstate is on.",
+        "The signing key's name in the sign-state register. Required while signstate is on.",
         unique_group="signing_key",
     ),
     Parameter(
@@ -303,7 +301,8 @@ def _require_program(word: str, what: str) -> None:
         raise OCFError(
             codes.ERR_INSTALLED,
             f"{what} program {word!r} is not installed here (not an executable file"
-            + ("" if "/" in word else f" in {DAEMON_PATH}") + ")",
+            + ("" if "/" in word else f" in {DAEMON_PATH}")
+            + ")",
         )
 
 
@@ -383,9 +382,7 @@ def _height_advanced(res: Resource, found: Health | None) -> None:
     previous = process.read_pidfile(path)  # the same one-number file format
     process.write_pidfile(path, found.height)
     if previous is not None and found.height <= previous:
-        raise OCFError(
-            codes.ERR_GENERIC, f"block height has not advanced since the previous check ({found.height})"
-        )
+        raise OCFError(codes.ERR_GENERIC, f"block height has not advanced since the previous check ({found.height})")
 
 
 # --- the sign-state gate ------------------------------------------------------
@@ -444,18 +441,37 @@ def _spawn_guarded(res: Resource, daemon: Daemon, epoch: int, since: HRS) -> Pop
     )
     return _follower(res).spawn(
         [
-            sys.executable, "-m", "highlander", "signstate", "follow",
-            "--socket", str(res.params["signstate_socket"]),
-            "--chain-id", str(res.params["chain_id"]), "--key-id", str(res.params["key_id"]),
-            "--epoch", str(epoch), "--state-file", str(res.params["state_file"]),
-            "--format", str(res.params["state_format"]), "--since", str(since),
-            "--deadline", str(res.integer("replication_deadline") / 1000),
-            "--poll", str(STATE_POLL_MS / 1000),
-            "--pidfile", daemon.pidfile, "--reason-file", _reasonfile(res),
+            sys.executable,
+            "-m",
+            "highlander",
+            "signstate",
+            "follow",
+            "--socket",
+            str(res.params["signstate_socket"]),
+            "--chain-id",
+            str(res.params["chain_id"]),
+            "--key-id",
+            str(res.params["key_id"]),
+            "--epoch",
+            str(epoch),
+            "--state-file",
+            str(res.params["state_file"]),
+            "--format",
+            str(res.params["state_format"]),
+            "--since",
+            str(since),
+            "--deadline",
+            str(res.integer("replication_deadline") / 1000),
+            "--poll",
+            str(STATE_POLL_MS / 1000),
+            "--pidfile",
+            daemon.pidfile,
+            "--reason-file",
+            _reasonfile(res),
         ],
         env={"PATH": DAEMON_PATH, "LANG": "C.UTF-8"},
         stdin=signer.to_json().encode(),
-    )  # fmt: skip
+    )
 
 
 def _check_follower(res: Resource) -> None:

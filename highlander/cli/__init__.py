@@ -64,15 +64,23 @@ def main() -> None:
 @main.command("install")
 @click.option("--uninstall", is_flag=True, help="Remove exactly what an earlier install wrote.")
 @click.option(
-    "--prefix", type=click.Path(path_type=Path), default=Path("/usr"), show_default=True,
+    "--prefix",
+    type=click.Path(path_type=Path),
+    default=Path("/usr"),
+    show_default=True,
     help="Installation prefix; fence agents go to PREFIX/sbin.",
 )
 @click.option(
-    "--ocf-root", type=click.Path(path_type=Path), default=None,
+    "--ocf-root",
+    type=click.Path(path_type=Path),
+    default=None,
     help="OCF root; agents go to OCF_ROOT/resource.d/highlander.  [default: PREFIX/lib/ocf]",
 )
 @click.option(
-    "--destdir", type=click.Path(path_type=Path), default=Path("/"), show_default=True,
+    "--destdir",
+    type=click.Path(path_type=Path),
+    default=Path("/"),
+    show_default=True,
     help="Stage the installation below this directory (for packagers).",
 )
 def install_command(uninstall: bool, prefix: Path, ocf_root: Path | None, destdir: Path) -> None:
@@ -109,9 +117,14 @@ def install_command(uninstall: bool, prefix: Path, ocf_root: Path | None, destdi
 
 @main.command("demo-chain")
 @click.option("--listen", default="127.0.0.1:26657", show_default=True, help="HOST:PORT to serve /status on.")
-@click.option("--block-time", type=click.FloatRange(min=0.01), default=1.0, show_default=True, help="Seconds per block.")
 @click.option(
-    "--catch-up", type=click.FloatRange(min=0), default=2.0, show_default=True,
+    "--block-time", type=click.FloatRange(min=0.01), default=1.0, show_default=True, help="Seconds per block."
+)
+@click.option(
+    "--catch-up",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
     help="Seconds to report catching_up=true after start.",
 )
 @click.option("--network", default="highlander-demo", show_default=True, help="Chain id to report.")
@@ -146,4 +159,3 @@ def demo_command() -> None:
         raise click.ClickException("interrupted; everything the demo started is stopped") from None
     except Exception as exc:
         raise click.ClickException(str(exc)) from None
-

@@ -20,25 +20,57 @@ def _host_port(value: str, option: str) -> tuple[str, int]:
 
 @click.command("demo-signer")
 @click.option(
-    "--socket", "socket_path", type=click.Path(path_type=Path), default=DEFAULT_SOCKET, show_default=True,
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_SOCKET,
+    show_default=True,
     help="The local sign-state daemon's Unix socket.",
 )
 @click.option("--chain-id", default="highlander-demo", show_default=True, help="Chain the key signs for.")
 @click.option("--key-id", default="validator", show_default=True, help="Name of the signing key.")
 @click.option("--node", required=True, help="This node's name, written into every journal line.")
-@click.option("--journal", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="Append one JSON line per signature here (fsync'ed before the next vote).")
-@click.option("--block-time", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
-              help="Seconds per block of the synthetic chain.")
-@click.option("--genesis", type=float, default=0.0, show_default=True,
-              help="UNIX time of height 1; every signer of one chain must agree on it.")
+@click.option(
+    "--journal",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Append one JSON line per signature here (fsync'ed before the next vote).",
+)
+@click.option(
+    "--block-time",
+    type=click.FloatRange(min=0.001),
+    default=1.0,
+    show_default=True,
+    help="Seconds per block of the synthetic chain.",
+)
+@click.option(
+    "--genesis",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="UNIX time of height 1; every signer of one chain must agree on it.",
+)
 @click.option("--status-listen", metavar="HOST:PORT", help="Serve a CometBFT-style /status here.")
-@click.option("--key-file", type=click.Path(path_type=Path, dir_okay=False),
-              help="ed25519 private key (PEM), created 0600 when missing.  [default: a key for this run only]")
-@click.option("--no-guard", is_flag=True,
-              help="Never ask the register: the negative control that double-signs on purpose.")
-def demo_signer(socket_path: Path, chain_id: str, key_id: str, node: str, journal: Path, block_time: float,
-                genesis: float, status_listen: str | None, key_file: Path | None, no_guard: bool) -> None:  # fmt: skip
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="ed25519 private key (PEM), created 0600 when missing.  [default: a key for this run only]",
+)
+@click.option(
+    "--no-guard", is_flag=True, help="Never ask the register: the negative control that double-signs on purpose."
+)
+def demo_signer(
+    socket_path: Path,
+    chain_id: str,
+    key_id: str,
+    node: str,
+    journal: Path,
+    block_time: float,
+    genesis: float,
+    status_listen: str | None,
+    key_file: Path | None,
+    no_guard: bool,
+) -> None:
     """A synthetic validator: promote once, then advance before every vote.
 
     It signs propose, prevote and precommit of round 0 at the chain's current
@@ -66,9 +98,16 @@ def demo_signer(socket_path: Path, chain_id: str, key_id: str, node: str, journa
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     options = signer.Options(
-        socket=socket_path, key=KeyId(chain_id, key_id), node=node, journal=journal, block_time=block_time,
-        genesis=genesis, status_listen=listen, key_file=key_file, guard=not no_guard,
-    )  # fmt: skip
+        socket=socket_path,
+        key=KeyId(chain_id, key_id),
+        node=node,
+        journal=journal,
+        block_time=block_time,
+        genesis=genesis,
+        status_listen=listen,
+        key_file=key_file,
+        guard=not no_guard,
+    )
     try:
         status = signer.run(options, stop)
     except signer.SignerError as exc:
@@ -81,8 +120,14 @@ def demo_signer(socket_path: Path, chain_id: str, key_id: str, node: str, journa
 @click.command("check-journals")
 @click.argument("journals", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--gaps", "top_gaps", type=click.IntRange(min=0), default=5, show_default=True,
-              help="How many of the longest signing gaps to show.")
+@click.option(
+    "--gaps",
+    "top_gaps",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="How many of the longest signing gaps to show.",
+)
 def check_journals(journals: tuple[Path, ...], as_json: bool, top_gaps: int) -> None:
     """Check demo-signer journals for double signs, regressions and gaps.
 

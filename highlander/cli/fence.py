@@ -16,25 +16,55 @@ DEFAULT_INVENTORY = Path("/etc/highlander/inventory.yml")
 @click.command()
 @click.argument("node")
 @click.option("--action", type=click.Choice(OPERATOR_ACTIONS), required=True, help="What to do to NODE's power.")
-@click.option("--inventory", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_INVENTORY,
-              show_default=True, help="Where NODE's fence devices are described.")  # fmt: skip
-@click.option("--method", type=click.Choice(["ipmi", "ilo_ssh", "redfish"]),
-              help="Fence through this device instead of the inventory's (with --ip, --username ...).")  # fmt: skip
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_INVENTORY,
+    show_default=True,
+    help="Where NODE's fence devices are described.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["ipmi", "ilo_ssh", "redfish"]),
+    help="Fence through this device instead of the inventory's (with --ip, --username ...).",
+)
 @click.option("--ip", help="The device's address (with --method).")
 @click.option("--ipport", type=click.IntRange(1, 65535), help="The device's port (with --method).")
 @click.option("--username", help="The device's user (with --method).")
-@click.option("--password-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="File holding the device's password (otherwise asked for).")  # fmt: skip
-@click.option("--option", "options", multiple=True, metavar="NAME=VALUE",
-              help="An agent option for the device given with --method (repeatable).")  # fmt: skip
-@click.option("--metrics-dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="Count the outcome in highlander_fence.prom in this directory (node_exporter's textfile "
-                   "collector), as the agents' metrics_dir option does.")  # fmt: skip
+@click.option(
+    "--password-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="File holding the device's password (otherwise asked for).",
+)
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="An agent option for the device given with --method (repeatable).",
+)
+@click.option(
+    "--metrics-dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Count the outcome in highlander_fence.prom in this directory (node_exporter's textfile "
+    "collector), as the agents' metrics_dir option does.",
+)
 @click.option("--via-cluster", is_flag=True, help="Ask Pacemaker (stonith_admin) instead of the devices.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def fence(node: str, action: str, inventory: Path, method: str | None, ip: str | None, ipport: int | None,
-          username: str | None, password_file: Path | None, options: tuple[str, ...], metrics_dir: Path | None,
-          via_cluster: bool, yes: bool) -> None:  # fmt: skip
+def fence(
+    node: str,
+    action: str,
+    inventory: Path,
+    method: str | None,
+    ip: str | None,
+    ipport: int | None,
+    username: str | None,
+    password_file: Path | None,
+    options: tuple[str, ...],
+    metrics_dir: Path | None,
+    via_cluster: bool,
+    yes: bool,
+) -> None:
     """Fence NODE: power it off, on, reboot it, or read its power status.
 
     Directly through its fence devices (tried in the inventory's order, so
@@ -46,8 +76,10 @@ def fence(node: str, action: str, inventory: Path, method: str | None, ip: str |
 
     if via_cluster:
         if metrics_dir is not None:
-            raise click.UsageError("--metrics-dir counts fencing done here; with --via-cluster the cluster's "
-                                   "devices count it with their own metrics_dir option")  # fmt: skip
+            raise click.UsageError(
+                "--metrics-dir counts fencing done here; with --via-cluster the cluster's "
+                "devices count it with their own metrics_dir option"
+            )
         if action != "status" and not yes:
             click.confirm(f"Ask the cluster to {action} {node}?", abort=True)
         from highlander.adapters.runner import CommandRunner
@@ -95,9 +127,14 @@ def fence(node: str, action: str, inventory: Path, method: str | None, ip: str |
 
 
 def _devices(
-    node: str, inventory: Path, method: str | None, ip: str | None, ipport: int | None,
-    username: str | None, options: tuple[str, ...],
-) -> tuple[FenceDevice, ...]:  # fmt: skip
+    node: str,
+    inventory: Path,
+    method: str | None,
+    ip: str | None,
+    ipport: int | None,
+    username: str | None,
+    options: tuple[str, ...],
+) -> tuple[FenceDevice, ...]:
     """The devices to try: the one described by options, or the inventory's."""
     from highlander.inventory import InventoryError, load
     from highlander.inventory.model import DEFAULT_FENCE_PORTS

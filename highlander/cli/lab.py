@@ -14,9 +14,12 @@ from highlander.lab.stacks import DEFAULT as DEFAULT_STACK
 from highlander.lab.stacks import STACKS
 
 dir_option = click.option(
-    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=None,
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
     help="The lab's directory (state, logs, node disks).  [default: $HIGHLANDER_LAB_DIR or /var/lib/highlander-lab]",
-)  # fmt: skip
+)
 
 
 def _directory(directory: Path | None) -> Path:
@@ -37,24 +40,48 @@ def lab() -> None:
 
 
 @lab.command()
-@click.option("--inventory", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="The lab inventory.  [default: examples/lab.yml]")  # fmt: skip
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="The lab inventory.  [default: examples/lab.yml]",
+)
 @dir_option
-@click.option("--timeout", type=click.FloatRange(min=10), default=300, show_default=True,
-              help="Seconds until the validator must run.")  # fmt: skip
-@click.option("--configure/--no-configure", default=True, show_default=True,
-              help="Install the nodes' configuration; --no-configure boots them without it (only the BMC "
-                   "password files) and returns once they answer SSH, for the Ansible rollout.")  # fmt: skip
-@click.option("--stack", type=click.Choice(STACKS), default=DEFAULT_STACK, show_default=True,
-              help="highlander: ours. stock: fence_ipmilan and ocf:heartbeat:anything running the signer "
-                   "unguarded (the benchmark's reference). unguarded: ours with fencing, the sign-state "
-                   "gate and the signer's guard off (the negative control). Both others are NOT safe.")  # fmt: skip
-@click.option("--workload", type=click.Choice(["chain", "demo-signer"]), default="chain", show_default=True,
-              help="chain: a real CometBFT network (kvstore), our validator signing through highlander privval "
-                   "on node-a and node-b, three FilePV validators on hosts of their own. demo-signer: the "
-                   "synthetic signer of the journals under ocf:highlander:validator.")  # fmt: skip
-def up(inventory: Path | None, directory: Path | None, timeout: float, configure: bool, stack: str,
-       workload: str) -> None:  # fmt: skip
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=10),
+    default=300,
+    show_default=True,
+    help="Seconds until the validator must run.",
+)
+@click.option(
+    "--configure/--no-configure",
+    default=True,
+    show_default=True,
+    help="Install the nodes' configuration; --no-configure boots them without it (only the BMC "
+    "password files) and returns once they answer SSH, for the Ansible rollout.",
+)
+@click.option(
+    "--stack",
+    type=click.Choice(STACKS),
+    default=DEFAULT_STACK,
+    show_default=True,
+    help="highlander: ours. stock: fence_ipmilan and ocf:heartbeat:anything running the signer "
+    "unguarded (the benchmark's reference). unguarded: ours with fencing, the sign-state "
+    "gate and the signer's guard off (the negative control). Both others are NOT safe.",
+)
+@click.option(
+    "--workload",
+    type=click.Choice(["chain", "demo-signer"]),
+    default="chain",
+    show_default=True,
+    help="chain: a real CometBFT network (kvstore), our validator signing through highlander privval "
+    "on node-a and node-b, three FilePV validators on hosts of their own. demo-signer: the "
+    "synthetic signer of the journals under ocf:highlander:validator.",
+)
+def up(
+    inventory: Path | None, directory: Path | None, timeout: float, configure: bool, stack: str, workload: str
+) -> None:
     """Build the lab and wait until the validator runs (cleans up an earlier run first)."""
     from highlander.adapters.runner import CommandError
     from highlander.inventory import InventoryError
@@ -65,8 +92,9 @@ def up(inventory: Path | None, directory: Path | None, timeout: float, configure
     if stack != DEFAULT_STACK and not configure:
         raise click.UsageError("--stack needs the lab's configuration: drop --no-configure")
     try:
-        state = lifecycle.up(_directory(directory), inventory, click.echo, timeout=timeout, configure=configure,
-                             workload=workload)  # fmt: skip
+        state = lifecycle.up(
+            _directory(directory), inventory, click.echo, timeout=timeout, configure=configure, workload=workload
+        )
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; the lab was taken down") from None
     except (LabError, InventoryError, OSError) as exc:
@@ -74,13 +102,17 @@ def up(inventory: Path | None, directory: Path | None, timeout: float, configure
     try:
         stacks.apply(_directory(directory), stack, click.echo, timeout=timeout)
     except (LabError, stacks.StackError, CommandError, TimeoutError) as exc:
-        raise click.ClickException(f"the {stack} stack did not settle: {exc}; the lab is still up, in an "
-                                   "unknown state: take it down (highlander lab down)") from None  # fmt: skip
+        raise click.ClickException(
+            f"the {stack} stack did not settle: {exc}; the lab is still up, in an "
+            "unknown state: take it down (highlander lab down)"
+        ) from None
     timings = state.get("timings", {})
     if not configure:
-        click.echo(f"lab up in {state.get('up_seconds')} s, unconfigured: the nodes answer SSH "
-                   f"(ip netns exec {state['plan']['switch']} ssh -F {state['plan']['directory']}/ssh/ssh_config "
-                   "node-a); corosync waits for its configuration (ansible/site.yml)")  # fmt: skip
+        click.echo(
+            f"lab up in {state.get('up_seconds')} s, unconfigured: the nodes answer SSH "
+            f"(ip netns exec {state['plan']['switch']} ssh -F {state['plan']['directory']}/ssh/ssh_config "
+            "node-a); corosync waits for its configuration (ansible/site.yml)"
+        )
         return
     click.echo(
         f"lab up in {state.get('up_seconds')} s (quorate after {timings.get('quorate')} s, validator "
@@ -104,12 +136,13 @@ def status(directory: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"lab {report['run_id']} in {report['directory']}: {report['phase']}, stack {report['stack']}, "
-               f"supervisor {report['supervisor'] or 'not running'}, switch {report['switch']}")  # fmt: skip
+    click.echo(
+        f"lab {report['run_id']} in {report['directory']}: {report['phase']}, stack {report['stack']}, "
+        f"supervisor {report['supervisor'] or 'not running'}, switch {report['switch']}"
+    )
     for name, node in report["nodes"].items():
         bmc = node["bmc_power"] + ("" if node["bmc_running"] else ", simulator not running")
-        click.echo(f"  {name:8} {node['role']:8} {node['address']:15} {node['state']:8} "
-                   f"BMC {node['bmc']} power {bmc}")  # fmt: skip
+        click.echo(f"  {name:8} {node['role']:8} {node['address']:15} {node['state']:8} BMC {node['bmc']} power {bmc}")
     click.echo(report["crm_mon"] or "(no node answers crm_mon)")
 
 

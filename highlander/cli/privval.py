@@ -8,10 +8,18 @@ import click
 
 
 @click.command("privval")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
-              help="The signer's privval.toml.")  # fmt: skip
-@click.option("--promote", is_flag=True,
-              help="Promote in the sign-state register at start and sign; without it, answer PubKey/Ping only.")  # fmt: skip
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    required=True,
+    help="The signer's privval.toml.",
+)
+@click.option(
+    "--promote",
+    is_flag=True,
+    help="Promote in the sign-state register at start and sign; without it, answer PubKey/Ping only.",
+)
 def privval(config_path: Path, promote: bool) -> None:
     """Sign for CometBFT nodes (privval protocol), checking every signature
     against the sign-state register before it is made."""

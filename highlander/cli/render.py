@@ -11,14 +11,19 @@ import click
 @click.command("render")
 @click.argument("inventory", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
-    "--out", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
     help="Directory to write DIR/<node>/... into (missing, empty, or an earlier render).",
-)  # fmt: skip
+)
 @click.option(
-    "--check", "check", is_flag=True,
+    "--check",
+    "check",
+    is_flag=True,
     help="Before writing, check the files with crm_verify, corosync -t (in a throwaway network "
-         "namespace) and ssh-keygen (root).",
-)  # fmt: skip
+    "namespace) and ssh-keygen (root).",
+)
 def render_command(inventory: Path, out: Path, check: bool) -> None:
     """Render corosync.conf, the CIB, signstate.toml (and known_hosts or the
     qnetd settings) for every node of INVENTORY into --out.
@@ -41,8 +46,10 @@ def render_command(inventory: Path, out: Path, check: bool) -> None:
     for f in files:
         click.echo(f"{out / f.relative!s:<{width + len(str(out)) + 1}}  -> {f.destination}")
     if check:
-        click.echo("checked: crm_verify (every CIB), corosync -t (every member's corosync.conf), "
-                   "ssh-keygen (known_hosts): no problems")  # fmt: skip
+        click.echo(
+            "checked: crm_verify (every CIB), corosync -t (every member's corosync.conf), "
+            "ssh-keygen (known_hosts): no problems"
+        )
 
 
 def _fail(headline: str, problems: list[str]) -> None:

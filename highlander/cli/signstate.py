@@ -12,9 +12,13 @@ from highlander.signstate import follow as guard
 from highlander.signstate.register import HRS, KeyId, Record
 
 socket_option = click.option(
-    "--socket", "socket_path", type=click.Path(path_type=Path), default=DEFAULT_SOCKET, show_default=True,
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_SOCKET,
+    show_default=True,
     help="The local sign-state daemon's Unix socket.",
-)  # fmt: skip
+)
 key_options = (
     click.option("--chain-id", required=True, help="Chain the key signs for."),
     click.option("--key-id", required=True, help="Name of the signing key."),
@@ -47,8 +51,13 @@ def signstate() -> None:
 
 
 @signstate.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
-              help="The node's signstate.toml.")  # fmt: skip
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    required=True,
+    help="The node's signstate.toml.",
+)
 def serve(config_path: Path) -> None:
     """Run this node's replica and coordinator (until SIGTERM)."""
     from highlander.commands.signstate import serve as run
@@ -132,8 +141,9 @@ def promote(socket_path: Path, chain_id: str, key_id: str) -> None:
 @click.option("--round", "round_", type=click.IntRange(min=0), required=True)
 @click.option("--step", type=click.IntRange(1, 3), required=True, help="1 propose, 2 prevote, 3 precommit.")
 @click.option("--digest", required=True, help="Hex SHA-256 of the sign bytes.")
-def advance(socket_path: Path, chain_id: str, key_id: str, epoch: int, height: int, round_: int, step: int,
-            digest: str) -> None:  # fmt: skip
+def advance(
+    socket_path: Path, chain_id: str, key_id: str, epoch: int, height: int, round_: int, step: int, digest: str
+) -> None:
     """Ask the majority to accept a mark before signing it (exit 0: sign)."""
     with _client(socket_path) as client:
         try:
@@ -147,8 +157,13 @@ def advance(socket_path: Path, chain_id: str, key_id: str, epoch: int, height: i
 @socket_option
 @with_key
 @click.option("--format", "kind", type=click.Choice(["cometbft", "tmkms"]), default="cometbft", show_default=True)
-@click.option("--height-margin", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Heights to add above the quorum's mark (CometBFT FilePV mode).")  # fmt: skip
+@click.option(
+    "--height-margin",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Heights to add above the quorum's mark (CometBFT FilePV mode).",
+)
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Raise this state file (never lowers).")
 def export(socket_path: Path, chain_id: str, key_id: str, kind: str, height_margin: int, out: Path | None) -> None:
     """The quorum's highest mark as a signer state file (stdout, or raise --out)."""
@@ -169,9 +184,13 @@ def export(socket_path: Path, chain_id: str, key_id: str, kind: str, height_marg
 
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    default="/etc/highlander/signstate.toml", show_default=True, help="The node's signstate.toml.",
-)  # fmt: skip
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default="/etc/highlander/signstate.toml",
+    show_default=True,
+    help="The node's signstate.toml.",
+)
 
 
 @signstate.command("import")
@@ -200,8 +219,11 @@ def import_(config_path: Path, chain_id: str, key_id: str, kind: str, state_file
 
 @signstate.command()
 @config_option
-@click.option("--backend", type=click.Choice(["trio", "etcd", "postgresql"]),
-              help="The backend to prepare; must be the one the configuration names.")  # fmt: skip
+@click.option(
+    "--backend",
+    type=click.Choice(["trio", "etcd", "postgresql"]),
+    help="The backend to prepare; must be the one the configuration names.",
+)
 def init(config_path: Path, backend: str | None) -> None:
     """Prepare the configured backend for a NEW cluster.
 
@@ -278,17 +300,44 @@ def _parse_mark(text: str, option: str) -> HRS:
 @click.option("--epoch", type=click.IntRange(min=1), required=True, help="The epoch of this node's promotion.")
 @click.option("--state-file", type=click.Path(path_type=Path, dir_okay=False), required=True)
 @click.option("--format", "kind", type=click.Choice(["cometbft", "tmkms"]), default="cometbft", show_default=True)
-@click.option("--since", default="0/0/0", show_default=True, metavar="H/R/S",
-              help="The mark the promotion wrote into the file; what is above it gets replicated.")
-@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=guard.DEADLINE_SECONDS, show_default=True,
-              help="Seconds a change of the file may wait for a majority before the signer is killed.")
-@click.option("--poll", type=click.FloatRange(min=0, min_open=True), default=guard.POLL_SECONDS, show_default=True,
-              help="Seconds between two reads of the state file.")
+@click.option(
+    "--since",
+    default="0/0/0",
+    show_default=True,
+    metavar="H/R/S",
+    help="The mark the promotion wrote into the file; what is above it gets replicated.",
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=0, min_open=True),
+    default=guard.DEADLINE_SECONDS,
+    show_default=True,
+    help="Seconds a change of the file may wait for a majority before the signer is killed.",
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0, min_open=True),
+    default=guard.POLL_SECONDS,
+    show_default=True,
+    help="Seconds between two reads of the state file.",
+)
 @click.option("--pidfile", type=click.Path(path_type=Path, dir_okay=False), help="Record the signer's PID here.")
-@click.option("--reason-file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write why the signer was killed here.")  # fmt: skip
-def follow(socket_path: Path, chain_id: str, key_id: str, epoch: int, state_file: Path, kind: str, since: str,
-           deadline: float, poll: float, pidfile: Path | None, reason_file: Path | None) -> None:  # fmt: skip
+@click.option(
+    "--reason-file", type=click.Path(path_type=Path, dir_okay=False), help="Write why the signer was killed here."
+)
+def follow(
+    socket_path: Path,
+    chain_id: str,
+    key_id: str,
+    epoch: int,
+    state_file: Path,
+    kind: str,
+    since: str,
+    deadline: float,
+    poll: float,
+    pidfile: Path | None,
+    reason_file: Path | None,
+) -> None:
     """Run a FilePV signer and replicate its state file while it runs.
 
     The signer comes as one JSON object on standard input, {"argv": [...],
@@ -309,9 +358,18 @@ def follow(socket_path: Path, chain_id: str, key_id: str, epoch: int, state_file
         raise click.ClickException(f"standard input: {exc}") from None
     try:
         status = guard.follow(
-            socket_path, KeyId(chain_id, key_id), epoch, state_file, kind, mark, signer,
-            deadline=deadline, interval=poll, pidfile=pidfile, reason_file=reason_file,
-        )  # fmt: skip
+            socket_path,
+            KeyId(chain_id, key_id),
+            epoch,
+            state_file,
+            kind,
+            mark,
+            signer,
+            deadline=deadline,
+            interval=poll,
+            pidfile=pidfile,
+            reason_file=reason_file,
+        )
     except guard.SignerError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(status)

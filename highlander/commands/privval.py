@@ -38,11 +38,19 @@ def build_signer(config: PrivvalConfig, metrics: PrivvalMetrics | None = None) -
 
 def _scraped(signer: Signer, service: Service, nodes: int):  # type: ignore[no-untyped-def]
     """The signer's state as Prometheus reads it, at each scrape."""
-    yield ("highlander_privval_connected_nodes", "CometBFT nodes connected to this signer now.", [],
-           [([], float(len(service.connected())))])
+    yield (
+        "highlander_privval_connected_nodes",
+        "CometBFT nodes connected to this signer now.",
+        [],
+        [([], float(len(service.connected())))],
+    )
     yield ("highlander_privval_configured_nodes", "CometBFT nodes this signer dials.", [], [([], float(nodes))])
-    yield ("highlander_privval_promoted", "1 when this signer is promoted and not superseded: it signs.", [],
-           [([], float(signer.may_sign()))])  # fmt: skip
+    yield (
+        "highlander_privval_promoted",
+        "1 when this signer is promoted and not superseded: it signs.",
+        [],
+        [([], float(signer.may_sign()))],
+    )
 
 
 def promote(signer: Signer) -> None:
@@ -63,8 +71,11 @@ def serve(config_path: Path, promoted: bool) -> None:
     signer = build_signer(config, metrics.PrivvalMetrics(registry) if registry else None)
     logging.getLogger("highlander.privval").info(
         "event=starting key=%s address=%s last=%s nodes=%s",
-        signer.key_id, signer.key.address, signer.last.hrs, ",".join(map(str, config.nodes)),
-    )  # fmt: skip
+        signer.key_id,
+        signer.key.address,
+        signer.last.hrs,
+        ",".join(map(str, config.nodes)),
+    )
     if promoted:
         promote(signer)
     service = Service(signer, config.nodes, config.timeout)

@@ -119,16 +119,25 @@ def nodeids(inventory: Inventory) -> dict[str, int]:
 
 def _device(d: FenceDevice) -> dict[str, object]:
     return {
-        "method": d.method, "agent": d.agent, "address": d.address, "port": d.port, "username": d.username,
-        "password_file": d.password_file, "password_vault": d.password_vault, "options": dict(d.options),
-    }  # fmt: skip
+        "method": d.method,
+        "agent": d.agent,
+        "address": d.address,
+        "port": d.port,
+        "username": d.username,
+        "password_file": d.password_file,
+        "password_vault": d.password_vault,
+        "options": dict(d.options),
+    }
 
 
 def _node(node: Node, nodeid: int | None) -> dict[str, object]:
     return {
-        "name": node.name, "role": node.role, "nodeid": nodeid, "addresses": list(node.addresses),
+        "name": node.name,
+        "role": node.role,
+        "nodeid": nodeid,
+        "addresses": list(node.addresses),
         "fence": [_device(d) for d in node.fence],
-    }  # fmt: skip
+    }
 
 
 def corosync_context(inventory: Inventory, **overrides: object) -> dict[str, object]:
@@ -155,9 +164,15 @@ def cib_context(inventory: Inventory) -> dict[str, object]:
         "quorum": inventory.quorum,
         "members": [_node(n, ids[n.name]) for n in inventory.members],
         "validator": {
-            "command": v.command, "user": v.user, "chain_id": v.chain_id, "key_id": v.key_id,
-            "health_url": v.health_url, "state_file": v.state_file, "state_format": v.state_format,
-            "height_margin": v.height_margin, "environment_file": v.environment_file,
+            "command": v.command,
+            "user": v.user,
+            "chain_id": v.chain_id,
+            "key_id": v.key_id,
+            "health_url": v.health_url,
+            "state_file": v.state_file,
+            "state_format": v.state_format,
+            "height_margin": v.height_margin,
+            "environment_file": v.environment_file,
         },
         "signstate": {"socket": inventory.signstate.socket, "config": SIGNSTATE_CONFIG},
         "timeouts": {
@@ -177,8 +192,13 @@ def signstate_context(inventory: Inventory, node: str) -> dict[str, object]:
         "node": node,
         "nodes": [{"name": n.name, "addresses": list(n.addresses)} for n in inventory.nodes],
         "signstate": {
-            "port": s.port, "state_dir": s.state_dir, "pki_dir": s.pki_dir, "socket": s.socket,
-            "socket_group": s.socket_group, "backend": s.backend, "store": dict(s.store or {}),
+            "port": s.port,
+            "state_dir": s.state_dir,
+            "pki_dir": s.pki_dir,
+            "socket": s.socket,
+            "socket_group": s.socket_group,
+            "backend": s.backend,
+            "store": dict(s.store or {}),
             "metrics": s.metrics,
         },
     }
@@ -224,8 +244,12 @@ def render_files(inventory: Inventory) -> list[RenderedFile]:
             )
             files.append(RenderedFile(node.name, "corosync-qnetd", "/etc/default/corosync-qnetd", qnetd))
         files.append(RenderedFile(node.name, "signstate.toml", SIGNSTATE_CONFIG, signstate))
-    alerts = templates.render_template("alerts.yml.j2", cluster=inventory.cluster_name, no_signature_seconds=NO_SIGNATURE_SECONDS,
-                                       missed_blocks=MISSED_BLOCKS)
+    alerts = templates.render_template(
+        "alerts.yml.j2",
+        cluster=inventory.cluster_name,
+        no_signature_seconds=NO_SIGNATURE_SECONDS,
+        missed_blocks=MISSED_BLOCKS,
+    )
     files.append(RenderedFile("", "alerts.yml", "", alerts))
     return files
 
@@ -264,14 +288,23 @@ def _check_signstate_text(inventory: Inventory, node: Node, text: str) -> None:
             raise RenderError([f"{where}: reads back as {got_store}, expected {s.backend} for {node.name}"])
         return
     expected = (
-        node.name, (node.addresses[0], s.port),
+        node.name,
+        (node.addresses[0], s.port),
         {n.name: (n.addresses[0], s.port) for n in inventory.nodes if n is not node},
-        Path(s.state_dir), Path(s.pki_dir), Path(s.socket), s.socket_group,
-    )  # fmt: skip
+        Path(s.state_dir),
+        Path(s.pki_dir),
+        Path(s.socket),
+        s.socket_group,
+    )
     got = (
-        config.node, tuple(config.listen), {name: tuple(a) for name, a in config.peers.items()},
-        config.state_dir, config.pki_dir, config.socket, config.socket_group,
-    )  # fmt: skip
+        config.node,
+        tuple(config.listen),
+        {name: tuple(a) for name, a in config.peers.items()},
+        config.state_dir,
+        config.pki_dir,
+        config.socket,
+        config.socket_group,
+    )
     if got != expected:
         message = f"{where}: reads back as {got}, expected {expected}"
         raise RenderError([Problem(RENDER_READ_BACK_DIFFERS, where, message)])
@@ -292,7 +325,9 @@ def write(files: Sequence[RenderedFile], out: Path, *, before_commit: Callable[[
                 path.parent.mkdir()
                 os.chmod(path.parent, 0o755)
             _write_new(path, f.text, f.mode)
-        _write_new(tmp / MARKER, "Rendered by `highlander render`; the whole directory is replaced on the next render.\n")
+        _write_new(
+            tmp / MARKER, "Rendered by `highlander render`; the whole directory is replaced on the next render.\n"
+        )
         for directory in {path.parent for path in tmp.rglob("*")}:
             fsync_directory(directory)  # the entries of the subdirectories made above
         os.chmod(tmp, 0o755)

@@ -124,8 +124,10 @@ def init(config_path: Path, backend: str | None = None) -> str:
     """
     config = load_config(config_path)
     if backend is not None and backend != config.backend:
-        raise RegisterError(f"{config_path} names backend {config.backend!r}, not {backend!r}: init prepares the "
-                            "configured backend only")  # fmt: skip
+        raise RegisterError(
+            f"{config_path} names backend {config.backend!r}, not {backend!r}: init prepares the "
+            "configured backend only"
+        )
     if config.backend != "trio":
         return _external_init(config)
     directory = config.state_dir

@@ -62,8 +62,13 @@ class Evidence:
     vote_round: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"height": self.height, "kind": self.kind, "validator": self.validator,
-                "vote_height": self.vote_height, "vote_round": self.vote_round}  # fmt: skip
+        return {
+            "height": self.height,
+            "kind": self.kind,
+            "validator": self.validator,
+            "vote_height": self.vote_height,
+            "vote_round": self.vote_round,
+        }
 
 
 @dataclass(frozen=True)
@@ -89,13 +94,18 @@ def parse_evidence(item: dict[str, Any], height: int) -> Evidence:
         vote = value["vote_a"]
         return Evidence(height, kind, str(vote["validator_address"]).upper(), int(vote["height"]), int(vote["round"]))
     attacked = value.get("byzantine_validators") or [{}]
-    return Evidence(height, kind, str(attacked[0].get("address", "")).upper(),
-                    int(value.get("conflicting_block", {}).get("signed_header", {}).get("header", {})
-                        .get("height", 0) or 0), 0)  # fmt: skip
+    return Evidence(
+        height,
+        kind,
+        str(attacked[0].get("address", "")).upper(),
+        int(value.get("conflicting_block", {}).get("signed_header", {}).get("header", {}).get("height", 0) or 0),
+        0,
+    )
 
 
-def our_signature(signatures: Sequence[dict[str, Any]], validators: Sequence[str], address: str
-                  ) -> tuple[str, float | None]:  # fmt: skip
+def our_signature(
+    signatures: Sequence[dict[str, Any]], validators: Sequence[str], address: str
+) -> tuple[str, float | None]:
     """Our flag and signature time in a commit: the signatures follow the
     validator set's order, and an absent one carries no address."""
     address = address.upper()
@@ -151,11 +161,15 @@ class Verdict:
         first = self.heights[0].height if self.heights else None
         last = self.heights[-1].height if self.heights else None
         return {
-            "address": self.address, "first_height": first, "last_height": last,
-            "committed": self.count("committed"), "nil": self.count("nil"), "absent": self.count("absent"),
+            "address": self.address,
+            "first_height": first,
+            "last_height": last,
+            "committed": self.count("committed"),
+            "nil": self.count("nil"),
+            "absent": self.count("absent"),
             "evidence": [e.to_dict() for e in self.evidence],
             "evidence_heights": sorted({e.height for e in self.evidence}),
-        }  # fmt: skip
+        }
 
 
 @dataclass(frozen=True)
@@ -169,8 +183,12 @@ class MissedBlocks:
     absent: int  # of those, the ones without our vote at all (the rest: nil)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"first_height": self.first_height, "signed_height": self.signed_height, "missed": self.missed,
-                "absent": self.absent}  # fmt: skip
+        return {
+            "first_height": self.first_height,
+            "signed_height": self.signed_height,
+            "missed": self.missed,
+            "absent": self.absent,
+        }
 
 
 def missed_blocks(found: Iterable[Height], since: float) -> MissedBlocks:
@@ -182,9 +200,12 @@ def missed_blocks(found: Iterable[Height], since: float) -> MissedBlocks:
     signed = next((h for h in after if h.ours == "committed"), None)
     window = [h for h in after if signed is None or h.height < signed.height]
     return MissedBlocks(
-        since, after[0].height, signed.height if signed else None,
-        None if signed is None else signed.height - after[0].height, sum(1 for h in window if h.ours == "absent"),
-    )  # fmt: skip
+        since,
+        after[0].height,
+        signed.height if signed else None,
+        None if signed is None else signed.height - after[0].height,
+        sum(1 for h in window if h.ours == "absent"),
+    )
 
 
 class ChainReader:
@@ -233,11 +254,27 @@ class CurlRpc:
         self.timeout = timeout
 
     def __call__(self, requests: Sequence[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
-        body = json.dumps([{"jsonrpc": "2.0", "id": i + 1, "method": method, "params": params}
-                           for i, (method, params) in enumerate(requests)])  # fmt: skip
-        done = self.runner.run(["curl", "-sS", "--max-time", str(int(self.timeout)), "-H",
-                                "Content-Type: application/json", "--data-binary", "@-", self.url],
-                               stdin=body, timeout=self.timeout + 5)  # fmt: skip
+        body = json.dumps(
+            [
+                {"jsonrpc": "2.0", "id": i + 1, "method": method, "params": params}
+                for i, (method, params) in enumerate(requests)
+            ]
+        )
+        done = self.runner.run(
+            [
+                "curl",
+                "-sS",
+                "--max-time",
+                str(int(self.timeout)),
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                "@-",
+                self.url,
+            ],
+            stdin=body,
+            timeout=self.timeout + 5,
+        )
         if not done.ok:
             raise ChainError(f"the chain's RPC at {self.url} did not answer: {(done.stderr or done.stdout).strip()}")
         return answers(done.stdout, len(requests), self.url)

@@ -100,8 +100,10 @@ def node_commands(runner: Runs, folder: Path) -> list[str]:
         if result.stdout:
             (folder / name).write_text(result.stdout)
         if not result.ok:
-            problems.append(f"{folder.name}: {' '.join(argv)} exited with {result.returncode}: "
-                            f"{(result.stderr or result.stdout).strip()[-300:]}")  # fmt: skip
+            problems.append(
+                f"{folder.name}: {' '.join(argv)} exited with {result.returncode}: "
+                f"{(result.stderr or result.stdout).strip()[-300:]}"
+            )
     return problems
 
 
@@ -126,12 +128,17 @@ def tail(path: Path, limit: int = MAX_BYTES) -> bytes:
 def write_index(folder: Path, what: str, problems: Sequence[str]) -> None:
     """``index.json``: what this folder is, every file in it, what could not be collected."""
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != INDEX)
-    (folder / INDEX).write_text(json.dumps({"what": what, "collected": stamp(time.time()), "files": files,
-                                            "not_collected": list(problems)}, indent=2) + "\n")  # fmt: skip
+    (folder / INDEX).write_text(
+        json.dumps(
+            {"what": what, "collected": stamp(time.time()), "files": files, "not_collected": list(problems)}, indent=2
+        )
+        + "\n"
+    )
 
 
-def write_drill_part(folder: Path, lines: Sequence[tuple[float, str]], record: dict[str, Any],
-                     error: BaseException | None) -> None:  # fmt: skip
+def write_drill_part(
+    folder: Path, lines: Sequence[tuple[float, str]], record: dict[str, Any], error: BaseException | None
+) -> None:
     """``drill.log`` (timeline and error) and ``record.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     text = "".join(f"{stamp(t)} {line}\n" for t, line in lines)

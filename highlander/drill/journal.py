@@ -60,9 +60,17 @@ class Entry:
     def to_dict(self) -> dict[str, object]:
         h, r, s = self.hrs
         return {
-            "file": self.file, "line": self.line, "key": self.key, "height": h, "round": r, "step": s,
-            "digest": self.digest, "node": self.node, "epoch": self.epoch, "time": self.time,
-        }  # fmt: skip
+            "file": self.file,
+            "line": self.line,
+            "key": self.key,
+            "height": h,
+            "round": r,
+            "step": s,
+            "digest": self.digest,
+            "node": self.node,
+            "epoch": self.epoch,
+            "time": self.time,
+        }
 
     def describe(self) -> str:
         return f"{self.hrs} by {self.node} epoch {self.epoch} ({self.where})"
@@ -130,9 +138,13 @@ class SignerSummary:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "file": self.file, "node": self.node, "epoch": self.epoch, "count": self.count,
-            "first": self.first.to_dict(), "last": self.last.to_dict(),
-        }  # fmt: skip
+            "file": self.file,
+            "node": self.node,
+            "epoch": self.epoch,
+            "count": self.count,
+            "first": self.first.to_dict(),
+            "last": self.last.to_dict(),
+        }
 
     def describe(self) -> str:
         return (
@@ -311,7 +323,9 @@ def signers(entries: Sequence[Entry]) -> list[SignerSummary]:
     return summaries
 
 
-def check(entries: Sequence[Entry], files: Sequence[str] = (), truncated: Sequence[str] = (), top_gaps: int = 5) -> Report:
+def check(
+    entries: Sequence[Entry], files: Sequence[str] = (), truncated: Sequence[str] = (), top_gaps: int = 5
+) -> Report:
     return Report(
         files=tuple(files),
         entries=len(entries),

@@ -91,19 +91,27 @@ def _result(operation: str, resource: str) -> str:
     return rf"Result of {operation} operation for {re.escape(resource)}(?::\d+)? on"
 
 
-def cluster_events(lines: Sequence[LogLine], target: str, since: float, resource: str = "validator",
-                   operation: str = "start") -> ClusterEvents:  # fmt: skip
+def cluster_events(
+    lines: Sequence[LogLine], target: str, since: float, resource: str = "validator", operation: str = "start"
+) -> ClusterEvents:
     t = re.escape(target)
-    request = _first(lines, since, re.compile(rf"Requesting fencing \(\w+\) of node {t}\b|wants to fence \(\w+\) {t}\b"))
+    request = _first(
+        lines, since, re.compile(rf"Requesting fencing \(\w+\) of node {t}\b|wants to fence \(\w+\) {t}\b")
+    )
     fenced = None
     if request is not None:
-        fenced = _first(lines, request.time, re.compile(
-            rf"Peer {t} was terminated \(\w+\) by \S+ on behalf of \S+: OK|Operation '\w+' targeting {t} by \S+ for \S+: OK"
-        ))  # fmt: skip
+        fenced = _first(
+            lines,
+            request.time,
+            re.compile(
+                rf"Peer {t} was terminated \(\w+\) by \S+ on behalf of \S+: OK|Operation '\w+' targeting {t} by \S+ for \S+: OK"
+            ),
+        )
     promoted = _first(
-        lines, fenced.time if fenced else since,
+        lines,
+        fenced.time if fenced else since,
         re.compile(rf"{_result(operation, resource)} (?!{t}:)\S+: ok"),
-    )  # fmt: skip
+    )
     return ClusterEvents(request, fenced, promoted)
 
 
@@ -116,8 +124,9 @@ class RestartEvents:
     started: LogLine | None
 
 
-def restart_events(lines: Sequence[LogLine], node: str, since: float, resource: str = "validator",
-                   operation: str = "start") -> RestartEvents:  # fmt: skip
+def restart_events(
+    lines: Sequence[LogLine], node: str, since: float, resource: str = "validator", operation: str = "start"
+) -> RestartEvents:
     """``operation`` is what makes the resource serve again (a promotable one's: promote)."""
     where = re.escape(node)
     failed = _first(lines, since, re.compile(rf"{_result('monitor', resource)} {where}: (?!ok\b|Cancelled\b)"))
@@ -127,8 +136,9 @@ def restart_events(lines: Sequence[LogLine], node: str, since: float, resource: 
     return RestartEvents(failed, started)
 
 
-def first_start(lines: Sequence[LogLine], since: float, resource: str = "validator",
-                operation: str = "start") -> LogLine | None:  # fmt: skip
+def first_start(
+    lines: Sequence[LogLine], since: float, resource: str = "validator", operation: str = "start"
+) -> LogLine | None:
     """The first successful start (or ``operation``) of ``resource`` on any node since ``since``."""
     return _first(lines, since, re.compile(rf"{_result(operation, resource)} \S+: ok\b"))
 
@@ -153,8 +163,10 @@ def placement_changes(lines: Iterable[LogLine], resource: str = "validator") -> 
     time order, each once (the executing node and the DC may both log one
     result, told apart by its ``call=`` number): between drill iterations,
     where nothing was asked, each one is an unasked move or restart."""
-    pattern = re.compile(rf"Result of (?:start|stop|promote|demote) operation for {re.escape(resource)}(?::\d+)? "
-                         rf"on (\S+): [^|]*(?:\|.*\bcall=(\d+))?")  # fmt: skip
+    pattern = re.compile(
+        rf"Result of (?:start|stop|promote|demote) operation for {re.escape(resource)}(?::\d+)? "
+        rf"on (\S+): [^|]*(?:\|.*\bcall=(\d+))?"
+    )
     seen: dict[tuple[str, ...], LogLine] = {}
     for line in sorted(lines, key=lambda line: line.time):
         match = pattern.search(line.text)

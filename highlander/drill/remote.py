@@ -61,16 +61,27 @@ class RemoteSite:
     failures = frozenset({"power"})
     workload = DEMO
 
-    def __init__(self, inventory: Inventory, cache: Path, *, user: str = "root", key_file: Path | None = None,
-                 known_hosts: Path | None = None, journals: str = JOURNALS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        inventory: Inventory,
+        cache: Path,
+        *,
+        user: str = "root",
+        key_file: Path | None = None,
+        known_hosts: Path | None = None,
+        journals: str = JOURNALS,
+    ) -> None:
         if not GLOB.match(journals):
-            raise RemoteError(f"journals pattern {journals!r}: give an absolute path, '*' and '?' allowed "
-                              f"(e.g. {JOURNALS})")  # fmt: skip
+            raise RemoteError(
+                f"journals pattern {journals!r}: give an absolute path, '*' and '?' allowed (e.g. {JOURNALS})"
+            )
         for node in inventory.nodes:
             if not self._devices(node.fence):
-                raise RemoteError(f"{node.name}: the drill runs the node's fence device on a peer, which needs "
-                                  f"the device's password_file on the nodes (a vault password stays on the "
-                                  f"controller); give the node a device with password_file")  # fmt: skip
+                raise RemoteError(
+                    f"{node.name}: the drill runs the node's fence device on a peer, which needs "
+                    f"the device's password_file on the nodes (a vault password stays on the "
+                    f"controller); give the node a device with password_file"
+                )
         self.inventory = inventory
         self.names = [n.name for n in inventory.nodes]
         self.cache = cache
@@ -165,8 +176,10 @@ class RemoteSite:
                 else:
                     problems.append(f"{name}: {remote}: {(copy.stderr or copy.stdout).strip()[-300:]}")
             units = [arg for unit in UNITS for arg in ("-u", unit)]
-            journal = runner.run(["journalctl", "--no-pager", "-o", "short-iso-precise", "--since",
-                                  f"@{int(since)}", *units], timeout=120)  # fmt: skip
+            journal = runner.run(
+                ["journalctl", "--no-pager", "-o", "short-iso-precise", "--since", f"@{int(since)}", *units],
+                timeout=120,
+            )
             if journal.ok:
                 evidence.keep_bytes(folder / "site" / name / "journalctl.txt", journal.stdout.encode())
             else:
@@ -182,8 +195,10 @@ class RemoteSite:
         def one(name: str) -> float:
             result = self._fence(name, action, avoid=names)
             if result.returncode != 0:
-                raise RemoteError(f"{name}: its fence device could not power it {action}: "
-                                  f"{(result.stderr or result.stdout).strip()[-300:]}")  # fmt: skip
+                raise RemoteError(
+                    f"{name}: its fence device could not power it {action}: "
+                    f"{(result.stderr or result.stdout).strip()[-300:]}"
+                )
             if action == "off":
                 self.runners[name].gone()
             return time.time()
@@ -204,8 +219,9 @@ class RemoteSite:
         last: Result | None = None
         for device in self._devices(target.fence):
             for peer in peers:
-                result = self.runners[peer].run([device.agent], stdin=stdin_for(device, name, action, None),
-                                                timeout=POWER_TIMEOUT)  # fmt: skip
+                result = self.runners[peer].run(
+                    [device.agent], stdin=stdin_for(device, name, action, None), timeout=POWER_TIMEOUT
+                )
                 if result.returncode == 255:
                     continue  # the peer does not answer: the next one
                 if result.returncode == 0 or (action == "status" and result.returncode == 2):
@@ -226,5 +242,7 @@ class RemoteSite:
 def confirmation(inventory: Inventory, scenario: str) -> str:
     """What the operator reads before a drill touches a real cluster."""
     nodes = ", ".join(f"{n.name} ({n.role}, {n.ssh_host})" for n in inventory.nodes)
-    return (f"The drill {scenario} will really fail nodes of cluster {inventory.cluster_name!r} [{nodes}]: "
-            f"power cuts through their BMCs. The validator stops signing for the length of each failover.")  # fmt: skip
+    return (
+        f"The drill {scenario} will really fail nodes of cluster {inventory.cluster_name!r} [{nodes}]: "
+        f"power cuts through their BMCs. The validator stops signing for the length of each failover."
+    )

@@ -38,17 +38,26 @@ YEAR = 365 * 86400.0
 FORMULA = "downtime/year = (year/MTBF) x T_failover + year x (R/(R+MTBF))^2"
 
 
-def expected_per_year(failover_seconds: float, mtbf_hours: float, repair_hours: float,
-                      missed_blocks: float | None = None, block_seconds: float | None = None) -> dict[str, Any]:
+def expected_per_year(
+    failover_seconds: float,
+    mtbf_hours: float,
+    repair_hours: float,
+    missed_blocks: float | None = None,
+    block_seconds: float | None = None,
+) -> dict[str, Any]:
     """The expected cost a year of an active–standby pair (see the module's formula)."""
     mtbf, repair = mtbf_hours * 3600.0, repair_hours * 3600.0
     failures = YEAR / mtbf
     both_down = YEAR * (repair / (repair + mtbf)) ** 2
     expected: dict[str, Any] = {
-        "formula": FORMULA, "failures_of_the_active_per_year": failures, "failover_seconds": failover_seconds,
-        "mtbf_hours": mtbf_hours, "repair_hours": repair_hours, "both_down_seconds_per_year": both_down,
+        "formula": FORMULA,
+        "failures_of_the_active_per_year": failures,
+        "failover_seconds": failover_seconds,
+        "mtbf_hours": mtbf_hours,
+        "repair_hours": repair_hours,
+        "both_down_seconds_per_year": both_down,
         "downtime_seconds_per_year": failures * failover_seconds + both_down,
-    }  # fmt: skip
+    }
     if missed_blocks is not None and block_seconds:
         expected["block_seconds"] = block_seconds
         expected["missed_blocks_per_failover"] = missed_blocks
@@ -68,19 +77,25 @@ def failures(iterations: Sequence[dict[str, Any]], findings: Sequence[dict[str, 
     for it in iterations:
         if not it.get("ok", True):
             what = it.get("error") or "; ".join(it.get("failed_expectations") or []) or "double signs or two signers"
-            lines.append(f"iteration {it.get('iteration')} ({it.get('scenario')}) FAILED: {what}"
-                         f"{'; evidence: ' + it['evidence'] if it.get('evidence') else ''}")  # fmt: skip
+            lines.append(
+                f"iteration {it.get('iteration')} ({it.get('scenario')}) FAILED: {what}"
+                f"{'; evidence: ' + it['evidence'] if it.get('evidence') else ''}"
+            )
     for f in findings:
         if f.get("kind") == "evidence":
-            lines.append(f"before iteration {f['before_iteration']}: the CHAIN COMMITTED EVIDENCE of a double sign "
-                         f"by our validator at heights {', '.join(map(str, f['heights']))}"
-                         f"{'; evidence: ' + f['evidence'] if f.get('evidence') else ''}")  # fmt: skip
+            lines.append(
+                f"before iteration {f['before_iteration']}: the CHAIN COMMITTED EVIDENCE of a double sign "
+                f"by our validator at heights {', '.join(map(str, f['heights']))}"
+                f"{'; evidence: ' + f['evidence'] if f.get('evidence') else ''}"
+            )
             continue
-        lines.append(f"before iteration {f['before_iteration']}: the validator moved UNASKED (left on "
-                     f"{', '.join(f['left_on']) or 'no node'}, then on {', '.join(f['now_on']) or 'no node'}, "
-                     f"{len(f['operations'])} start/stop)"
-                     f"{'; the drill stopped: ' + f['reason'] if f.get('reason') else ''}"
-                     f"{'; evidence: ' + f['evidence'] if f.get('evidence') else ''}")  # fmt: skip
+        lines.append(
+            f"before iteration {f['before_iteration']}: the validator moved UNASKED (left on "
+            f"{', '.join(f['left_on']) or 'no node'}, then on {', '.join(f['now_on']) or 'no node'}, "
+            f"{len(f['operations'])} start/stop)"
+            f"{'; the drill stopped: ' + f['reason'] if f.get('reason') else ''}"
+            f"{'; evidence: ' + f['evidence'] if f.get('evidence') else ''}"
+        )
     return lines
 
 
@@ -93,19 +108,30 @@ def _totals(iterations: Sequence[dict[str, Any]], findings: Sequence[dict[str, A
         + sum(len(f["found"]) for f in findings if f.get("kind") == "evidence"),
         "dual_active": sum(it["dual_active"] for it in iterations),
         "unasked_moves": sum(1 for f in findings if f.get("kind") != "evidence"),
-        "evidence_heights": sorted({h for it in iterations for h in it.get("chain", {}).get("evidence_heights", [])}
-                                   | {h for f in findings for h in f.get("heights", [])}),
+        "evidence_heights": sorted(
+            {h for it in iterations for h in it.get("chain", {}).get("evidence_heights", [])}
+            | {h for f in findings for h in f.get("heights", [])}
+        ),
         "failures": failures(iterations, findings),
     }
 
 
-def summarize(iterations: Sequence[dict[str, Any]], mtbf_hours: float, nodes: int = 2,
-              findings: Sequence[dict[str, Any]] = (), repair_hours: float = 24.0) -> dict[str, Any]:  # fmt: skip
+def summarize(
+    iterations: Sequence[dict[str, Any]],
+    mtbf_hours: float,
+    nodes: int = 2,
+    findings: Sequence[dict[str, Any]] = (),
+    repair_hours: float = 24.0,
+) -> dict[str, Any]:
     """Min/median/max of every phase (and of the missed blocks on a chain) and the expected cost a year."""
-    stats = {phase: _stats([it["phases"][phase] for it in iterations if it["phases"].get(phase) is not None])
-             for phase in PHASES}  # fmt: skip
-    blocks = {name: _stats([it[name]["missed"] for it in iterations if (it.get(name) or {}).get("missed") is not None])
-              for name in BLOCKS}  # fmt: skip
+    stats = {
+        phase: _stats([it["phases"][phase] for it in iterations if it["phases"].get(phase) is not None])
+        for phase in PHASES
+    }
+    blocks = {
+        name: _stats([it[name]["missed"] for it in iterations if (it.get(name) or {}).get("missed") is not None])
+        for name in BLOCKS
+    }
     summary: dict[str, Any] = {
         **_totals(iterations, findings),
         "phases": stats,
@@ -117,31 +143,45 @@ def summarize(iterations: Sequence[dict[str, Any]], mtbf_hours: float, nodes: in
     if stats["total"]:
         missed = blocks["missed_blocks"]["median"] if blocks["missed_blocks"] else None
         block_seconds = _block_seconds(iterations)
-        summary["expected"] = expected_per_year(stats["total"]["median"], mtbf_hours, repair_hours, missed,
-                                                block_seconds)  # fmt: skip
+        summary["expected"] = expected_per_year(
+            stats["total"]["median"], mtbf_hours, repair_hours, missed, block_seconds
+        )
     return summary
 
 
 def _block_seconds(iterations: Sequence[dict[str, Any]]) -> float | None:
     """The chain's median time between consecutive blocks in the iterations' windows."""
-    gaps = [b[1] - a[1] for it in iterations for a, b in zip(it.get("blocks") or [], (it.get("blocks") or [])[1:])
-            if b[0] == a[0] + 1]  # fmt: skip
+    gaps = [
+        b[1] - a[1]
+        for it in iterations
+        for a, b in zip(it.get("blocks") or [], (it.get("blocks") or [])[1:])
+        if b[0] == a[0] + 1
+    ]
     return round(statistics.median(gaps), 3) if gaps else None
 
 
-def soak_summary(iterations: Sequence[dict[str, Any]], mtbf_hours: float, nodes: int = 2,
-                 findings: Sequence[dict[str, Any]] = (), repair_hours: float = 24.0) -> dict[str, Any]:  # fmt: skip
+def soak_summary(
+    iterations: Sequence[dict[str, Any]],
+    mtbf_hours: float,
+    nodes: int = 2,
+    findings: Sequence[dict[str, Any]] = (),
+    repair_hours: float = 24.0,
+) -> dict[str, Any]:
     """A run of mixed scenarios: the totals (missed blocks summed on a chain),
     and each scenario's own summary (in the order the scenarios first ran)."""
     names = dict.fromkeys(it["scenario"] for it in iterations)
-    totals = {name: sum(it[name]["missed"] for it in iterations if (it.get(name) or {}).get("missed") is not None)
-              for name in BLOCKS}  # fmt: skip
+    totals = {
+        name: sum(it[name]["missed"] for it in iterations if (it.get(name) or {}).get("missed") is not None)
+        for name in BLOCKS
+    }
     return {
         **_totals(iterations, findings),
         **({"missed_blocks_total": totals} if any(it.get("missed_blocks") for it in iterations) else {}),
         "scenarios": {
-            name: summarize([it for it in iterations if it["scenario"] == name], mtbf_hours, nodes,
-                            repair_hours=repair_hours) for name in names
+            name: summarize(
+                [it for it in iterations if it["scenario"] == name], mtbf_hours, nodes, repair_hours=repair_hours
+            )
+            for name in names
         },
     }
 
@@ -149,15 +189,21 @@ def soak_summary(iterations: Sequence[dict[str, Any]], mtbf_hours: float, nodes:
 def table(scenario: str, summary: dict[str, Any]) -> str:
     """The text table of a summary, or of each scenario of a soak's summary."""
     if "scenarios" in summary:
-        lines = [f"{scenario}: {summary['iterations']} iteration(s) of {len(summary['scenarios'])} scenarios, "
-                 f"{'OK' if summary['ok'] else 'FAILED'}; double signs: {summary['double_signs']}; "
-                 f"dual-active moments: {summary['dual_active']}"]  # fmt: skip
+        lines = [
+            f"{scenario}: {summary['iterations']} iteration(s) of {len(summary['scenarios'])} scenarios, "
+            f"{'OK' if summary['ok'] else 'FAILED'}; double signs: {summary['double_signs']}; "
+            f"dual-active moments: {summary['dual_active']}"
+        ]
         if "missed_blocks_total" in summary:
             total = summary["missed_blocks_total"]
-            lines.append(f"  missed blocks in all: {total['missed_blocks']} from the failures, "
-                         f"{total['missed_after_detection']} from the fence requests")  # fmt: skip
-        lines += ["\n".join("  " + line for line in table(name, s).splitlines() if not line.startswith("  ! "))
-                  for name, s in summary["scenarios"].items()]  # fmt: skip
+            lines.append(
+                f"  missed blocks in all: {total['missed_blocks']} from the failures, "
+                f"{total['missed_after_detection']} from the fence requests"
+            )
+        lines += [
+            "\n".join("  " + line for line in table(name, s).splitlines() if not line.startswith("  ! "))
+            for name, s in summary["scenarios"].items()
+        ]
         return "\n".join(lines + [f"  ! {line}" for line in summary.get("failures", [])])
     lines = [f"{scenario}: {summary['iterations']} iteration(s), {'OK' if summary['ok'] else 'FAILED'}"]
     lines.append(f"  {'phase':<13}{'min':>9}{'median':>9}{'max':>9}")
@@ -173,8 +219,10 @@ def table(scenario: str, summary: dict[str, Any]) -> str:
     if summary.get("blocks") is not None or summary.get("evidence_heights"):
         signs = "evidence of a double sign by our validator on the chain"
     heights = ", ".join(map(str, summary.get("evidence_heights") or []))
-    lines.append(f"  {signs}: {summary['double_signs']}{' at heights ' + heights if heights else ''}"
-                 f"; dual-active moments: {summary['dual_active']}")  # fmt: skip
+    lines.append(
+        f"  {signs}: {summary['double_signs']}{' at heights ' + heights if heights else ''}"
+        f"; dual-active moments: {summary['dual_active']}"
+    )
     if "expected" in summary:
         lines += expected_lines(summary["expected"])
     lines += [f"  ! {line}" for line in summary.get("failures", [])]
@@ -188,23 +236,36 @@ def expected_lines(e: dict[str, Any]) -> list[str]:
         f"{e['failures_of_the_active_per_year']:.3g} failure(s) of the active x {e['failover_seconds']:.2f} s failover + {e['both_down_seconds_per_year']:.2g} s "
         f"both active nodes down",
         f"    {e['formula']}, MTBF {e['mtbf_hours']:g} h of one node, R {e['repair_hours']:g} h to repair one",
-    ]  # fmt: skip
+    ]
     if "missed_blocks_per_year" in e:
-        lines.append(f"  expected missed blocks a year: {e['missed_blocks_per_year']:.3g} "
-                     f"({e['missed_blocks_per_failover']:g} a failover, {e['block_seconds']:.2f} s blocks)")  # fmt: skip
-    lines.append("    assumed: failures independent and memoryless; only a failure of the active costs signing "
-                 "(the standby's and the witness's drills check it)")  # fmt: skip
+        lines.append(
+            f"  expected missed blocks a year: {e['missed_blocks_per_year']:.3g} "
+            f"({e['missed_blocks_per_failover']:g} a failover, {e['block_seconds']:.2f} s blocks)"
+        )
+    lines.append(
+        "    assumed: failures independent and memoryless; only a failure of the active costs signing "
+        "(the standby's and the witness's drills check it)"
+    )
     return lines
 
 
-def document(scenario: str, iterations: Sequence[dict[str, Any]], summary: dict[str, Any],
-             findings: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:  # fmt: skip
+def document(
+    scenario: str,
+    iterations: Sequence[dict[str, Any]],
+    summary: dict[str, Any],
+    findings: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """The JSON report."""
     return {"scenario": scenario, "summary": summary, "iterations": list(iterations), "findings": list(findings)}
 
 
-def write(directory: Path, scenario: str, iterations: Sequence[dict[str, Any]], summary: dict[str, Any],
-          findings: Sequence[dict[str, Any]] = ()) -> list[Path]:  # fmt: skip
+def write(
+    directory: Path,
+    scenario: str,
+    iterations: Sequence[dict[str, Any]],
+    summary: dict[str, Any],
+    findings: Sequence[dict[str, Any]] = (),
+) -> list[Path]:
     """``<scenario>.json``, ``<scenario>.txt`` and the timeline picture ``<scenario>.html``
     in ``directory``; returns their paths."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -161,8 +161,9 @@ class Drill:
     ``report_dir`` receives the evidence of failures (under ``evidence/``);
     without one, a temporary directory is made when the first is kept."""
 
-    def __init__(self, site: Site, say: Callable[[str], None] = print, *, timeout: float = 120.0,
-                 report_dir: Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, site: Site, say: Callable[[str], None] = print, *, timeout: float = 120.0, report_dir: Path | None = None
+    ) -> None:
         self.site = site
         self.names = [n.name for n in site.inventory.nodes]
         self.say = say if isinstance(say, evidence.Progress) else evidence.Progress(say)
@@ -225,8 +226,9 @@ class Drill:
             verdict = self.chain.reader.verdict(self.chain.address, first, latest - 1)
             self._chain_signed += [
                 Entry("chain", h.height, self.chain.address, HRS(h.height, 0, 3), "", "chain", 0, h.signed_at, "")
-                for h in verdict.heights if h.ours == "committed" and h.signed_at is not None
-            ]  # fmt: skip
+                for h in verdict.heights
+                if h.ours == "committed" and h.signed_at is not None
+            ]
             self._chain_read = latest - 1
         return list(self._chain_signed)
 
@@ -239,9 +241,13 @@ class Drill:
         deadline = time.monotonic() + timeout
         while True:
             s = self.site.status()
-            if (s is not None and s.quorate and set(s.online) == set(self.names)
-                    and set(s.clone_nodes(SIGNSTATE)) == set(self.names)
-                    and self.workload.ready(s, self.actives)):  # fmt: skip
+            if (
+                s is not None
+                and s.quorate
+                and set(s.online) == set(self.names)
+                and set(s.clone_nodes(SIGNSTATE)) == set(self.names)
+                and self.workload.ready(s, self.actives)
+            ):
                 return s
             if time.monotonic() > deadline:
                 raise DrillError(f"{what}: the trio was not healthy after {timeout:g} s")
@@ -289,16 +295,18 @@ class Drill:
                 if measure.signing_gap(self.entries(), cut, target).first_after is not None:
                     return running[0], dual_polls
             if time.monotonic() > deadline:
-                raise DrillError(f"[{iteration}] the validator did not sign elsewhere within {self.timeout:g} s "
-                                 f"of failing {target}")  # fmt: skip
+                raise DrillError(
+                    f"[{iteration}] the validator did not sign elsewhere within {self.timeout:g} s of failing {target}"
+                )
             time.sleep(0.3)
 
     def wait_fenced(self, offsets: dict[str, int], target: str, cut: float, timeout: float) -> measure.ClusterEvents:
         """The cluster's fencing of ``target`` from the logs; waits up to ``timeout`` for its confirmation."""
         until = time.monotonic() + timeout
         while True:
-            events = measure.cluster_events(self.log_lines(offsets, cut), target, cut - 1, self.resource,
-                                            self.workload.takeover)  # fmt: skip
+            events = measure.cluster_events(
+                self.log_lines(offsets, cut), target, cut - 1, self.resource, self.workload.takeover
+            )
             if events.fenced is not None or time.monotonic() > until:
                 return events
             time.sleep(1.0)
@@ -325,25 +333,47 @@ class Drill:
                 started_elsewhere += 1
             time.sleep(1.0)
         signed = [e for e in self.entries() if e.time > cut]
-        return {"hold_seconds": round(time.time() - cut, 1), "started_during_hold": started_elsewhere,
-                "signed_during_hold": len(signed)}  # fmt: skip
+        return {
+            "hold_seconds": round(time.time() - cut, 1),
+            "started_during_hold": started_elsewhere,
+            "signed_during_hold": len(signed),
+        }
 
     # -- the record --
 
-    def finish(self, iteration: int, scenario: str, target: str, asked: float, cut: float, recovered: float,
-               dual_polls: int, failed: list[str], fields: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    def finish(
+        self,
+        iteration: int,
+        scenario: str,
+        target: str,
+        asked: float,
+        cut: float,
+        recovered: float,
+        dual_polls: int,
+        failed: list[str],
+        fields: dict[str, Any],
+    ) -> dict[str, Any]:
         """The iteration's record: the scenario's ``fields`` and ``failed`` expectations,
         the journals checked, the signatures of the window, and one progress line."""
         time.sleep(max(0.0, recovered + WINDOW - time.time()))  # the window's end is in the journals
         entries = self.entries()
         dual = dual_polls + measure.overlapping_signers(entries, asked - 30)
         record: dict[str, Any] = {
-            "iteration": iteration, "scenario": scenario, "target": target, "cut": cut, "asked": asked,
-            "new_node": None, "fence_request": None, "fenced": None, "promoted": None, "promoted_on": None,
-            **fields, "dual_active": dual,
+            "iteration": iteration,
+            "scenario": scenario,
+            "target": target,
+            "cut": cut,
+            "asked": asked,
+            "new_node": None,
+            "fence_request": None,
+            "fenced": None,
+            "promoted": None,
+            "promoted_on": None,
+            **fields,
+            "dual_active": dual,
             "signatures": measure.signature_rows(entries, cut - WINDOW, recovered + WINDOW),
             "failed_expectations": failed,
-        }  # fmt: skip
+        }
         clean = self.judge(record, cut, recovered)
         record["ok"] = clean and dual == 0 and not failed
         shown = ", ".join(f"{k} {v:.2f} s" for k, v in record["phases"].items() if v is not None)
@@ -352,8 +382,10 @@ class Drill:
         else:
             missed = record.get("missed_blocks", {}).get("missed")
             clean_means = "no evidence against our validator, one signer"
-            counts = (f"missed blocks {'?' if missed is None else missed}; evidence against our validator "
-                      f"{record['double_signs']}")  # fmt: skip
+            counts = (
+                f"missed blocks {'?' if missed is None else missed}; evidence against our validator "
+                f"{record['double_signs']}"
+            )
         verdict = "OK" if record["ok"] else f"FAILED (not met: {'; '.join(failed) or clean_means})"
         self.say(f"[{iteration}] {shown}; {counts}, dual-active {dual}: {verdict}")
         return record
@@ -368,8 +400,13 @@ class Drill:
         fence request to our next committed signature."""
         if self.chain is None:
             report = check_journals(self.site.journal_paths())
-            record.update({"double_signs": len(report.double_signs), "regressions": len(report.regressions),
-                           "journals": report.entries})  # fmt: skip
+            record.update(
+                {
+                    "double_signs": len(report.double_signs),
+                    "regressions": len(report.regressions),
+                    "journals": report.entries,
+                }
+            )
             return report.ok
         latest = self.chain.reader.latest()
         verdict = self.chain.reader.verdict(self.chain.address, self._checked + 1, latest - 1)
@@ -384,9 +421,14 @@ class Drill:
             if record.get("fence_request"):
                 record["missed_after_detection"] = missed_blocks(verdict.heights, record["fence_request"]).to_dict()
         if evidence:
-            self.say(f"  THE CHAIN COMMITTED EVIDENCE of a double sign by our validator {self.chain.address}: "
-                     + "; ".join(f"{e.kind.rsplit('/', 1)[-1]} for height {e.vote_height} round {e.vote_round}, "
-                                 f"committed at height {e.height}" for e in evidence))  # fmt: skip
+            self.say(
+                f"  THE CHAIN COMMITTED EVIDENCE of a double sign by our validator {self.chain.address}: "
+                + "; ".join(
+                    f"{e.kind.rsplit('/', 1)[-1]} for height {e.vote_height} round {e.vote_round}, "
+                    f"committed at height {e.height}"
+                    for e in evidence
+                )
+            )
         return not evidence
 
     @staticmethod
@@ -430,22 +472,40 @@ class Drill:
         first = gap.first_after.time if gap.first_after else None
         if "restored" in fields:  # the BMC answered again: the part of the failover after that
             fenced = events.fenced.time if events.fenced else None
-            fields["after_restore"] = {"fenced": measure.between(fields["restored"], fenced),
-                                       "signing": measure.between(fields["restored"], first)}  # fmt: skip
+            fields["after_restore"] = {
+                "fenced": measure.between(fields["restored"], fenced),
+                "signing": measure.between(fields["restored"], first),
+            }
             fields["fence_failures"] = measure.fence_failures(self.log_lines(offsets, cut), target, cut)
-        failed = unmet({
-            "the failed node never signs after the failure": not ghost,
-            "the validator moves to the other active node": new_node != target,
-            "every phase is measured": all(v is not None and v > 0 for v in phases.values()),
-            "nothing takes over while fencing is impossible":
-                not fields.get("started_during_hold") and not fields.get("signed_during_hold"),
-        })  # fmt: skip
-        return self.finish(iteration, scenario, target, asked, cut, first or time.time(), dual_polls, failed, {
-            "new_node": new_node, **self.events_fields(events), **fields,
-            "last_signature_before": gap.last_before.to_dict() if gap.last_before else None,
-            "first_signature_after": gap.first_after.to_dict() if gap.first_after else None,
-            "phases": phases, "rejoin_seconds": rejoin, "signed_after_cut_by_target": len(ghost),
-        })  # fmt: skip
+        failed = unmet(
+            {
+                "the failed node never signs after the failure": not ghost,
+                "the validator moves to the other active node": new_node != target,
+                "every phase is measured": all(v is not None and v > 0 for v in phases.values()),
+                "nothing takes over while fencing is impossible": not fields.get("started_during_hold")
+                and not fields.get("signed_during_hold"),
+            }
+        )
+        return self.finish(
+            iteration,
+            scenario,
+            target,
+            asked,
+            cut,
+            first or time.time(),
+            dual_polls,
+            failed,
+            {
+                "new_node": new_node,
+                **self.events_fields(events),
+                **fields,
+                "last_signature_before": gap.last_before.to_dict() if gap.last_before else None,
+                "first_signature_after": gap.first_after.to_dict() if gap.first_after else None,
+                "phases": phases,
+                "rejoin_seconds": rejoin,
+                "signed_after_cut_by_target": len(ghost),
+            },
+        )
 
     def kill_signer(self, iteration: int, scenario: str) -> dict[str, Any]:
         """SIGKILL the signer on the active node: Pacemaker must restart it there
@@ -491,19 +551,35 @@ class Drill:
             "total": measure.between(cut, gap.first_after.time),
         }
         in_place = self.workload.in_place
-        failed = unmet({
-            "the validator never runs on another node": not moved or not in_place,
-            "nobody is fenced": fencing is None,
-            "the signer signs again on the same node": where == target or not in_place,
-            "every phase but fencing is measured": all(v is not None for k, v in phases.items() if k != "fencing"),
-        })  # fmt: skip
-        return self.finish(iteration, scenario, target, asked, cut, gap.first_after.time, 0, failed, {
-            "new_node": where, "promoted": restart.started.time, "promoted_on": where, "signer_pid": pid,
-            "monitor_failed": restart.failed.time if restart.failed else None,
-            "fence_request": fencing.time if fencing else None,
-            "last_signature_before": gap.last_before.to_dict() if gap.last_before else None,
-            "first_signature_after": gap.first_after.to_dict(), "phases": phases,
-        })  # fmt: skip
+        failed = unmet(
+            {
+                "the validator never runs on another node": not moved or not in_place,
+                "nobody is fenced": fencing is None,
+                "the signer signs again on the same node": where == target or not in_place,
+                "every phase but fencing is measured": all(v is not None for k, v in phases.items() if k != "fencing"),
+            }
+        )
+        return self.finish(
+            iteration,
+            scenario,
+            target,
+            asked,
+            cut,
+            gap.first_after.time,
+            0,
+            failed,
+            {
+                "new_node": where,
+                "promoted": restart.started.time,
+                "promoted_on": where,
+                "signer_pid": pid,
+                "monitor_failed": restart.failed.time if restart.failed else None,
+                "fence_request": fencing.time if fencing else None,
+                "last_signature_before": gap.last_before.to_dict() if gap.last_before else None,
+                "first_signature_after": gap.first_after.to_dict(),
+                "phases": phases,
+            },
+        )
 
     def power_cut_bystander(self, iteration: int, scenario: str, role: str) -> dict[str, Any]:
         """Cut the power of the standby or the witness: the validator must keep
@@ -521,8 +597,9 @@ class Drill:
             s = self.site.status(avoid=target)
             if set(self.signing_on(s)) - {active}:
                 moved += 1
-            events = measure.cluster_events(self.log_lines(offsets, cut), target, cut - 1, self.resource,
-                                            self.workload.takeover)  # fmt: skip
+            events = measure.cluster_events(
+                self.log_lines(offsets, cut), target, cut - 1, self.resource, self.workload.takeover
+            )
             if events.fenced is not None:
                 break
             if time.monotonic() > deadline:
@@ -536,24 +613,42 @@ class Drill:
         elsewhere = [e for e in entries if e.time > cut and e.node != active]
         phases = {
             "detection": measure.between(cut, events.fence_request.time if events.fence_request else None),
-            "fencing": measure.between(events.fence_request.time if events.fence_request else None,
-                                       events.fenced.time),
+            "fencing": measure.between(events.fence_request.time if events.fence_request else None, events.fenced.time),
             "promotion": None,
             "signing_gap": None if gap.seconds is None else round(gap.seconds, 3),
             "total": None,
-        }  # fmt: skip
-        failed = unmet({
-            "the validator keeps signing where it runs": not moved and not elsewhere,
-            f"no pause between signatures over {MAX_GAP:g} s": gap.seconds is not None and gap.seconds <= MAX_GAP,
-            "the cut node is fenced": events.fence_request is not None,
-        })  # fmt: skip
-        return self.finish(iteration, scenario, target, asked, cut, recovered, 0, failed, {
-            "new_node": active, **self.events_fields(events), "promoted": None, "promoted_on": None,
-            "max_gap": phases["signing_gap"], "max_gap_bound": MAX_GAP,
-            "max_gap_between": [gap.last_before.to_dict() if gap.last_before else None,
-                                gap.first_after.to_dict() if gap.first_after else None],
-            "phases": phases, "rejoin_seconds": rejoin,
-        })  # fmt: skip
+        }
+        failed = unmet(
+            {
+                "the validator keeps signing where it runs": not moved and not elsewhere,
+                f"no pause between signatures over {MAX_GAP:g} s": gap.seconds is not None and gap.seconds <= MAX_GAP,
+                "the cut node is fenced": events.fence_request is not None,
+            }
+        )
+        return self.finish(
+            iteration,
+            scenario,
+            target,
+            asked,
+            cut,
+            recovered,
+            0,
+            failed,
+            {
+                "new_node": active,
+                **self.events_fields(events),
+                "promoted": None,
+                "promoted_on": None,
+                "max_gap": phases["signing_gap"],
+                "max_gap_bound": MAX_GAP,
+                "max_gap_between": [
+                    gap.last_before.to_dict() if gap.last_before else None,
+                    gap.first_after.to_dict() if gap.first_after else None,
+                ],
+                "phases": phases,
+                "rejoin_seconds": rejoin,
+            },
+        )
 
     def two_nodes_down(self, iteration: int, scenario: str) -> dict[str, Any]:
         """Cut the standby and the witness at once: the active node must lose quorum
@@ -566,14 +661,17 @@ class Drill:
         asked = time.time()
         cut = max(self.site.power(targets, "off"))  # quorum is lost with the second one
         deadline = time.monotonic() + self.timeout
-        while (loss := measure.quorum_loss(self.log_lines(offsets, cut), active, cut - 1,
-                                           self.resource)).stopped is None:  # fmt: skip
+        while (
+            loss := measure.quorum_loss(self.log_lines(offsets, cut), active, cut - 1, self.resource)
+        ).stopped is None:
             if time.monotonic() > deadline:
                 self.site.power(targets, "on")  # the next drill finds the trio whole
                 raise DrillError(f"[{iteration}] {active} did not stop the validator within {self.timeout:g} s")
             time.sleep(0.5)
-        self.say(f"  {active} stopped the validator {loss.stopped.time - cut:.1f} s after the cut; powering "
-                 f"{' and '.join(targets)} on")  # fmt: skip
+        self.say(
+            f"  {active} stopped the validator {loss.stopped.time - cut:.1f} s after the cut; powering "
+            f"{' and '.join(targets)} on"
+        )
         time.sleep(2.0)  # a last chance for a late signature to show
         powered = time.time()
         self.site.power(targets, "on")
@@ -596,20 +694,37 @@ class Drill:
             "signing_gap": None if outage.seconds is None else round(outage.seconds, 3),
             "total": measure.between(cut, first.time),
         }
-        failed = unmet({
-            f"nobody signs after the cut (but within {SIGN_GRACE:g} s)": not late,
-            f"{active} loses quorum": loss.lost is not None,
-        })
-        return self.finish(iteration, scenario, active, asked, cut, first.time, 0, failed, {
-            "targets": targets, "new_node": first.node, "powered_on": powered,
-            "promoted": started.time if started else None, "promoted_on": first.node,
-            "quorum_lost": loss.lost.time if loss.lost else None, "validator_stopped": loss.stopped.time,
-            "stopped_seconds": measure.between(cut, loss.stopped.time),
-            "resume_seconds": measure.between(powered, first.time),
-            "signed_within_grace": len([e for e in entries if cut < e.time <= cut + SIGN_GRACE]),
-            "last_signature_before": outage.last_before.to_dict() if outage.last_before else None,
-            "first_signature_after": first.to_dict(), "phases": phases,
-        })  # fmt: skip
+        failed = unmet(
+            {
+                f"nobody signs after the cut (but within {SIGN_GRACE:g} s)": not late,
+                f"{active} loses quorum": loss.lost is not None,
+            }
+        )
+        return self.finish(
+            iteration,
+            scenario,
+            active,
+            asked,
+            cut,
+            first.time,
+            0,
+            failed,
+            {
+                "targets": targets,
+                "new_node": first.node,
+                "powered_on": powered,
+                "promoted": started.time if started else None,
+                "promoted_on": first.node,
+                "quorum_lost": loss.lost.time if loss.lost else None,
+                "validator_stopped": loss.stopped.time,
+                "stopped_seconds": measure.between(cut, loss.stopped.time),
+                "resume_seconds": measure.between(powered, first.time),
+                "signed_within_grace": len([e for e in entries if cut < e.time <= cut + SIGN_GRACE]),
+                "last_signature_before": outage.last_before.to_dict() if outage.last_before else None,
+                "first_signature_after": first.to_dict(),
+                "phases": phases,
+            },
+        )
 
     def runnable(self) -> list[str]:
         """The scenarios whose failure this site can cause."""
@@ -620,8 +735,10 @@ class Drill:
             raise DrillError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
         needs = SCENARIOS[scenario].needs
         if needs is not None and needs not in self.site.failures:
-            raise DrillError(f"{scenario} must {FAILURES[needs]}, which the drill can do on the lab only; "
-                             f"here it can run: {', '.join(self.runnable())}")  # fmt: skip
+            raise DrillError(
+                f"{scenario} must {FAILURES[needs]}, which the drill can do on the lab only; "
+                f"here it can run: {', '.join(self.runnable())}"
+            )
 
     def run(self, scenario: str, iterations: int) -> list[dict[str, Any]]:
         self.check_runnable(scenario)
@@ -658,14 +775,16 @@ class Drill:
             except Exception as exc:  # noqa: BLE001 (any failure keeps its evidence; the drill stops)
                 self.say(f"[{iteration}] FAILED: {exc}")
                 record = self.failed_record(iteration, name, exc)
-                record["evidence"] = self.keep_evidence(f"{iteration:02d}-{name}", f"iteration {iteration} "
-                                                        f"({name}) stopped: {exc}", record, exc)  # fmt: skip
+                record["evidence"] = self.keep_evidence(
+                    f"{iteration:02d}-{name}", f"iteration {iteration} ({name}) stopped: {exc}", record, exc
+                )
                 records.append(record)
                 break
             if not record["ok"]:
                 what = "; ".join(record.get("failed_expectations") or ["double signs or two signers"])
-                record["evidence"] = self.keep_evidence(f"{iteration:02d}-{name}", f"iteration {iteration} "
-                                                        f"({name}) failed: {what}", record)  # fmt: skip
+                record["evidence"] = self.keep_evidence(
+                    f"{iteration:02d}-{name}", f"iteration {iteration} ({name}) failed: {what}", record
+                )
             records.append(record)
             left = self.placement()
         return records
@@ -674,11 +793,19 @@ class Drill:
         """The record of an iteration that an error stopped: not OK, nothing
         measured, the journals checked all the same."""
         record: dict[str, Any] = {
-            "iteration": iteration, "scenario": scenario, "ok": False, "error": str(error) or type(error).__name__,
-            "failed_expectations": [str(error) or type(error).__name__], "target": None, "new_node": None,
-            "phases": dict.fromkeys(PHASES), "double_signs": 0, "regressions": 0, "dual_active": 0,
+            "iteration": iteration,
+            "scenario": scenario,
+            "ok": False,
+            "error": str(error) or type(error).__name__,
+            "failed_expectations": [str(error) or type(error).__name__],
+            "target": None,
+            "new_node": None,
+            "phases": dict.fromkeys(PHASES),
+            "double_signs": 0,
+            "regressions": 0,
+            "dual_active": 0,
             "signatures": [],
-        }  # fmt: skip
+        }
         try:
             self.judge(record, None, None)
         except Exception as exc:  # noqa: BLE001 (the journals' or the chain's own trouble is in the evidence)
@@ -705,12 +832,22 @@ class Drill:
             return True
         found = record["chain"]["evidence"]
         heights = record["chain"]["evidence_heights"]
-        self.say(f"[{iteration}] the drill stops: the chain holds evidence of a double sign by our validator "
-                 f"(committed at heights {', '.join(map(str, heights))})")  # fmt: skip
-        finding: dict[str, Any] = {"kind": "evidence", "before_iteration": iteration, "found": found,
-                                   "heights": heights, "chain": record["chain"]}  # fmt: skip
-        finding["evidence"] = self.keep_evidence(f"before-{iteration:02d}-evidence", f"before iteration {iteration}: "
-                                                 "evidence against our validator on the chain", finding)  # fmt: skip
+        self.say(
+            f"[{iteration}] the drill stops: the chain holds evidence of a double sign by our validator "
+            f"(committed at heights {', '.join(map(str, heights))})"
+        )
+        finding: dict[str, Any] = {
+            "kind": "evidence",
+            "before_iteration": iteration,
+            "found": found,
+            "heights": heights,
+            "chain": record["chain"],
+        }
+        finding["evidence"] = self.keep_evidence(
+            f"before-{iteration:02d}-evidence",
+            f"before iteration {iteration}: evidence against our validator on the chain",
+            finding,
+        )
         self.findings.append(finding)
         return False
 
@@ -728,18 +865,28 @@ class Drill:
             return True
         seen = time.time()
         shown = ", ".join(now or ()) or "no node"
-        self.say(f"[{iteration}] UNASKED MOVE before this iteration: the validator was left on "
-                 f"{', '.join(left.nodes) or 'no node'} and runs on {shown}; {len(changes)} start/stop of it "
-                 f"since")  # fmt: skip
+        self.say(
+            f"[{iteration}] UNASKED MOVE before this iteration: the validator was left on "
+            f"{', '.join(left.nodes) or 'no node'} and runs on {shown}; {len(changes)} start/stop of it "
+            f"since"
+        )
         finding: dict[str, Any] = {
-            "kind": "unasked move", "before_iteration": iteration, "left_on": list(left.nodes),
-            "now_on": list(now or ()), "left_at": left.time, "seen_at": seen,
+            "kind": "unasked move",
+            "before_iteration": iteration,
+            "left_on": list(left.nodes),
+            "now_on": list(now or ()),
+            "left_at": left.time,
+            "seen_at": seen,
             "operations": [line.text for line in changes],
-            "fail_counts": {node: count for (node, rid), count in (status.fail_counts if status else {}).items()
-                            if rid == self.resource},
-        }  # fmt: skip
-        finding["evidence"] = self.keep_evidence(f"before-{iteration:02d}", f"before iteration {iteration}: the "
-                                                 f"validator moved unasked", finding)  # fmt: skip
+            "fail_counts": {
+                node: count
+                for (node, rid), count in (status.fail_counts if status else {}).items()
+                if rid == self.resource
+            },
+        }
+        finding["evidence"] = self.keep_evidence(
+            f"before-{iteration:02d}", f"before iteration {iteration}: the validator moved unasked", finding
+        )
         reason = self.invalidated()
         finding["stops_drill"] = reason is not None
         finding["reason"] = reason
@@ -758,9 +905,11 @@ class Drill:
         actives = [n.name for n in self.site.inventory.nodes if n.role == "active"]
         banned = [n for n in actives if status.fail_counts.get((n, self.resource), 0) >= BANNED]
         if banned:
-            return (f"a fail count bans the validator from {', '.join(banned)}: no failover can go there "
-                    f"(crm_resource --cleanup --resource {self.resource} clears it once the cause is "
-                    f"known)")  # fmt: skip
+            return (
+                f"a fail count bans the validator from {', '.join(banned)}: no failover can go there "
+                f"(crm_resource --cleanup --resource {self.resource} clears it once the cause is "
+                f"known)"
+            )
         return None
 
     # -- evidence --
@@ -793,22 +942,49 @@ def _failover(name: str, summary: str, failure: Failure) -> Scenario:
     return Scenario(name, summary, functools.partial(Drill.failover, failure=failure), needs=failure.kind)
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    _failover("power-cut-active", "power off the active node by its BMC: fenced, the validator moves",
-              Failure("cutting its power through its BMC", "power")),
-    _failover("freeze-active", "SIGSTOP the active node until the validator moves; it never signs again",
-              Failure("freezing every process of it (SIGSTOP)", "freeze")),
-    _failover("partition-active", "pull the active node's cable: the majority fences it, the validator moves",
-              Failure("pulling its cable (its switch port down)", "cable")),
-    _failover("bmc-down-and-power-cut-active",
-              f"silence its BMC, cut its power: nothing moves for {HOLD:g} s, then the BMC is back",
-              Failure("silencing its BMC (SIGSTOP) and cutting its power without it", "bmc", hold=HOLD)),
-    Scenario("kill-signer", "SIGKILL the signer: restarted (a promotable one: promoted anew), nobody fenced",
-             Drill.kill_signer, needs=None),
-    Scenario("power-cut-standby", "power off the standby: signing goes on, the standby is fenced",
-             functools.partial(Drill.power_cut_bystander, role="standby")),
-    Scenario("power-cut-witness", "power off the witness: signing goes on, the witness is fenced",
-             functools.partial(Drill.power_cut_bystander, role="witness")),
-    Scenario("two-nodes-down", "power off standby and witness: quorum lost, nobody signs until back",
-             Drill.two_nodes_down),
-)}  # fmt: skip
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        _failover(
+            "power-cut-active",
+            "power off the active node by its BMC: fenced, the validator moves",
+            Failure("cutting its power through its BMC", "power"),
+        ),
+        _failover(
+            "freeze-active",
+            "SIGSTOP the active node until the validator moves; it never signs again",
+            Failure("freezing every process of it (SIGSTOP)", "freeze"),
+        ),
+        _failover(
+            "partition-active",
+            "pull the active node's cable: the majority fences it, the validator moves",
+            Failure("pulling its cable (its switch port down)", "cable"),
+        ),
+        _failover(
+            "bmc-down-and-power-cut-active",
+            f"silence its BMC, cut its power: nothing moves for {HOLD:g} s, then the BMC is back",
+            Failure("silencing its BMC (SIGSTOP) and cutting its power without it", "bmc", hold=HOLD),
+        ),
+        Scenario(
+            "kill-signer",
+            "SIGKILL the signer: restarted (a promotable one: promoted anew), nobody fenced",
+            Drill.kill_signer,
+            needs=None,
+        ),
+        Scenario(
+            "power-cut-standby",
+            "power off the standby: signing goes on, the standby is fenced",
+            functools.partial(Drill.power_cut_bystander, role="standby"),
+        ),
+        Scenario(
+            "power-cut-witness",
+            "power off the witness: signing goes on, the witness is fenced",
+            functools.partial(Drill.power_cut_bystander, role="witness"),
+        ),
+        Scenario(
+            "two-nodes-down",
+            "power off standby and witness: quorum lost, nobody signs until back",
+            Drill.two_nodes_down,
+        ),
+    )
+}

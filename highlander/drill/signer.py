@@ -154,9 +154,7 @@ def load_key(path: Path | None):  # type: ignore[no-untyped-def]
     except FileNotFoundError:
         pass
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another signer created it first: use that one
@@ -303,8 +301,11 @@ class Signer:
             except ConnectionError as exc:
                 log.warning("event=daemon-unreachable op=promote retry_in=%.2fs reason=%r", backoff, str(exc))
             except Conflict as exc:  # the read repair met another digest at the quorum's mark
-                log.critical("event=ALARM-conflict op=promote detail=%r: the replicas disagree on the last "
-                             "signed mark; refusing to sign", exc.detail)  # fmt: skip
+                log.critical(
+                    "event=ALARM-conflict op=promote detail=%r: the replicas disagree on the last "
+                    "signed mark; refusing to sign",
+                    exc.detail,
+                )
                 return EXIT_CONFLICT
             except Refused as exc:
                 if exc.status != NO_QUORUM:
@@ -325,8 +326,7 @@ class Signer:
             self._serve_status()
             if not self.options.guard:
                 run = unguarded_run(self.clock())
-                log.warning("event=unguarded run=%d: --no-guard, signing without the register (negative control)",
-                            run)  # fmt: skip
+                log.warning("event=unguarded run=%d: --no-guard, signing without the register (negative control)", run)
                 return self._sign_loop(run, ZERO)
             promoted = self.promote()
             if isinstance(promoted, int):
@@ -350,17 +350,34 @@ class Signer:
                 try:
                     self._call(partial(_advance, key=o.key, epoch=epoch, mark=mark, digest=digest))
                 except Superseded as exc:
-                    log.error("event=superseded status=%s epoch=%d hrs=%s detail=%r: another node was promoted; "
-                              "stopping, signing nothing more", exc.status, epoch, mark, exc.detail)  # fmt: skip
+                    log.error(
+                        "event=superseded status=%s epoch=%d hrs=%s detail=%r: another node was promoted; "
+                        "stopping, signing nothing more",
+                        exc.status,
+                        epoch,
+                        mark,
+                        exc.detail,
+                    )
                     return EXIT_SUPERSEDED
                 except Conflict as exc:
-                    log.critical("event=ALARM-conflict status=%s epoch=%d hrs=%s detail=%r: another digest was "
-                                 "accepted at this mark; refusing to sign", exc.status, epoch, mark, exc.detail)  # fmt: skip
+                    log.critical(
+                        "event=ALARM-conflict status=%s epoch=%d hrs=%s detail=%r: another digest was "
+                        "accepted at this mark; refusing to sign",
+                        exc.status,
+                        epoch,
+                        mark,
+                        exc.detail,
+                    )
                     return EXIT_CONFLICT
                 except Refused as exc:
                     if exc.status != NO_QUORUM:
-                        log.error("event=refused epoch=%d hrs=%s status=%s detail=%r: stopping",
-                                  epoch, mark, exc.status, exc.detail)  # fmt: skip
+                        log.error(
+                            "event=refused epoch=%d hrs=%s status=%s detail=%r: stopping",
+                            epoch,
+                            mark,
+                            exc.status,
+                            exc.detail,
+                        )
                         return EXIT_BROKEN
                     log.warning("event=no-quorum hrs=%s retry_in=%.2fs detail=%r", mark, backoff, exc.detail)
                     self._wait(backoff)
@@ -381,10 +398,16 @@ class Signer:
         o = self.options
         signature = self.private_key.sign(sign_bytes(o.key, mark, o.node, epoch))
         entry = {
-            "key": str(o.key), "height": mark.height, "round": mark.round, "step": mark.step,
-            "digest": digest, "node": o.node, "epoch": epoch, "time": 0.0,
+            "key": str(o.key),
+            "height": mark.height,
+            "round": mark.round,
+            "step": mark.step,
+            "digest": digest,
+            "node": o.node,
+            "epoch": epoch,
+            "time": 0.0,
             "signature": base64.b64encode(signature).decode(),
-        }  # fmt: skip
+        }
         # Last look at the clock, as close to the write as it gets: a vote
         # for a block long over is dropped (a frozen signer waking up).
         now = self.clock()
@@ -434,7 +457,12 @@ def run(options: Options, stop: threading.Event) -> int:
         raise SignerError(f"block time must be a positive number of seconds, got {options.block_time!r}")
     log.info(
         "event=starting node=%s key=%s socket=%s journal=%s block_time=%g genesis=%.3f guard=%s",
-        options.node, options.key, options.socket, options.journal, options.block_time, options.genesis,
+        options.node,
+        options.key,
+        options.socket,
+        options.journal,
+        options.block_time,
+        options.genesis,
         "on" if options.guard else "OFF",
-    )  # fmt: skip
+    )
     return Signer(options, stop).run()

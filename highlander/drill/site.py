@@ -66,7 +66,7 @@ class Site(Protocol):
         for "off", when each one's power went off."""
 
     def power_state(self, name: str) -> str:
-        """"on", "off" or "unknown", as node ``name``'s BMC reports it."""
+        """ "on", "off" or "unknown", as node ``name``'s BMC reports it."""
 
     def inflict(self, failure: str, target: str) -> tuple[float, Undo | None]:
         """Cause ``failure`` (a key of :attr:`failures`) on node ``target``; returns

@@ -45,10 +45,17 @@ MOMENTS = (  # record field, label, colour
     ("first_signature_after", "first signature after", "#2ca02c"),
 )
 CHAIN_LANE = "chain"
-BLOCK = {"committed": ("#2ca02c", "#2ca02c"), "nil": ("#bbb", "#888"), "absent": ("#fff", "#d62728"),
-         "none": ("#fff", "#bbb")}  # fill, stroke  # fmt: skip
-BANDS = (("detection", "cut", "fence_request", "#fde0c5"), ("fencing", "fence_request", "fenced", "#f6cccc"),
-         ("promotion", "fenced", "promoted", "#e4dcf2"))  # fmt: skip
+BLOCK = {
+    "committed": ("#2ca02c", "#2ca02c"),
+    "nil": ("#bbb", "#888"),
+    "absent": ("#fff", "#d62728"),
+    "none": ("#fff", "#bbb"),
+}  # fill, stroke
+BANDS = (
+    ("detection", "cut", "fence_request", "#fde0c5"),
+    ("fencing", "fence_request", "fenced", "#f6cccc"),
+    ("promotion", "fenced", "promoted", "#e4dcf2"),
+)
 STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}
 section{border:1px solid #ccc;margin:0 0 1.5em;padding:.2em .8em}section.alarm{border:3px solid #d62728}
 h2{font-size:1.1em}.ok{color:#2ca02c;font-weight:bold}.bad{color:#d62728;font-weight:bold}
@@ -68,8 +75,11 @@ def _moments(record: dict[str, Any]) -> dict[str, float]:
 
 def _nodes(record: dict[str, Any], rows: Sequence[Sequence[Any]]) -> list[str]:
     named = [record.get(k) for k in ("target", "new_node", "promoted_on")]
-    named += [v.get("node") for k in ("last_signature_before", "first_signature_after")
-              if isinstance(v := record.get(k), dict)]  # fmt: skip
+    named += [
+        v.get("node")
+        for k in ("last_signature_before", "first_signature_after")
+        if isinstance(v := record.get(k), dict)
+    ]
     return sorted({str(n) for n in named if n} | {str(row[0]) for row in rows})
 
 
@@ -124,38 +134,60 @@ def _svg(record: dict[str, Any]) -> str:
     top = ROW * len(MOMENTS) + 8
     bottom = top + LANE * max(len(nodes), 1)
     lane = {node: top + LANE * i + LANE / 2 for i, node in enumerate(nodes)}
-    bands = [(name, moments[a], moments[b], fill) for name, a, b, fill in BANDS
-             if a in moments and b in moments and moments[a] <= moments[b]]  # fmt: skip
+    bands = [
+        (name, moments[a], moments[b], fill)
+        for name, a, b, fill in BANDS
+        if a in moments and b in moments and moments[a] <= moments[b]
+    ]
     size = f'width="{WIDTH}" height="{bottom + 62}" viewBox="0 0 {WIDTH} {bottom + 62}"'
     legend = [(f"{n} epoch {e}", c) for (n, e), c in colour.items()] + [(b[0], b[3]) for b in bands]
-    return "\n".join([
-        f'<svg xmlns="http://www.w3.org/2000/svg" {size} role="img">',
-        *(f'<rect x="{axis.x(t0)}" y="{top}" width="{round(axis.x(t1) - axis.x(t0), 1)}" height="{bottom - top}" '
-          f'fill="{fill}"><title>{escape(name)}: {t1 - t0:.2f} s</title></rect>' for name, t0, t1, fill in bands),
-        *_lanes(lane), *_marks(axis, rows, lane, colour), *_blocks(axis, blocks, lane.get(CHAIN_LANE, 0.0)),
-        *_moment_lines(axis, moments, bottom),
-        *_ticks(axis, bottom, "cut" in moments), *_legend(bottom + 40, legend), "</svg>",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f'<svg xmlns="http://www.w3.org/2000/svg" {size} role="img">',
+            *(
+                f'<rect x="{axis.x(t0)}" y="{top}" width="{round(axis.x(t1) - axis.x(t0), 1)}" height="{bottom - top}" '
+                f'fill="{fill}"><title>{escape(name)}: {t1 - t0:.2f} s</title></rect>'
+                for name, t0, t1, fill in bands
+            ),
+            *_lanes(lane),
+            *_marks(axis, rows, lane, colour),
+            *_blocks(axis, blocks, lane.get(CHAIN_LANE, 0.0)),
+            *_moment_lines(axis, moments, bottom),
+            *_ticks(axis, bottom, "cut" in moments),
+            *_legend(bottom + 40, legend),
+            "</svg>",
+        ]
+    )
 
 
 def _lanes(lane: dict[str, float]) -> list[str]:
-    return [part for node, y in lane.items() for part in (
-        f'<line x1="{LEFT}" y1="{y}" x2="{WIDTH - RIGHT}" y2="{y}" stroke="#bbb"/>',
-        _text(LEFT - 8, y + 4, node, text_anchor="end"))]  # fmt: skip
+    return [
+        part
+        for node, y in lane.items()
+        for part in (
+            f'<line x1="{LEFT}" y1="{y}" x2="{WIDTH - RIGHT}" y2="{y}" stroke="#bbb"/>',
+            _text(LEFT - 8, y + 4, node, text_anchor="end"),
+        )
+    ]
 
 
-def _marks(axis: Axis, rows: Sequence[Sequence[Any]], lane: dict[str, float],
-           colour: dict[tuple[str, int], str]) -> list[str]:  # fmt: skip
+def _marks(
+    axis: Axis, rows: Sequence[Sequence[Any]], lane: dict[str, float], colour: dict[tuple[str, int], str]
+) -> list[str]:
     """A tick per signature in its signer's colour, a red ring on each double sign."""
     out, conflicts = [], _conflicts(rows)
     for i, row in enumerate(rows):
         x, y, signer = axis.x(float(row[3])), lane[str(row[0])], (str(row[0]), int(row[1]))
         tip = escape(f"{signer[0]} epoch {signer[1]} height {row[2]} at {float(row[3]) - axis.origin:+.3f} s")
-        out.append(f'<line x1="{x}" y1="{y - 8}" x2="{x}" y2="{y + 8}" stroke="{colour[signer]}" '
-                   f'stroke-width="2"><title>{tip}</title></line>')  # fmt: skip
+        out.append(
+            f'<line x1="{x}" y1="{y - 8}" x2="{x}" y2="{y + 8}" stroke="{colour[signer]}" '
+            f'stroke-width="2"><title>{tip}</title></line>'
+        )
         if i in conflicts:
-            out.append(f'<circle cx="{x}" cy="{y}" r="9" fill="none" stroke="#d62728" stroke-width="3">'
-                       f"<title>double sign: {tip}</title></circle>")  # fmt: skip
+            out.append(
+                f'<circle cx="{x}" cy="{y}" r="9" fill="none" stroke="#d62728" stroke-width="3">'
+                f"<title>double sign: {tip}</title></circle>"
+            )
     return out
 
 
@@ -166,8 +198,10 @@ def _blocks(axis: Axis, blocks: Sequence[Sequence[Any]], y: float) -> list[str]:
         fill, stroke = BLOCK.get(str(ours), BLOCK["none"])
         x = axis.x(float(when))
         tip = escape(f"height {height} at {float(when) - axis.origin:+.3f} s: our signature {ours}")
-        out.append(f'<rect x="{x - 4}" y="{y - 4}" width="8" height="8" fill="{fill}" stroke="{stroke}" '
-                   f'stroke-width="1.5"><title>{tip}</title></rect>')  # fmt: skip
+        out.append(
+            f'<rect x="{x - 4}" y="{y - 4}" width="8" height="8" fill="{fill}" stroke="{stroke}" '
+            f'stroke-width="1.5"><title>{tip}</title></rect>'
+        )
     return out
 
 
@@ -217,8 +251,10 @@ def _header(scenario: str, number: Any, record: dict[str, Any]) -> str:
         counts = [str((record.get(k) or {}).get("missed", "?")) for k in ("missed_blocks", "missed_after_detection")]
         missed = f" &#183; missed blocks {escape(counts[0])} ({escape(counts[1])} after the fence request)"
     signs = "evidence against our validator" if "chain" in record else "double signs"
-    return (f"<h2>{escape(str(record.get('scenario') or scenario))}, iteration {escape(str(number))}</h2>\n"
-            f"<p>{escape(route)} &#183; {ok} &#183; {signs} {shown}{missed}</p>{why}{_evidence(record)}")  # fmt: skip
+    return (
+        f"<h2>{escape(str(record.get('scenario') or scenario))}, iteration {escape(str(number))}</h2>\n"
+        f"<p>{escape(route)} &#183; {ok} &#183; {signs} {shown}{missed}</p>{why}{_evidence(record)}"
+    )
 
 
 def _evidence(item: dict[str, Any]) -> str:
@@ -232,26 +268,33 @@ def _finding(finding: dict[str, Any]) -> str:
     """An unasked move: from where to where, the operations the logs show, whether the drill stopped;
     or evidence of a double sign the chain committed."""
     if finding.get("kind") == "evidence":
-        items = "".join(f"<li>{escape(str(e.get('kind')))} for height {escape(str(e.get('vote_height')))} round "
-                        f"{escape(str(e.get('vote_round')))}, committed at height {escape(str(e.get('height')))}</li>"
-                        for e in finding.get("found") or [])  # fmt: skip
-        return (f'<section class="alarm">\n<h2>evidence of a double sign by our validator before iteration '
-                f"{escape(str(finding.get('before_iteration')))}</h2>\n<ul>{items}</ul>\n"
-                f'<p class="bad">the drill stopped</p>{_evidence(finding)}\n</section>')  # fmt: skip
+        items = "".join(
+            f"<li>{escape(str(e.get('kind')))} for height {escape(str(e.get('vote_height')))} round "
+            f"{escape(str(e.get('vote_round')))}, committed at height {escape(str(e.get('height')))}</li>"
+            for e in finding.get("found") or []
+        )
+        return (
+            f'<section class="alarm">\n<h2>evidence of a double sign by our validator before iteration '
+            f"{escape(str(finding.get('before_iteration')))}</h2>\n<ul>{items}</ul>\n"
+            f'<p class="bad">the drill stopped</p>{_evidence(finding)}\n</section>'
+        )
 
     def nodes(key: str) -> str:
         return ", ".join(finding.get(key) or []) or "no node"
 
     operations = "".join(f"<li>{escape(line)}</li>" for line in finding.get("operations") or [])
     stopped = f'\n<p class="bad">the drill stopped: {escape(finding["reason"])}</p>' if finding.get("reason") else ""
-    return (f'<section class="alarm">\n<h2>unasked move before iteration '
-            f"{escape(str(finding.get('before_iteration')))}</h2>\n"
-            f"<p>left on {escape(nodes('left_on'))}, then on {escape(nodes('now_on'))}</p>\n"
-            f"<ul>{operations}</ul>{stopped}{_evidence(finding)}\n</section>")  # fmt: skip
+    return (
+        f'<section class="alarm">\n<h2>unasked move before iteration '
+        f"{escape(str(finding.get('before_iteration')))}</h2>\n"
+        f"<p>left on {escape(nodes('left_on'))}, then on {escape(nodes('now_on'))}</p>\n"
+        f"<ul>{operations}</ul>{stopped}{_evidence(finding)}\n</section>"
+    )
 
 
-def page(scenario: str, iterations: Sequence[dict[str, Any]], table: str,
-         findings: Sequence[dict[str, Any]] = ()) -> str:  # fmt: skip
+def page(
+    scenario: str, iterations: Sequence[dict[str, Any]], table: str, findings: Sequence[dict[str, Any]] = ()
+) -> str:
     """The whole HTML document: a figure per iteration (each unasked move before
     the iteration it preceded), then the summary ``table``."""
     figures = []
@@ -259,8 +302,7 @@ def page(scenario: str, iterations: Sequence[dict[str, Any]], table: str,
         number = record.get("iteration", i)
         figures += [_finding(f) for f in findings if f.get("before_iteration") == number]
         alarm = ' class="alarm"' if record.get("double_signs") else ""
-        figures.append(f"<section{alarm}>\n{_header(scenario, number, record)}\n"
-                       f"{_svg(record)}\n</section>")  # fmt: skip
+        figures.append(f"<section{alarm}>\n{_header(scenario, number, record)}\n{_svg(record)}\n</section>")
     shown = {record.get("iteration", i) for i, record in enumerate(iterations, 1)}
     figures += [_finding(f) for f in findings if f.get("before_iteration") not in shown]
     title = f"{escape(scenario)} drill"

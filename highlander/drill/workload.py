@@ -75,9 +75,11 @@ class Workload:
         args = list(argv[1:])
         if self.subcommand == "demo-signer":
             return (
-                len(args) > 2 and args[0].rsplit("/", 1)[-1] == "highlander" and args[1] == "demo-signer"
+                len(args) > 2
+                and args[0].rsplit("/", 1)[-1] == "highlander"
+                and args[1] == "demo-signer"
                 and any(a == "--node" and b == node for a, b in zip(args, args[1:]))
-            )  # fmt: skip
+            )
         if self.subcommand == "privval":
             return args[:3] == ["-m", "highlander", self.subcommand]
         return bool(argv) and argv[0].rsplit("/", 1)[-1] == self.subcommand  # a program of its own
@@ -89,12 +91,20 @@ class Workload:
 
 
 DEMO = Workload("demo-signer", "validator", "start", "/run/highlander/validator-validator.pid", "demo-signer", None)
-CHAIN = Workload("chain", "privval", "promote", "/run/highlander/privval.pid", "privval",
-                 "/var/log/highlander/privval.log", companion="cometbft")  # fmt: skip
+CHAIN = Workload(
+    "chain",
+    "privval",
+    "promote",
+    "/run/highlander/privval.pid",
+    "privval",
+    "/var/log/highlander/privval.log",
+    companion="cometbft",
+)
 # The stock stack on the chain: CometBFT with FilePV under ocf:heartbeat:anything, a cold standby.
 # Its signatures are seen on the chain only, which does not say which node made them.
-CHAIN_STOCK = Workload("chain-stock", "validator", "start", "/run/resource-agents/anything_validator.pid",
-                       "cometbft", None)  # fmt: skip
+CHAIN_STOCK = Workload(
+    "chain-stock", "validator", "start", "/run/resource-agents/anything_validator.pid", "cometbft", None
+)
 WORKLOADS = {w.name: w for w in (DEMO, CHAIN, CHAIN_STOCK)}
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
@@ -111,8 +121,7 @@ def log_time(line: str) -> float | None:
     return moment.timestamp() + int(match.group(2)) / 1000
 
 
-def privval_entries(text: str, node: str, where: str, lines_before: int = 0, epoch: int = 0
-                    ) -> tuple[list[Entry], int]:  # fmt: skip
+def privval_entries(text: str, node: str, where: str, lines_before: int = 0, epoch: int = 0) -> tuple[list[Entry], int]:
     """Every new signature in a ``highlander privval`` log of ``node``: its
     ``event=signed`` lines, each with the epoch of the promotion before it
     (``where`` names the log in the entries). ``text`` may continue a log

@@ -27,8 +27,7 @@ ACTION_TEXT = {
     "monitor": "Check that the device answers: a single-plug device is asked for its power "
     "state, a multi-plug device for its plugs. Exit status 0 when it does.",
     "list": "Print the plugs of a multi-plug device, one plug,alias line each.",
-    "list-status": "Print the plugs of a multi-plug device with their power state, one "
-    "plug,alias,ON|OFF line each.",
+    "list-status": "Print the plugs of a multi-plug device with their power state, one plug,alias,ON|OFF line each.",
     "validate-all": "Check that the options are complete and consistent, without contacting "
     "the device. Exit status 0 if they are, otherwise 1 with the reason.",
     "metadata": "Print the XML meta-data describing this agent (read by Pacemaker and pcs).",

@@ -58,9 +58,7 @@ def _content(parent: ET.Element, option: Option) -> None:
 
 
 def _parameter(parent: ET.Element, name: str, option: Option, deprecated: bool) -> None:
-    element = ET.SubElement(
-        parent, "parameter", name=name, unique="0", required="1" if option.required else "0"
-    )
+    element = ET.SubElement(parent, "parameter", name=name, unique="0", required="1" if option.required else "0")
     if deprecated:
         element.set("deprecated", "1")
     elif option.aliases:

@@ -150,9 +150,7 @@ def stdin_names(agent: FenceAgent) -> dict[str, Option]:
     return names
 
 
-def map_stdin(
-    agent: FenceAgent, pairs: Iterable[tuple[str, str]]
-) -> tuple[dict[str, str], list[str], str | None]:
+def map_stdin(agent: FenceAgent, pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], list[str], str | None]:
     """Raw values by option name (last one wins, aliases included), the
     unknown names, and ``nodename``."""
     names = stdin_names(agent)

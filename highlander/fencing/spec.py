@@ -15,9 +15,17 @@ OPTION_TYPES = ("string", "integer", "boolean", "second", "select")
 # Every action a fence agent accepts, in fence-agents' order, which is the
 # order of the meta-data's <actions>.
 AGENT_ACTIONS = (
-    "on", "off", "reboot", "status", "list", "list-status", "monitor",
-    "metadata", "manpage", "validate-all",
-)  # fmt: skip
+    "on",
+    "off",
+    "reboot",
+    "status",
+    "list",
+    "list-status",
+    "monitor",
+    "metadata",
+    "manpage",
+    "validate-all",
+)
 
 
 class Option:
@@ -69,11 +77,18 @@ class Option:
     def replace(self, **changes: object) -> Option:
         """A copy with some attributes changed (an agent's own default port)."""
         fields = {
-            "long": self.long, "short": self.short, "aliases": self.aliases, "type": self.type,
-            "default": self.default, "required": self.required, "secret": self.secret,
-            "choices": self.choices, "longdesc": self.longdesc, "metavar": self.metavar,
+            "long": self.long,
+            "short": self.short,
+            "aliases": self.aliases,
+            "type": self.type,
+            "default": self.default,
+            "required": self.required,
+            "secret": self.secret,
+            "choices": self.choices,
+            "longdesc": self.longdesc,
+            "metavar": self.metavar,
             "order": self.order,
-        }  # fmt: skip
+        }
         fields.update(changes)
         return Option(self.name, self.shortdesc, **fields)  # type: ignore[arg-type]
 
@@ -86,40 +101,70 @@ def _common() -> dict[str, Option]:
     # old name, and accepting it would let a stale device attribute
     # ``option=off`` override the action Pacemaker asks for.
     options = (
-        Option("action", "Fencing action", short="o", default="reboot",
-               longdesc="The action to perform: on, off, reboot (the default), status, monitor, "
-                        "list, list-status (multi-plug devices), validate-all, metadata, manpage."),
-        Option("ip", "IP address or hostname of fencing device", short="a", aliases=("ipaddr",),
-               required=True),
-        Option("ipport", "TCP/UDP port to use for connection with device", short="u", type="integer",
-               metavar="port"),
+        Option(
+            "action",
+            "Fencing action",
+            short="o",
+            default="reboot",
+            longdesc="The action to perform: on, off, reboot (the default), status, monitor, "
+            "list, list-status (multi-plug devices), validate-all, metadata, manpage.",
+        ),
+        Option("ip", "IP address or hostname of fencing device", short="a", aliases=("ipaddr",), required=True),
+        Option("ipport", "TCP/UDP port to use for connection with device", short="u", type="integer", metavar="port"),
         Option("username", "Login name", short="l", aliases=("login",), metavar="name"),
         Option("password", "Login password or passphrase", short="p", aliases=("passwd",), secret=True),
-        Option("password_script", "Script to run to retrieve password", short="S",
-               aliases=("passwd_script",), metavar="script",
-               longdesc="Program whose standard output is the password (its first line); run "
-                        "without a shell. Keeps the password out of the cluster configuration."),
-        Option("plug", "Physical plug number on device, UUID or identification of machine", short="n",
-               aliases=("port",), metavar="id"),
-        Option("verbose", "Verbose mode: log every exchange with the device (never a password)",
-               short="v", type="boolean", default=False, order=51),
-        Option("debug_file", "Write debug information to given file", short="D", aliases=("debug",),
-               metavar="debugfile", order=53),
-        Option("delay", "Wait X seconds before fencing is started", type="second", default=0,
-               order=200),
-        Option("login_timeout", "Wait X seconds for the device to answer the login", type="second",
-               default=5, order=200),
-        Option("power_timeout", "Test X seconds for status change after ON/OFF", type="second",
-               default=20, order=200),
-        Option("power_wait", "Wait X seconds after issuing ON/OFF", type="second", default=0,
-               order=200),
-        Option("retry_on", "Count of attempts to retry power on", type="integer", default=1,
-               metavar="attempts", order=201),
-        Option("method", "Method to fence", short="m", type="select", choices=("onoff", "cycle"),
-               default="onoff",
-               longdesc="onoff: power off, verify, power on. cycle: one hard reset; quicker, but "
-                        "the off state cannot be verified."),
-    )  # fmt: skip
+        Option(
+            "password_script",
+            "Script to run to retrieve password",
+            short="S",
+            aliases=("passwd_script",),
+            metavar="script",
+            longdesc="Program whose standard output is the password (its first line); run "
+            "without a shell. Keeps the password out of the cluster configuration.",
+        ),
+        Option(
+            "plug",
+            "Physical plug number on device, UUID or identification of machine",
+            short="n",
+            aliases=("port",),
+            metavar="id",
+        ),
+        Option(
+            "verbose",
+            "Verbose mode: log every exchange with the device (never a password)",
+            short="v",
+            type="boolean",
+            default=False,
+            order=51,
+        ),
+        Option(
+            "debug_file",
+            "Write debug information to given file",
+            short="D",
+            aliases=("debug",),
+            metavar="debugfile",
+            order=53,
+        ),
+        Option("delay", "Wait X seconds before fencing is started", type="second", default=0, order=200),
+        Option(
+            "login_timeout", "Wait X seconds for the device to answer the login", type="second", default=5, order=200
+        ),
+        Option("power_timeout", "Test X seconds for status change after ON/OFF", type="second", default=20, order=200),
+        Option("power_wait", "Wait X seconds after issuing ON/OFF", type="second", default=0, order=200),
+        Option(
+            "retry_on", "Count of attempts to retry power on", type="integer", default=1, metavar="attempts", order=201
+        ),
+        Option(
+            "method",
+            "Method to fence",
+            short="m",
+            type="select",
+            choices=("onoff", "cycle"),
+            default="onoff",
+            longdesc="onoff: power off, verify, power on. cycle: one hard reset; quicker, but "
+            "the off state cannot be verified.",
+        ),
+    )
     return {o.name: o for o in options}
 
 
@@ -128,12 +173,15 @@ COMMON = _common()
 # The options every highlander fence agent has beyond fence-agents' own.
 OWN = {
     "metrics_dir": Option(
-        "metrics_dir", "Write the outcome to node_exporter's textfile directory", metavar="directory", order=53,
+        "metrics_dir",
+        "Write the outcome to node_exporter's textfile directory",
+        metavar="directory",
+        order=53,
         longdesc="After every action on the device, count its outcome (success or failure) and duration in "
-                 "highlander_fence.prom in this directory (node_exporter's --collector.textfile.directory), "
-                 "replaced whole, readable by all, without addresses or secrets. Unset: nothing is written.",
+        "highlander_fence.prom in this directory (node_exporter's --collector.textfile.directory), "
+        "replaced whole, readable by all, without addresses or secrets. Unset: nothing is written.",
     ),
-}  # fmt: skip
+}
 
 # The exit codes of the fence-agents API: success (for status: the plug is on),
 # failure (the device could not be reached, or the action not done or not
@@ -153,6 +201,7 @@ def succeeded(action: str, code: int) -> bool:
     verified.
     """
     return code == EXIT_OK or (action == "status" and code == EXIT_OFF)
+
 
 DriverFactory = Callable[[Mapping[str, object]], PowerDriver]
 

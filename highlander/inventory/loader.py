@@ -116,8 +116,7 @@ class InventoryLoader(yaml.SafeLoader):
                 raise Refused(
                     codes.INVENTORY_DUPLICATE_KEY,
                     path,
-                    f"{where}: given twice (lines {first.start_mark.line + 1} and {key.start_mark.line + 1}): "
-                    "keep one",
+                    f"{where}: given twice (lines {first.start_mark.line + 1} and {key.start_mark.line + 1}): keep one",
                 )
         return node
 
@@ -126,7 +125,9 @@ class InventoryLoader(yaml.SafeLoader):
             return super().construct_object(node, deep)
         except (ValueError, OverflowError) as exc:
             raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {_node_text(node)!r} as {node.tag.rsplit(':', 1)[-1]}: {str(exc).split(';')[0]}",
+                None,
+                None,
+                f"cannot read {_node_text(node)!r} as {node.tag.rsplit(':', 1)[-1]}: {str(exc).split(';')[0]}",
                 node.start_mark,
             ) from None
 

@@ -26,7 +26,9 @@ METHODS = ("ipmi", "ilo_ssh", "redfish")
 DEFAULT_FENCE_PORTS = {"ipmi": 623, "ilo_ssh": 22, "redfish": 443}
 ROLES = ("active", "witness")
 QUORUM = ("votequorum", "qdevice")
-HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KEY_PART = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -40,11 +42,17 @@ KNOWN_HOSTS = "/etc/highlander/known_hosts"
 # Agent options that carry a secret, and those the inventory sets from the device's own fields.
 SECRET_OPTIONS = ("password", "passwd", "hexadecimal_kg")
 RESERVED_OPTIONS = {
-    "ip": "address", "ipaddr": "address", "ipport": "port", "username": "username", "login": "username",
-    "password_script": "password_file/password_vault", "passwd_script": "password_file/password_vault",
-    "pcmk_host_list": "the node the device fences", "pcmk_host_map": "the node the device fences",
+    "ip": "address",
+    "ipaddr": "address",
+    "ipport": "port",
+    "username": "username",
+    "login": "username",
+    "password_script": "password_file/password_vault",
+    "passwd_script": "password_file/password_vault",
+    "pcmk_host_list": "the node the device fences",
+    "pcmk_host_map": "the node the device fences",
     "pcmk_host_check": "the node the device fences",
-}  # fmt: skip
+}
 
 
 # How a bad value is shown in a problem: a few elements, a few levels, a few dozen characters.
@@ -194,10 +202,17 @@ class _Checker:
         return value
 
     def text(
-        self, document: Mapping[str, object], key: str, path: str, *, required: bool = False,
-        default: str | None = None, pattern: re.Pattern[str] | None = None, what: str = "",
+        self,
+        document: Mapping[str, object],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        default: str | None = None,
+        pattern: re.Pattern[str] | None = None,
+        what: str = "",
         check: Callable[[str], Refusal | None] | None = None,
-    ) -> str | None:  # fmt: skip
+    ) -> str | None:
         where = f"{path}.{key}" if path else key
         value = document.get(key)
         if value is None:
@@ -219,9 +234,7 @@ class _Checker:
                 return default
         return text
 
-    def number(
-        self, document: Mapping[str, object], key: str, path: str, default: int, low: int, high: int
-    ) -> int:
+    def number(self, document: Mapping[str, object], key: str, path: str, default: int, low: int, high: int) -> int:
         where = f"{path}.{key}" if path else key
         value = document.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -230,8 +243,9 @@ class _Checker:
             return default
         return value
 
-    def choice(self, document: Mapping[str, object], key: str, path: str, choices: tuple[str, ...],
-               default: str | None = None) -> str:  # fmt: skip
+    def choice(
+        self, document: Mapping[str, object], key: str, path: str, choices: tuple[str, ...], default: str | None = None
+    ) -> str:
         where = f"{path}.{key}" if path else key
         value = document.get(key, default)
         if value not in choices:
@@ -425,12 +439,19 @@ def parse(document: object) -> Inventory:
     _check_trio(c, indexed, quorum)
     nodes = [node for _, node in indexed]
 
-    s = c.mapping(top.get("signstate"), "signstate", ("port", "pki_dir", "state_dir", "socket", "socket_group",
-                                                      "backend", "etcd", "postgresql", "metrics"))  # fmt: skip
+    s = c.mapping(
+        top.get("signstate"),
+        "signstate",
+        ("port", "pki_dir", "state_dir", "socket", "socket_group", "backend", "etcd", "postgresql", "metrics"),
+    )
     backend = c.choice(s, "backend", "signstate", ("trio", "etcd", "postgresql"), default="trio")
     store = s.get(backend) if backend != "trio" else None
     if backend != "trio" and not isinstance(store, dict):
-        c.problem(codes.INVENTORY_REQUIRED, f"signstate.{backend}", f"backend {backend} needs this section: how every node reaches {backend}")
+        c.problem(
+            codes.INVENTORY_REQUIRED,
+            f"signstate.{backend}",
+            f"backend {backend} needs this section: how every node reaches {backend}",
+        )
     signstate = SignState(
         port=c.number(s, "port", "signstate", 7480, 1, 65535),
         pki_dir=c.text(s, "pki_dir", "signstate", default=SignState.pki_dir, check=_absolute) or SignState.pki_dir,
@@ -440,13 +461,31 @@ def parse(document: object) -> Inventory:
         socket_group=c.text(s, "socket_group", "signstate", pattern=USER, what="a group name"),
         backend=backend,
         store=store if isinstance(store, dict) else None,
-        metrics=c.text(s, "metrics", "signstate", default=SignState.metrics, pattern=HOST_PORT,
-                       what='HOST:PORT, or "" for no metrics') or "",  # fmt: skip
+        metrics=c.text(
+            s,
+            "metrics",
+            "signstate",
+            default=SignState.metrics,
+            pattern=HOST_PORT,
+            what='HOST:PORT, or "" for no metrics',
+        )
+        or "",
     )
-    v = c.mapping(top.get("validator"), "validator", (
-        "command", "user", "chain_id", "key_id", "health_url", "state_file", "state_format",
-        "height_margin", "environment_file",
-    ))  # fmt: skip
+    v = c.mapping(
+        top.get("validator"),
+        "validator",
+        (
+            "command",
+            "user",
+            "chain_id",
+            "key_id",
+            "health_url",
+            "state_file",
+            "state_format",
+            "height_margin",
+            "environment_file",
+        ),
+    )
     validator = Validator(
         command=c.text(v, "command", "validator", required=True, what="the signing daemon's command line") or "",
         chain_id=c.text(v, "chain_id", "validator", required=True, pattern=KEY_PART, what="a chain id") or "",

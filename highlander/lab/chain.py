@@ -101,8 +101,13 @@ def node_id(node_key: dict[str, Any]) -> str:
     return hashlib.sha256(private[32:]).digest()[:20].hex()
 
 
-def genesis(base: dict[str, Any], chain_id: str, validators: Sequence[tuple[str, dict[str, Any]]],
-            when: datetime.datetime, power: int = POWER) -> dict[str, Any]:  # fmt: skip
+def genesis(
+    base: dict[str, Any],
+    chain_id: str,
+    validators: Sequence[tuple[str, dict[str, Any]]],
+    when: datetime.datetime,
+    power: int = POWER,
+) -> dict[str, Any]:
     """The genesis document of the lab's chain from the one ``cometbft init``
     wrote (``base``: its consensus parameters are the release's defaults):
     ``validators`` are (name, priv_validator_key.json) pairs, each with ``power``."""
@@ -142,15 +147,19 @@ def node_config(text: str, moniker: str, peers: Iterable[str], *, signer_address
     (FilePV otherwise)."""
     laddr = json.dumps(privval_laddr(signer_address)) if signer_address else '""'
     settings: list[tuple[str, str, str]] = [
-        ("", "proxy_app", '"kvstore"'), ("", "moniker", json.dumps(moniker)), ("", "priv_validator_laddr", laddr),
+        ("", "proxy_app", '"kvstore"'),
+        ("", "moniker", json.dumps(moniker)),
+        ("", "priv_validator_laddr", laddr),
         ("", "log_level", '"consensus:info,state:info,*:error"'),
         ("rpc", "laddr", f'"tcp://0.0.0.0:{RPC_PORT}"'),
-        ("p2p", "laddr", f'"tcp://0.0.0.0:{P2P_PORT}"'), ("p2p", "persistent_peers", json.dumps(",".join(peers))),
-        ("p2p", "addr_book_strict", "false"), ("p2p", "pex", "false"),
+        ("p2p", "laddr", f'"tcp://0.0.0.0:{P2P_PORT}"'),
+        ("p2p", "persistent_peers", json.dumps(",".join(peers))),
+        ("p2p", "addr_book_strict", "false"),
+        ("p2p", "pex", "false"),
         ("p2p", "persistent_peers_max_dial_period", '"2s"'),
         *(("consensus", key, value) for key, value in CONSENSUS.items()),
         *((section, key, value) for (section, key), value in MODEST.items()),
-    ]  # fmt: skip
+    ]
     for section, key, value in settings:
         text = set_option(text, section, key, value)
     return text
@@ -214,8 +223,9 @@ def build_network(layout: NetworkLayout, when: datetime.datetime) -> dict[str, A
         init_home(home)
     ids = {name: node_id(read_json(home / "config" / "node_key.json")) for name, (home, _) in homes.items()}
     keys = [("ours", read_json(layout.ours / "config" / "priv_validator_key.json"))]
-    keys += [(name, read_json(home / "config" / "priv_validator_key.json")) for name, (home, _) in
-             layout.validators.items()]  # fmt: skip
+    keys += [
+        (name, read_json(home / "config" / "priv_validator_key.json")) for name, (home, _) in layout.validators.items()
+    ]
     base = read_json(layout.ours / "config" / "genesis.json")
     document = json.dumps(genesis(base, layout.chain_id, keys, when), indent=2) + "\n"
     for name, (home, _) in homes.items():
@@ -242,9 +252,13 @@ def start_validator(netns: str, home: Path) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
             ["ip", "netns", "exec", netns, str(COMETBFT), "start", "--home", str(home)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            cwd="/",
+            start_new_session=True,
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "LANG": "C.UTF-8"},
-        )  # fmt: skip
+        )
     finally:
         log.close()
 

@@ -52,11 +52,21 @@ def _op(ops: ET.Element, rid: str, name: str, interval: str, timeout: str, role:
     ET.SubElement(ops, "op", attributes)
 
 
-def _clone(resources: ET.Element, rid: str, agent: str, params: dict[str, str], meta: dict[str, str],
-           ops: Iterable[tuple[str, str, str, str | None]]) -> None:  # fmt: skip
+def _clone(
+    resources: ET.Element,
+    rid: str,
+    agent: str,
+    params: dict[str, str],
+    meta: dict[str, str],
+    ops: Iterable[tuple[str, str, str, str | None]],
+) -> None:
     clone = ET.SubElement(resources, "clone", id=f"{rid}-clone")
-    _nvpairs(clone, "meta_attributes", f"{rid}-clone", {"interleave": "true", "clone-max": "2",
-                                                         "clone-node-max": "1", **meta})  # fmt: skip
+    _nvpairs(
+        clone,
+        "meta_attributes",
+        f"{rid}-clone",
+        {"interleave": "true", "clone-max": "2", "clone-node-max": "1", **meta},
+    )
     provider, kind = agent.split(":")
     primitive = ET.SubElement(clone, "primitive", id=rid, **{"class": "ocf", "provider": provider, "type": kind})
     _nvpairs(primitive, "instance_attributes", rid, params)
@@ -74,28 +84,80 @@ def for_chain(configuration: ET.Element, witnesses: Iterable[str]) -> None:
     for primitive in resources.findall(f"primitive[@id='{VALIDATOR}']"):
         resources.remove(primitive)
     for constraint in list(constraints):
-        if VALIDATOR in (constraint.get("rsc"), constraint.get("with-rsc"), constraint.get("first"),
-                         constraint.get("then")):  # fmt: skip
+        if VALIDATOR in (
+            constraint.get("rsc"),
+            constraint.get("with-rsc"),
+            constraint.get("first"),
+            constraint.get("then"),
+        ):
             constraints.remove(constraint)
-    _clone(resources, PRIVVAL, "highlander:privval",
-           {"config": PRIVVAL_CONFIG, "logfile": PRIVVAL_LOG, "pidfile": PRIVVAL_PIDFILE},
-           {"promotable": "true", "promoted-max": "1", "promoted-node-max": "1", "resource-stickiness": "100",
-            "failure-timeout": FAILURE_TIMEOUT},
-           [("start", "0s", "30s", None), ("stop", "0s", "30s", None), ("promote", "0s", "30s", None),
-            ("demote", "0s", "30s", None), ("monitor", "5s", "20s", "Unpromoted"),
-            ("monitor", "4s", "20s", "Promoted")])  # fmt: skip
-    _clone(resources, COMETBFT_RESOURCE, "highlander:validator",
-           {"command": f"{COMETBFT} start --home {NODE_HOME}", "health_url": HEALTH_URL, "signstate": "false",
-            "logfile": COMETBFT_LOG, "pidfile": COMETBFT_PIDFILE, "stop_timeout": STOP_TIMEOUT},
-           {"failure-timeout": FAILURE_TIMEOUT},
-           [("start", "0s", "180s", None), ("stop", "0s", "60s", None), ("monitor", "10s", "20s", None)])  # fmt: skip
+    _clone(
+        resources,
+        PRIVVAL,
+        "highlander:privval",
+        {"config": PRIVVAL_CONFIG, "logfile": PRIVVAL_LOG, "pidfile": PRIVVAL_PIDFILE},
+        {
+            "promotable": "true",
+            "promoted-max": "1",
+            "promoted-node-max": "1",
+            "resource-stickiness": "100",
+            "failure-timeout": FAILURE_TIMEOUT,
+        },
+        [
+            ("start", "0s", "30s", None),
+            ("stop", "0s", "30s", None),
+            ("promote", "0s", "30s", None),
+            ("demote", "0s", "30s", None),
+            ("monitor", "5s", "20s", "Unpromoted"),
+            ("monitor", "4s", "20s", "Promoted"),
+        ],
+    )
+    _clone(
+        resources,
+        COMETBFT_RESOURCE,
+        "highlander:validator",
+        {
+            "command": f"{COMETBFT} start --home {NODE_HOME}",
+            "health_url": HEALTH_URL,
+            "signstate": "false",
+            "logfile": COMETBFT_LOG,
+            "pidfile": COMETBFT_PIDFILE,
+            "stop_timeout": STOP_TIMEOUT,
+        },
+        {"failure-timeout": FAILURE_TIMEOUT},
+        [("start", "0s", "180s", None), ("stop", "0s", "60s", None), ("monitor", "10s", "20s", None)],
+    )
     for witness in witnesses:
         for rid in (f"{PRIVVAL}-clone", f"{COMETBFT_RESOURCE}-clone"):
-            ET.SubElement(constraints, "rsc_location", id=f"location-{rid}-avoids-{witness}", rsc=rid,
-                          node=witness, score="-INFINITY")  # fmt: skip
-    ET.SubElement(constraints, "rsc_order", id=f"order-{SIGNSTATE_CLONE}-then-{PRIVVAL}-clone", first=SIGNSTATE_CLONE,
-                  then=f"{PRIVVAL}-clone", kind="Mandatory")  # fmt: skip
-    ET.SubElement(constraints, "rsc_colocation", id=f"colocation-{PRIVVAL}-clone-with-{SIGNSTATE_CLONE}",
-                  rsc=f"{PRIVVAL}-clone", **{"with-rsc": SIGNSTATE_CLONE}, score="INFINITY")  # fmt: skip
-    ET.SubElement(constraints, "rsc_order", id=f"order-{PRIVVAL}-clone-then-{COMETBFT_RESOURCE}-clone",
-                  first=f"{PRIVVAL}-clone", then=f"{COMETBFT_RESOURCE}-clone", kind="Optional")  # fmt: skip
+            ET.SubElement(
+                constraints,
+                "rsc_location",
+                id=f"location-{rid}-avoids-{witness}",
+                rsc=rid,
+                node=witness,
+                score="-INFINITY",
+            )
+    ET.SubElement(
+        constraints,
+        "rsc_order",
+        id=f"order-{SIGNSTATE_CLONE}-then-{PRIVVAL}-clone",
+        first=SIGNSTATE_CLONE,
+        then=f"{PRIVVAL}-clone",
+        kind="Mandatory",
+    )
+    ET.SubElement(
+        constraints,
+        "rsc_colocation",
+        id=f"colocation-{PRIVVAL}-clone-with-{SIGNSTATE_CLONE}",
+        rsc=f"{PRIVVAL}-clone",
+        **{"with-rsc": SIGNSTATE_CLONE},
+        score="INFINITY",
+    )
+    ET.SubElement(
+        constraints,
+        "rsc_order",
+        id=f"order-{PRIVVAL}-clone-then-{COMETBFT_RESOURCE}-clone",
+        first=f"{PRIVVAL}-clone",
+        then=f"{COMETBFT_RESOURCE}-clone",
+        kind="Optional",
+    )

@@ -45,8 +45,9 @@ def latest_height(runner: CommandRunner) -> int:
 class LabChain:
     """The lab's CometBFT network while the supervisor owns it."""
 
-    def __init__(self, directory: Path, plan: LabPlan, host: CommandRunner, state: dict[str, Any],
-                 save: Callable[[], None]) -> None:  # fmt: skip
+    def __init__(
+        self, directory: Path, plan: LabPlan, host: CommandRunner, state: dict[str, Any], save: Callable[[], None]
+    ) -> None:
         self.directory = directory
         self.plan = plan
         self.host = host
@@ -61,8 +62,10 @@ class LabChain:
         for v in self.plan.validators:
             run(["ip", "netns", "add", v.netns], check=True)
             run(["ip", "-n", v.netns, "link", "set", "lo", "up"], check=True)
-            run(["ip", "-n", sw, "link", "add", v.switch_port, "type", "veth", "peer", "name", IFACE,
-                 "netns", v.netns], check=True)  # fmt: skip
+            run(
+                ["ip", "-n", sw, "link", "add", v.switch_port, "type", "veth", "peer", "name", IFACE, "netns", v.netns],
+                check=True,
+            )
             run(["ip", "-n", sw, "link", "set", v.switch_port, "master", BRIDGE, "up"], check=True)
             run(["ip", "-n", v.netns, "address", "add", f"{v.address}/{PREFIX_LEN}", "dev", IFACE], check=True)
             run(["ip", "-n", v.netns, "link", "set", IFACE, "up"], check=True)
@@ -75,7 +78,7 @@ class LabChain:
             ours=self.home / "validator-key",
             full_nodes={n.name: (nodes[n.name].host_path(chain.NODE_HOME), n.address) for n in actives},
             validators={v.name: (self.home / v.name, v.address) for v in self.plan.validators},
-        )  # fmt: skip
+        )
         for home, _ in [*layout.full_nodes.values(), *layout.validators.values(), (layout.ours, "")]:
             home.mkdir(parents=True, exist_ok=True)
         info = chain.build_network(layout, datetime.datetime.now(datetime.timezone.utc))
@@ -104,8 +107,9 @@ class LabChain:
         for name, process in self.processes.items():
             if process.poll() is not None:
                 log = (self.home / name / "cometbft.log").read_text(errors="replace").splitlines()[-15:]
-                raise chain.ChainError(f"CometBFT validator {name} exited with {process.returncode}:\n"
-                                       + "\n".join(log))  # fmt: skip
+                raise chain.ChainError(
+                    f"CometBFT validator {name} exited with {process.returncode}:\n" + "\n".join(log)
+                )
 
     def stop(self) -> None:
         chain.stop_validators(self.processes)

@@ -38,8 +38,9 @@ def kill(pid: int, signum: int = signal.SIGKILL, group: bool = False) -> None:
         pass
 
 
-def cleanup(directory: Path, runner: CommandRunner | None = None, *, own_pid: int | None = None,
-            timeout: float = 60.0) -> list[str]:  # fmt: skip
+def cleanup(
+    directory: Path, runner: CommandRunner | None = None, *, own_pid: int | None = None, timeout: float = 60.0
+) -> list[str]:
     """Remove what the records in ``directory`` name: the supervisor, nodes, BMCs,
     network namespaces, created mount points. Idempotent; returns what it did."""
     runner = runner or CommandRunner(env=system_env())
@@ -132,4 +133,3 @@ def leftovers(directory: Path, runner: CommandRunner | None = None) -> list[str]
     ports = [n.switch_port for n in plan.nodes] + [v.switch_port for v in plan.validators]
     found += [f"host link {port}" for port in ports if f" {port}@" in links]
     return found
-

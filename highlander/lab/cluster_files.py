@@ -78,4 +78,3 @@ def seed_cib(runner: CommandRunner, path: Path, properties: Mapping[str, str]) -
         )
     os.chown(path, pwd.getpwnam(CLUSTER_USER).pw_uid, grp.getgrnam(CLUSTER_GROUP).gr_gid)
     os.chmod(path, 0o600)
-

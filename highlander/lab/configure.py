@@ -34,7 +34,9 @@ def install_configuration(nodes: dict[str, LabNode], plan: LabPlan, rendered: Pa
         node = nodes[n.name]
         node.prepare()
         source = rendered / n.name
-        write_node_file(node.host_path("/etc/highlander/signstate.toml"), (source / "signstate.toml").read_text(), 0o644)
+        write_node_file(
+            node.host_path("/etc/highlander/signstate.toml"), (source / "signstate.toml").read_text(), 0o644
+        )
         config = load_config(source / "signstate.toml")
         pki_dir = node.host_path(str(config.pki_dir))
         write_node_file(pki_dir / "ca.crt", (ca / "ca.crt").read_bytes(), 0o644)
@@ -61,4 +63,3 @@ def install_bmc_passwords(nodes: dict[str, LabNode], plan: LabPlan, secrets_: di
         node = nodes[n.name]
         node.prepare()
         _write_bmc_passwords(node, plan, secrets_)
-

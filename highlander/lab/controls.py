@@ -102,10 +102,35 @@ def bmc_chassis(directory: Path, name: str, action: str, *, cipher: str = "3", t
         password = secret.read_text().strip()
     except OSError as exc:
         raise LabError(f"{name}: cannot read its BMC password {secret}: {exc.strerror}") from None
-    argv = ["ip", "netns", "exec", plan.switch, "ipmitool", "-I", "lanplus", "-H", n.bmc_address,
-            "-p", str(n.bmc_port), "-U", n.bmc_username, "-E", "-C", cipher, "chassis", "power", action]  # fmt: skip
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                            env={**system_env(), "IPMI_PASSWORD": password})  # fmt: skip
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        plan.switch,
+        "ipmitool",
+        "-I",
+        "lanplus",
+        "-H",
+        n.bmc_address,
+        "-p",
+        str(n.bmc_port),
+        "-U",
+        n.bmc_username,
+        "-E",
+        "-C",
+        cipher,
+        "chassis",
+        "power",
+        action,
+    ]
+    result = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**system_env(), "IPMI_PASSWORD": password},
+    )
     if result.returncode != 0:
         raise LabError(f"BMC of {name}: chassis power {action} failed: {(result.stderr or result.stdout).strip()}")
 
@@ -119,18 +144,26 @@ def status(directory: Path) -> dict[str, Any]:
         init = node_init(directory, n.name)
         bmc = state.get("bmcs", {}).get(n.name, {})
         nodes[n.name] = {
-            "role": n.role, "address": n.address, "netns": n.netns,
-            "state": "running" if init else "off", "init_pid": init,
-            "bmc": f"{n.bmc_address}:{n.bmc_port}", "bmc_power": bmc_power(directory, n.name),
+            "role": n.role,
+            "address": n.address,
+            "netns": n.netns,
+            "state": "running" if init else "off",
+            "init_pid": init,
+            "bmc": f"{n.bmc_address}:{n.bmc_port}",
+            "bmc_power": bmc_power(directory, n.name),
             "bmc_running": same_process(bmc.get("pid"), bmc.get("start_time")),
-        }  # fmt: skip
+        }
         if init and crm_mon is None:
             result = node_runner(directory, n.name).run(["crm_mon", "-1", "--inactive"], timeout=20)
             crm_mon = result.stdout if result.ok else None
     sup = state.get("supervisor", {})
     return {
-        "directory": str(directory.absolute()), "run_id": plan.run_id, "phase": state.get("phase"),
-        "switch": plan.switch, "supervisor": sup.get("pid") if same_process(sup.get("pid"), sup.get("start_time")) else None,
-        "nodes": nodes, "crm_mon": crm_mon, "timings": state.get("timings", {}),
-    }  # fmt: skip
-
+        "directory": str(directory.absolute()),
+        "run_id": plan.run_id,
+        "phase": state.get("phase"),
+        "switch": plan.switch,
+        "supervisor": sup.get("pid") if same_process(sup.get("pid"), sup.get("start_time")) else None,
+        "nodes": nodes,
+        "crm_mon": crm_mon,
+        "timings": state.get("timings", {}),
+    }

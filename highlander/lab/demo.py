@@ -48,16 +48,29 @@ def create_validator(runner: CommandRunner, socket: Path, journal: Path, resourc
     monitor every 5 s."""
     runner.run(
         [
-            "pcs", "resource", "create", resource, "ocf:highlander:validator",
+            "pcs",
+            "resource",
+            "create",
+            resource,
+            "ocf:highlander:validator",
             f"command={signer_command(socket, journal)}",
             f"health_url=http://127.0.0.1:{STATUS_PORT}/status",
             f"pidfile={PIDFILE}",
-            f"chain_id={CHAIN_ID}", f"key_id={KEY_ID}", f"signstate_socket={socket}",
-            "op", "monitor", "interval=2s", "timeout=20s",
-            "op", "monitor", "interval=5s", "timeout=20s", "OCF_CHECK_LEVEL=10",
+            f"chain_id={CHAIN_ID}",
+            f"key_id={KEY_ID}",
+            f"signstate_socket={socket}",
+            "op",
+            "monitor",
+            "interval=2s",
+            "timeout=20s",
+            "op",
+            "monitor",
+            "interval=5s",
+            "timeout=20s",
+            "OCF_CHECK_LEVEL=10",
         ],
         check=True,
-    )  # fmt: skip
+    )
 
 
 def daemon_pid(runner: CommandRunner) -> int | None:

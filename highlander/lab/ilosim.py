@@ -143,9 +143,7 @@ class CommandHooks(PowerHooks):
     """Hooks that run programs (argument vectors, no shell), for the program form."""
 
     def __init__(self, off: str | None = None, on: str | None = None, reset: str | None = None) -> None:
-        super().__init__(
-            off=self._runner(off), on=self._runner(on), reset=self._runner(reset)
-        )  # fmt: skip
+        super().__init__(off=self._runner(off), on=self._runner(on), reset=self._runner(reset))
 
     @staticmethod
     def _runner(command: str | None) -> Hook | None:
@@ -327,8 +325,21 @@ class SmashCLP:
                 ("oemhp_pwrcap", "0"),
                 ("oemhp_server_fqdn", f"{self.sim.server_name}.lab"),
             ]
-            targets = ["firmware1", "bootconfig1", "log1", "led1", "network1", "oemhp_power1",
-                       "cpu1", "memory1", "slot1", "fan1", "sensor1", "powersupply1", "swid1"]  # fmt: skip
+            targets = [
+                "firmware1",
+                "bootconfig1",
+                "log1",
+                "led1",
+                "network1",
+                "oemhp_power1",
+                "cpu1",
+                "memory1",
+                "slot1",
+                "fan1",
+                "sensor1",
+                "powersupply1",
+                "swid1",
+            ]
             verbs = "cd version exit show reset start stop"
         elif target == "/":
             props, targets, verbs = [], ["system1", "map1"], "cd version exit show"
@@ -368,9 +379,7 @@ class _ServerInterface(paramiko.ServerInterface):
         return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        ok = username == self.sim.username and any(
-            key.asbytes() == k.asbytes() for k in self.sim.authorized_keys
-        )  # fmt: skip
+        ok = username == self.sim.username and any(key.asbytes() == k.asbytes() for k in self.sim.authorized_keys)
         self.sim.auth_attempts.append((username, "publickey", ok))
         return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
 
@@ -557,15 +566,17 @@ class ILOSimulator:
 
     def _banner(self) -> str:
         power = self.power.read().capitalize()
-        return EOL.join([
-            "",
-            f"User:{self.username} logged-in to ILO{self.serial}.lab(127.0.0.1 / FE80::1)",
-            "iLO 4 Advanced 2.82 at  Feb 06 2023",
-            f"Server Name: {self.server_name}",
-            f"Server Power: {power}",
-            "",
-            "",
-        ])  # fmt: skip
+        return EOL.join(
+            [
+                "",
+                f"User:{self.username} logged-in to ILO{self.serial}.lab(127.0.0.1 / FE80::1)",
+                "iLO 4 Advanced 2.82 at  Feb 06 2023",
+                f"Server Name: {self.server_name}",
+                f"Server Power: {power}",
+                "",
+                "",
+            ]
+        )
 
     def _shell(self, channel: paramiko.Channel) -> None:
         clp = SmashCLP(self)
@@ -661,11 +672,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-file", type=Path, required=True)
     parser.add_argument("--initial-state", choices=(ON, OFF), default=ON)
     parser.add_argument("--username", default=DEFAULT_USERNAME)
-    parser.add_argument("--password-file", type=Path, required=True,
-                        help="file whose first line is the password (never on the command line)")  # fmt: skip
+    parser.add_argument(
+        "--password-file",
+        type=Path,
+        required=True,
+        help="file whose first line is the password (never on the command line)",
+    )
     parser.add_argument("--host-key", type=Path, help="private host key; generated (RSA 2048) if missing")
-    parser.add_argument("--authorized-key", type=Path, action="append", default=[],
-                        help="OpenSSH public key file allowed to log in as the user")  # fmt: skip
+    parser.add_argument(
+        "--authorized-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="OpenSSH public key file allowed to log in as the user",
+    )
     parser.add_argument("--fragment-size", type=int, default=0)
     parser.add_argument("--fragment-pause", type=float, default=0.05)
     parser.add_argument("--fragment-after", action="append", default=[])
@@ -691,11 +711,18 @@ def main(argv: list[str] | None = None) -> int:
         fragmentation = Fragmentation(args.fragment_size, args.fragment_pause, tuple(args.fragment_after))
     host, port = args.listen
     sim = ILOSimulator(
-        args.state_file, password=password, username=args.username, host=host, port=port,
-        host_key=host_key, authorized_keys=authorized, fragmentation=fragmentation,
-        initial_state=args.initial_state, server_name=args.server_name,
+        args.state_file,
+        password=password,
+        username=args.username,
+        host=host,
+        port=port,
+        host_key=host_key,
+        authorized_keys=authorized,
+        fragmentation=fragmentation,
+        initial_state=args.initial_state,
+        server_name=args.server_name,
         hooks=CommandHooks(args.on_off, args.on_on, args.on_reset),
-    )  # fmt: skip
+    )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

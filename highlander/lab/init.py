@@ -194,9 +194,7 @@ def exit_code(status: int) -> int:
 class Init:
     """Prepares the namespace, runs the programs and reaps every process."""
 
-    def __init__(
-        self, spec: InitSpec, status: StatusFile, runner: CommandRunner, signals: Signals
-    ) -> None:
+    def __init__(self, spec: InitSpec, status: StatusFile, runner: CommandRunner, signals: Signals) -> None:
         self.spec = spec
         self.status = status
         self.runner = runner

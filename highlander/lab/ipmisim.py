@@ -76,7 +76,7 @@ ON, OFF = "on", "off"
 Hook = Union[Sequence[str], Callable[[], object], None]
 
 # lan.conf reads a name or password as one whitespace-free token in quotes.
-_TOKEN = re.compile(r'^[!#-&(-~]+$')  # printable ASCII without space, " and '
+_TOKEN = re.compile(r"^[!#-&(-~]+$")  # printable ASCII without space, " and '
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")  # ipmi_sim runs the program through sh
 
 EMU = """\
@@ -197,8 +197,9 @@ class IpmiSim:
     ) -> None:
         self.workdir = Path(workdir).absolute()
         if not _SAFE_PATH.match(str(self.workdir)):
-            raise ValueError(f"{self.workdir}: ipmi_sim runs programs from it through sh; "
-                             "use letters, digits and ._+/- only")  # fmt: skip
+            raise ValueError(
+                f"{self.workdir}: ipmi_sim runs programs from it through sh; use letters, digits and ._+/- only"
+            )
         if not _TOKEN.match(username) or len(username) > 16:
             raise ValueError("IPMI user name: 1 to 16 printable characters, no space or quote")
         self.password = password if password is not None else secrets.token_urlsafe(12)
@@ -252,23 +253,25 @@ class IpmiSim:
     def lan_conf_text(self) -> str:
         """lan.conf: channel 1 on address:port, the chassis program, one user (a secret)."""
         auths = "md5"  # IPMI 1.5: never "none" or "straight" (a clear-text password)
-        return "\n".join([
-            "# Written by highlander.lab.ipmisim. Holds a password: keep it 0600.",
-            f'name "{self.name}"',
-            "set_working_mc 0x20",
-            "  startlan 1",
-            f"    addr {self.address} {self.port}",
-            "    priv_limit admin",
-            f"    allowed_auths_callback {auths}",
-            f"    allowed_auths_user {auths}",
-            f"    allowed_auths_operator {auths}",
-            f"    allowed_auths_admin {auths}",
-            "    guid a123456789abcdefa123456789abcdef",
-            "  endlan",
-            f'  chassis_control "{self.workdir / "chassis"}"',
-            f'  user 2 true "{self.username}" "{self.password}" {self.privilege} 10',
-            "",
-        ])  # fmt: skip
+        return "\n".join(
+            [
+                "# Written by highlander.lab.ipmisim. Holds a password: keep it 0600.",
+                f'name "{self.name}"',
+                "set_working_mc 0x20",
+                "  startlan 1",
+                f"    addr {self.address} {self.port}",
+                "    priv_limit admin",
+                f"    allowed_auths_callback {auths}",
+                f"    allowed_auths_user {auths}",
+                f"    allowed_auths_operator {auths}",
+                f"    allowed_auths_admin {auths}",
+                "    guid a123456789abcdefa123456789abcdef",
+                "  endlan",
+                f'  chassis_control "{self.workdir / "chassis"}"',
+                f'  user 2 true "{self.username}" "{self.password}" {self.privilege} 10',
+                "",
+            ]
+        )
 
     def _hook_shell(self, event: str) -> str:
         """The shell commands that run the ``event`` hook (``:`` for none)."""
@@ -277,11 +280,18 @@ class IpmiSim:
             return ":"
         limit = f"{self.hook_timeout:g}"
         if callable(hook):
-            client = [sys.executable, "-I", "-S", str(self.workdir / "hookclient.py"),
-                      str(self.hook_socket), event, limit]  # fmt: skip
-            return f"{shlex.join(client)} 2>>\"$dir/hooks.log\""
+            client = [
+                sys.executable,
+                "-I",
+                "-S",
+                str(self.workdir / "hookclient.py"),
+                str(self.hook_socket),
+                event,
+                limit,
+            ]
+            return f'{shlex.join(client)} 2>>"$dir/hooks.log"'
         argv = ["timeout", limit, *hook]
-        return f"{shlex.join(argv)} >>\"$dir/hooks.log\" 2>&1 </dev/null"
+        return f'{shlex.join(argv)} >>"$dir/hooks.log" 2>&1 </dev/null'
 
     def chassis_script(self) -> str:
         """The ``chassis_control`` program ipmi_sim runs (see the module doc)."""
@@ -377,10 +387,16 @@ exit 0
         self.prepare()
         self._start_hook_server()
         argv = [
-            *self.prefix, PROGRAM,
-            "-c", str(self.lan_conf), "-f", str(self.workdir / "sim.emu"),
-            "-s", str(self.workdir / "state"), "-p",
-        ]  # fmt: skip
+            *self.prefix,
+            PROGRAM,
+            "-c",
+            str(self.lan_conf),
+            "-f",
+            str(self.workdir / "sim.emu"),
+            "-s",
+            str(self.workdir / "state"),
+            "-p",
+        ]
         argv += ["-d"] if self.debug else ["-n"]  # -n: no console on stdin/stdout
         self._log = open(self.log_file, "ab")
         try:
@@ -399,8 +415,7 @@ exit 0
             self.stop()
             raise SimulatorError(f"{argv[0]} not found (Debian package openipmi)") from exc
         try:
-            wait_until(self._bound, timeout=timeout, what=f"ipmi_sim on udp {self.address}:{self.port}",
-                       interval=0.02)  # fmt: skip
+            wait_until(self._bound, timeout=timeout, what=f"ipmi_sim on udp {self.address}:{self.port}", interval=0.02)
         except (TimeoutError, SimulatorError) as exc:
             tail = self.log_tail()
             self.stop()
@@ -476,9 +491,7 @@ exit 0
         server.settimeout(0.1)
         self._stopping.clear()
         self._server = server
-        self._server_thread = threading.Thread(
-            target=self._serve_hooks, name=f"ipmisim-hooks-{self.port}", daemon=True
-        )
+        self._server_thread = threading.Thread(target=self._serve_hooks, name=f"ipmisim-hooks-{self.port}", daemon=True)
         self._server_thread.start()
 
     def _serve_hooks(self) -> None:
@@ -536,8 +549,7 @@ exit 0
 
     def wait_power(self, state: str, *, timeout: float = 10.0) -> str:
         """Wait until the recorded power is ``state`` (``"on"``/``"off"``)."""
-        wait_until(lambda: self.power == state, timeout=timeout,
-                   what=f"simulated chassis power {state}", interval=0.05)  # fmt: skip
+        wait_until(lambda: self.power == state, timeout=timeout, what=f"simulated chassis power {state}", interval=0.05)
         return state
 
     def events(self) -> list[str]:
@@ -569,9 +581,13 @@ exit 0
     def fence_options(self, **extra: object) -> dict[str, str]:
         """The fence-agent options (stdin names) that reach this BMC with IPMI 2.0, suite 3."""
         options: dict[str, object] = {
-            "ip": self.address, "ipport": self.port, "username": self.username,
-            "password": self.password, "lanplus": 1, "cipher": 3,
-        }  # fmt: skip
+            "ip": self.address,
+            "ipport": self.port,
+            "username": self.username,
+            "password": self.password,
+            "lanplus": 1,
+            "cipher": 3,
+        }
         options.update(extra)
         return {k: str(v) for k, v in options.items() if v is not None}
 

@@ -61,8 +61,7 @@ class LabNode(NamespacedNode):
     configured.
     """
 
-    def __init__(self, name: str, workdir: Path, *, address: str, config_timeout: float = 300.0,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(self, name: str, workdir: Path, *, address: str, config_timeout: float = 300.0, **kwargs: Any) -> None:
         super().__init__(name, workdir, **kwargs)
         self.address = address
         self.config_timeout = config_timeout
@@ -85,9 +84,7 @@ class LabNode(NamespacedNode):
         spec = super().init_spec()
         binds = [m for m in spec.mounts if m.source is not None]
         tmpfs = [m for m in spec.mounts if m.source is None]
-        binds += [
-            Mount(target=d.path, source=str(self.root / d.path.lstrip("/"))) for d in LAB_DIRS if d.mounted
-        ]
+        binds += [Mount(target=d.path, source=str(self.root / d.path.lstrip("/"))) for d in LAB_DIRS if d.mounted]
         by_name = {p.name: p for p in spec.programs}
         corosync = by_name["corosync"]
         waiting = (
@@ -111,8 +108,9 @@ class LabNode(NamespacedNode):
         write_node_file(etc / "sshd_config", SSHD_CONFIG.format(address=self.address), 0o644)
         key = etc / "ssh_host_ed25519_key"
         if not key.exists():
-            self.host.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{self.name}",
-                           "-f", str(key)], check=True)  # fmt: skip
+            self.host.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{self.name}", "-f", str(key)], check=True
+            )
         keys = etc / "authorized_keys"
         keys.mkdir(mode=0o755, exist_ok=True)
         write_node_file(keys / "root", authorized_key.strip() + "\n", 0o644)
@@ -134,6 +132,9 @@ class LabNode(NamespacedNode):
             found = self.host.run(["ip", "netns", "exec", self.netns, "ss", "-Hltn", "sport = :22"], timeout=10)
             return found.ok and bool(found.stdout.strip())
 
-        self.boot(timeout, lambda deadline: wait_until(listening, timeout=max(deadline - time.monotonic(), 1.0),
-                                                       what=f"sshd on {self.name}"))  # fmt: skip
-
+        self.boot(
+            timeout,
+            lambda deadline: wait_until(
+                listening, timeout=max(deadline - time.monotonic(), 1.0), what=f"sshd on {self.name}"
+            ),
+        )

@@ -45,15 +45,26 @@ def prepare_directory(directory: Path) -> list[str]:
     directory = directory.absolute()
     done = cleanup(directory) if read_state(directory) else []
     if directory.exists():
-        if any(directory.iterdir()) and not (directory / STATE_FILE).exists() and not (directory / EVENTS_FILE).exists():
+        if (
+            any(directory.iterdir())
+            and not (directory / STATE_FILE).exists()
+            and not (directory / EVENTS_FILE).exists()
+        ):
             raise LabError(f"{directory} is not empty and not a lab directory: choose another --dir")
         shutil.rmtree(directory)
     directory.mkdir(mode=0o700, parents=True)
     return done
 
 
-def up(directory: Path, inventory: Path | None, say: Callable[[str], None], *, timeout: float = 300.0,
-       configure: bool = True, workload: str = "chain") -> dict[str, Any]:  # fmt: skip
+def up(
+    directory: Path,
+    inventory: Path | None,
+    say: Callable[[str], None],
+    *,
+    timeout: float = 300.0,
+    configure: bool = True,
+    workload: str = "chain",
+) -> dict[str, Any]:
     """Build the lab: returns the state once the validator runs; raises LabError otherwise.
 
     With ``configure=False`` the nodes boot without their configuration (only
@@ -72,9 +83,13 @@ def up(directory: Path, inventory: Path | None, say: Callable[[str], None], *, t
     with open(directory / SUPERVISOR_LOG, "ab") as logfile:
         supervisor = subprocess.Popen(
             command_line(directory, inventory, run_id, configure, workload),
-            stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, cwd="/", start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=logfile,
+            cwd="/",
+            start_new_session=True,
             env={**system_env(), "PYTHONPATH": package_parent},
-        )  # fmt: skip
+        )
     events = directory / EVENTS_FILE
     position = 0
     try:
@@ -94,11 +109,11 @@ def up(directory: Path, inventory: Path | None, say: Callable[[str], None], *, t
                         return state
                     if event["kind"] == "failed":
                         supervisor.wait(90)
-                        raise LabError(f"lab up failed: {event.get('detail', event['message'])}\n"
-                                       f"(logs in {directory})")  # fmt: skip
+                        raise LabError(f"lab up failed: {event.get('detail', event['message'])}\n(logs in {directory})")
             if supervisor.poll() is not None:
-                raise LabError(f"the lab supervisor exited with {supervisor.returncode}; see "
-                               f"{directory / SUPERVISOR_LOG}")  # fmt: skip
+                raise LabError(
+                    f"the lab supervisor exited with {supervisor.returncode}; see {directory / SUPERVISOR_LOG}"
+                )
             if time.monotonic() - started > timeout:
                 raise LabError(f"the lab was not up after {timeout:g} s (logs in {directory}); taking it down")
             time.sleep(0.2)
@@ -120,4 +135,3 @@ def down(directory: Path) -> tuple[list[str], list[str]]:
     runner = CommandRunner(env=system_env())
     done = cleanup(directory, runner)
     return done, leftovers(directory, runner)
-

@@ -136,9 +136,7 @@ def init_alive(record: dict[str, Any]) -> bool:
 def processes_in(pid_namespace: int) -> list[int]:
     """Host PIDs of every live process in the PID namespace ``pid_namespace``."""
     return [
-        int(entry)
-        for entry in os.listdir("/proc")
-        if entry.isdigit() and pid_namespace_of(int(entry)) == pid_namespace
+        int(entry) for entry in os.listdir("/proc") if entry.isdigit() and pid_namespace_of(int(entry)) == pid_namespace
     ]
 
 
@@ -344,11 +342,7 @@ class NamespacedNode:
             "PCMK_logfacility": "none",
             **self.environment,
         }
-        mounts = [
-            Mount(target=d.path, source=str(self.root / d.path.lstrip("/")))
-            for d in STATE_DIRS
-            if d.mounted
-        ]
+        mounts = [Mount(target=d.path, source=str(self.root / d.path.lstrip("/"))) for d in STATE_DIRS if d.mounted]
         mounts += [Mount(target=t, options=o) for t, o in TMPFS_MOUNTS.items()]
         programs = (
             Program(
@@ -410,10 +404,23 @@ class NamespacedNode:
         (self.workdir / STATUS_FILE).unlink(missing_ok=True)
         package_parent = str(Path(highlander.__file__).resolve().parent.parent)
         argv = [
-            "ip", "netns", "exec", self.netns,
-            "unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc",
-            "--", self.python, "-m", "highlander.lab.init", str(spec_path),
-        ]  # fmt: skip
+            "ip",
+            "netns",
+            "exec",
+            self.netns,
+            "unshare",
+            "--mount",
+            "--uts",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "--",
+            self.python,
+            "-m",
+            "highlander.lab.init",
+            str(spec_path),
+        ]
         self._log_file = open(self.workdir / NODE_LOG, "ab")
         self._launcher = self.host.spawn(
             argv,
@@ -557,6 +564,4 @@ class NamespacedNode:
             COROSYNC_LOG: self.host_path(COROSYNC_LOG),
             PACEMAKER_LOG: self.host_path(PACEMAKER_LOG),
         }
-        return "\n".join(
-            f"--- {self.name}: {label} ---\n{tail(path, lines)}" for label, path in sources.items()
-        )
+        return "\n".join(f"--- {self.name}: {label} ---\n{tail(path, lines)}" for label, path in sources.items())

@@ -59,25 +59,35 @@ class LabPlan:
                 raise LabError(f"{node.name}: the lab cables one link per node: give one address")
             ipmi = [d for d in node.fence if d.method == "ipmi"]
             if not ipmi or not ipmi[0].password_file:
-                raise LabError(f"{node.name}: the lab simulates IPMI BMCs: give an ipmi fence device "
-                               "with a password_file")  # fmt: skip
+                raise LabError(
+                    f"{node.name}: the lab simulates IPMI BMCs: give an ipmi fence device with a password_file"
+                )
             device = ipmi[0]
             for address in (node.addresses[0], device.address):
                 if ipaddress.ip_address(address) not in first:
                     raise LabError(f"{node.name}: {address} is not in the lab subnet {first}")
-            nodes.append(PlannedNode(
-                name=node.name, role=node.role, address=node.addresses[0],
-                netns=netns_name(run_id, node.name), switch_port=f"v{i}-{node.name}"[:15],
-                bmc_address=device.address, bmc_port=device.port, bmc_username=device.username,
-                password_file=device.password_file or "",
-            ))  # fmt: skip
+            nodes.append(
+                PlannedNode(
+                    name=node.name,
+                    role=node.role,
+                    address=node.addresses[0],
+                    netns=netns_name(run_id, node.name),
+                    switch_port=f"v{i}-{node.name}"[:15],
+                    bmc_address=device.address,
+                    bmc_port=device.port,
+                    bmc_username=device.username,
+                    password_file=device.password_file or "",
+                )
+            )
         validators = []
         for i in range(VALIDATORS if chain else 0):
             name = f"val-{i + 1}"
             address = str(first.network_address + FIRST_HOST + i)
             if address in {n.address for n in nodes} | {n.bmc_address for n in nodes}:
-                raise LabError(f"{address} is taken by a node or a BMC: the lab's chain puts its validators at "
-                               f".{FIRST_HOST} to .{FIRST_HOST + VALIDATORS - 1} of {first}")  # fmt: skip
+                raise LabError(
+                    f"{address} is taken by a node or a BMC: the lab's chain puts its validators at "
+                    f".{FIRST_HOST} to .{FIRST_HOST + VALIDATORS - 1} of {first}"
+                )
             validators.append(ChainHost(name, address, netns_name(run_id, name), f"v{len(nodes) + i}-{name}"[:15]))
         return cls(directory, inventory_path, run_id, netns_name(run_id, "switch"), tuple(nodes), tuple(validators))
 
@@ -105,10 +115,13 @@ class LabPlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabPlan:
         return cls(
-            Path(data["directory"]), Path(data["inventory"]), data["run_id"], data["switch"],
+            Path(data["directory"]),
+            Path(data["inventory"]),
+            data["run_id"],
+            data["switch"],
             tuple(PlannedNode(**n) for n in data["nodes"]),
             tuple(ChainHost(**v) for v in data.get("validators", [])),
-        )  # fmt: skip
+        )
 
 
 def load_plan(directory: Path) -> tuple[LabPlan, dict[str, Any]]:
@@ -117,4 +130,3 @@ def load_plan(directory: Path) -> tuple[LabPlan, dict[str, Any]]:
     if state is None:
         raise LabError(f"no lab in {directory} (run highlander lab up)")
     return LabPlan.from_dict(state["plan"]), state
-

@@ -98,9 +98,7 @@ def emulator_program() -> str:
         return str(beside)
     found = shutil.which("sushy-emulator")
     if found is None:
-        raise SimulatorError(
-            "sushy-emulator is not installed; install the test extra: pip install '.[test]'"
-        )
+        raise SimulatorError("sushy-emulator is not installed; install the test extra: pip install '.[test]'")
     return found
 
 
@@ -187,21 +185,19 @@ def make_certificates(directory: Path, *, host: str = LOOPBACK) -> tuple[Path, P
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]
-            ),
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]),
             critical=False,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
     ca_path, cert_path, key_path = (
-        directory / "ca.crt", directory / "server.crt", directory / "server.key",
-    )  # fmt: skip
+        directory / "ca.crt",
+        directory / "server.crt",
+        directory / "server.key",
+    )
     _write(ca_path, ca.public_bytes(serialization.Encoding.PEM), 0o644)
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     _write(
@@ -339,9 +335,7 @@ class RedfishSimulator:
                 env=env,
             )
         try:
-            wait_until(
-                self._answers, timeout=timeout, what=f"sushy-emulator on {self.host}:{self.port}"
-            )
+            wait_until(self._answers, timeout=timeout, what=f"sushy-emulator on {self.host}:{self.port}")
         except BaseException:
             self.stop()
             raise
@@ -399,9 +393,7 @@ class RedfishSimulator:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        conn = http.client.HTTPSConnection(
-            self.host, self.port, context=self.ssl_context(), timeout=timeout
-        )
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ssl_context(), timeout=timeout)
         try:
             conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()

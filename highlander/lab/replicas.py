@@ -71,7 +71,9 @@ class LoopbackReplicas:
         for node in NODES:
             (self.workdir / node).mkdir(parents=True, exist_ok=True)
             peers = "\n".join(
-                f'{peer} = "127.0.0.1:{self.routes.get((node, peer), self.ports[peer])}"' for peer in NODES if peer != node
+                f'{peer} = "127.0.0.1:{self.routes.get((node, peer), self.ports[peer])}"'
+                for peer in NODES
+                if peer != node
             )
             self.config(node).write_text(
                 f'node = "{node}"\n'
@@ -148,4 +150,3 @@ class LoopbackReplicas:
             return "\n".join(self.log(node).read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
-

@@ -147,8 +147,11 @@ class LabSite:
 
     def inflict(self, failure: str, target: str) -> tuple[float, Undo | None]:
         cause: dict[str, Callable[[str], tuple[float, Undo | None]]] = {
-            "power": self._cut_power, "freeze": self._freeze, "cable": self._pull_cable, "bmc": self._silence_bmc,
-        }  # fmt: skip
+            "power": self._cut_power,
+            "freeze": self._freeze,
+            "cable": self._pull_cable,
+            "bmc": self._silence_bmc,
+        }
         return cause[failure](target)
 
     def _cut_power(self, target: str) -> tuple[float, Undo | None]:

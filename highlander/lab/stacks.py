@@ -59,16 +59,16 @@ FILEPV = '--priv_validator_laddr ""'
 PAUSE_SECONDS = 1.0
 WARNING = {
     "stock": "WARNING: the lab now runs the STOCK stack (fence_ipmilan, ocf:heartbeat:anything, the signer "
-             "with --no-guard): no sign-state register guards the signer; it is NOT safe against double signs.",
+    "with --no-guard): no sign-state register guards the signer; it is NOT safe against double signs.",
     "unguarded": "WARNING: the lab now runs UNGUARDED (stonith-enabled=false, no sign-state gate or register, the "
-                 "signer unguarded): the negative control, built to double-sign. It is NOT safe.",
-}  # fmt: skip
+    "signer unguarded): the negative control, built to double-sign. It is NOT safe.",
+}
 CHAIN_WARNING = {
     "stock": "WARNING: the lab's chain now runs the STOCK stack (fence_ipmilan, one CometBFT with FilePV under "
-             "ocf:heartbeat:anything, no register): it is NOT safe against double signs.",
+    "ocf:heartbeat:anything, no register): it is NOT safe against double signs.",
     "unguarded": "WARNING: the lab's chain now runs UNGUARDED (stonith-enabled=false, no privval, no register, both "
-                 "full nodes signing with FilePV): the negative control, built to double-sign. It is NOT safe.",
-}  # fmt: skip
+    "full nodes signing with FilePV): the negative control, built to double-sign. It is NOT safe.",
+}
 
 
 class StackError(RuntimeError):
@@ -137,8 +137,14 @@ def _reconfigure_chain(configuration: ET.Element, stack: str) -> None:
     _set_nvpair(meta, "resource-stickiness", "100")
     operations = ET.SubElement(validator, "operations")
     for name, interval, timeout in (("start", "0s", "60s"), ("stop", "0s", "60s"), ("monitor", "10s", "20s")):
-        ET.SubElement(operations, "op", id=f"{VALIDATOR}-{name}-interval-{interval}", name=name, interval=interval,
-                      timeout=timeout)  # fmt: skip
+        ET.SubElement(
+            operations,
+            "op",
+            id=f"{VALIDATOR}-{name}-interval-{interval}",
+            name=name,
+            interval=interval,
+            timeout=timeout,
+        )
 
 
 def _stock_fencing(configuration: ET.Element) -> None:
@@ -232,11 +238,24 @@ def apply(directory: Path, stack: str, say: Callable[[str], None], *, timeout: f
     chain = "chain" in state
     # On the chain the full nodes stop too: they restart with another command (or not at all).
     stopped = [f"{PRIVVAL}-clone", f"{COMETBFT_RESOURCE}-clone"] if chain else [VALIDATOR]
-    say(f"stopping the {'signer and the full nodes' if chain else 'validator'} to reconfigure the live CIB to the "
-        f"{stack} stack")  # fmt: skip
+    say(
+        f"stopping the {'signer and the full nodes' if chain else 'validator'} to reconfigure the live CIB to the "
+        f"{stack} stack"
+    )
     for rid in stopped:
-        runner.run(["crm_resource", "--resource", rid, "--meta", "--set-parameter", "target-role",
-                    "--parameter-value", "Stopped"], check=True)  # fmt: skip
+        runner.run(
+            [
+                "crm_resource",
+                "--resource",
+                rid,
+                "--meta",
+                "--set-parameter",
+                "target-role",
+                "--parameter-value",
+                "Stopped",
+            ],
+            check=True,
+        )
     primitives = [PRIVVAL, COMETBFT_RESOURCE] if chain else [VALIDATOR]
     pacemaker.wait_for("the validator to stop", lambda s: not any(_active(s, rid) for rid in primitives), timeout)
     time.sleep(PAUSE_SECONDS)
@@ -244,8 +263,11 @@ def apply(directory: Path, stack: str, say: Callable[[str], None], *, timeout: f
     reconfigure(configuration, stack)
     for pair in configuration.iterfind(".//meta_attributes/nvpair[@name='target-role']"):
         pair.set("value", "Started")
-    runner.run(["cibadmin", "--replace", "--scope", "configuration", "--xml-pipe"],
-               stdin=ET.tostring(configuration, encoding="unicode"), check=True)  # fmt: skip
+    runner.run(
+        ["cibadmin", "--replace", "--scope", "configuration", "--xml-pipe"],
+        stdin=ET.tostring(configuration, encoding="unicode"),
+        check=True,
+    )
     (directory / STACK_FILE).write_text(stack + "\n")
     agent = ":".join(STOCK_VALIDATOR) if stack == "stock" else "ocf:highlander:validator"
     actives = {n.name for n in plan.nodes if n.role == "active"}

@@ -110,29 +110,68 @@ class LocalEtcd(Processes):
             client = f"https://127.0.0.1:{self.client_ports[name]}"
             peer = f"http://127.0.0.1:{self.peer_ports[name]}"
             argv = [
-                "etcd", "--name", name, "--data-dir", str(self.workdir / name),
-                "--listen-client-urls", client, "--advertise-client-urls", client,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", cluster, "--initial-cluster-state", "new",
-                "--initial-cluster-token", "highlander-test",
-                "--cert-file", str(self.ca.server_cert), "--key-file", str(self.ca.server_key),
-                "--trusted-ca-file", str(self.ca.ca),
-            ]  # fmt: skip
+                "etcd",
+                "--name",
+                name,
+                "--data-dir",
+                str(self.workdir / name),
+                "--listen-client-urls",
+                client,
+                "--advertise-client-urls",
+                client,
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+                "--initial-cluster",
+                cluster,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "highlander-test",
+                "--cert-file",
+                str(self.ca.server_cert),
+                "--key-file",
+                str(self.ca.server_key),
+                "--trusted-ca-file",
+                str(self.ca.ca),
+            ]
             with open(self.workdir / f"{name}.log", "ab") as log:
                 self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         if member is None and not self.started_once:
-            wait_until(lambda: self._ctl("endpoint", "health", "--cluster", check=False) == 0, timeout=30,
-                       what="a healthy etcd cluster", interval=0.2)  # fmt: skip
+            wait_until(
+                lambda: self._ctl("endpoint", "health", "--cluster", check=False) == 0,
+                timeout=30,
+                what="a healthy etcd cluster",
+                interval=0.2,
+            )
             self._enable_auth()
         self.started_once = True
 
     def _ctl(self, *args: str, check: bool = True, root: bool = False) -> int:
-        argv = ["etcdctl", "--endpoints", ",".join(self.endpoints()), "--cacert", str(self.ca.ca),
-                "--cert", str(self.ca.client_cert), "--key", str(self.ca.client_key), "--command-timeout", "5s"]  # fmt: skip
+        argv = [
+            "etcdctl",
+            "--endpoints",
+            ",".join(self.endpoints()),
+            "--cacert",
+            str(self.ca.ca),
+            "--cert",
+            str(self.ca.client_cert),
+            "--key",
+            str(self.ca.client_key),
+            "--command-timeout",
+            "5s",
+        ]
         if root:
             argv += ["--user", f"root:{PASSWORD}"]
-        done = subprocess.run([*argv, *args], capture_output=True, text=True, env={**os.environ, "ETCDCTL_API": "3"},
-                              timeout=30, check=False)  # fmt: skip
+        done = subprocess.run(
+            [*argv, *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "ETCDCTL_API": "3"},
+            timeout=30,
+            check=False,
+        )
         if check and done.returncode != 0:
             raise RuntimeError(f"etcdctl {' '.join(args)}: {done.stderr.strip()}")
         return done.returncode
@@ -189,9 +228,24 @@ class LocalPostgres(Processes):
         self._own(self.base)
         self.sockets.mkdir()
         self._own(self.sockets)
-        subprocess.run([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-E", "UTF8",
-                        "--auth-local=trust", "--auth-host=reject", "--no-instructions"],
-                       capture_output=True, check=True, timeout=120, **self._user())  # type: ignore[arg-type]  # fmt: skip
+        subprocess.run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--auth-local=trust",
+                "--auth-host=reject",
+                "--no-instructions",
+            ],
+            capture_output=True,
+            check=True,
+            timeout=120,
+            **self._user(),
+        )  # type: ignore[arg-type]
         for name, source in (("server.crt", self.ca.server_cert), ("server.key", self.ca.server_key)):
             shutil.copy(source, self.data / name)
             (self.data / name).chmod(0o600)
@@ -203,9 +257,7 @@ class LocalPostgres(Processes):
                 "fsync = on\nsynchronous_commit = on\nmax_connections = 60\nshared_buffers = 32MB\n"
                 "password_encryption = 'scram-sha-256'\n"
             )
-        (self.data / "pg_hba.conf").write_text(
-            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
-        )
+        (self.data / "pg_hba.conf").write_text("local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
         self._launch()
         self.admin(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'", f"CREATE DATABASE {USER} OWNER {USER}")
 
@@ -219,16 +271,23 @@ class LocalPostgres(Processes):
     def _launch(self) -> None:
         with open(self.workdir / "postgres.log", "ab") as log:
             self.processes[self.NAME] = subprocess.Popen(
-                [str(self.bin / "postgres"), "-D", str(self.data)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                [str(self.bin / "postgres"), "-D", str(self.data)],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
                 **self._user(),  # type: ignore[arg-type]
-            )  # fmt: skip
+            )
         wait_until(self._ready, timeout=30, what="PostgreSQL accepting connections", interval=0.1)
 
     def _ready(self) -> bool:
         if not self.running(self.NAME):
             raise RuntimeError(f"postgres exited: {(self.workdir / 'postgres.log').read_text()[-2000:]}")
-        done = subprocess.run([str(self.bin / "pg_isready"), "-h", str(self.sockets), "-p", str(self.port)],
-                              capture_output=True, check=False, timeout=10)  # fmt: skip
+        done = subprocess.run(
+            [str(self.bin / "pg_isready"), "-h", str(self.sockets), "-p", str(self.port)],
+            capture_output=True,
+            check=False,
+            timeout=10,
+        )
         return done.returncode == 0
 
     def admin(self, *statements: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
@@ -236,8 +295,9 @@ class LocalPostgres(Processes):
         import psycopg
 
         rows: list[tuple[object, ...]] = []
-        with psycopg.connect(host=str(self.sockets), port=self.port, user="postgres", dbname=dbname,
-                             autocommit=True) as connection:  # fmt: skip
+        with psycopg.connect(
+            host=str(self.sockets), port=self.port, user="postgres", dbname=dbname, autocommit=True
+        ) as connection:
             for statement in statements:
                 cursor = connection.execute(statement)
                 rows = cursor.fetchall() if cursor.description else []
@@ -245,8 +305,10 @@ class LocalPostgres(Processes):
 
     def cut_connections(self) -> int:
         """Terminate every connection of the sign-state daemons; how many there were."""
-        rows = self.admin("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                          "WHERE application_name LIKE 'highlander-signstate%'")  # fmt: skip
+        rows = self.admin(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'highlander-signstate%'"
+        )
         return int(rows[0][0])  # type: ignore[call-overload]
 
     def crash(self) -> None:
@@ -293,7 +355,6 @@ class LocalStoreNodes(LoopbackReplicas):
             self.config(node).write_text(
                 f'node = "{node}"\nsocket = "{self.socket(node)}"\ntimeout = {self.timeout}\n{self.store_toml}'
             )
-
 
 
 @contextmanager

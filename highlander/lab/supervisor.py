@@ -77,8 +77,16 @@ DEMO_FLAG = "--demo-signer"
 class Supervisor:
     """Runs in its own process for as long as the lab is up."""
 
-    def __init__(self, directory: Path, inventory: Path, run_id: str, *, timeout: float = 240.0,
-                 configure: bool = True, workload: str = "chain") -> None:  # fmt: skip
+    def __init__(
+        self,
+        directory: Path,
+        inventory: Path,
+        run_id: str,
+        *,
+        timeout: float = 240.0,
+        configure: bool = True,
+        workload: str = "chain",
+    ) -> None:
         self.directory = directory
         self.workload = workload if configure else "demo-signer"
         self.plan = LabPlan.make(directory, inventory, run_id, chain=self.workload == "chain")
@@ -160,8 +168,10 @@ class Supervisor:
         self.step("creating the switch (bridge, BMC addresses) and cabling the nodes")
         self.create_topology()
         if self.chain is not None:
-            self.step(f"cabling the chain's ordinary validators: "
-                      f"{', '.join(f'{v.name} {v.address}' for v in self.plan.validators)}")  # fmt: skip
+            self.step(
+                f"cabling the chain's ordinary validators: "
+                f"{', '.join(f'{v.name} {v.address}' for v in self.plan.validators)}"
+            )
             self.chain.cable()
         self.check_stop()
         self.step("generating secrets: corosync authkey, sign-state CA and certificates, BMC passwords, SSH keys")
@@ -180,12 +190,16 @@ class Supervisor:
         install_configuration(self.nodes, plan, rendered, secrets_)
         self.check_stop()
         if self.chain is not None:
-            self.step(f"creating the CometBFT network {CHAIN_ID}: genesis with our validator and "
-                      f"{len(plan.validators)} FilePV validators of equal power, a full node on each active "
-                      "node")  # fmt: skip
+            self.step(
+                f"creating the CometBFT network {CHAIN_ID}: genesis with our validator and "
+                f"{len(plan.validators)} FilePV validators of equal power, a full node on each active "
+                "node"
+            )
             info = self.chain.build(self.nodes)
-            self.step(f"our validator is {info['address']}: its key and privval.toml on "
-                      f"{', '.join(n.name for n in plan.nodes if n.role == 'active')}")  # fmt: skip
+            self.step(
+                f"our validator is {info['address']}: its key and privval.toml on "
+                f"{', '.join(n.name for n in plan.nodes if n.role == 'active')}"
+            )
             self.step("starting the FilePV validators (CometBFT, kvstore) on their hosts")
             self.chain.start()
         self.seed_cibs()
@@ -207,8 +221,7 @@ class Supervisor:
         cib = rendered / first.name / "cib.xml"
         if self.chain is not None:
             cib = self.chain_cib(cib)
-        first.runner.run(["cibadmin", "--replace", "--scope", "configuration", "--xml-file", str(cib)],
-                         check=True)  # fmt: skip
+        first.runner.run(["cibadmin", "--replace", "--scope", "configuration", "--xml-file", str(cib)], check=True)
         if self.chain is not None:
             self.wait_chain(pacemaker)
             return
@@ -249,8 +262,9 @@ class Supervisor:
 
         assert self.chain is not None
         plan = self.plan
-        self.step("waiting for the fence devices, the signstate clone, privval promoted and CometBFT on the active "
-                  "nodes")  # fmt: skip
+        self.step(
+            "waiting for the fence devices, the signstate clone, privval promoted and CometBFT on the active nodes"
+        )
         fences = [f"fence-{n.name}-1" for n in plan.nodes]
         names = [n.name for n in plan.nodes]
         actives = {n.name for n in plan.nodes if n.role == "active"}
@@ -266,8 +280,10 @@ class Supervisor:
 
         status = self.wait(pacemaker, "privval promoted and CometBFT on both active nodes", started, 240)
         self.state["timings"]["validator"] = round(time.monotonic() - self.started, 1)
-        self.step(f"privval promoted on {', '.join(status.promoted_on(PRIVVAL))}; waiting for the chain to commit "
-                  f"our validator's signature")  # fmt: skip
+        self.step(
+            f"privval promoted on {', '.join(status.promoted_on(PRIVVAL))}; waiting for the chain to commit "
+            f"our validator's signature"
+        )
         reader = ChainReader(CurlRpc(rpc_runner(plan)))
         address = self.state["chain"]["address"]
 
@@ -285,8 +301,9 @@ class Supervisor:
         self.save()
         self.step(f"the chain {CHAIN_ID} commits our validator's signatures (height {height})")
 
-    def wait(self, pacemaker: Pacemaker, what: str, predicate: Callable[[ClusterStatus], bool],
-             timeout: float) -> ClusterStatus:  # fmt: skip
+    def wait(
+        self, pacemaker: Pacemaker, what: str, predicate: Callable[[ClusterStatus], bool], timeout: float
+    ) -> ClusterStatus:
         def check() -> ClusterStatus | None:
             self.check_stop()
             for node in self.nodes.values():
@@ -322,12 +339,34 @@ class Supervisor:
         self.ensure_mountpoints()
         for n in plan.nodes:
             run(["ip", "-n", sw, "address", "add", f"{n.bmc_address}/{PREFIX_LEN}", "dev", BRIDGE], check=True)
-            node = LabNode(n.name, self.directory / "nodes" / n.name, address=n.address, run_id=plan.run_id,
-                           runner=self.host, config_timeout=300.0 if self.configure else UNCONFIGURED_WAIT)  # fmt: skip
+            node = LabNode(
+                n.name,
+                self.directory / "nodes" / n.name,
+                address=n.address,
+                run_id=plan.run_id,
+                runner=self.host,
+                config_timeout=300.0 if self.configure else UNCONFIGURED_WAIT,
+            )
             self.nodes[n.name] = node
             node.create_netns()
-            run(["ip", "-n", sw, "link", "add", n.switch_port, "type", "veth",
-                 "peer", "name", NODE_IFACE, "netns", n.netns], check=True)  # fmt: skip
+            run(
+                [
+                    "ip",
+                    "-n",
+                    sw,
+                    "link",
+                    "add",
+                    n.switch_port,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    NODE_IFACE,
+                    "netns",
+                    n.netns,
+                ],
+                check=True,
+            )
             run(["ip", "-n", sw, "link", "set", n.switch_port, "master", BRIDGE, "up"], check=True)
             run(["ip", "-n", n.netns, "address", "add", f"{n.address}/{PREFIX_LEN}", "dev", NODE_IFACE], check=True)
             run(["ip", "-n", n.netns, "link", "set", NODE_IFACE, "up"], check=True)
@@ -349,19 +388,23 @@ class Supervisor:
         ssh = self.directory / "ssh"
         ssh.mkdir(mode=0o700, exist_ok=True)
         key = ssh / SSH_KEY
-        self.host.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"highlander-lab-{self.plan.run_id}",
-                       "-f", str(key)], check=True)  # fmt: skip
+        self.host.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"highlander-lab-{self.plan.run_id}", "-f", str(key)],
+            check=True,
+        )
         public = (ssh / f"{SSH_KEY}.pub").read_text()
         known_hosts = []
         for n in self.plan.nodes:
             host_key = self.nodes[n.name].prepare_ssh(public)
             known_hosts.append(f"{n.address} {host_key}")
         (ssh / "known_hosts").write_text("\n".join(known_hosts) + "\n")
-        (ssh / "ssh_config").write_text("".join(
-            f"Host {n.name}\n    HostName {n.address}\n    User root\n    IdentityFile {key}\n"
-            f"    UserKnownHostsFile {ssh / 'known_hosts'}\n    StrictHostKeyChecking yes\n"
-            for n in self.plan.nodes
-        ))  # fmt: skip
+        (ssh / "ssh_config").write_text(
+            "".join(
+                f"Host {n.name}\n    HostName {n.address}\n    User root\n    IdentityFile {key}\n"
+                f"    UserKnownHostsFile {ssh / 'known_hosts'}\n    StrictHostKeyChecking yes\n"
+                for n in self.plan.nodes
+            )
+        )
         return {"authkey": authkey, "ca": ca, "bmc_passwords": passwords}
 
     def seed_cibs(self) -> None:
@@ -381,18 +424,26 @@ class Supervisor:
         for n in self.plan.nodes:
             node = self.nodes[n.name]
             bmc = IpmiSim(
-                self.directory / "bmc" / n.name, address=n.bmc_address, port=n.bmc_port,
-                username=n.bmc_username, password=passwords[n.name], power_on=True,
+                self.directory / "bmc" / n.name,
+                address=n.bmc_address,
+                port=n.bmc_port,
+                username=n.bmc_username,
+                password=passwords[n.name],
+                power_on=True,
                 on_power_off=functools.partial(self.power_off, node),
                 on_power_on=functools.partial(self.power_on, node),
-                prefix=("ip", "netns", "exec", self.plan.switch), name=f"bmc-{n.name}",
-            )  # fmt: skip
+                prefix=("ip", "netns", "exec", self.plan.switch),
+                name=f"bmc-{n.name}",
+            )
             self.bmcs[n.name] = bmc
             bmc.start()
             self.state["bmcs"][n.name] = {
-                "pid": bmc.pid, "start_time": start_time(bmc.pid) if bmc.pid else None,
-                "address": n.bmc_address, "port": n.bmc_port, "workdir": str(bmc.workdir),
-            }  # fmt: skip
+                "pid": bmc.pid,
+                "start_time": start_time(bmc.pid) if bmc.pid else None,
+                "address": n.bmc_address,
+                "port": n.bmc_port,
+                "workdir": str(bmc.workdir),
+            }
             self.save()
 
     def boot_all(self, configured: bool = True) -> None:
@@ -407,8 +458,9 @@ class Supervisor:
             except BaseException as exc:  # noqa: BLE001 (collected and raised below)
                 errors[node.name] = exc
 
-        threads = [threading.Thread(target=boot, args=(node,), name=f"boot-{name}")
-                   for name, node in self.nodes.items()]  # fmt: skip
+        threads = [
+            threading.Thread(target=boot, args=(node,), name=f"boot-{name}") for name, node in self.nodes.items()
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -464,17 +516,27 @@ def _quietly(function: Callable[[], object]) -> None:
 
 def supervise(directory: Path, inventory: Path, run_id: str, configure: bool = True, workload: str = "chain") -> int:
     """Build the lab in ``directory`` and keep it until SIGTERM; the exit status of the supervisor."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(threadName)s %(levelname)s %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(threadName)s %(levelname)s %(message)s"
+    )
     return Supervisor(directory, inventory, run_id, configure=configure, workload=workload).run()
 
 
-def command_line(directory: Path, inventory: Path, run_id: str, configure: bool = True,
-                 workload: str = "chain") -> list[str]:  # fmt: skip
+def command_line(
+    directory: Path, inventory: Path, run_id: str, configure: bool = True, workload: str = "chain"
+) -> list[str]:
     """The command line that runs the supervisor of the lab in ``directory`` (what :func:`main` parses)."""
-    return [sys.executable, "-m", MODULE, "supervise", str(directory), str(inventory), run_id,
-            *([] if configure else [UNCONFIGURED_FLAG]),
-            *([DEMO_FLAG] if workload == "demo-signer" else [])]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        MODULE,
+        "supervise",
+        str(directory),
+        str(inventory),
+        run_id,
+        *([] if configure else [UNCONFIGURED_FLAG]),
+        *([DEMO_FLAG] if workload == "demo-signer" else []),
+    ]
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -484,8 +546,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     workload = "demo-signer" if DEMO_FLAG in args else "chain"
     args = [a for a in args if a not in (UNCONFIGURED_FLAG, DEMO_FLAG)]
     if len(args) != 4 or args[0] != "supervise":
-        print(f"usage: python -m {MODULE} supervise DIR INVENTORY RUN_ID [{UNCONFIGURED_FLAG}] [{DEMO_FLAG}]",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"usage: python -m {MODULE} supervise DIR INVENTORY RUN_ID [{UNCONFIGURED_FLAG}] [{DEMO_FLAG}]",
+            file=sys.stderr,
+        )
         return 2
     return supervise(Path(args[1]), Path(args[2]), args[3], configure=configure, workload=workload)
 

@@ -17,9 +17,7 @@ if TYPE_CHECKING:
 RESERVED_PREFIXES = ("OCF_RESKEY_CRM_meta_", "OCF_RESKEY_crm_feature_set")
 
 
-def parse_parameters(
-    agent: Agent, environ: Mapping[str, str]
-) -> tuple[dict[str, object], list[str]]:
+def parse_parameters(agent: Agent, environ: Mapping[str, str]) -> tuple[dict[str, object], list[str]]:
     """Typed values for every declared parameter, and every problem found.
 
     An empty value counts as unset, as in the stock shell agents. A missing
@@ -47,9 +45,7 @@ def unknown_parameters(agent: Agent, environ: Mapping[str, str]) -> list[str]:
     """Names passed as ``OCF_RESKEY_*`` that the agent does not declare (typos)."""
     declared = {p.env_name for p in agent.parameters}
     return sorted(
-        key[len("OCF_RESKEY_"):]
+        key[len("OCF_RESKEY_") :]
         for key in environ
-        if key.startswith("OCF_RESKEY_")
-        and not key.startswith(RESERVED_PREFIXES)
-        and key not in declared
+        if key.startswith("OCF_RESKEY_") and not key.startswith(RESERVED_PREFIXES) and key not in declared
     )

@@ -76,8 +76,7 @@ class Resource:
         if raw.isdigit() and int(raw) > 0:
             return int(raw) / 1000.0
         declared = [
-            a.timeout for a in self.agent.actions
-            if a.name == self.action and (a.depth or 0) == self.check_level
+            a.timeout for a in self.agent.actions if a.name == self.action and (a.depth or 0) == self.check_level
         ]
         action = self.agent.action(self.action)
         return float(declared[0] if declared else action.timeout if action else 20)

@@ -92,9 +92,7 @@ class Parameter:
 
     def _check_default(self, where: str) -> None:
         expected = {"integer": int, "boolean": bool}.get(self.type, str)
-        wrong_kind = not isinstance(self.default, expected) or (
-            expected is int and isinstance(self.default, bool)
-        )
+        wrong_kind = not isinstance(self.default, expected) or (expected is int and isinstance(self.default, bool))
         if wrong_kind:
             raise DeclarationError(
                 f"{where}: default {self.default!r} must be a {expected.__name__} for type {self.type!r}"

@@ -83,8 +83,18 @@ def parse_node(text: object, path: str, source: str = "config") -> NodeAddress:
 
 
 def parse_config(document: dict[str, object], source: str = "config") -> PrivvalConfig:
-    known = {"chain_id", "key_file", "state_file", "register", "nodes", "key_id", "max_height_gap", "timeout", "control",
-             "metrics"}  # fmt: skip
+    known = {
+        "chain_id",
+        "key_file",
+        "state_file",
+        "register",
+        "nodes",
+        "key_id",
+        "max_height_gap",
+        "timeout",
+        "control",
+        "metrics",
+    }
     refuse_unknown(document, known, source)
     chain_id = document.get("chain_id")
     if not isinstance(chain_id, str) or not chain_id:

@@ -51,9 +51,12 @@ def answer(signer: Signer, connected: Callable[[], list[str]], line: bytes) -> d
         return {"status": "OK"}
     if op == "status":
         return {
-            "status": "OK", "promoted": signer.session is not None, "superseded": signer.superseded,
-            "last": str(signer.last.hrs), "connected": connected(),
-        }  # fmt: skip
+            "status": "OK",
+            "promoted": signer.session is not None,
+            "superseded": signer.superseded,
+            "last": str(signer.last.hrs),
+            "connected": connected(),
+        }
     return {"status": "ERROR", "error": f"unknown op {op!r}: use promote, demote or status"}
 
 

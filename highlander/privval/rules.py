@@ -84,8 +84,7 @@ def check_fresh(hrs: HRS, promoted_at: HRS, last: HRS, max_height_gap: int) -> s
     """
     if hrs <= promoted_at:
         return (
-            f"{hrs} is not above the register's mark {promoted_at} at promotion: "
-            "another signer may have signed there"
+            f"{hrs} is not above the register's mark {promoted_at} at promotion: another signer may have signed there"
         )
     if last.height > 0 and hrs.height > last.height + max_height_gap:
         return (

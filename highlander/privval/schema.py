@@ -47,38 +47,51 @@ ZERO_TIME_SECONDS = -62135596800  # Go's zero time.Time (year 1), as gogoproto w
 FILES: dict[str, tuple[str, list[str], dict[str, list[Field]], dict[str, dict[str, int]]]] = {
     # file name: (package, dependencies, messages, enums)
     "tendermint/crypto/keys.proto": (
-        "tendermint.crypto", [],
+        "tendermint.crypto",
+        [],
         {"PublicKey": [_f("ed25519", 1, BYTES, oneof="sum"), _f("secp256k1", 2, BYTES, oneof="sum")]},
         {},
     ),
     "tendermint/types/types.proto": (
-        "tendermint.types", ["google/protobuf/timestamp.proto"],
+        "tendermint.types",
+        ["google/protobuf/timestamp.proto"],
         {
             "PartSetHeader": [_f("total", 1, UINT32), _f("hash", 2, BYTES)],
             "BlockID": [_f("hash", 1, BYTES), _f("part_set_header", 2, MESSAGE, ".tendermint.types.PartSetHeader")],
             "Vote": [
-                _f("type", 1, ENUM, ".tendermint.types.SignedMsgType"), _f("height", 2, INT64),
-                _f("round", 3, INT32), _f("block_id", 4, MESSAGE, ".tendermint.types.BlockID"),
-                _f("timestamp", 5, MESSAGE, TIMESTAMP), _f("validator_address", 6, BYTES),
-                _f("validator_index", 7, INT32), _f("signature", 8, BYTES), _f("extension", 9, BYTES),
+                _f("type", 1, ENUM, ".tendermint.types.SignedMsgType"),
+                _f("height", 2, INT64),
+                _f("round", 3, INT32),
+                _f("block_id", 4, MESSAGE, ".tendermint.types.BlockID"),
+                _f("timestamp", 5, MESSAGE, TIMESTAMP),
+                _f("validator_address", 6, BYTES),
+                _f("validator_index", 7, INT32),
+                _f("signature", 8, BYTES),
+                _f("extension", 9, BYTES),
                 _f("extension_signature", 10, BYTES),
             ],
             "Proposal": [
-                _f("type", 1, ENUM, ".tendermint.types.SignedMsgType"), _f("height", 2, INT64),
-                _f("round", 3, INT32), _f("pol_round", 4, INT32),
+                _f("type", 1, ENUM, ".tendermint.types.SignedMsgType"),
+                _f("height", 2, INT64),
+                _f("round", 3, INT32),
+                _f("pol_round", 4, INT32),
                 _f("block_id", 5, MESSAGE, ".tendermint.types.BlockID"),
-                _f("timestamp", 6, MESSAGE, TIMESTAMP), _f("signature", 7, BYTES),
+                _f("timestamp", 6, MESSAGE, TIMESTAMP),
+                _f("signature", 7, BYTES),
             ],
         },
         {
             "SignedMsgType": {
-                "SIGNED_MSG_TYPE_UNKNOWN": 0, "SIGNED_MSG_TYPE_PREVOTE": 1,
-                "SIGNED_MSG_TYPE_PRECOMMIT": 2, "SIGNED_MSG_TYPE_PROPOSAL": 32,
+                "SIGNED_MSG_TYPE_UNKNOWN": 0,
+                "SIGNED_MSG_TYPE_PREVOTE": 1,
+                "SIGNED_MSG_TYPE_PRECOMMIT": 2,
+                "SIGNED_MSG_TYPE_PROPOSAL": 32,
             }
         },
     ),
     "tendermint/types/canonical.proto": (
-        "tendermint.types", ["google/protobuf/timestamp.proto", "tendermint/types/types.proto"],
+        "tendermint.types",
+        ["google/protobuf/timestamp.proto", "tendermint/types/types.proto"],
         {
             "CanonicalPartSetHeader": [_f("total", 1, UINT32), _f("hash", 2, BYTES)],
             "CanonicalBlockID": [
@@ -86,40 +99,52 @@ FILES: dict[str, tuple[str, list[str], dict[str, list[Field]], dict[str, dict[st
                 _f("part_set_header", 2, MESSAGE, ".tendermint.types.CanonicalPartSetHeader"),
             ],
             "CanonicalProposal": [
-                _f("type", 1, ENUM, ".tendermint.types.SignedMsgType"), _f("height", 2, SFIXED64),
-                _f("round", 3, SFIXED64), _f("pol_round", 4, INT64),
+                _f("type", 1, ENUM, ".tendermint.types.SignedMsgType"),
+                _f("height", 2, SFIXED64),
+                _f("round", 3, SFIXED64),
+                _f("pol_round", 4, INT64),
                 _f("block_id", 5, MESSAGE, ".tendermint.types.CanonicalBlockID"),
-                _f("timestamp", 6, MESSAGE, TIMESTAMP), _f("chain_id", 7, STRING),
+                _f("timestamp", 6, MESSAGE, TIMESTAMP),
+                _f("chain_id", 7, STRING),
             ],
             "CanonicalVote": [
-                _f("type", 1, ENUM, ".tendermint.types.SignedMsgType"), _f("height", 2, SFIXED64),
-                _f("round", 3, SFIXED64), _f("block_id", 4, MESSAGE, ".tendermint.types.CanonicalBlockID"),
-                _f("timestamp", 5, MESSAGE, TIMESTAMP), _f("chain_id", 6, STRING),
+                _f("type", 1, ENUM, ".tendermint.types.SignedMsgType"),
+                _f("height", 2, SFIXED64),
+                _f("round", 3, SFIXED64),
+                _f("block_id", 4, MESSAGE, ".tendermint.types.CanonicalBlockID"),
+                _f("timestamp", 5, MESSAGE, TIMESTAMP),
+                _f("chain_id", 6, STRING),
             ],
             "CanonicalVoteExtension": [
-                _f("extension", 1, BYTES), _f("height", 2, SFIXED64), _f("round", 3, SFIXED64),
+                _f("extension", 1, BYTES),
+                _f("height", 2, SFIXED64),
+                _f("round", 3, SFIXED64),
                 _f("chain_id", 4, STRING),
             ],
         },
         {},
     ),
     "tendermint/p2p/conn.proto": (
-        "tendermint.p2p", ["tendermint/crypto/keys.proto"],
+        "tendermint.p2p",
+        ["tendermint/crypto/keys.proto"],
         {"AuthSigMessage": [_f("pub_key", 1, MESSAGE, ".tendermint.crypto.PublicKey"), _f("sig", 2, BYTES)]},
         {},
     ),
     "tendermint/privval/types.proto": (
-        "tendermint.privval", ["tendermint/crypto/keys.proto", "tendermint/types/types.proto"],
+        "tendermint.privval",
+        ["tendermint/crypto/keys.proto", "tendermint/types/types.proto"],
         {
             "RemoteSignerError": [_f("code", 1, INT32), _f("description", 2, STRING)],
             "PubKeyRequest": [_f("chain_id", 1, STRING)],
             "PubKeyResponse": [
                 _f("pub_key", 1, MESSAGE, ".tendermint.crypto.PublicKey"),
                 _f("error", 2, MESSAGE, ".tendermint.privval.RemoteSignerError"),
-                _f("pub_key_bytes", 3, BYTES), _f("pub_key_type", 4, STRING),  # CometBFT 1.0
+                _f("pub_key_bytes", 3, BYTES),
+                _f("pub_key_type", 4, STRING),  # CometBFT 1.0
             ],
             "SignVoteRequest": [
-                _f("vote", 1, MESSAGE, ".tendermint.types.Vote"), _f("chain_id", 2, STRING),
+                _f("vote", 1, MESSAGE, ".tendermint.types.Vote"),
+                _f("chain_id", 2, STRING),
                 _f("skip_extension_signing", 3, BOOL),  # CometBFT 1.0
             ],
             "SignedVoteResponse": [
@@ -127,7 +152,8 @@ FILES: dict[str, tuple[str, list[str], dict[str, list[Field]], dict[str, dict[st
                 _f("error", 2, MESSAGE, ".tendermint.privval.RemoteSignerError"),
             ],
             "SignProposalRequest": [
-                _f("proposal", 1, MESSAGE, ".tendermint.types.Proposal"), _f("chain_id", 2, STRING),
+                _f("proposal", 1, MESSAGE, ".tendermint.types.Proposal"),
+                _f("chain_id", 2, STRING),
             ],
             "SignedProposalResponse": [
                 _f("proposal", 1, MESSAGE, ".tendermint.types.Proposal"),
@@ -135,7 +161,8 @@ FILES: dict[str, tuple[str, list[str], dict[str, list[Field]], dict[str, dict[st
             ],
             "SignBytesRequest": [_f("value", 1, BYTES)],  # CometBFT 1.0
             "SignBytesResponse": [
-                _f("signature", 1, BYTES), _f("error", 2, MESSAGE, ".tendermint.privval.RemoteSignerError"),
+                _f("signature", 1, BYTES),
+                _f("error", 2, MESSAGE, ".tendermint.privval.RemoteSignerError"),
             ],
             "PingRequest": [],
             "PingResponse": [],
@@ -143,12 +170,16 @@ FILES: dict[str, tuple[str, list[str], dict[str, list[Field]], dict[str, dict[st
                 _f(name, number, MESSAGE, f".tendermint.privval.{kind}", oneof="sum")
                 for number, (name, kind) in enumerate(
                     [
-                        ("pub_key_request", "PubKeyRequest"), ("pub_key_response", "PubKeyResponse"),
-                        ("sign_vote_request", "SignVoteRequest"), ("signed_vote_response", "SignedVoteResponse"),
+                        ("pub_key_request", "PubKeyRequest"),
+                        ("pub_key_response", "PubKeyResponse"),
+                        ("sign_vote_request", "SignVoteRequest"),
+                        ("signed_vote_response", "SignedVoteResponse"),
                         ("sign_proposal_request", "SignProposalRequest"),
                         ("signed_proposal_response", "SignedProposalResponse"),
-                        ("ping_request", "PingRequest"), ("ping_response", "PingResponse"),
-                        ("sign_bytes_request", "SignBytesRequest"), ("sign_bytes_response", "SignBytesResponse"),
+                        ("ping_request", "PingRequest"),
+                        ("ping_response", "PingResponse"),
+                        ("sign_bytes_request", "SignBytesRequest"),
+                        ("sign_bytes_response", "SignBytesResponse"),
                     ],
                     start=1,
                 )
@@ -156,7 +187,7 @@ FILES: dict[str, tuple[str, list[str], dict[str, list[Field]], dict[str, dict[st
         },
         {},
     ),
-}  # fmt: skip
+}
 
 # Message fields CometBFT declares nullable=false: always present on the wire.
 NON_NULLABLE: dict[str, tuple[str, ...]] = {
@@ -173,8 +204,9 @@ NON_NULLABLE: dict[str, tuple[str, ...]] = {
 }
 
 
-def _file_proto(name: str, package: str, dependencies: list[str], messages: dict[str, list[Field]],
-                enums: dict[str, dict[str, int]]) -> descriptor_pb2.FileDescriptorProto:  # fmt: skip
+def _file_proto(
+    name: str, package: str, dependencies: list[str], messages: dict[str, list[Field]], enums: dict[str, dict[str, int]]
+) -> descriptor_pb2.FileDescriptorProto:
     proto = descriptor_pb2.FileDescriptorProto(name=name, package=package, syntax="proto3")
     proto.dependency.extend(dependencies)
     for enum_name, values in enums.items():
@@ -203,8 +235,11 @@ def _build() -> dict[str, Any]:
     pool.Add(timestamp_file)
     for name, (package, dependencies, messages, enums) in FILES.items():
         pool.Add(_file_proto(name, package, dependencies, messages, enums))
-    classes: dict[str, Any] = {"google.protobuf.Timestamp": message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("google.protobuf.Timestamp"))}  # fmt: skip
+    classes: dict[str, Any] = {
+        "google.protobuf.Timestamp": message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("google.protobuf.Timestamp")
+        )
+    }
     for package, _, messages, _ in FILES.values():
         for message_name in messages:
             full = f"{package}.{message_name}"

@@ -38,8 +38,14 @@ STOP_GRACE = 2.0  # seconds for links to finish the request they are answering
 class NodeLink:
     """The signer's side of one node's privval listener."""
 
-    def __init__(self, address: NodeAddress, signer: Signer, identity: Ed25519PrivateKey, timeout: float,
-                 stopping: threading.Event) -> None:  # fmt: skip
+    def __init__(
+        self,
+        address: NodeAddress,
+        signer: Signer,
+        identity: Ed25519PrivateKey,
+        timeout: float,
+        stopping: threading.Event,
+    ) -> None:
         self.address = address
         self.signer = signer
         self.identity = identity
@@ -132,8 +138,11 @@ class NodeLink:
                     self._yielding = False
                     continue
                 if not self._yielding:  # one line when it starts, not one per cycle
-                    log.info("event=yielding node=%s reason=%r", node, "this signer may not sign; hanging up after "
-                             "each refusal so that one that may gets the node")  # fmt: skip
+                    log.info(
+                        "event=yielding node=%s reason=%r",
+                        node,
+                        "this signer may not sign; hanging up after each refusal so that one that may gets the node",
+                    )
                 self._yielding = True
                 return True
         return False

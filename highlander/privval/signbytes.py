@@ -91,9 +91,12 @@ def vote_sign_bytes(chain_id: str, vote: Message) -> bytes:
 def proposal_sign_bytes(chain_id: str, proposal: Message) -> bytes:
     schema.fill_non_nullable(proposal)
     canonical = schema.CanonicalProposal(
-        type=schema.PROPOSAL, height=proposal.height, round=proposal.round,
-        pol_round=proposal.pol_round, chain_id=chain_id,
-    )  # fmt: skip
+        type=schema.PROPOSAL,
+        height=proposal.height,
+        round=proposal.round,
+        pol_round=proposal.pol_round,
+        chain_id=chain_id,
+    )
     _canonical_block_id(canonical, proposal.block_id)
     canonical.timestamp.CopyFrom(proposal.timestamp)
     return messages.encode(canonical)

@@ -184,9 +184,10 @@ class Signer:
         self._check_chain(chain_id, what)
         schema.fill_non_nullable(signable)
         hrs_of, sign_bytes_of = (
-            (signbytes.vote_hrs, signbytes.vote_sign_bytes) if what == "vote"
+            (signbytes.vote_hrs, signbytes.vote_sign_bytes)
+            if what == "vote"
             else (signbytes.proposal_hrs, signbytes.proposal_sign_bytes)
-        )  # fmt: skip
+        )
         try:
             hrs = hrs_of(signable)
         except signbytes.BadRequest as exc:
@@ -255,10 +256,10 @@ class Signer:
             log.error("event=superseded key=%s epoch=%d detail=%r: signing stops", self.key_id, session.epoch, str(exc))
             raise Refusal(SUPERSEDED, result="superseded") from None
         except Conflict:
-            log.error("event=ALARM reason=register-conflict key=%s node=%s %s at=%s",
-                      self.key_id, peer, what, hrs)  # fmt: skip
-            raise Refusal(f"the register holds a different signature at {hrs}: refusing a double sign",
-                          result="conflict") from None
+            log.error("event=ALARM reason=register-conflict key=%s node=%s %s at=%s", self.key_id, peer, what, hrs)
+            raise Refusal(
+                f"the register holds a different signature at {hrs}: refusing a double sign", result="conflict"
+            ) from None
         except Refused as exc:
             raise Refusal(f"the register refused {hrs}: {exc}") from None
         except (ConnectionError, OSError, ValueError) as exc:

@@ -24,8 +24,9 @@ HANDSHAKE_LIMIT = 1024  # an ephemeral key or an AuthSigMessage is ~100 bytes
 class Connection:
     """Delimited messages over a socket, sealed when ``ciphers`` are given."""
 
-    def __init__(self, sock: socket.socket, ciphers: tuple[FrameCipher, FrameCipher] | None = None,
-                 remote_identity: bytes = b"") -> None:  # fmt: skip
+    def __init__(
+        self, sock: socket.socket, ciphers: tuple[FrameCipher, FrameCipher] | None = None, remote_identity: bytes = b""
+    ) -> None:
         self.sock = sock
         self._ciphers = ciphers  # (receive, send)
         self._buffer = bytearray()

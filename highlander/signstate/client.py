@@ -114,10 +114,16 @@ class SignerClient:
         h, r, s = hrs
         answer = self.call(
             {
-                "op": "advance", "chain_id": key.chain_id, "key_id": key.key_id,
-                "epoch": epoch, "height": h, "round": r, "step": s, "digest": digest,
+                "op": "advance",
+                "chain_id": key.chain_id,
+                "key_id": key.key_id,
+                "epoch": epoch,
+                "height": h,
+                "round": r,
+                "step": s,
+                "digest": digest,
             }
-        )  # fmt: skip
+        )
         _raise_for(answer)
 
     def ping(self) -> tuple[str, str]:
@@ -136,8 +142,9 @@ class SignerClient:
     def reset(self, key: KeyId, hrs: HRS) -> str:
         """Set ``key``'s mark to ``hrs`` on a majority, even below it (root only)."""
         h, r, s = hrs
-        answer = self.call({"op": "reset", "chain_id": key.chain_id, "key_id": key.key_id,
-                            "height": h, "round": r, "step": s})  # fmt: skip
+        answer = self.call(
+            {"op": "reset", "chain_id": key.chain_id, "key_id": key.key_id, "height": h, "round": r, "step": s}
+        )
         _raise_for(answer)
         return str(answer.get("detail") or "")
 

@@ -79,7 +79,7 @@ TRIO_FIELDS = ("listen", "peers", "state_dir", "pki_dir")
 def parse_address(text: object, path: str, source: str = "config") -> Address:
     """``HOST:PORT`` (``[v6]:PORT``), the value at ``path`` in ``source``."""
     if not isinstance(text, str):
-        raise config_error(CONFIG_INVALID_ADDRESS, path, f"{path}: expected \"HOST:PORT\", got {text!r}", source)
+        raise config_error(CONFIG_INVALID_ADDRESS, path, f'{path}: expected "HOST:PORT", got {text!r}', source)
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
@@ -105,8 +105,20 @@ def refuse_unknown(document: dict[str, object], known: set[str], source: str) ->
 
 
 def parse_config(document: dict[str, object], source: str = "config") -> NodeConfig:
-    known = {"node", "listen", "peers", "state_dir", "pki_dir", "socket", "socket_group", "timeout",
-             "backend", "etcd", "postgresql", "metrics"}  # fmt: skip
+    known = {
+        "node",
+        "listen",
+        "peers",
+        "state_dir",
+        "pki_dir",
+        "socket",
+        "socket_group",
+        "timeout",
+        "backend",
+        "etcd",
+        "postgresql",
+        "metrics",
+    }
     refuse_unknown(document, known, source)
     node = document.get("node")
     if not isinstance(node, str) or not node:
@@ -131,8 +143,19 @@ def parse_config(document: dict[str, object], source: str = "config") -> NodeCon
                 message = f"{name} is a setting of the trio backend, not of {backend}; remove it"
                 raise config_error(CONFIG_UNKNOWN_SETTING, name, message, source)
         socket = absolute_path(document, "socket", source)
-        return NodeConfig(node, None, {}, None, None, socket, group, float(timeout), backend, store,  # type: ignore[arg-type]
-                          metrics)  # fmt: skip
+        return NodeConfig(
+            node,
+            None,
+            {},
+            None,
+            None,
+            socket,
+            group,
+            float(timeout),
+            backend,
+            store,  # type: ignore[arg-type]
+            metrics,
+        )
     peers = document.get("peers")
     if not isinstance(peers, dict) or len(peers) != 2:
         message = f"[peers] must name the two other nodes of the trio, got {peers!r}"

@@ -143,9 +143,7 @@ def _load(text: str, source: str) -> dict[str, Any]:
     return document
 
 
-def _check_fields(
-    document: dict[str, Any], allowed: tuple[str, ...], source: str, where: str = ""
-) -> None:
+def _check_fields(document: dict[str, Any], allowed: tuple[str, ...], source: str, where: str = "") -> None:
     for key in document:
         if key not in allowed:
             raise _fail(source, f'unexpected field "{where}{key}"')
@@ -258,9 +256,7 @@ def parse_cometbft(text: str, source: str = COMETBFT_NAME) -> SignState:
     round_ = _json_int(_require(document, "round", source), "round", INT32_MAX, source)
     step_value = _require(document, "step", source)
     if _is_int(step_value) and step_value not in (0, 1, 2, 3):
-        raise _fail(
-            source, f"step {_show(step_value)} is outside 1..3 (1=propose, 2=prevote, 3=precommit)"
-        )
+        raise _fail(source, f"step {_show(step_value)} is outside 1..3 (1=propose, 2=prevote, 3=precommit)")
     step = _json_int(step_value, "step", 3, source)
     if step == 0 and (height, round_) != (0, 0):
         raise _fail(
@@ -303,7 +299,9 @@ def dump_cometbft(state: SignState) -> str:
 def parse_state(data: bytes, kind: str, source: str) -> SignState:
     """A state file's bytes as the signer ``kind`` ("cometbft" or "tmkms") wrote them."""
     if len(data) > MAX_SIZE:
-        raise _fail(source, f"more than {MAX_SIZE} bytes; a signer's state file is a few hundred: is this the right file?")
+        raise _fail(
+            source, f"more than {MAX_SIZE} bytes; a signer's state file is a few hundred: is this the right file?"
+        )
     try:
         text = strictjson.decode(data)
     except strictjson.JSONInputError as e:
@@ -356,9 +354,7 @@ def parse_tmkms(text: str, source: str = TMKMS_NAME) -> SignState:
     round_ = _decimal_string(_require(document, "round", source), "round", INT32_MAX, source)
     step_value = _require(document, "step", source)
     if _is_int(step_value) and step_value not in (0, 1, 2):
-        raise _fail(
-            source, f"step {_show(step_value)} is outside 0..2 (0=proposal, 1=prevote, 2=precommit)"
-        )
+        raise _fail(source, f"step {_show(step_value)} is outside 0..2 (0=proposal, 1=prevote, 2=precommit)")
     step = _json_int(step_value, "step", 2, source)
     block_id = _require(document, "block_id", source)
     _check_block_id(block_id, source)
@@ -382,9 +378,7 @@ def dump_tmkms(state: SignState) -> str:
     source = "cannot write tmkms state"
     hrs = _check_hrs(state.hrs, source)
     if state.signature is not None or state.signbytes is not None:
-        raise _fail(
-            source, "the format has no signature or signbytes (CometBFT fields); drop them first"
-        )
+        raise _fail(source, "the format has no signature or signbytes (CometBFT fields); drop them first")
     _check_block_id(state.block_id, source)
     if hrs == ZERO:
         height, round_, step = 0, 0, 0
@@ -415,9 +409,7 @@ def _block_id_text(block_id: dict[str, Any] | None) -> str:
         return "nil"
     assert block_id is not None
     parts = next(block_id[k] for k in _PARTS_KEYS if k in block_id)
-    return (
-        f"{(block_id['hash'] or '').upper()}:{int(parts['total'])}:{(parts['hash'] or '').upper()}"
-    )
+    return f"{(block_id['hash'] or '').upper()}:{int(parts['total'])}:{(parts['hash'] or '').upper()}"
 
 
 # -- the register's view ---------------------------------------------------

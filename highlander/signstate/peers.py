@@ -138,11 +138,14 @@ class PeerLink:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
-                    self.address.host, self.address.port, ssl=self.context, server_hostname=self.name,
+                    self.address.host,
+                    self.address.port,
+                    ssl=self.context,
+                    server_hostname=self.name,
                     ssl_handshake_timeout=self.timeout,
                 ),
                 self.timeout,
-            )  # fmt: skip
+            )
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
             self._connecting = None
             self._last_error = f"cannot connect: {str(exc) or type(exc).__name__}"

@@ -229,9 +229,7 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def _public_der(key) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _now() -> datetime.datetime:
@@ -266,9 +264,7 @@ def _key_usage(*, digital_signature: bool = False, cert_sign: bool = False) -> x
 
 def _days(days: int, what: str) -> datetime.timedelta:
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise PKIError(
-            f"invalid validity for {what}: days={days!r}; give a whole number of days >= 1"
-        )
+        raise PKIError(f"invalid validity for {what}: days={days!r}; give a whole number of days >= 1")
     return datetime.timedelta(days=days)
 
 
@@ -316,9 +312,7 @@ def init_ca(directory: Path, cluster: str, *, days: int = 3650) -> CA:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .sign(key, hashes.SHA256())
     )
     _install([(key_path, _pem_key(key), KEY_MODE), (cert_path, _pem_cert(cert), CERT_MODE)])
@@ -417,11 +411,7 @@ def issue(
     except x509.ExtensionNotFound:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
     organization = ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    subject = (
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization[0].value)]
-        if organization
-        else []
-    )
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization[0].value)] if organization else []
     subject.append(x509.NameAttribute(NameOID.COMMON_NAME, node))
     cert = (
         x509.CertificateBuilder()
@@ -434,9 +424,7 @@ def issue(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(digital_signature=True), critical=True)
         .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
         )
         .add_extension(
@@ -473,8 +461,7 @@ def _check_node_files(directory: Path, node: str, ca_cert: x509.Certificate) -> 
         ) from None
     if _not_after(cert) <= _now():
         raise PKIError(
-            f"{cert_path} expired on {_not_after(cert):%Y-%m-%d}; remove {key_path} and "
-            f"{cert_path} and {fix}"
+            f"{cert_path} expired on {_not_after(cert):%Y-%m-%d}; remove {key_path} and {cert_path} and {fix}"
         )
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -544,20 +531,14 @@ def peer_name(ssl_socket) -> str:
     """
     cert = ssl_socket.getpeercert()
     if not cert:  # None: no certificate; {}: a certificate that was not verified
-        raise PKIError(
-            "the peer presented no verified certificate; use server_context()/client_context()"
-        )
+        raise PKIError("the peer presented no verified certificate; use server_context()/client_context()")
     dns = [value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
     if len(dns) > 1:
-        raise PKIError(
-            f"the peer's certificate names several hosts {dns}; it is not a node certificate"
-        )
+        raise PKIError(f"the peer's certificate names several hosts {dns}; it is not a node certificate")
     if dns:
         name = dns[0]
     else:
-        common = [
-            value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"
-        ]
+        common = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
         if len(common) != 1:
             raise PKIError("the peer's certificate names no node")
         name = common[0]

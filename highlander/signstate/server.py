@@ -141,8 +141,11 @@ class SignStateNode:
             started = time.perf_counter()
             return self._answered(op, key, started, await self.backend.advance(key, epoch, hrs, digest))
         if op == "reset":
-            hrs = HRS(integer(document, "height", 0), integer(document, "round", 0, MAX_ROUND),
-                      integer(document, "step", 0, 3))  # fmt: skip
+            hrs = HRS(
+                integer(document, "height", 0),
+                integer(document, "round", 0, MAX_ROUND),
+                integer(document, "step", 0, 3),
+            )
             problem = check_mark(hrs, "", floor=True)
             if hrs != ZERO and problem:
                 raise WireError(f"reset: {problem} (or 0/0/0: nothing signed)")
@@ -163,18 +166,38 @@ class SignStateNode:
 
     def scraped(self):  # type: ignore[no-untyped-def]
         """This node's view of the register, as Prometheus reads it at each scrape."""
-        yield ("highlander_signstate_recovering", "1 while this node's part of the register lost its state and "
-               "waits to be rejoined.", [], [([], float(bool(self.backend.recovering())))])  # fmt: skip
+        yield (
+            "highlander_signstate_recovering",
+            "1 while this node's part of the register lost its state and waits to be rejoined.",
+            [],
+            [([], float(bool(self.backend.recovering())))],
+        )
         marks = list(self.marks.items())
-        yield ("highlander_signstate_ballot", "The ballot counter (epoch) of the last OK answer, per key.",
-               ["chain_id", "key_id"], [([k.chain_id, k.key_id], float(b)) for k, (b, _) in marks])  # fmt: skip
-        yield ("highlander_signstate_hwm_height", "The height of the last mark answered OK, per key.",
-               ["chain_id", "key_id"], [([k.chain_id, k.key_id], float(h)) for k, (_, h) in marks])  # fmt: skip
+        yield (
+            "highlander_signstate_ballot",
+            "The ballot counter (epoch) of the last OK answer, per key.",
+            ["chain_id", "key_id"],
+            [([k.chain_id, k.key_id], float(b)) for k, (b, _) in marks],
+        )
+        yield (
+            "highlander_signstate_hwm_height",
+            "The height of the last mark answered OK, per key.",
+            ["chain_id", "key_id"],
+            [([k.chain_id, k.key_id], float(h)) for k, (_, h) in marks],
+        )
         peers = self.backend.peers()
-        yield ("highlander_signstate_peer_up", "1 when this node reaches the peer's replica.", ["peer"],
-               [([name], float(up)) for name, up, _ in peers])  # fmt: skip
-        yield ("highlander_signstate_peer_last_answer_seconds", "Seconds since the peer's replica last answered.",
-               ["peer"], [([name], age) for name, _, age in peers])  # fmt: skip
+        yield (
+            "highlander_signstate_peer_up",
+            "1 when this node reaches the peer's replica.",
+            ["peer"],
+            [([name], float(up)) for name, up, _ in peers],
+        )
+        yield (
+            "highlander_signstate_peer_last_answer_seconds",
+            "Seconds since the peer's replica last answered.",
+            ["peer"],
+            [([name], age) for name, _, age in peers],
+        )
 
     # --- running ---
 
@@ -184,8 +207,13 @@ class SignStateNode:
         await self.backend.start()
         signers = await self._signer_server()
         recovering = self.backend.recovering()
-        log.info("event=serving node=%s backend=%s socket=%s%s", self.config.node, type(self.backend).__name__,
-                 self.config.socket, f" recovering={recovering!r}" if recovering else "")  # fmt: skip
+        log.info(
+            "event=serving node=%s backend=%s socket=%s%s",
+            self.config.node,
+            type(self.backend).__name__,
+            self.config.socket,
+            f" recovering={recovering!r}" if recovering else "",
+        )
         try:
             await self._stopped.wait()
         finally:
@@ -200,8 +228,9 @@ class SignStateNode:
         _clear_stale_socket(path)
         old_umask = os.umask(0o117)  # the socket is born 0660, never briefly open to all
         try:
-            server = await asyncio.start_unix_server(self._signer_connected, str(path), limit=MAX_LINE + 1,
-                                                     backlog=BACKLOG)  # fmt: skip
+            server = await asyncio.start_unix_server(
+                self._signer_connected, str(path), limit=MAX_LINE + 1, backlog=BACKLOG
+            )
         finally:
             os.umask(old_umask)
         if self.config.socket_group:

@@ -143,16 +143,20 @@ def read_identity(directory: Path) -> Identity:
     """This directory's identity; Lost when there is none or it is damaged."""
     path = identity_path(directory)
     if not directory.is_dir():
-        raise Lost(f"the state directory {directory} does not exist (a lost disk, or a node never initialised); "
-                   f"if its file system is not mounted, mount it and restart; otherwise {FIX_REJOIN}")  # fmt: skip
+        raise Lost(
+            f"the state directory {directory} does not exist (a lost disk, or a node never initialised); "
+            f"if its file system is not mounted, mount it and restart; otherwise {FIX_REJOIN}"
+        )
     try:
         document = json.loads(path.read_bytes())
         if document["format"] != FORMAT:
             raise StoreError(f"{path}: format {document['format']} is not the format of this version ({FORMAT})")
         return Identity(str(document["node"]), str(document["incarnation"]))
     except FileNotFoundError:
-        raise Lost(f"{directory} has no identity file: its state is lost or was never initialised; {FIX_REJOIN} "
-                   "(a new cluster: 'highlander signstate init' on every node)") from None  # fmt: skip
+        raise Lost(
+            f"{directory} has no identity file: its state is lost or was never initialised; {FIX_REJOIN} "
+            "(a new cluster: 'highlander signstate init' on every node)"
+        ) from None
     except OSError as exc:
         raise StoreError(f"{path}: cannot read: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError):
@@ -253,7 +257,9 @@ class Store:
                     raise ValueError("checksum mismatch")
                 seq, key, record = decode_line(words)
                 if in_snapshot and (seq != base or key in self.records):
-                    raise ValueError(f"snapshot line of change {seq} for {key}, where one line per key at {base} is due")
+                    raise ValueError(
+                        f"snapshot line of change {seq} for {key}, where one line per key at {base} is due"
+                    )
                 if not in_snapshot and seq != expected + 1:
                     raise ValueError(f"change {seq} where {expected + 1} was due")
             except ValueError as exc:

@@ -191,7 +191,9 @@ def parse_request(document: object) -> Request:
         hrs, digest = parse_mark(document, floor=True)
         return request._replace(hrs=hrs, digest=digest)
     if op == "reset":
-        hrs = HRS(integer(document, "height"), integer(document, "round", 0, MAX_ROUND), integer(document, "step", 0, 3))
+        hrs = HRS(
+            integer(document, "height"), integer(document, "round", 0, MAX_ROUND), integer(document, "step", 0, 3)
+        )
         return request._replace(hrs=hrs)
     return request
 

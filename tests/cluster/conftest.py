@@ -20,10 +20,21 @@ from highlander.lab.node import mount_table
 from highlander.lab.one_node import OneNodeCluster
 
 REQUIRED_PROGRAMS = (
-    "ip", "unshare", "nsenter", "mount",
-    "corosync", "corosync-keygen", "corosync-cmapctl",
-    "pacemakerd", "crmadmin", "crm_mon", "crm_attribute", "crm_resource", "cibadmin", "pcs",
-)  # fmt: skip
+    "ip",
+    "unshare",
+    "nsenter",
+    "mount",
+    "corosync",
+    "corosync-keygen",
+    "corosync-cmapctl",
+    "pacemakerd",
+    "crmadmin",
+    "crm_mon",
+    "crm_attribute",
+    "crm_resource",
+    "cibadmin",
+    "pcs",
+)
 
 
 @pytest.fixture

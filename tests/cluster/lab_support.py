@@ -21,14 +21,26 @@ from highlander.lab.cleanup import cleanup
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "examples" / "lab.yml"
-PROGRAMS = ("ip", "unshare", "nsenter", "corosync", "pacemakerd", "crm_mon", "crm_resource", "cibadmin",
-            "stonith_admin", "ipmi_sim", "ipmitool")  # fmt: skip
+PROGRAMS = (
+    "ip",
+    "unshare",
+    "nsenter",
+    "corosync",
+    "pacemakerd",
+    "crm_mon",
+    "crm_resource",
+    "cibadmin",
+    "stonith_admin",
+    "ipmi_sim",
+    "ipmitool",
+)
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``highlander ARGS`` with the bare environment Pacemaker's tools get."""
-    return subprocess.run([*HIGHLANDER, *args], capture_output=True, text=True, check=False, timeout=timeout,
-                          env=system_env())  # fmt: skip
+    return subprocess.run(
+        [*HIGHLANDER, *args], capture_output=True, text=True, check=False, timeout=timeout, env=system_env()
+    )
 
 
 def journals(lab: Path) -> list[Path]:
@@ -36,8 +48,9 @@ def journals(lab: Path) -> list[Path]:
 
 
 @contextmanager
-def running_lab(directory: Path, *options: str, workload: str = "demo-signer",
-                timeout: float = 240) -> Iterator[subprocess.CompletedProcess[str]]:  # fmt: skip
+def running_lab(
+    directory: Path, *options: str, workload: str = "demo-signer", timeout: float = 240
+) -> Iterator[subprocess.CompletedProcess[str]]:
     """``highlander lab up`` (with ``options``, the validator ``workload``: the
     synthetic signer whose journals the older suites check, or the CometBFT
     chain) in ``directory``; yields its result, down afterwards."""
@@ -47,8 +60,20 @@ def running_lab(directory: Path, *options: str, workload: str = "demo-signer",
     if missing:
         pytest.fail(f"lab programs not installed: {', '.join(missing)} (run ./bootstrap test)")
     try:
-        result = run("lab", "up", "--inventory", str(INVENTORY), "--dir", str(directory), "--timeout", str(timeout),
-                     "--workload", workload, *options, timeout=timeout + 160)  # fmt: skip
+        result = run(
+            "lab",
+            "up",
+            "--inventory",
+            str(INVENTORY),
+            "--dir",
+            str(directory),
+            "--timeout",
+            str(timeout),
+            "--workload",
+            workload,
+            *options,
+            timeout=timeout + 160,
+        )
         assert result.returncode == 0, f"lab up failed:\n{result.stdout}\n{result.stderr}"
         yield result
     finally:

@@ -42,9 +42,14 @@ class Lab:
         self.switch: str = state["plan"]["switch"]
 
     def exec(self, node: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([tool("highlander"), "lab", "exec", "--dir", str(self.directory), node, "--", *argv],
-                                capture_output=True, text=True, check=False, timeout=120,
-                                env=system_env())  # fmt: skip
+        result = subprocess.run(
+            [tool("highlander"), "lab", "exec", "--dir", str(self.directory), node, "--", *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=system_env(),
+        )
         if check and result.returncode != 0:
             pytest.fail(f"{node}: {' '.join(argv)} exited with {result.returncode}: {result.stdout}{result.stderr}")
         return result
@@ -58,13 +63,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     highlander = tool("highlander")
     try:
         started = time.monotonic()
-        subprocess.run([highlander, "lab", "up", "--no-configure", "--inventory", str(LAB_INVENTORY),
-                        "--dir", str(directory)], check=True, timeout=600, env=system_env())  # fmt: skip
+        subprocess.run(
+            [highlander, "lab", "up", "--no-configure", "--inventory", str(LAB_INVENTORY), "--dir", str(directory)],
+            check=True,
+            timeout=600,
+            env=system_env(),
+        )
         TIMINGS["lab up --no-configure"] = time.monotonic() - started
         yield Lab(directory)
     finally:
-        subprocess.run([highlander, "lab", "down", "--dir", str(directory)], check=False, timeout=300,
-                       env=system_env())  # fmt: skip
+        subprocess.run([highlander, "lab", "down", "--dir", str(directory)], check=False, timeout=300, env=system_env())
         print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in TIMINGS.items()))
 
 
@@ -97,18 +105,28 @@ def test_playbook_brings_up_the_trio_idempotently_without_leaking_secrets(lab: L
     vault_password_file.write_text(VAULT_PASSWORD + "\n")
     vault_file = tmp_path / "vault.yml"
     vault_file.write_text(yaml.safe_dump({"vault_bmc_node_a": password}))
-    subprocess.run([tool("ansible-vault"), "encrypt", "--vault-password-file", str(vault_password_file),
-                    str(vault_file)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [tool("ansible-vault"), "encrypt", "--vault-password-file", str(vault_password_file), str(vault_file)],
+        check=True,
+        capture_output=True,
+    )
     assert password not in vault_file.read_text()
 
     # The lab's ssh_config has a Host block per node name; Ansible connects to ansible_host (the
     # address), so the same key and known_hosts go into a config that matches any host.
-    settings = dict(re.findall(r"^\s+(IdentityFile|UserKnownHostsFile)\s+(\S+)$",
-                               (lab.directory / "ssh" / "ssh_config").read_text(), re.MULTILINE))  # fmt: skip
+    settings = dict(
+        re.findall(
+            r"^\s+(IdentityFile|UserKnownHostsFile)\s+(\S+)$",
+            (lab.directory / "ssh" / "ssh_config").read_text(),
+            re.MULTILINE,
+        )
+    )
     assert set(settings) == {"IdentityFile", "UserKnownHostsFile"}, settings
     ssh_config = tmp_path / "ssh_config"
-    ssh_config.write_text("Host *\n    User root\n    StrictHostKeyChecking yes\n"
-                          + "".join(f"    {k} {v}\n" for k, v in settings.items()))  # fmt: skip
+    ssh_config.write_text(
+        "Host *\n    User root\n    StrictHostKeyChecking yes\n"
+        + "".join(f"    {k} {v}\n" for k, v in settings.items())
+    )
     env = {
         **os.environ,
         "HIGHLANDER_INVENTORY": str(inventory_path),
@@ -121,13 +139,25 @@ def test_playbook_brings_up_the_trio_idempotently_without_leaking_secrets(lab: L
 
     def playbook(label: str, *extra: str) -> str:
         argv = [
-            "ip", "netns", "exec", lab.switch,  # the switch is the only place that reaches the nodes
-            tool("ansible-playbook"), "-v", "-i", str(ANSIBLE / "inventory.py"), str(ANSIBLE / "site.yml"),
-            "-e", f"@{vault_file}", "--vault-password-file", str(vault_password_file),
-            "-e", f"highlander_controller_dir={tmp_path / 'controller'}",
-            "-e", "highlander_install_packages=false",  # the lab's nodes share the host's venv
+            "ip",
+            "netns",
+            "exec",
+            lab.switch,  # the switch is the only place that reaches the nodes
+            tool("ansible-playbook"),
+            "-v",
+            "-i",
+            str(ANSIBLE / "inventory.py"),
+            str(ANSIBLE / "site.yml"),
+            "-e",
+            f"@{vault_file}",
+            "--vault-password-file",
+            str(vault_password_file),
+            "-e",
+            f"highlander_controller_dir={tmp_path / 'controller'}",
+            "-e",
+            "highlander_install_packages=false",  # the lab's nodes share the host's venv
             *extra,
-        ]  # fmt: skip
+        ]
         started = time.monotonic()
         result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1200, check=False)
         TIMINGS[label] = time.monotonic() - started
@@ -146,14 +176,16 @@ def test_playbook_brings_up_the_trio_idempotently_without_leaking_secrets(lab: L
     quorum = lab.exec("node-a", "corosync-quorumtool", "-s", check=False).stdout
     assert re.search(r"Quorate:\s+Yes", quorum), quorum
     assert re.search(r"Total votes:\s+3", quorum), quorum
-    stonith = lab.exec("node-a", "crm_attribute", "--type", "crm_config", "--name", "stonith-enabled",
-                       "--query", "--quiet").stdout.strip()  # fmt: skip
+    stonith = lab.exec(
+        "node-a", "crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--query", "--quiet"
+    ).stdout.strip()
     assert stonith == "true", stonith
     devices = lab.exec("node-a", "cibadmin", "--query", "--xpath", "//primitive[@class='stonith']").stdout
     for name in ("fence-node-a-1", "fence-node-b-1", "fence-node-w-1"):
         assert f'id="{name}"' in devices, devices
-    script = lab.exec("node-a", "crm_resource", "--resource", "fence-node-a-1", "--get-parameter",
-                      "password_script").stdout  # fmt: skip
+    script = lab.exec(
+        "node-a", "crm_resource", "--resource", "fence-node-a-1", "--get-parameter", "password_script"
+    ).stdout
     assert "/etc/highlander/secrets/node-a-fence-1" in script
     for node in NODES:
         stat = lab.exec(node, "stat", "-c", "%a %U", "/etc/highlander/secrets/node-a-fence-1").stdout.split()
@@ -172,12 +204,23 @@ def test_playbook_brings_up_the_trio_idempotently_without_leaking_secrets(lab: L
 
     # no secret in a world-readable file on the nodes
     for node in NODES:
-        found = lab.exec(node, "sh", "-c",
-                         "find /etc/highlander /etc/corosync /var/lib/highlander /var/lib/pacemaker "
-                         "-xdev -type f -perm -o=r -print0 2>/dev/null | xargs -0 -r grep -lF -- \"$1\"",
-                         "sh", password, check=False).stdout  # fmt: skip
+        found = lab.exec(
+            node,
+            "sh",
+            "-c",
+            "find /etc/highlander /etc/corosync /var/lib/highlander /var/lib/pacemaker "
+            '-xdev -type f -perm -o=r -print0 2>/dev/null | xargs -0 -r grep -lF -- "$1"',
+            "sh",
+            password,
+            check=False,
+        ).stdout
         assert found.strip() == "", f"{node}: the password is in world-readable files: {found}"
-        keys = lab.exec(node, "sh", "-c", "find /etc/highlander/secrets /etc/highlander/pki /etc/corosync/authkey "
-                                          "\\( -name '*.key' -o -path '*/secrets/*' -o -name authkey \\) "
-                                          "-type f -perm /o=rwx").stdout  # fmt: skip
+        keys = lab.exec(
+            node,
+            "sh",
+            "-c",
+            "find /etc/highlander/secrets /etc/highlander/pki /etc/corosync/authkey "
+            "\\( -name '*.key' -o -path '*/secrets/*' -o -name authkey \\) "
+            "-type f -perm /o=rwx",
+        ).stdout
         assert keys.strip() == "", f"{node}: secrets readable by others: {keys}"

@@ -42,8 +42,16 @@ from highlander.lab.one_node import OneNodeCluster
 CLUSTER = "qdlab"
 MEMBER = "node-a"
 WITNESS = "qnetd"
-QNETD_PROGRAMS = ("corosync-qnetd", "corosync-qnetd-certutil", "corosync-qnetd-tool", "corosync-qdevice",
-                  "corosync-qdevice-net-certutil", "corosync-qdevice-tool", "certutil", "start-stop-daemon")  # fmt: skip
+QNETD_PROGRAMS = (
+    "corosync-qnetd",
+    "corosync-qnetd-certutil",
+    "corosync-qnetd-tool",
+    "corosync-qdevice",
+    "corosync-qdevice-net-certutil",
+    "corosync-qdevice-tool",
+    "certutil",
+    "start-stop-daemon",
+)
 # Where the role's daemons keep their pid without systemd (ansible/roles/qdevice/defaults/main.yml).
 PIDFILES = ("/run/highlander/corosync-qdevice.pid", "/run/highlander/corosync-qnetd.pid")
 
@@ -62,15 +70,26 @@ def qdevice_cluster(cluster_host: None, tmp_path: Path) -> Iterator[OneNodeClust
     finally:
         if cluster.node.running:
             for pidfile in PIDFILES:
-                cluster.runner.run(["start-stop-daemon", "--stop", "--oknodo", "--retry", "TERM/10/KILL/5",
-                                    "--pidfile", pidfile, "--remove-pidfile"])  # fmt: skip
+                cluster.runner.run(
+                    [
+                        "start-stop-daemon",
+                        "--stop",
+                        "--oknodo",
+                        "--retry",
+                        "TERM/10/KILL/5",
+                        "--pidfile",
+                        pidfile,
+                        "--remove-pidfile",
+                    ]
+                )
         cluster.stop()
 
 
 def add_quorum_device(cluster: OneNodeCluster) -> None:
     """corosync.conf with the quorum device on loopback, reloaded into the running corosync."""
-    text = render_corosync_conf(CLUSTER, [CorosyncNode(MEMBER, 1, "127.0.0.1")],
-                                qdevice={"host": "127.0.0.1", "port": 5403, "algorithm": "lms"})  # fmt: skip
+    text = render_corosync_conf(
+        CLUSTER, [CorosyncNode(MEMBER, 1, "127.0.0.1")], qdevice={"host": "127.0.0.1", "port": 5403, "algorithm": "lms"}
+    )
     assert "tls: on" in text
     cluster.node.host_path(COROSYNC_CONF).write_text(text)
     cluster.runner.run(["corosync-cfgtool", "-R"], check=True)
@@ -89,9 +108,13 @@ def controller(tmp_path: Path) -> Path:
     rendered = directory / "render" / WITNESS
     rendered.mkdir(parents=True)
     directory.chmod(0o700)
-    qnetd = templates.render_template("corosync-qnetd.j2", cluster_name=CLUSTER, port=5403,
-                             witness={"name": WITNESS, "addresses": ["127.0.0.1"]},
-                             members=[{"name": MEMBER}])  # fmt: skip
+    qnetd = templates.render_template(
+        "corosync-qnetd.j2",
+        cluster_name=CLUSTER,
+        port=5403,
+        witness={"name": WITNESS, "addresses": ["127.0.0.1"]},
+        members=[{"name": MEMBER}],
+    )
     (rendered / "corosync-qnetd").write_text(qnetd)
     return directory
 
@@ -100,16 +123,26 @@ def inventory(tmp_path: Path, controller_dir: Path) -> Path:
     """Two local hosts in the node's namespace, grouped and described as inventory.py does."""
     local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
     cluster = {
-        "name": CLUSTER, "quorum": "qdevice",
-        "nodes": [{"name": MEMBER, "role": "active", "member": True, "addresses": ["127.0.0.1"]},
-                  {"name": WITNESS, "role": "witness", "member": False, "addresses": ["127.0.0.1"]}],
-    }  # fmt: skip
-    data = {"highlander": {
-        "vars": {"highlander_cluster": cluster, "highlander_controller_dir": str(controller_dir),
-                 "highlander_systemd": False},
-        "children": {"highlander_members": {"hosts": {MEMBER: local}},
-                     "highlander_witness": {"hosts": {WITNESS: local}}},
-    }}  # fmt: skip
+        "name": CLUSTER,
+        "quorum": "qdevice",
+        "nodes": [
+            {"name": MEMBER, "role": "active", "member": True, "addresses": ["127.0.0.1"]},
+            {"name": WITNESS, "role": "witness", "member": False, "addresses": ["127.0.0.1"]},
+        ],
+    }
+    data = {
+        "highlander": {
+            "vars": {
+                "highlander_cluster": cluster,
+                "highlander_controller_dir": str(controller_dir),
+                "highlander_systemd": False,
+            },
+            "children": {
+                "highlander_members": {"hosts": {MEMBER: local}},
+                "highlander_witness": {"hosts": {WITNESS: local}},
+            },
+        }
+    }
     path = tmp_path / "hosts.yml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -125,8 +158,11 @@ def test_qdevice_role_connects_qdevice_to_qnetd_over_tls_idempotently(
     controller_dir = controller(tmp_path)
     hosts = inventory(tmp_path, controller_dir)
     playbook = tmp_path / "qdevice.yml"
-    playbook.write_text(yaml.safe_dump([{"name": "The quorum device", "hosts": "highlander", "gather_facts": False,
-                                         "roles": ["qdevice"]}]))  # fmt: skip
+    playbook.write_text(
+        yaml.safe_dump(
+            [{"name": "The quorum device", "hosts": "highlander", "gather_facts": False, "roles": ["qdevice"]}]
+        )
+    )
     env = {
         "ANSIBLE_ROLES_PATH": str(ANSIBLE / "roles"),
         "ANSIBLE_NOCOLOR": "1",
@@ -136,8 +172,9 @@ def test_qdevice_role_connects_qdevice_to_qnetd_over_tls_idempotently(
     }
 
     def run(*extra: str) -> dict[str, dict[str, int]]:
-        result = node.run([tool("ansible-playbook"), "-v", "-i", str(hosts), str(playbook), *extra], env=env,
-                          timeout=600)  # fmt: skip
+        result = node.run(
+            [tool("ansible-playbook"), "-v", "-i", str(hosts), str(playbook), *extra], env=env, timeout=600
+        )
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
         recap = _recap(output)
@@ -181,8 +218,10 @@ def test_qdevice_role_connects_qdevice_to_qnetd_over_tls_idempotently(
 
     # private keys: in root-only (or root:coroqnetd) files, and never on the controller
     for database in ("/etc/corosync/qnetd/nssdb", "/etc/corosync/qdevice/net/nssdb"):
-        exposed = node.run(["find", database, "-type", "f", "(", "-name", "key4.db", "-o", "-name", "*.p12", ")",
-                            "-perm", "/o=rwx"], check=True).stdout  # fmt: skip
+        exposed = node.run(
+            ["find", database, "-type", "f", "(", "-name", "key4.db", "-o", "-name", "*.p12", ")", "-perm", "/o=rwx"],
+            check=True,
+        ).stdout
         assert exposed.strip() == "", exposed
     p12 = node.run(["stat", "-c", "%a %U", "/etc/corosync/qdevice/net/nssdb/qdevice-net-node.p12"], check=True)
     assert p12.stdout.split() == ["600", "root"]

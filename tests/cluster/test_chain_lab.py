@@ -61,8 +61,17 @@ def test_lab_up_runs_the_chain_and_our_validator_signs_on_it(lab: Path) -> None:
 
 
 def drill(lab: Path, report: Path, scenario: str) -> dict[str, object]:
-    result = run("drill", scenario, "--dir", str(lab), "--report", str(report), "--timeout", str(DRILL_TIMEOUT),
-                 timeout=DRILL_BOUND)  # fmt: skip
+    result = run(
+        "drill",
+        scenario,
+        "--dir",
+        str(lab),
+        "--report",
+        str(report),
+        "--timeout",
+        str(DRILL_TIMEOUT),
+        timeout=DRILL_BOUND,
+    )
     print(result.stdout[-4000:], result.stderr[-3000:])
     assert result.returncode == 0, f"{scenario} failed on the chain"
     (iteration,) = json.loads((report / f"{scenario}.json").read_text())["iterations"]
@@ -73,10 +82,12 @@ def drill(lab: Path, report: Path, scenario: str) -> dict[str, object]:
 
 
 @pytest.mark.lab
-@pytest.mark.parametrize("scenario", ["power-cut-active", "freeze-active", "partition-active",
-                                      "bmc-down-and-power-cut-active"])  # fmt: skip
-def test_a_failover_on_the_chain_leaves_no_evidence_and_counts_its_missed_blocks(lab: Path, tmp_path: Path,
-                                                                                  scenario: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "scenario", ["power-cut-active", "freeze-active", "partition-active", "bmc-down-and-power-cut-active"]
+)
+def test_a_failover_on_the_chain_leaves_no_evidence_and_counts_its_missed_blocks(
+    lab: Path, tmp_path: Path, scenario: str
+) -> None:
     iteration = drill(lab, tmp_path, scenario)
     missed = iteration["missed_blocks"]
     assert isinstance(missed, dict) and missed["missed"] is not None and missed["missed"] >= 1

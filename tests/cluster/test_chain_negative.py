@@ -36,8 +36,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.mark.lab
 def test_the_drill_on_the_unguarded_chain_fails_on_the_chains_evidence(lab: Path, tmp_path: Path) -> None:
-    result = run("drill", "freeze-active", "--dir", str(lab), "--report", str(tmp_path), "--timeout",
-                 str(DRILL_TIMEOUT), timeout=DRILL_BOUND)  # fmt: skip
+    result = run(
+        "drill",
+        "freeze-active",
+        "--dir",
+        str(lab),
+        "--report",
+        str(tmp_path),
+        "--timeout",
+        str(DRILL_TIMEOUT),
+        timeout=DRILL_BOUND,
+    )
     print(result.stdout[-4000:], result.stderr[-3000:])
     assert result.returncode != 0, "the drill passed a chain on which our validator signed on two nodes"
     assert "evidence of a double sign by our validator at heights" in result.stderr

@@ -39,5 +39,7 @@ def test_a_soak_of_fifty_mixed_iterations_on_the_chain_leaves_no_evidence(
         total = (scenario["phases"].get("total") or {}).get("median")
         missed = ((scenario.get("blocks") or {}).get("missed_blocks") or {}).get("median")
         print(f"{name}: median total {total} s, median missed blocks {missed}")
-    failovers = [it["missed_blocks"]["missed"] for it in data["iterations"] if it.get("missed_blocks", {}).get("missed")]
+    failovers = [
+        it["missed_blocks"]["missed"] for it in data["iterations"] if it.get("missed_blocks", {}).get("missed")
+    ]
     print(f"missed blocks in all: {summary['missed_blocks_total']}, median a failover {statistics.median(failovers)}")

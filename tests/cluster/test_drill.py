@@ -86,9 +86,15 @@ def test_report_table_json_and_the_expected_downtime(tmp_path: Path) -> None:
     assert expected["failures_of_the_active_per_year"] == pytest.approx(1.0)
     assert expected["downtime_seconds_per_year"] == pytest.approx(9.0 + both_down)
     assert expected["missed_blocks_per_year"] == pytest.approx(10 + both_down)
-    its = [{"ok": True, "double_signs": 0, "dual_active": 0,
-            "phases": {"detection": d, "fencing": 0.2, "promotion": 0.5, "signing_gap": d + 1, "total": d + 0.9}}
-           for d in (7.0, 8.0, 9.0)]  # fmt: skip
+    its = [
+        {
+            "ok": True,
+            "double_signs": 0,
+            "dual_active": 0,
+            "phases": {"detection": d, "fencing": 0.2, "promotion": 0.5, "signing_gap": d + 1, "total": d + 0.9},
+        }
+        for d in (7.0, 8.0, 9.0)
+    ]
     summary = report.summarize(its, 8760)
     assert summary["phases"]["detection"] == {"min": 7.0, "median": 8.0, "max": 9.0, "n": 3}
     assert summary["expected"]["failover_seconds"] == pytest.approx(8.9)
@@ -99,10 +105,19 @@ def test_report_table_json_and_the_expected_downtime(tmp_path: Path) -> None:
 
 
 def test_missed_blocks_in_the_report_and_the_soak_totals() -> None:
-    its = [{"ok": True, "double_signs": 0, "dual_active": 0, "scenario": "power-cut-active",
-            "phases": dict.fromkeys(report.PHASES, 9.0), "missed_blocks": {"missed": m},
-            "missed_after_detection": {"missed": m - 7}, "blocks": [[1, 10.0, "committed"], [2, 11.2, "absent"]]}
-           for m in (8, 9, 13)]  # fmt: skip
+    its = [
+        {
+            "ok": True,
+            "double_signs": 0,
+            "dual_active": 0,
+            "scenario": "power-cut-active",
+            "phases": dict.fromkeys(report.PHASES, 9.0),
+            "missed_blocks": {"missed": m},
+            "missed_after_detection": {"missed": m - 7},
+            "blocks": [[1, 10.0, "committed"], [2, 11.2, "absent"]],
+        }
+        for m in (8, 9, 13)
+    ]
     summary = report.summarize(its, 8760)
     assert summary["blocks"]["missed_blocks"]["median"] == 9 and summary["blocks"]["missed_after_detection"]["max"] == 6
     assert summary["expected"]["block_seconds"] == pytest.approx(1.2)
@@ -125,8 +140,9 @@ def drill(lab: Path, report_dir: Path, scenario: str, *options: str) -> dict[str
     """One iteration of ``scenario`` through the CLI (with ``options``); its JSON report's only
     iteration, after the checks every scenario shares."""
     started = time.monotonic()
-    result = run("drill", scenario, "--dir", str(lab), "--iterations", "1", "--report", str(report_dir), *options,
-                 timeout=400)  # fmt: skip
+    result = run(
+        "drill", scenario, "--dir", str(lab), "--iterations", "1", "--report", str(report_dir), *options, timeout=400
+    )
     print(result.stdout, f"{scenario} took {time.monotonic() - started:.1f} s")
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads((report_dir / f"{scenario}.json").read_text())
@@ -157,19 +173,24 @@ def test_power_cut_active_moves_the_validator_without_double_signs(lab: Path, tm
     metrics.mkdir()
     it = drill(lab, tmp_path, "power-cut-active", "--metrics-dir", str(metrics))
     assert_failover(it)
-    exported = {(s.name, s.labels.get("phase"), s.labels.get("stat")): s.value
-                for family in text_string_to_metric_families((metrics / "highlander_drill.prom").read_text())
-                for s in family.samples}  # fmt: skip
+    exported = {
+        (s.name, s.labels.get("phase"), s.labels.get("stat")): s.value
+        for family in text_string_to_metric_families((metrics / "highlander_drill.prom").read_text())
+        for s in family.samples
+    }
     assert exported[("highlander_drill_ok", None, None)] == 1
     summary = json.loads((tmp_path / "power-cut-active.json").read_text())["summary"]
     assert exported[("highlander_drill_phase_seconds", "total", "median")] == summary["phases"]["total"]["median"]
     expected = summary["expected"]  # the failover measured here is what a failure of the active costs
     assert expected["failover_seconds"] == summary["phases"]["total"]["median"]
     assert expected["downtime_seconds_per_year"] == pytest.approx(
-        expected["failures_of_the_active_per_year"] * expected["failover_seconds"] + expected["both_down_seconds_per_year"]
+        expected["failures_of_the_active_per_year"] * expected["failover_seconds"]
+        + expected["both_down_seconds_per_year"]
     )
     status = json.loads(run("lab", "status", "--dir", str(lab), "--json").stdout)
-    assert {n: v["state"] for n, v in status["nodes"].items()} == dict.fromkeys(("node-a", "node-b", "node-w"), "running")
+    assert {n: v["state"] for n, v in status["nodes"].items()} == dict.fromkeys(
+        ("node-a", "node-b", "node-w"), "running"
+    )
 
 
 @pytest.mark.lab
@@ -280,10 +301,24 @@ def remote(lab: Path, *args: str, known_hosts: Path | None = None, stdin: str = 
     only over SSH (the lab's key, their host keys), their BMCs only through them."""
     plan, _ = load_plan(lab)
     ssh = lab / "ssh"
-    argv = ["ip", "netns", "exec", plan.switch, *HIGHLANDER, "drill", *args, "--inventory", str(plan.inventory),
-            "--ssh-key", str(ssh / SSH_KEY), "--known-hosts", str(known_hosts or ssh / "known_hosts")]  # fmt: skip
-    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=400, check=False,
-                            env=system_env())  # fmt: skip
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        plan.switch,
+        *HIGHLANDER,
+        "drill",
+        *args,
+        "--inventory",
+        str(plan.inventory),
+        "--ssh-key",
+        str(ssh / SSH_KEY),
+        "--known-hosts",
+        str(known_hosts or ssh / "known_hosts"),
+    ]
+    result = subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, timeout=400, check=False, env=system_env()
+    )
     print(result.stdout, result.stderr)
     return result
 
@@ -316,8 +351,11 @@ def test_a_real_cluster_is_drilled_over_ssh(lab: Path, tmp_path: Path, scenario:
 def score(runner: CommandRunner, node: str) -> str:
     """The validator's allocation score on ``node``, as the live scheduler computes it now."""
     shown = runner.run(["crm_simulate", "--live-check", "--show-scores"], check=True).stdout
-    return next(line.rsplit(": ", 1)[1] for line in shown.splitlines()
-                if line.startswith("pcmk__primitive_assign: validator allocation score on " + node + ":"))  # fmt: skip
+    return next(
+        line.rsplit(": ", 1)[1]
+        for line in shown.splitlines()
+        if line.startswith("pcmk__primitive_assign: validator allocation score on " + node + ":")
+    )
 
 
 @pytest.mark.lab
@@ -329,7 +367,8 @@ def test_a_failed_start_bans_a_node_only_until_the_failure_expires(lab: Path) ->
     runner = node_runner(lab, "node-w")
     pacemaker = Pacemaker(runner)
     (active,) = pacemaker.wait_for("a validator", lambda s: len(s.started_on("validator")) == 1, 120).started_on(
-        "validator")  # fmt: skip
+        "validator"
+    )
     standby = ({"node-a", "node-b"} - {active}).pop()
     journal = lab / "nodes" / standby / "root/var/log/highlander" / f"journal-{standby}.jsonl"
     saved = journal.with_name(journal.name + ".saved")
@@ -338,8 +377,9 @@ def test_a_failed_start_bans_a_node_only_until_the_failure_expires(lab: Path) ->
     journal.mkdir()
     try:
         runner.run(["crm_resource", "--resource", "validator", "--move", "--node", standby], check=True)
-        pacemaker.wait_for("the failed start on the standby",
-                           lambda s: s.fail_counts.get((standby, "validator"), 0) >= BANNED, 120)  # fmt: skip
+        pacemaker.wait_for(
+            "the failed start on the standby", lambda s: s.fail_counts.get((standby, "validator"), 0) >= BANNED, 120
+        )
         failed = time.time()
         runner.run(["crm_resource", "--resource", "validator", "--clear"], check=True)
         pacemaker.wait_for("the validator back", lambda s: s.started_on("validator") == (active,), 120)
@@ -375,15 +415,32 @@ site.close()
 def test_a_real_clusters_evidence_is_collected_over_ssh(lab: Path, tmp_path: Path) -> None:
     plan, _ = load_plan(lab)
     ssh = lab / "ssh"
-    argv = ["ip", "netns", "exec", plan.switch, sys.executable, "-c", COLLECT, str(plan.inventory),
-            str(ssh / SSH_KEY), str(ssh / "known_hosts"), str(tmp_path)]  # fmt: skip
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        plan.switch,
+        sys.executable,
+        "-c",
+        COLLECT,
+        str(plan.inventory),
+        str(ssh / SSH_KEY),
+        str(ssh / "known_hosts"),
+        str(tmp_path),
+    ]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, env=system_env())
     assert result.returncode == 0, result.stdout + result.stderr
     problems = json.loads(result.stdout)
     assert all("journalctl" in problem for problem in problems), problems  # the lab's nodes run no systemd
     for node in ("node-a", "node-b", "node-w"):
-        for name in ("crm_mon.txt", "constraints.xml", "cib.xml", "scores.txt",
-                     "files/var/log/pacemaker/pacemaker.log", "files/var/log/highlander/signstate-signstate.log"):
+        for name in (
+            "crm_mon.txt",
+            "constraints.xml",
+            "cib.xml",
+            "scores.txt",
+            "files/var/log/pacemaker/pacemaker.log",
+            "files/var/log/highlander/signstate-signstate.log",
+        ):
             assert (tmp_path / node / name).stat().st_size > 0, f"{node}/{name}"
     for node in ("node-a", "node-b"):
         copy = tmp_path / node / f"files/var/log/highlander/journal-{node}.jsonl"

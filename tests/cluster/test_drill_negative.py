@@ -43,16 +43,27 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_the_lab_says_it_runs_unguarded(lab: Path) -> None:
     status = json.loads(run("lab", "status", "--dir", str(lab), "--json").stdout)
     assert status["stack"] == "unguarded"
-    config = node_runner(lab, "node-w").run(["crm_attribute", "--type", "crm_config", "--name",
-                                                   "stonith-enabled", "--query", "--quiet"], check=True)  # fmt: skip
+    config = node_runner(lab, "node-w").run(
+        ["crm_attribute", "--type", "crm_config", "--name", "stonith-enabled", "--query", "--quiet"], check=True
+    )
     assert config.stdout.strip() == "false"
 
 
 @pytest.mark.lab
 def test_freeze_active_unguarded_fails_with_a_double_sign(lab: Path, tmp_path: Path) -> None:
     assert run("check-journals", *map(str, journals(lab))).returncode == 0  # nothing double-signed before the drill
-    result = run("drill", "freeze-active", "--dir", str(lab), "--report", str(tmp_path), "--json",
-                 "--timeout", str(DRILL_TIMEOUT), timeout=DRILL_BOUND)  # fmt: skip
+    result = run(
+        "drill",
+        "freeze-active",
+        "--dir",
+        str(lab),
+        "--report",
+        str(tmp_path),
+        "--json",
+        "--timeout",
+        str(DRILL_TIMEOUT),
+        timeout=DRILL_BOUND,
+    )
     print(result.stdout[-3000:], result.stderr[-3000:])
     assert result.returncode != 0, "the drill passed a run in which nothing guarded the signer"
     assert "FAILED" in result.stderr
@@ -83,13 +94,18 @@ def assert_evidence(report_dir: Path, it: dict[str, object]) -> None:
     assert "iteration 1 (freeze-active) failed" in index["what"]
     kept = ["drill.log", "record.json", "site/events.jsonl", "site/supervisor.log"]
     for node in ("node-a", "node-b", "node-w"):
-        kept += [f"{node}/files/var/log/pacemaker/pacemaker.log", f"{node}/files/var/log/corosync/corosync.log",
-                 f"{node}/files/var/log/highlander/signstate-signstate.log"]  # fmt: skip
+        kept += [
+            f"{node}/files/var/log/pacemaker/pacemaker.log",
+            f"{node}/files/var/log/corosync/corosync.log",
+            f"{node}/files/var/log/highlander/signstate-signstate.log",
+        ]
         if f"{node}/crm_mon.txt" in index["files"]:  # a node that answered: its own view
             kept += [f"{node}/crm_mon.txt", f"{node}/constraints.xml", f"{node}/cib.xml", f"{node}/scores.txt"]
     for node in (it["target"], it["new_node"]):
-        kept += [f"{node}/files/var/log/highlander/validator-validator.log",
-                 f"{node}/files/var/log/highlander/journal-{node}.jsonl"]  # fmt: skip
+        kept += [
+            f"{node}/files/var/log/highlander/validator-validator.log",
+            f"{node}/files/var/log/highlander/journal-{node}.jsonl",
+        ]
     assert "node-w/crm_mon.txt" in index["files"]
     for name in kept:
         assert (folder / name).stat().st_size > 0, name

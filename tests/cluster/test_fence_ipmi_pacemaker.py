@@ -59,17 +59,28 @@ def test_pacemaker_fences_through_our_agent(
     with os.fdopen(fd, "w") as f:
         f.write(node_bmc.password + "\n")
     create = runner.run(
-        ["pcs", "stonith", "create", "fence-peer", AGENT_NAME, "ip=127.0.0.1",
-         f"ipport={node_bmc.port}", f"username={node_bmc.username}",
-         f"password_script=/bin/cat {secret_file}", "lanplus=1", "cipher=3",
-         "pcmk_host_list=peer1"],
+        [
+            "pcs",
+            "stonith",
+            "create",
+            "fence-peer",
+            AGENT_NAME,
+            "ip=127.0.0.1",
+            f"ipport={node_bmc.port}",
+            f"username={node_bmc.username}",
+            f"password_script=/bin/cat {secret_file}",
+            "lanplus=1",
+            "cipher=3",
+            "pcmk_host_list=peer1",
+        ],
         timeout=120,
-    )  # fmt: skip
+    )
     assert create.ok, create.stderr
     wait_until(
         lambda: "fence-peer" in runner.run(["stonith_admin", "--list-registered"]).stdout,
-        timeout=60, what="the fencer to register fence-peer",
-    )  # fmt: skip
+        timeout=60,
+        what="the fencer to register fence-peer",
+    )
     assert "fence-peer" in runner.run(["stonith_admin", "--list", "peer1"]).stdout
 
     fenced = runner.run(["stonith_admin", "--fence", "peer1", "--timeout", "60"], timeout=120)

@@ -31,19 +31,39 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "examples" / "lab.yml"
-PROGRAMS = ("ip", "unshare", "nsenter", "corosync", "pacemakerd", "crm_mon", "cibadmin", "stonith_admin",
-            "ipmi_sim", "sshd", "ssh", "ssh-keygen")  # fmt: skip
+PROGRAMS = (
+    "ip",
+    "unshare",
+    "nsenter",
+    "corosync",
+    "pacemakerd",
+    "crm_mon",
+    "cibadmin",
+    "stonith_admin",
+    "ipmi_sim",
+    "sshd",
+    "ssh",
+    "ssh-keygen",
+)
 TIMINGS: dict[str, float] = {}
 
 
 def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HIGHLANDER, "lab", *args], input=stdin, capture_output=True, text=True, check=False,
-                          timeout=timeout, env=system_env())  # fmt: skip
+    return subprocess.run(
+        [*HIGHLANDER, "lab", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=system_env(),
+    )
 
 
 def crm_status(directory: Path) -> object:
-    result = cli("exec", "--dir", str(directory), "node-a", "--", "crm_mon", "-1", "--inactive",
-                 "--output-as=xml", timeout=30)  # fmt: skip
+    result = cli(
+        "exec", "--dir", str(directory), "node-a", "--", "crm_mon", "-1", "--inactive", "--output-as=xml", timeout=30
+    )
     return parse_status(result.stdout) if result.returncode == 0 else None
 
 
@@ -58,8 +78,18 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     directory = tmp_path_factory.mktemp("lab") / "lab"
     try:
         started = time.monotonic()
-        result = cli("up", "--inventory", str(INVENTORY), "--dir", str(directory), "--timeout", "240",
-                     "--workload", "demo-signer", timeout=300)  # fmt: skip
+        result = cli(
+            "up",
+            "--inventory",
+            str(INVENTORY),
+            "--dir",
+            str(directory),
+            "--timeout",
+            "240",
+            "--workload",
+            "demo-signer",
+            timeout=300,
+        )
         TIMINGS["lab up"] = time.monotonic() - started
         assert result.returncode == 0, f"lab up failed:\n{result.stdout}\n{result.stderr}"
         print(result.stdout)
@@ -86,8 +116,20 @@ def test_the_trio_is_quorate_with_fencing_and_the_validator_on_an_active_node(la
     assert set(status.started_on("validator")) <= {"node-a", "node-b"}
     assert len(status.started_on("validator")) == 1
     assert sorted(status.clone_nodes("signstate")) == ["node-a", "node-b", "node-w"]
-    stonith = cli("exec", "--dir", str(lab), "node-a", "--", "crm_attribute", "--type", "crm_config",
-                  "--name", "stonith-enabled", "--query", "--quiet")  # fmt: skip
+    stonith = cli(
+        "exec",
+        "--dir",
+        str(lab),
+        "node-a",
+        "--",
+        "crm_attribute",
+        "--type",
+        "crm_config",
+        "--name",
+        "stonith-enabled",
+        "--query",
+        "--quiet",
+    )
     assert stonith.stdout.strip() == "true"
 
 
@@ -101,8 +143,10 @@ def test_lab_exec_and_status(lab: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     report = json.loads(cli("status", "--dir", str(lab), "--json").stdout)
     assert {n: (v["state"], v["bmc_power"]) for n, v in report["nodes"].items()} == {
-        "node-a": ("running", "on"), "node-b": ("running", "on"), "node-w": ("running", "on"),
-    }  # fmt: skip
+        "node-a": ("running", "on"),
+        "node-b": ("running", "on"),
+        "node-w": ("running", "on"),
+    }
 
 
 def test_nodes_are_reachable_over_ssh_from_the_switch(lab: Path) -> None:
@@ -110,10 +154,27 @@ def test_nodes_are_reachable_over_ssh_from_the_switch(lab: Path) -> None:
     assert state is not None
     switch = state["plan"]["switch"]
     result = subprocess.run(
-        ["ip", "netns", "exec", switch, "ssh", "-F", str(lab / "ssh" / "ssh_config"), "-o", "BatchMode=yes",
-         "-o", "ConnectTimeout=10", "node-b", "hostname"],
-        capture_output=True, text=True, timeout=30, env=system_env(), check=False,
-    )  # fmt: skip
+        [
+            "ip",
+            "netns",
+            "exec",
+            switch,
+            "ssh",
+            "-F",
+            str(lab / "ssh" / "ssh_config"),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "node-b",
+            "hostname",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=system_env(),
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "node-b"
 
@@ -124,8 +185,9 @@ def test_fencing_powers_a_node_off_through_its_bmc_and_power_on_boots_it(lab: Pa
     assert processes_in(namespace)
 
     started = time.monotonic()
-    fenced = cli("exec", "--dir", str(lab), "node-a", "--", "stonith_admin", "--fence", "node-b",
-                 "--timeout", "60", timeout=90)  # fmt: skip
+    fenced = cli(
+        "exec", "--dir", str(lab), "node-a", "--", "stonith_admin", "--fence", "node-b", "--timeout", "60", timeout=90
+    )
     TIMINGS["fence node-b (off, confirmed)"] = time.monotonic() - started
     assert fenced.returncode == 0, fenced.stdout + fenced.stderr
     assert bmc_power(lab, "node-b") == "off"
@@ -134,24 +196,36 @@ def test_fencing_powers_a_node_off_through_its_bmc_and_power_on_boots_it(lab: Pa
     assert "off" in (lab / "bmc" / "node-b" / "events.log").read_text()
 
     survivors = wait_until(
-        lambda: (s := crm_status(lab)) is not None and "node-b" not in s.online and s.quorate
-        and s.started_on("validator") == ("node-a",) and s,
-        timeout=60, what="node-a and node-w quorate without node-b, the validator running",
-    )  # fmt: skip
+        lambda: (
+            (s := crm_status(lab)) is not None
+            and "node-b" not in s.online
+            and s.quorate
+            and s.started_on("validator") == ("node-a",)
+            and s
+        ),
+        timeout=60,
+        what="node-a and node-w quorate without node-b, the validator running",
+    )
     assert survivors.started_on("validator") == ("node-a",)  # never the witness
 
     # Power on through the BMC, with the agent and the password file as the cluster uses them.
-    options = "action=on\nip=10.213.0.112\nusername=fence\n" \
-              "password_script=/bin/cat /etc/highlander/secrets/bmc-node-b\ncipher=3\n"
+    options = (
+        "action=on\nip=10.213.0.112\nusername=fence\n"
+        "password_script=/bin/cat /etc/highlander/secrets/bmc-node-b\ncipher=3\n"
+    )
     started = time.monotonic()
     on = cli("exec", "--dir", str(lab), "node-a", "--", "fence_highlander_ipmi", stdin=options, timeout=60)
     assert on.returncode == 0, on.stdout + on.stderr
     assert bmc_power(lab, "node-b") == "on"
     wait_until(
-        lambda: (s := crm_status(lab)) is not None and set(s.online) == {"node-a", "node-b", "node-w"}
-        and sorted(s.clone_nodes("signstate")) == ["node-a", "node-b", "node-w"],
-        timeout=90, what="node-b back online with its signstate replica",
-    )  # fmt: skip
+        lambda: (
+            (s := crm_status(lab)) is not None
+            and set(s.online) == {"node-a", "node-b", "node-w"}
+            and sorted(s.clone_nodes("signstate")) == ["node-a", "node-b", "node-w"]
+        ),
+        timeout=90,
+        what="node-b back online with its signstate replica",
+    )
     TIMINGS["power on until node-b rejoined"] = time.monotonic() - started
     assert node_init(lab, "node-b") is not None
 

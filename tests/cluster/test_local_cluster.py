@@ -51,10 +51,7 @@ def leaked_mounts(before: set[tuple[str, str, str]], node: NamespacedNode) -> li
     return [
         m
         for m in mount_table() - before
-        if m[0] in NODE_MOUNT_POINTS
-        or node.netns in m[0]
-        or str(node.workdir) in m[0]
-        or str(node.workdir) in m[2]
+        if m[0] in NODE_MOUNT_POINTS or node.netns in m[0] or str(node.workdir) in m[0] or str(node.workdir) in m[2]
     ]
 
 
@@ -105,9 +102,7 @@ def test_init_reaps_orphans(one_node_cluster: OneNodeCluster) -> None:
     """
     node = one_node_cluster.node
     run = one_node_cluster.runner.run
-    inner = run(
-        ["sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!"], check=True
-    ).stdout.strip()
+    inner = run(["sh", "-c", "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!"], check=True).stdout.strip()
 
     def orphan() -> int | None:
         for pid in node.pids():
@@ -127,9 +122,7 @@ def test_init_reaps_orphans(one_node_cluster: OneNodeCluster) -> None:
 
 
 @pytest.mark.cluster
-def test_failed_start_is_cleaned_up(
-    cluster_host: None, tmp_path: Path, host_mounts: set[tuple[str, str, str]]
-) -> None:
+def test_failed_start_is_cleaned_up(cluster_host: None, tmp_path: Path, host_mounts: set[tuple[str, str, str]]) -> None:
     """Without a corosync.conf corosync exits at once; the node must say so and stop cleanly."""
     node = NamespacedNode("node1", tmp_path / "node1")
     try:

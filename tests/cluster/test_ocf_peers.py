@@ -24,9 +24,7 @@ from highlander.signstate.register import KeyId, Record
 
 AGENT_PATH = Path("/usr/lib/ocf/resource.d/highlander/validator")
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="ocf-tester, runuser and crm_resource's agent runs need root"
-)
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="ocf-tester, runuser and crm_resource's agent runs need root")
 OCF_DIR = Path("/usr/lib/ocf/resource.d/highlander")
 TOOLS = ("ocf-tester", "crm_resource", "xmllint", "runuser")
 
@@ -141,13 +139,18 @@ def test_ocf_tester_passes_for_the_signstate_agent(replicas: LoopbackReplicas, t
     agent = OCF_DIR / "signstate"
     done = run(
         [
-            "ocf-tester", "-n", f"ss-{uuid4().hex[:8]}",
-            "-o", f"config={replicas.config('node-a')}",
-            "-o", f"pidfile={tmp_path / 'signstate.pid'}",
-            "-o", f"logfile={tmp_path / 'signstate.log'}",
+            "ocf-tester",
+            "-n",
+            f"ss-{uuid4().hex[:8]}",
+            "-o",
+            f"config={replicas.config('node-a')}",
+            "-o",
+            f"pidfile={tmp_path / 'signstate.pid'}",
+            "-o",
+            f"logfile={tmp_path / 'signstate.log'}",
             str(agent),
         ]
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "passed all tests" in done.stdout
 
@@ -167,13 +170,18 @@ def test_ocf_tester_passes_for_the_privval_agent(replicas: LoopbackReplicas, tmp
     )
     done = run(
         [
-            "ocf-tester", "-n", f"pv-{uuid4().hex[:8]}",
-            "-o", f"config={config}",
-            "-o", f"pidfile={tmp_path / 'privval.pid'}",
-            "-o", f"logfile={tmp_path / 'privval.log'}",
+            "ocf-tester",
+            "-n",
+            f"pv-{uuid4().hex[:8]}",
+            "-o",
+            f"config={config}",
+            "-o",
+            f"pidfile={tmp_path / 'privval.pid'}",
+            "-o",
+            f"logfile={tmp_path / 'privval.log'}",
             str(OCF_DIR / "privval"),
         ]
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "passed all tests" in done.stdout
     assert "event=promoted" in (tmp_path / "privval.log").read_text()
@@ -188,9 +196,7 @@ def crm_validate(*options: str, level: str | None = None) -> subprocess.Complete
 
 
 def test_crm_resource_validate_accepts_a_good_configuration(agent: Path) -> None:
-    done = crm_validate(
-        "command=sleep 600", "health_url=http://127.0.0.1:26657/status", "chain_id=c", "key_id=k"
-    )
+    done = crm_validate("command=sleep 600", "health_url=http://127.0.0.1:26657/status", "chain_id=c", "key_id=k")
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -46,10 +46,19 @@ def test_pacemaker_promotes_the_signer_and_the_chain_advances(
     runner = one_node_cluster.runner
     try:
         runner.run(
-            ["pcs", "resource", "create", "privval", "ocf:highlander:privval", f"config={config}",
-             f"logfile={signer_dir / 'privval.log'}", "promotable", "promoted-max=1"],
+            [
+                "pcs",
+                "resource",
+                "create",
+                "privval",
+                "ocf:highlander:privval",
+                f"config={config}",
+                f"logfile={signer_dir / 'privval.log'}",
+                "promotable",
+                "promoted-max=1",
+            ],
             check=True,
-        )  # fmt: skip
+        )
         wait_until(lambda: role(one_node_cluster) == "Promoted", timeout=90, what="Pacemaker to promote privval")
         node.start()
         height = node.wait_for_height(5)

@@ -42,8 +42,9 @@ class Sshd:
 
     def start(self) -> None:
         with open(self.directory / "sshd.log", "ab") as log:
-            self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.directory / "sshd_config")],
-                                            stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+            self.process = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(self.directory / "sshd_config")], stdout=subprocess.DEVNULL, stderr=log
+            )
         wait_until(self.listening, timeout=10, what="sshd to listen")
 
     def listening(self) -> bool:
@@ -75,7 +76,7 @@ def sshd(tmp_path: Path) -> Iterator[Sshd]:
         f"ListenAddress 127.0.0.1:{port}\nHostKey {tmp_path / 'host_key'}\nPermitRootLogin prohibit-password\n"
         f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
         f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nStrictModes no\nPidFile none\n"
-    )  # fmt: skip
+    )
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_key}\n")
     server = Sshd(tmp_path, port, client_key, known_hosts)
@@ -89,7 +90,7 @@ def sshd(tmp_path: Path) -> Iterator[Sshd]:
 def test_runs_commands_with_arguments_stdin_env_and_exit_codes(sshd: Sshd) -> None:
     runner = sshd.runner()
     try:
-        tricky = "it's a \"quoted\" $HOME; `x`"
+        tricky = 'it\'s a "quoted" $HOME; `x`'
         assert runner.run(["printf", "%s", tricky], check=True).stdout == tricky
         assert runner.run(["cat"], stdin="line one\nline two\n").stdout == "line one\nline two\n"
         assert runner.run(["sh", "-c", "echo $GREETING"], env={"GREETING": "hello"}).stdout == "hello\n"

@@ -66,8 +66,13 @@ class Arena:
 
 
 def init(config: Path, backend: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HIGHLANDER, "signstate", "init", "--config", str(config), "--backend", backend],
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    return subprocess.run(
+        [*HIGHLANDER, "signstate", "init", "--config", str(config), "--backend", backend],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @contextmanager

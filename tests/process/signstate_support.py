@@ -161,10 +161,25 @@ class Signers:
         log = self.workdir / f"{name}.log"
         socket_path = self.replicas.socket(node) if self.replicas else self.workdir / "no-daemon.sock"
         argv = [
-            *HIGHLANDER, "demo-signer", "--socket", str(socket_path), "--chain-id", CHAIN_ID, "--key-id", KEY_ID,
-            "--node", node, "--journal", str(journal), "--block-time", str(BLOCK_TIME),
-            "--genesis", repr(self.genesis), "--key-file", str(self.key_file),
-        ]  # fmt: skip
+            *HIGHLANDER,
+            "demo-signer",
+            "--socket",
+            str(socket_path),
+            "--chain-id",
+            CHAIN_ID,
+            "--key-id",
+            KEY_ID,
+            "--node",
+            node,
+            "--journal",
+            str(journal),
+            "--block-time",
+            str(BLOCK_TIME),
+            "--genesis",
+            repr(self.genesis),
+            "--key-file",
+            str(self.key_file),
+        ]
         if not guard:
             argv.append("--no-guard")
         if status_port is not None:
@@ -191,7 +206,10 @@ class Signers:
 
 def check_journals(journals: list[Path]) -> tuple[int, dict]:  # type: ignore[type-arg]
     done = subprocess.run(
-        [*HIGHLANDER, "check-journals", "--json", *map(str, journals)], check=False, capture_output=True, text=True,
+        [*HIGHLANDER, "check-journals", "--json", *map(str, journals)],
+        check=False,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert done.returncode in (0, 1), done.stderr
@@ -331,8 +349,9 @@ class FilePVSigners:
     the same bytes, so two runs at one mark are a double sign.
     """
 
-    def __init__(self, workdir: Path, replicas: LoopbackReplicas, key: tuple[str, str], margin: int = 20,
-                 deadline: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self, workdir: Path, replicas: LoopbackReplicas, key: tuple[str, str], margin: int = 20, deadline: float = 1.0
+    ) -> None:
         from highlander.signstate.register import KeyId
 
         self.workdir = workdir / "filepv"
@@ -372,11 +391,29 @@ class FilePVSigners:
         held = raise_state_file(state, "cometbft", raised_mark(session.hwm, self.margin))
         with open(self.workdir / f"{run}.log", "ab") as log:
             process = subprocess.Popen(
-                [*HIGHLANDER, "signstate", "follow", "--socket", str(self.replicas.socket(node)),
-                 "--chain-id", self.key.chain_id, "--key-id", self.key.key_id, "--epoch", str(session.epoch),
-                 "--state-file", str(state), "--since", str(held), "--deadline", str(self.deadline)],
-                stdin=subprocess.PIPE, stdout=log, stderr=log,
-            )  # fmt: skip
+                [
+                    *HIGHLANDER,
+                    "signstate",
+                    "follow",
+                    "--socket",
+                    str(self.replicas.socket(node)),
+                    "--chain-id",
+                    self.key.chain_id,
+                    "--key-id",
+                    self.key.key_id,
+                    "--epoch",
+                    str(session.epoch),
+                    "--state-file",
+                    str(state),
+                    "--since",
+                    str(held),
+                    "--deadline",
+                    str(self.deadline),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+            )
         assert process.stdin is not None
         process.stdin.write(Signer(signer, dict(os.environ)).to_json().encode())
         process.stdin.close()

@@ -24,16 +24,18 @@ from ansible_support import ANSIBLE, ROOT, tool
 
 
 def test_ansible_lint_passes() -> None:
-    result = subprocess.run([tool("ansible-lint"), "--offline", "ansible/"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [tool("ansible-lint"), "--offline", "ansible/"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "production" in result.stdout + result.stderr
 
 
 def test_inventory_script_derives_hosts_from_the_highlander_inventory() -> None:
     env = {**os.environ, "HIGHLANDER_INVENTORY": str(ROOT / "examples" / "trio.yml")}
-    result = subprocess.run([sys.executable, str(ANSIBLE / "inventory.py"), "--list"], env=env,
-                            capture_output=True, text=True, check=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ANSIBLE / "inventory.py"), "--list"], env=env, capture_output=True, text=True, check=True
+    )
     data = yaml.safe_load(result.stdout)
     assert data["_meta"]["hostvars"]["node-a"]["ansible_host"] == "10.10.0.11"
     assert data["highlander_active"]["hosts"] == ["node-a", "node-b"]

@@ -78,8 +78,9 @@ def crash_at_first_rename(code: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         os.replace = os.rename = _crash
     """)
-    child = subprocess.run([sys.executable, "-c", prologue + textwrap.dedent(code)], capture_output=True, text=True,
-                           timeout=120)  # fmt: skip
+    child = subprocess.run(
+        [sys.executable, "-c", prologue + textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr
 
 

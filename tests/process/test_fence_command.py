@@ -28,13 +28,20 @@ def inventory(tmp_path: Path, ipmi_bmc: IpmiSim) -> Path:
         "cluster": {"name": "drill"},
         "nodes": [
             {"name": "node-a", "addresses": ["10.99.0.1"], "fence": [device("10.99.1.1")]},
-            {"name": "node-b", "addresses": ["10.99.0.2"],
-             "fence": [{**device("127.0.0.1"), "port": ipmi_bmc.port, "options": {"cipher": 3}}]},
+            {
+                "name": "node-b",
+                "addresses": ["10.99.0.2"],
+                "fence": [{**device("127.0.0.1"), "port": ipmi_bmc.port, "options": {"cipher": 3}}],
+            },
             {"name": "node-w", "role": "witness", "addresses": ["10.99.0.3"], "fence": [device("10.99.1.3")]},
         ],
-        "validator": {"command": "/bin/true", "chain_id": "c", "key_id": "k",
-                      "health_url": "http://127.0.0.1:26657/status"},
-    }  # fmt: skip
+        "validator": {
+            "command": "/bin/true",
+            "chain_id": "c",
+            "key_id": "k",
+            "health_url": "http://127.0.0.1:26657/status",
+        },
+    }
     path = tmp_path / "inventory.yml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -43,8 +50,11 @@ def inventory(tmp_path: Path, ipmi_bmc: IpmiSim) -> Path:
 def fence(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*HIGHLANDER, "fence", *args],
-        input=stdin, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_off_through_the_inventory_is_verified_and_says_how_to_confirm(inventory: Path, ipmi_bmc: IpmiSim) -> None:
@@ -70,9 +80,23 @@ def test_a_device_given_by_options_with_a_password_file(tmp_path: Path, ipmi_bmc
     secret.write_text(ipmi_bmc.password)
     secret.chmod(0o600)
     done = fence(
-        "peer", "--action", "reboot", "--yes", "--method", "ipmi", "--ip", "127.0.0.1",
-        "--ipport", str(ipmi_bmc.port), "--username", "admin", "--password-file", str(secret), "--option", "cipher=3",
-    )  # fmt: skip
+        "peer",
+        "--action",
+        "reboot",
+        "--yes",
+        "--method",
+        "ipmi",
+        "--ip",
+        "127.0.0.1",
+        "--ipport",
+        str(ipmi_bmc.port),
+        "--username",
+        "admin",
+        "--password-file",
+        str(secret),
+        "--option",
+        "cipher=3",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert ipmi_bmc.power == "on"
     assert "verified" in done.stdout and "Rebooted" in done.stdout
@@ -82,9 +106,21 @@ def test_a_wrong_password_fails_with_one_clear_line(tmp_path: Path, ipmi_bmc: Ip
     secret = tmp_path / "pw"
     secret.write_text("not-the-password")
     done = fence(
-        "peer", "--action", "off", "--yes", "--method", "ipmi", "--ip", "127.0.0.1",
-        "--ipport", str(ipmi_bmc.port), "--username", "admin", "--password-file", str(secret),
-    )  # fmt: skip
+        "peer",
+        "--action",
+        "off",
+        "--yes",
+        "--method",
+        "ipmi",
+        "--ip",
+        "127.0.0.1",
+        "--ipport",
+        str(ipmi_bmc.port),
+        "--username",
+        "admin",
+        "--password-file",
+        str(secret),
+    )
     assert done.returncode == 1
     assert "failed (exit 1)" in done.stdout and "no fence device of peer could off it" in done.stderr
     assert ipmi_bmc.power == "on"

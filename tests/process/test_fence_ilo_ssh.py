@@ -237,9 +237,7 @@ def write_key(path: Path, passphrase: str | None = None) -> paramiko.PKey:
 
     private = ed25519.Ed25519PrivateKey.generate()
     encryption = (
-        serialization.BestAvailableEncryption(passphrase.encode())
-        if passphrase
-        else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(passphrase.encode()) if passphrase else serialization.NoEncryption()
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -302,9 +300,7 @@ def test_known_hosts(ilo: ILOSimulator, tmp_path: Path) -> None:
     # Hashed entries (ssh-keygen -H, HashKnownHosts yes) too.
     hashed = tmp_path / "hashed"
     name = f"[{ilo.host}]:{ilo.port}"
-    hashed.write_text(
-        f"{paramiko.HostKeys.hash_host(name)} {ilo.host_key.get_name()} {ilo.host_key.get_base64()}\n"
-    )
+    hashed.write_text(f"{paramiko.HostKeys.hash_host(name)} {ilo.host_key.get_name()} {ilo.host_key.get_base64()}\n")
     assert status_once(ilo, ssh_fingerprint=None, known_hosts=str(hashed)) == ON
 
 
@@ -475,9 +471,12 @@ def test_split_output_reboot(tmp_path: Path) -> None:
 
 def ours_with(sim: ILOSimulator, **options: object) -> Run:
     base: dict[str, object] = {
-        "ip": sim.host, "ipport": sim.port, "username": sim.username, "password": sim.password,
+        "ip": sim.host,
+        "ipport": sim.port,
+        "username": sim.username,
+        "password": sim.password,
         "action": "status",
-    }  # fmt: skip
+    }
     base.update(options)
     return run(our_agent(), base)
 
@@ -498,8 +497,10 @@ def test_agent_host_keys(ilo: ILOSimulator, tmp_path: Path) -> None:
     assert ours_with(ilo, known_hosts=known).returncode == 0
     impostor = generate_host_key(kind="ecdsa")
     changed = tmp_path / "changed"
-    changed.write_text(f"[{ilo.host}]:{ilo.port} ssh-rsa {generate_host_key().get_base64()}\n"
-                       f"[{ilo.host}]:{ilo.port} {impostor.get_name()} {impostor.get_base64()}\n")  # fmt: skip
+    changed.write_text(
+        f"[{ilo.host}]:{ilo.port} ssh-rsa {generate_host_key().get_base64()}\n"
+        f"[{ilo.host}]:{ilo.port} {impostor.get_name()} {impostor.get_base64()}\n"
+    )
     line = one_line_failure(ours_with(ilo, known_hosts=changed))
     assert "is not the one" in line and ilo.fingerprint in line
     assert [ok for _, _, ok in ilo.auth_attempts] == [True, True]  # the two accepted runs only
@@ -516,9 +517,11 @@ def test_secrecy(paced_ilo: ILOSimulator, tmp_path: Path) -> None:
     options = both_options(paced_ilo, tmp_path, action="off", verbose=1, debug_file=debug_file, delay=1)
     proc = subprocess.Popen(
         our_agent(),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
-    )  # fmt: skip
+    )
     seen_agent = threading.Event()
     leaks: list[str] = []
     done = threading.Event()
@@ -578,9 +581,13 @@ def test_secrecy(paced_ilo: ILOSimulator, tmp_path: Path) -> None:
 def test_bad_input(ilo: ILOSimulator, request: pytest.FixtureRequest, stdin: bytes | None, words: str) -> None:
     case = request.node.callspec.id
     options: dict[str, object] = {
-        "ip": ilo.host, "ipport": ilo.port, "username": ilo.username, "password": ilo.password,
-        "ssh_fingerprint": ilo.fingerprint, "action": "off",
-    }  # fmt: skip
+        "ip": ilo.host,
+        "ipport": ilo.port,
+        "username": ilo.username,
+        "password": ilo.password,
+        "ssh_fingerprint": ilo.fingerprint,
+        "action": "off",
+    }
     if case == "unknown-action":
         options["action"] = "explode"
     elif case == "missing-ip":
@@ -593,9 +600,13 @@ def test_bad_input(ilo: ILOSimulator, request: pytest.FixtureRequest, stdin: byt
         del options["password"]
     data = stdin if stdin is not None else stdin_text(options).encode()
     completed = subprocess.run(
-        our_agent(), input=data, capture_output=True, check=False,
-        env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}, timeout=120,
-    )  # fmt: skip
+        our_agent(),
+        input=data,
+        capture_output=True,
+        check=False,
+        env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
+        timeout=120,
+    )
     result = Run(completed.returncode, completed.stdout.decode(), completed.stderr.decode())
     assert words in one_line_failure(result)
     assert ILO_PASSWORD not in result.stderr

@@ -58,8 +58,11 @@ pytestmark = pytest.mark.skipif(shutil.which("ipmi_sim") is None, reason="ipmi_s
 def without_python_warnings(stderr: str) -> list[str]:
     """fence_ipmilan's stderr minus Python's DeprecationWarning about its 'pipes' import."""
     lines = stderr.splitlines()
-    return [line for i, line in enumerate(lines) if "DeprecationWarning" not in line
-            and not (i and "DeprecationWarning" in lines[i - 1])]  # fmt: skip
+    return [
+        line
+        for i, line in enumerate(lines)
+        if "DeprecationWarning" not in line and not (i and "DeprecationWarning" in lines[i - 1])
+    ]
 
 
 # -- differential --------------------------------------------------------------------------------
@@ -75,9 +78,26 @@ def test_options_are_spelled_as_fence_ipmilan_spells_them() -> None:
     """A device configured for fence_ipmilan keeps its option names and flags with ours."""
     ours = metadata_parameters(our_agent())
     theirs = metadata_parameters(fence_ipmilan())
-    for name in ("lanplus", "cipher", "privlvl", "hexadecimal_kg", "ip", "ipaddr", "ipport",
-                 "username", "login", "password", "passwd", "password_script", "method",
-                 "delay", "login_timeout", "power_timeout", "power_wait", "retry_on"):  # fmt: skip
+    for name in (
+        "lanplus",
+        "cipher",
+        "privlvl",
+        "hexadecimal_kg",
+        "ip",
+        "ipaddr",
+        "ipport",
+        "username",
+        "login",
+        "password",
+        "passwd",
+        "password_script",
+        "method",
+        "delay",
+        "login_timeout",
+        "power_timeout",
+        "power_wait",
+        "retry_on",
+    ):
         assert name in ours, name
         flags = [p.find("getopt").get("mixed") for p in (ours[name], theirs[name])]  # type: ignore[union-attr]
         assert flags[0] == flags[1], name
@@ -94,10 +114,19 @@ def test_options_are_spelled_as_fence_ipmilan_spells_them() -> None:
 # From "on": status and monitor, off (twice: the second finds it off), status off,
 # monitor of an off node, on (twice), reboot from on, reboot from off, a power cycle.
 SEQUENCE: tuple[tuple[str, dict[str, str]], ...] = (
-    ("status", {}), ("monitor", {}), ("off", {}), ("off", {}), ("status", {}), ("monitor", {}),
-    ("on", {}), ("on", {}), ("reboot", {}), ("off", {}), ("reboot", {}),
+    ("status", {}),
+    ("monitor", {}),
+    ("off", {}),
+    ("off", {}),
+    ("status", {}),
+    ("monitor", {}),
+    ("on", {}),
+    ("on", {}),
+    ("reboot", {}),
+    ("off", {}),
+    ("reboot", {}),
     ("reboot", {"method": "cycle"}),
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -119,8 +148,9 @@ def play(sim: IpmiSim, command: list[str]) -> list[Step]:
             # ipmi_sim powers a cycled chassis on about a second after the request,
             # whether or not the agent waited for it
             sim.wait_power("on", timeout=30)
-        steps.append(Step(action, result.returncode, sim.power, tuple(sim.events()[before:]),
-                          tuple(result.stdout.splitlines())))  # fmt: skip
+        steps.append(
+            Step(action, result.returncode, sim.power, tuple(sim.events()[before:]), tuple(result.stdout.splitlines()))
+        )
     return steps
 
 
@@ -129,14 +159,27 @@ def test_differential_power_sequence(ipmi_bmc: IpmiSim) -> None:
     theirs = play(ipmi_bmc, fence_ipmilan())
     for mine, reference in zip(ours, theirs):
         assert (mine.action, mine.returncode, mine.power, mine.requests) == (
-            reference.action, reference.returncode, reference.power, reference.requests,
-        ), f"ours {mine} != fence_ipmilan {reference}"  # fmt: skip
+            reference.action,
+            reference.returncode,
+            reference.power,
+            reference.requests,
+        ), f"ours {mine} != fence_ipmilan {reference}"
     # the exit codes the fence-agents API prescribes, and what was switched
     assert [s.returncode for s in ours] == [0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]
     assert [s.requests for s in ours] == [
-        (), (), ("off",), (), (), (), ("on",), (), ("off", "on"), ("off",), ("on",),
+        (),
+        (),
+        ("off",),
+        (),
+        (),
+        (),
+        ("on",),
+        (),
         ("off", "on"),
-    ]  # fmt: skip
+        ("off",),
+        ("on",),
+        ("off", "on"),
+    ]
     status = [s.stdout for s in ours if s.action == "status"]
     assert status == [("Status: ON",), ("Status: OFF",)]
     assert status == [s.stdout for s in theirs if s.action == "status"]
@@ -261,8 +304,17 @@ def bad_inputs(sim: IpmiSim) -> dict[str, bytes]:
     }
 
 
-BAD_CASES = ("garbage", "not-name-value", "unknown-action", "missing-ip", "non-numeric-port",
-             "ipmi-1.5", "cipher-0", "bad-kg", "bad-privilege")  # fmt: skip
+BAD_CASES = (
+    "garbage",
+    "not-name-value",
+    "unknown-action",
+    "missing-ip",
+    "non-numeric-port",
+    "ipmi-1.5",
+    "cipher-0",
+    "bad-kg",
+    "bad-privilege",
+)
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

@@ -53,8 +53,10 @@ def test_the_ipmi_agent_counts_a_verified_off_and_a_failed_login(ipmi_bmc: IpmiS
     assert ipmi_bmc.power == "off"
     status = run(ours("fence_highlander_ipmi"), ipmi_bmc.fence_stdin("status", metrics_dir=metrics))
     assert status.returncode == 2  # reached, power off: an answer, not a failure
-    wrong = run(ours("fence_highlander_ipmi"),
-                ipmi_bmc.fence_stdin("reboot", password="not-" + ipmi_bmc.password, metrics_dir=metrics))  # fmt: skip
+    wrong = run(
+        ours("fence_highlander_ipmi"),
+        ipmi_bmc.fence_stdin("reboot", password="not-" + ipmi_bmc.password, metrics_dir=metrics),
+    )
     assert wrong.returncode == 1
     assert len(wrong.error_lines) == 1, wrong  # the metrics add no line to a failure
     assert runs(metrics) == {
@@ -70,10 +72,19 @@ def test_the_redfish_agent_counts_a_failure_next_to_the_ipmi_agents_runs(
 ) -> None:
     metrics = tmp_path / "textfile"
     metrics.mkdir()
-    options = {"ip": redfish_bmc.host, "ipport": redfish_bmc.port, "username": redfish_bmc.username,
-               "ssl_ca_file": redfish_bmc.ca_file, "metrics_dir": metrics}  # fmt: skip
-    assert run(ours("fence_highlander_redfish"), {**options, "action": "status",
-                                                  "password": redfish_bmc.password}).returncode == 0  # fmt: skip
+    options = {
+        "ip": redfish_bmc.host,
+        "ipport": redfish_bmc.port,
+        "username": redfish_bmc.username,
+        "ssl_ca_file": redfish_bmc.ca_file,
+        "metrics_dir": metrics,
+    }
+    assert (
+        run(
+            ours("fence_highlander_redfish"), {**options, "action": "status", "password": redfish_bmc.password}
+        ).returncode
+        == 0
+    )
     failed = run(ours("fence_highlander_redfish"), {**options, "action": "off", "password": "wrong"})
     assert failed.returncode == 1
     assert redfish_bmc.power_state() == "On"
@@ -91,11 +102,32 @@ def test_highlander_fence_counts_its_attempts(ipmi_bmc: IpmiSim, tmp_path: Path)
     secret.write_text(ipmi_bmc.password)
     secret.chmod(0o600)
     done = subprocess.run(
-        [*HIGHLANDER, "fence", "peer", "--action", "off", "--yes", "--method", "ipmi",
-         "--ip", "127.0.0.1", "--ipport", str(ipmi_bmc.port), "--username", "admin", "--password-file", str(secret),
-         "--option", "cipher=3", "--metrics-dir", str(metrics)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            *HIGHLANDER,
+            "fence",
+            "peer",
+            "--action",
+            "off",
+            "--yes",
+            "--method",
+            "ipmi",
+            "--ip",
+            "127.0.0.1",
+            "--ipport",
+            str(ipmi_bmc.port),
+            "--username",
+            "admin",
+            "--password-file",
+            str(secret),
+            "--option",
+            "cipher=3",
+            "--metrics-dir",
+            str(metrics),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert runs(metrics) == {("fence_highlander_ipmi", "off", "success"): 1}
     assert_public_and_secret_free(metrics, ipmi_bmc.password)
@@ -112,8 +144,12 @@ def test_an_unwritable_metrics_dir_does_not_change_the_fence(ipmi_bmc: IpmiSim, 
 
 def test_metrics_dir_is_refused_with_via_cluster(tmp_path: Path) -> None:
     """Pacemaker's devices count what they do with their own metrics_dir: nothing is promised here."""
-    done = subprocess.run([*HIGHLANDER, "fence", "node-b", "--action", "status", "--via-cluster",
-                           "--metrics-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [*HIGHLANDER, "fence", "node-b", "--action", "status", "--via-cluster", "--metrics-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "--metrics-dir counts fencing done here" in done.stderr
     assert list(tmp_path.iterdir()) == []

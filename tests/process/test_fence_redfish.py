@@ -101,9 +101,7 @@ def test_simulator_answers_only_with_credentials(redfish_bmc: RedfishSimulator) 
     assert status == 200
     assert [m["@odata.id"] for m in data["Members"]] == [redfish_bmc.systems[0].uri]  # type: ignore[index]
     assert redfish_bmc.power_state() == "On"
-    assert ("GET", "/redfish/v1/Systems", 401) in [
-        (r.method, r.path, r.status) for r in redfish_bmc.requests()
-    ]
+    assert ("GET", "/redfish/v1/Systems", 401) in [(r.method, r.path, r.status) for r in redfish_bmc.requests()]
 
 
 # -- driver level --------------------------------------------------------------------------------
@@ -405,9 +403,12 @@ def test_secrecy(redfish_bmc: RedfishSimulator, tmp_path: Path) -> None:
     basic = base64.b64encode(f"{redfish_bmc.username}:{redfish_bmc.password}".encode())
     with open(tmp_path / "out", "w+b") as out, open(tmp_path / "err", "w+b") as err:
         process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=out, stderr=err,
+            command,
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
             env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
-        )  # fmt: skip
+        )
         try:
             assert process.stdin is not None
             process.stdin.write(stdin.encode())

@@ -126,8 +126,10 @@ class Validator:
         """Until the signer is dead and no process of the resource is left."""
         wait_until(
             lambda: not process.is_ours(pid, self.tag) and not process.find_tagged(self.tag),
-            timeout=30, what=f"the signer killed ({why})", interval=0.05,
-        )  # fmt: skip
+            timeout=30,
+            what=f"the signer killed ({why})",
+            interval=0.05,
+        )
 
     def window(self, reason: str) -> float:
         """Seconds the signer went on signing after writing the first mark
@@ -174,14 +176,29 @@ def follower(
     pidfile = tmp_path / "signer.pid"
     proc = subprocess.Popen(
         [
-            *HIGHLANDER, "signstate", "follow",
-            "--socket", str(replicas.socket("node-a")), "--chain-id", key.chain_id, "--key-id", key.key_id,
-            "--epoch", str(session.epoch), "--state-file", str(state), "--since", str(session.hwm),
-            "--pidfile", str(pidfile), "--reason-file", str(tmp_path / "reason"),
+            *HIGHLANDER,
+            "signstate",
+            "follow",
+            "--socket",
+            str(replicas.socket("node-a")),
+            "--chain-id",
+            key.chain_id,
+            "--key-id",
+            key.key_id,
+            "--epoch",
+            str(session.epoch),
+            "--state-file",
+            str(state),
+            "--since",
+            str(session.hwm),
+            "--pidfile",
+            str(pidfile),
+            "--reason-file",
+            str(tmp_path / "reason"),
         ],
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )  # fmt: skip
+    )
     assert proc.stdin is not None
     proc.stdin.write(Signer(signer, dict(os.environ)).to_json().encode())
     proc.stdin.close()
@@ -209,7 +226,9 @@ def test_the_follower_replicates_and_kills_a_superseded_signer(
     def replicated() -> bool:
         with SignerClient(replicas.socket("node-b")) as client:
             records = client.status(KEY)
-        return sum(isinstance(r, Record) and r.hwm == HRS(5, 0, 1) and r.digest == digest for r in records.values()) >= 2
+        return (
+            sum(isinstance(r, Record) and r.hwm == HRS(5, 0, 1) and r.digest == digest for r in records.values()) >= 2
+        )
 
     wait_until(replicated, timeout=10, what="the state file's mark on a majority")
 
@@ -227,14 +246,18 @@ def test_the_follower_replicates_and_kills_a_superseded_signer(
 def test_the_follower_passes_sigterm_on_and_exits_with_the_signer(
     replicas: LoopbackReplicas, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    proc, signer = follower(replicas, tmp_path / "state.json", ["sh", "-c", "trap 'kill $!; exit 7' TERM; sleep 600 & wait"], tmp_path)
+    proc, signer = follower(
+        replicas, tmp_path / "state.json", ["sh", "-c", "trap 'kill $!; exit 7' TERM; sleep 600 & wait"], tmp_path
+    )
     processes.append(proc)
     proc.terminate()
     assert proc.wait(timeout=10) == 7  # the signer's own status: it ended, nothing was killed
     assert not (tmp_path / "reason").exists()
 
 
-def test_the_validator_agent_in_filepv_mode(replicas: LoopbackReplicas, tmp_path: Path, validators: list[Validator]) -> None:
+def test_the_validator_agent_in_filepv_mode(
+    replicas: LoopbackReplicas, tmp_path: Path, validators: list[Validator]
+) -> None:
     """Start through the agent: promoted, the state file raised by the margin
     above the register's mark, the daemon running as the follower's child;
     its signatures are replicated; stop ends both."""
@@ -328,16 +351,20 @@ def test_export_and_import_through_the_cli(replicas: LoopbackReplicas, tmp_path:
     out = tmp_path / "exported.json"
     done = subprocess.run(
         [*highlander, "export", "--socket", str(replicas.socket("node-b")), *key, "--out", str(out)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     assert read_state_file(out, "cometbft").hrs == HRS(7, 1, 2)
 
     # With a margin: the mark the agent raises a state file to (test_the_validator_agent_in_filepv_mode).
     margin = subprocess.run(
         [*highlander, "export", "--socket", str(replicas.socket("node-b")), *key, "--height-margin", "3"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert margin.returncode == 0, margin.stderr
     assert formats.parse_cometbft(margin.stdout).hrs == HRS(10, 0, 3)
 
@@ -345,14 +372,18 @@ def test_export_and_import_through_the_cli(replicas: LoopbackReplicas, tmp_path:
     signed(out, HRS(9, 0, 1), b"vote-9-1")
     refused = subprocess.run(
         [*highlander, "import", "--config", str(replicas.config("node-c")), *key, str(out)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert refused.returncode != 0 and "in use by another process" in refused.stderr
     replicas.stop("node-c")
     imported = subprocess.run(
         [*highlander, "import", "--config", str(replicas.config("node-c")), *key, str(out)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert imported.returncode == 0, imported.stderr
     assert '"height": 9' in imported.stdout
 
@@ -360,7 +391,9 @@ def test_export_and_import_through_the_cli(replicas: LoopbackReplicas, tmp_path:
     replicas.stop("node-a")
     alone = subprocess.run(
         [*highlander, "export", "--socket", str(replicas.socket("node-b")), *key],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert alone.returncode == 1
     assert "only 1 of 3 replicas answered; a majority is needed" in alone.stderr

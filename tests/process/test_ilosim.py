@@ -149,8 +149,10 @@ def test_refusals_have_the_clp_error_shape(session: Session, ilo: ILOSimulator) 
     lines, _ = session.command("frobnicate /system1")
     response = parse_response("frobnicate /system1", lines)
     assert (response.status, response.status_tag, response.error_tag) == (
-        2, "COMMAND PROCESSING FAILED", "COMMAND NOT RECOGNIZED"
-    )  # fmt: skip
+        2,
+        "COMMAND PROCESSING FAILED",
+        "COMMAND NOT RECOGNIZED",
+    )
     response = parse_response("start /system1", session.command("start /system1")[0])
     assert (response.status, response.error_tag) == (2, "COMMAND ERROR-UNSPECIFIED")
     assert response.message.endswith("Server power already on.")
@@ -265,11 +267,24 @@ def ilo_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, st
     with os.fdopen(fd, "w") as f:
         f.write(ILO_PASSWORD + "\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "highlander.lab.ilosim", "--state-file", str(tmp_path / "power"),
-         "--username", ILO_USERNAME, "--password-file", str(password_file),
-         "--host-key", str(tmp_path / "host_key"), "--on-off", f"touch {tmp_path / 'off-hook-ran'}"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "highlander.lab.ilosim",
+            "--state-file",
+            str(tmp_path / "power"),
+            "--username",
+            ILO_USERNAME,
+            "--password-file",
+            str(password_file),
+            "--host-key",
+            str(tmp_path / "host_key"),
+            "--on-off",
+            f"touch {tmp_path / 'off-hook-ran'}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         words = proc.stdout.readline().split()
@@ -302,9 +317,7 @@ def test_program_form(ilo_process: tuple[subprocess.Popen[str], int, str], tmp_p
     finally:
         transport.close()
     assert (tmp_path / "power").read_text() == "on\n"
-    drv = IloSshDriver(
-        "127.0.0.1", port, username=ILO_USERNAME, password=ILO_PASSWORD, ssh_fingerprint=fingerprint
-    )
+    drv = IloSshDriver("127.0.0.1", port, username=ILO_USERNAME, password=ILO_PASSWORD, ssh_fingerprint=fingerprint)
     try:
         drv.connect()
         drv.set_power(None, "off")
@@ -379,9 +392,7 @@ def test_fence_ilo_ssh_wrong_password(paced_ilo: ILOSimulator, tmp_path: Path) -
     assert paced_ilo.commands == []
 
 
-def test_fence_ilo_ssh_refuses_an_unknown_host_key_only_when_told(
-    paced_ilo: ILOSimulator, tmp_path: Path
-) -> None:
+def test_fence_ilo_ssh_refuses_an_unknown_host_key_only_when_told(paced_ilo: ILOSimulator, tmp_path: Path) -> None:
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     result = run(fence_ilo_ssh(), debian_options(paced_ilo, empty, action="status"))

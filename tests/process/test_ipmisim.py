@@ -44,9 +44,14 @@ pytestmark = pytest.mark.skipif(shutil.which("ipmi_sim") is None, reason="ipmi_s
 
 def driver(sim: IpmiSim, **changes: object) -> IpmiDriver:
     options: dict[str, object] = {
-        "ip": sim.address, "ipport": sim.port, "username": sim.username,
-        "password": sim.password, "lanplus": True, "cipher": "3", "login_timeout": 5,
-    }  # fmt: skip
+        "ip": sim.address,
+        "ipport": sim.port,
+        "username": sim.username,
+        "password": sim.password,
+        "lanplus": True,
+        "cipher": "3",
+        "login_timeout": 5,
+    }
     options.update(changes)
     return make_driver(options)
 
@@ -57,8 +62,25 @@ def sessions_started(sim: IpmiSim) -> int:
 
 def ipmitool(sim: IpmiSim, *command: str, cipher: str = "3") -> subprocess.CompletedProcess[str]:
     """ipmitool against the simulator; the password goes in the environment (-E), never argv."""
-    argv = ["ipmitool", "-I", "lanplus", "-C", cipher, "-H", sim.address, "-p", str(sim.port),
-            "-U", sim.username, "-E", "-R", "2", "-N", "2", *command]  # fmt: skip
+    argv = [
+        "ipmitool",
+        "-I",
+        "lanplus",
+        "-C",
+        cipher,
+        "-H",
+        sim.address,
+        "-p",
+        str(sim.port),
+        "-U",
+        sim.username,
+        "-E",
+        "-R",
+        "2",
+        "-N",
+        "2",
+        *command,
+    ]
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPMI_PASSWORD": sim.password}
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
 
@@ -98,8 +120,13 @@ def test_simulator_refuses_a_port_in_use(tmp_path: Path) -> None:
 
 
 def test_simulator_refuses_unsafe_credentials(tmp_path: Path) -> None:
-    for bad in ({"password": 'has "quote'}, {"password": "has space"}, {"password": "x" * 21},
-                {"username": "u" * 17}, {"privilege": "root"}):  # fmt: skip
+    for bad in (
+        {"password": 'has "quote'},
+        {"password": "has space"},
+        {"password": "x" * 21},
+        {"username": "u" * 17},
+        {"privilege": "root"},
+    ):
         with pytest.raises(ValueError):
             IpmiSim(tmp_path / "bmc", **bad)  # type: ignore[arg-type]
 
@@ -200,8 +227,11 @@ def test_one_session_for_the_whole_action(ipmi_bmc: IpmiSim) -> None:
         drv.close()
     drv.close()  # idempotent
     # and logged out (a BMC has few session slots); ipmi_sim logs it a moment later
-    wait_until(lambda: "Session closed" in ipmi_bmc.log_file.read_text(errors="replace"),
-               timeout=10, what="ipmi_sim to log the Close Session")  # fmt: skip
+    wait_until(
+        lambda: "Session closed" in ipmi_bmc.log_file.read_text(errors="replace"),
+        timeout=10,
+        what="ipmi_sim to log the Close Session",
+    )
     log = ipmi_bmc.log_file.read_text(errors="replace")
     assert log.count("Session started") == 1
     assert log.count("Session closed") == 1
@@ -452,11 +482,33 @@ def test_simulator_in_another_network_namespace_with_callable_hooks(tmp_path: Pa
         drv.close()
         # ... but on the namespace's own, where ipmitool (run there) finds it
         result = subprocess.run(
-            ["ip", "netns", "exec", netns, "ipmitool", "-I", "lanplus", "-C", "3", "-H", "127.0.0.1",
-             "-p", str(bmc.port), "-U", bmc.username, "-E", "chassis", "power", "off"],
-            capture_output=True, text=True, timeout=60, check=False,
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns,
+                "ipmitool",
+                "-I",
+                "lanplus",
+                "-C",
+                "3",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(bmc.port),
+                "-U",
+                bmc.username,
+                "-E",
+                "chassis",
+                "power",
+                "off",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPMI_PASSWORD": bmc.password},
-        )  # fmt: skip
+        )
         assert result.returncode == 0, result.stderr
         assert bmc.power == OFF and calls == ["off"]
     assert not (bmc.workdir / "hooks.sock").exists()

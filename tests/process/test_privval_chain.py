@@ -42,13 +42,21 @@ def processes() -> Iterator[list[CometNode | PrivvalProcess]]:
             process.stop()
 
 
-def chain(tmp_path: Path, replicas: LoopbackReplicas, processes: list[CometNode | PrivvalProcess], *,
-          scheme: str = "tcp", extensions_height: int = 0, **settings: object) -> tuple[CometNode, PrivvalProcess]:  # fmt: skip
+def chain(
+    tmp_path: Path,
+    replicas: LoopbackReplicas,
+    processes: list[CometNode | PrivvalProcess],
+    *,
+    scheme: str = "tcp",
+    extensions_height: int = 0,
+    **settings: object,
+) -> tuple[CometNode, PrivvalProcess]:
     """A node and a promoted signer for it (``settings`` added to its privval.toml), both started, the signer first."""
     node = CometNode(tmp_path, "node-a", scheme=scheme)
     node.init(CHAIN, extensions_height=extensions_height)
-    signer = PrivvalProcess(tmp_path / "signer-a", CHAIN, node.key_file, replicas.socket("node-a"), [node.privval_laddr],
-                            **settings)  # fmt: skip
+    signer = PrivvalProcess(
+        tmp_path / "signer-a", CHAIN, node.key_file, replicas.socket("node-a"), [node.privval_laddr], **settings
+    )
     processes += [node, signer]
     signer.start()
     signer.wait_log("event=promoted")
@@ -57,8 +65,9 @@ def chain(tmp_path: Path, replicas: LoopbackReplicas, processes: list[CometNode 
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "unix"])
-def test_blocks_are_signed_through_highlander_privval(tmp_path: Path, replicas: LoopbackReplicas, processes: list,
-                                                      scheme: str) -> None:  # type: ignore[type-arg]  # fmt: skip
+def test_blocks_are_signed_through_highlander_privval(
+    tmp_path: Path, replicas: LoopbackReplicas, processes: list, scheme: str
+) -> None:  # type: ignore[type-arg]
     node, signer = chain(tmp_path, replicas, processes, scheme=scheme)
     height = node.wait_for_height(8)
     assert node.evidence(range(1, height + 1)) == []
@@ -80,7 +89,9 @@ def test_the_signer_serves_its_metrics(tmp_path: Path, replicas: LoopbackReplica
     signed = sample(samples, "highlander_privval_signed_height")
     assert height - 1 <= signed <= sample(samples, "highlander_privval_requested_height")
     assert sample(samples, "highlander_privval_last_signature_timestamp_seconds") > 0
-    assert all(set(dict(labels)) <= {"type", "result", "version", "le"} for family in samples.values() for labels in family)
+    assert all(
+        set(dict(labels)) <= {"type", "result", "version", "le"} for family in samples.values() for labels in family
+    )
 
 
 def _register_height(replicas: LoopbackReplicas, node: CometNode) -> int:
@@ -106,8 +117,9 @@ def test_node_does_not_start_without_a_signer(tmp_path: Path, processes: list) -
 def test_signer_for_another_chain_id_is_refused(tmp_path: Path, replicas: LoopbackReplicas, processes: list) -> None:  # type: ignore[type-arg]
     node = CometNode(tmp_path, "node-a")
     node.init(CHAIN)
-    signer = PrivvalProcess(tmp_path / "signer", "another-chain", node.key_file, replicas.socket("node-a"),
-                            [node.privval_laddr])  # fmt: skip
+    signer = PrivvalProcess(
+        tmp_path / "signer", "another-chain", node.key_file, replicas.socket("node-a"), [node.privval_laddr]
+    )
     processes += [node, signer]
     signer.start()
     signer.wait_log("event=promoted")
@@ -139,13 +151,20 @@ def test_vote_extensions_enabled(tmp_path: Path, replicas: LoopbackReplicas, pro
     assert commit["commit"]["signatures"][0]["block_id_flag"] == 2  # type: ignore[index]
 
 
-def test_two_nodes_of_one_validator_share_one_signer(tmp_path: Path, replicas: LoopbackReplicas, processes: list) -> None:  # type: ignore[type-arg]
+def test_two_nodes_of_one_validator_share_one_signer(
+    tmp_path: Path, replicas: LoopbackReplicas, processes: list
+) -> None:  # type: ignore[type-arg]
     first = CometNode(tmp_path, "node-a")
     first.init(CHAIN)
     second = CometNode(tmp_path, "node-b")
     second.init(CHAIN, genesis_from=first, peer=first)
-    signer = PrivvalProcess(tmp_path / "signer", CHAIN, first.key_file, replicas.socket("node-a"),
-                            [first.privval_laddr, second.privval_laddr])  # fmt: skip
+    signer = PrivvalProcess(
+        tmp_path / "signer",
+        CHAIN,
+        first.key_file,
+        replicas.socket("node-a"),
+        [first.privval_laddr, second.privval_laddr],
+    )
     processes += [first, second, signer]
     signer.start()
     signer.wait_log("event=promoted")
@@ -160,10 +179,14 @@ def test_two_nodes_of_one_validator_share_one_signer(tmp_path: Path, replicas: L
     assert "event=ALARM" not in log
 
 
-def test_another_signer_promoted_takes_over_the_chain(tmp_path: Path, replicas: LoopbackReplicas, processes: list) -> None:  # type: ignore[type-arg]
+def test_another_signer_promoted_takes_over_the_chain(
+    tmp_path: Path, replicas: LoopbackReplicas, processes: list
+) -> None:  # type: ignore[type-arg]
     node, first = chain(tmp_path, replicas, processes)
     node.wait_for_height(4)
-    second = PrivvalProcess(tmp_path / "signer-b", CHAIN, node.key_file, replicas.socket("node-b"), [node.privval_laddr])
+    second = PrivvalProcess(
+        tmp_path / "signer-b", CHAIN, node.key_file, replicas.socket("node-b"), [node.privval_laddr]
+    )
     processes.append(second)
     second.start()  # promoted at node-b: node-a's signer is superseded at its next advance
     second.wait_log("event=promoted")
@@ -174,8 +197,9 @@ def test_another_signer_promoted_takes_over_the_chain(tmp_path: Path, replicas: 
     assert node.evidence(range(1, node.height() + 1)) == []
 
 
-def test_moving_from_filepv_continues_above_the_imported_mark(tmp_path: Path, replicas: LoopbackReplicas,
-                                                              processes: list) -> None:  # type: ignore[type-arg]  # fmt: skip
+def test_moving_from_filepv_continues_above_the_imported_mark(
+    tmp_path: Path, replicas: LoopbackReplicas, processes: list
+) -> None:  # type: ignore[type-arg]
     """The README's move: FilePV signs first; its state is imported into every
     replica and copied to the signer; the node then signs through the signer."""
     import json
@@ -196,10 +220,21 @@ def test_moving_from_filepv_continues_above_the_imported_mark(tmp_path: Path, re
     replicas.stop()
     for replica in NODES:
         subprocess.run(
-            [*HIGHLANDER, "signstate", "import", "--config", str(replicas.config(replica)),
-             "--chain-id", CHAIN, "--key-id", address, str(node.state_file)],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                *HIGHLANDER,
+                "signstate",
+                "import",
+                "--config",
+                str(replicas.config(replica)),
+                "--chain-id",
+                CHAIN,
+                "--key-id",
+                address,
+                str(node.state_file),
+            ],
+            check=True,
+            capture_output=True,
+        )
     replicas.start()
     filepv_height = int(json.loads(node.state_file.read_text())["height"])
     signer = PrivvalProcess(tmp_path / "signer", CHAIN, node.key_file, replicas.socket("node-a"), [node.privval_laddr])

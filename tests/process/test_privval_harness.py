@@ -36,8 +36,14 @@ def harness(tmp_path: Path, replicas: LoopbackReplicas) -> Iterator[Harness]:
     private = Ed25519PrivateKey.generate()
     key_file = support.write_key(tmp_path / "priv_validator_key.json", private)
     with fake_nodes(2) as nodes:
-        signer = PrivvalProcess(tmp_path / "signer", CHAIN, key_file, replicas.socket("node-a"),
-                                [node.laddr for node in nodes], max_height_gap=1000)  # fmt: skip
+        signer = PrivvalProcess(
+            tmp_path / "signer",
+            CHAIN,
+            key_file,
+            replicas.socket("node-a"),
+            [node.laddr for node in nodes],
+            max_height_gap=1000,
+        )
         try:
             signer.start()
             signer.wait_log("event=promoted")
@@ -104,8 +110,9 @@ def reconnects_and_serves(harness: Harness) -> None:
     ],
     ids=["oversized", "not-protobuf", "bad-varint", "garbage-frame"],
 )
-def test_malformed_input_drops_the_connection_with_one_line_and_the_signer_goes_on(harness: Harness, send,
-                                                                                   logged: str) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+def test_malformed_input_drops_the_connection_with_one_line_and_the_signer_goes_on(
+    harness: Harness, send, logged: str
+) -> None:  # type: ignore[no-untyped-def]
     connection = harness.nodes[0].accept()
     send(connection)
     harness.signer.wait_log(f"event=dropped node={harness.nodes[0].laddr} reason=.*{logged}")
@@ -121,8 +128,9 @@ def test_malformed_input_drops_the_connection_with_one_line_and_the_signer_goes_
     ],
     ids=["low-order-key", "not-a-key"],
 )
-def test_failed_handshake_is_one_line_and_the_signer_redials(harness: Harness, first_message: bytes,
-                                                            logged: str) -> None:  # fmt: skip
+def test_failed_handshake_is_one_line_and_the_signer_redials(
+    harness: Harness, first_message: bytes, logged: str
+) -> None:
     raw = harness.nodes[0].accept_raw()
     raw.recv(64)  # the signer's ephemeral key
     raw.sendall(first_message)
@@ -145,8 +153,9 @@ def test_control_socket_promotes_and_demotes_a_running_signer(tmp_path: Path, re
     key_file = support.write_key(tmp_path / "priv_validator_key.json", private)
     control_path = tmp_path / "control.sock"
     with fake_nodes(1) as (node,):
-        signer = PrivvalProcess(tmp_path / "signer", CHAIN, key_file, replicas.socket("node-a"), [node.laddr],
-                                control=str(control_path))  # fmt: skip
+        signer = PrivvalProcess(
+            tmp_path / "signer", CHAIN, key_file, replicas.socket("node-a"), [node.laddr], control=str(control_path)
+        )
         try:
             signer.start(promote=False)
             connection = node.accept()

@@ -58,9 +58,13 @@ def _check_namespaces(runner: CommandRunner) -> set[str]:
 def highlander(*args: str) -> subprocess.CompletedProcess[str]:
     """The real command line, in a child process."""
     return subprocess.run(
-        [*HIGHLANDER, *args], check=False, capture_output=True, text=True, timeout=120,
+        [*HIGHLANDER, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env=system_env(),
-    )  # fmt: skip
+    )
 
 
 def text_of(inventory_path: Path, relative: str) -> str:
@@ -78,8 +82,11 @@ def expected_layout(inventory_path: Path) -> set[str]:
     members = {n.name for n in inventory.members}
     layout = {command.MARKER, "alerts.yml"}
     for node in inventory.nodes:
-        names = ("corosync.conf", "cib.xml", "signstate.toml") if node.name in members else (
-            "corosync-qnetd", "signstate.toml")  # fmt: skip
+        names = (
+            ("corosync.conf", "cib.xml", "signstate.toml")
+            if node.name in members
+            else ("corosync-qnetd", "signstate.toml")
+        )
         layout |= {f"{node.name}/{name}" for name in names}
     return layout
 
@@ -300,19 +307,24 @@ def test_a_bad_inventory_writes_nothing_and_names_every_problem(tmp_path: Path) 
     "text, problem",
     [
         ("cluster: " + "[" * 100_000 + "]" * 100_000 + "\n", "line 1, column 41: nested deeper than 32 levels"),
-        ("l0: &l0 [x, x, x, x, x, x, x, x, x]\n"
-         + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9))
-         + "cluster: {name: *l8}\n", "line 1, column 5: YAML anchors and aliases are not accepted"),
+        (
+            "l0: &l0 [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9))
+            + "cluster: {name: *l8}\n",
+            "line 1, column 5: YAML anchors and aliases are not accepted",
+        ),
         ("cluster: {name: a, name: b}\n", "cluster.name: given twice (lines 1 and 1): keep one"),
     ],
     ids=["deep", "alias-bomb", "duplicate-key"],
-)  # fmt: skip
+)
 def test_a_hostile_inventory_is_a_clear_error(tmp_path: Path, text: str, problem: str) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text(text)
     done = highlander("render", str(bad), "--out", str(tmp_path / "out"))
     assert done.returncode == 1, done.stderr
-    assert done.stderr.startswith(f"highlander render: {bad}: not a usable inventory (1 problem):\n  - {bad}: {problem}")
+    assert done.stderr.startswith(
+        f"highlander render: {bad}: not a usable inventory (1 problem):\n  - {bad}: {problem}"
+    )
     assert "Traceback" not in done.stderr and len(done.stderr) < 500
     assert [p.name for p in tmp_path.iterdir()] == ["bad.yml"]
 
@@ -362,8 +374,19 @@ def test_an_earlier_render_is_replaced_but_nothing_else(tmp_path: Path) -> None:
 def simulate(runner: CommandRunner, cib: Path, out: Path, *events: str) -> tuple[str, ET.Element]:
     """crm_simulate the events with quorum; the output and the transition graph."""
     graph = out.with_suffix(".graph.xml")
-    argv = ["crm_simulate", "--xml-file", str(cib), "--quorum", "true", "--simulate",
-            "--save-output", str(out), "--save-graph", str(graph), *events]  # fmt: skip
+    argv = [
+        "crm_simulate",
+        "--xml-file",
+        str(cib),
+        "--quorum",
+        "true",
+        "--simulate",
+        "--save-output",
+        str(out),
+        "--save-graph",
+        str(graph),
+        *events,
+    ]
     result = runner.run(argv, check=True)
     return result.stdout, ET.parse(graph).getroot()
 
@@ -379,17 +402,11 @@ def placement(runner: CommandRunner, cib: Path) -> dict[str, list[str]]:
 
 
 def fenced(graph: ET.Element) -> set[str]:
-    return {
-        e.get("on_node", "")
-        for e in graph.iter("crm_event")
-        if e.get("operation") == "stonith"
-    }
+    return {e.get("on_node", "") for e in graph.iter("crm_event") if e.get("operation") == "stonith"}
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
-def test_the_scheduler_keeps_the_validator_on_active_nodes(
-    example: Path, tmp_path: Path, tools: CommandRunner
-) -> None:
+def test_the_scheduler_keeps_the_validator_on_active_nodes(example: Path, tmp_path: Path, tools: CommandRunner) -> None:
     inventory = load(example)
     actives = [n.name for n in inventory.nodes if n.active]
     members = [n.name for n in inventory.members]
@@ -442,8 +459,13 @@ def test_the_cib_loads_into_a_cluster_that_already_has_one(tmp_path: Path, tools
     loaded = ET.parse(live).getroot()
     assert int(loaded.get("epoch", "0")) > 9
     assert {p.get("id") for p in loaded.iter("primitive")} == {
-        "fence-node-a-1", "fence-node-b-1", "fence-node-b-2", "fence-node-w-1", "signstate", "validator",
-    }  # fmt: skip
+        "fence-node-a-1",
+        "fence-node-b-1",
+        "fence-node-b-2",
+        "fence-node-w-1",
+        "signstate",
+        "validator",
+    }
 
 
 def test_a_second_fence_method_is_a_second_level() -> None:
@@ -460,7 +482,8 @@ def test_a_second_fence_method_is_a_second_level() -> None:
     properties = {nv.get("name"): nv.get("value") for nv in cib.findall(".//crm_config//nvpair")}
     assert properties == {"stonith-enabled": "true", "no-quorum-policy": "stop", "cluster-name": "validators"}
     validator = {
-        nv.get("name"): nv.get("value") for nv in cib.findall(".//primitive[@id='validator']/instance_attributes/nvpair")
+        nv.get("name"): nv.get("value")
+        for nv in cib.findall(".//primitive[@id='validator']/instance_attributes/nvpair")
     }
     assert validator["chain_id"] == "cosmoshub-4" and validator["height_margin"] == "2"
     assert validator["state_file"] == "/var/lib/cometbft/data/priv_validator_state.json"
@@ -475,7 +498,11 @@ def test_the_validator_sticks_and_failures_expire() -> None:
     """Stickiness keeps the validator where it runs (nothing moves it back);
     failure-timeout keeps one failed start from banning a node for good."""
     cib = ET.fromstring(text_of(Path(__file__).parents[2] / "examples/lab.yml", "node-a/cib.xml"))
-    meta = {(p.get("id"), n.get("name")): n.get("value") for p in cib.iter()
-            for m in p.findall("meta_attributes") for n in m.findall("nvpair")}  # fmt: skip
+    meta = {
+        (p.get("id"), n.get("name")): n.get("value")
+        for p in cib.iter()
+        for m in p.findall("meta_attributes")
+        for n in m.findall("nvpair")
+    }
     assert meta[("validator", "resource-stickiness")] == "100"
     assert meta[("validator", "failure-timeout")] == meta[("signstate-clone", "failure-timeout")] == "60s"

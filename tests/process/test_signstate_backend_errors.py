@@ -51,8 +51,13 @@ def serve_fails(workdir: Path, toml: str) -> str:
     """Start a daemon that must refuse to run; its error output."""
     nodes = LocalStoreNodes(workdir, toml)
     nodes.prepare()
-    done = subprocess.run([*HIGHLANDER, "signstate", "serve", "--config", str(nodes.config("node-a"))],
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    done = subprocess.run(
+        [*HIGHLANDER, "signstate", "serve", "--config", str(nodes.config("node-a"))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode != 0, done.stdout + done.stderr
     assert not nodes.socket("node-a").exists(), "a signer socket was opened"
     return done.stderr
@@ -72,7 +77,7 @@ def test_etcd_wrong_password_is_one_clear_error(etcd: LocalEtcd, tmp_path: Path)
 
 def test_postgresql_wrong_password_is_one_clear_error(postgres: LocalPostgres, tmp_path: Path) -> None:
     error = serve_fails(tmp_path / "nodes", postgres.store_toml(wrong_password(tmp_path)))
-    assert "password authentication failed for user \"highlander\"" in error, error
+    assert 'password authentication failed for user "highlander"' in error, error
 
 
 @pytest.mark.parametrize("store", ["etcd", "postgresql"])
@@ -80,10 +85,17 @@ def test_a_password_file_others_can_read_is_refused(store: str, tmp_path: Path) 
     readable = tmp_path / "password"
     readable.write_text("secret\n")
     readable.chmod(0o644)
-    section = (f'backend = "etcd"\n[etcd]\nendpoints = ["https://127.0.0.1:1"]\nca_file = "/nonexistent"\n'
-               f'user = "u"\npassword_file = "{readable}"\n') if store == "etcd" else (
-               f'backend = "postgresql"\n[postgresql]\nhost = "127.0.0.1"\ndbname = "d"\nuser = "u"\n'
-               f'ca_file = "/nonexistent"\npassword_file = "{readable}"\n')  # fmt: skip
+    section = (
+        (
+            f'backend = "etcd"\n[etcd]\nendpoints = ["https://127.0.0.1:1"]\nca_file = "/nonexistent"\n'
+            f'user = "u"\npassword_file = "{readable}"\n'
+        )
+        if store == "etcd"
+        else (
+            f'backend = "postgresql"\n[postgresql]\nhost = "127.0.0.1"\ndbname = "d"\nuser = "u"\n'
+            f'ca_file = "/nonexistent"\npassword_file = "{readable}"\n'
+        )
+    )
     error = serve_fails(tmp_path / "nodes", section)
     assert f"{readable} is accessible to others (mode 0644); chmod 600 {readable}" in error, error
 
@@ -96,10 +108,17 @@ def unreachable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Loca
     password.write_text("secret\n")
     password.chmod(0o600)
     ca = Path(__file__)  # never read: nothing answers
-    section = (f'backend = "etcd"\n[etcd]\nendpoints = ["https://127.0.0.1:{port}"]\nca_file = "{ca}"\n'
-               f'user = "u"\npassword_file = "{password}"\n') if request.param == "etcd" else (
-               f'backend = "postgresql"\n[postgresql]\nhost = "127.0.0.1"\nport = {port}\ndbname = "d"\n'
-               f'user = "u"\nca_file = "{ca}"\npassword_file = "{password}"\n')  # fmt: skip
+    section = (
+        (
+            f'backend = "etcd"\n[etcd]\nendpoints = ["https://127.0.0.1:{port}"]\nca_file = "{ca}"\n'
+            f'user = "u"\npassword_file = "{password}"\n'
+        )
+        if request.param == "etcd"
+        else (
+            f'backend = "postgresql"\n[postgresql]\nhost = "127.0.0.1"\nport = {port}\ndbname = "d"\n'
+            f'user = "u"\nca_file = "{ca}"\npassword_file = "{password}"\n'
+        )
+    )
     nodes = LocalStoreNodes(tmp_path / "nodes", section)
     try:
         nodes.start("node-a")
@@ -154,12 +173,13 @@ def _promoted(client: SignerClient) -> Session | None:
         return None
 
 
-def test_a_postgresql_schema_missing_or_of_another_version_is_refused(postgres: LocalPostgres,
-                                                                     tmp_path: Path) -> None:  # fmt: skip
+def test_a_postgresql_schema_missing_or_of_another_version_is_refused(postgres: LocalPostgres, tmp_path: Path) -> None:
     toml = postgres.store_toml()
     error = serve_fails(tmp_path / "missing", toml)
-    assert "the database has no sign-state schema: create it once with 'highlander signstate init " \
-           "--backend postgresql'" in error, error  # fmt: skip
+    assert (
+        "the database has no sign-state schema: create it once with 'highlander signstate init "
+        "--backend postgresql'" in error
+    ), error
     nodes = LocalStoreNodes(tmp_path / "nodes", toml)
     nodes.prepare()
     created = init(nodes.config("node-a"), "postgresql")
@@ -181,9 +201,24 @@ def test_import_raises_the_record_in_the_store(postgres: LocalPostgres, tmp_path
     assert init(nodes.config("node-a"), "postgresql").returncode == 0
     state = tmp_path / "priv_validator_state.json"
     state.write_text('{"height": "120", "round": 0, "step": 3}\n')
-    done = subprocess.run([*HIGHLANDER, "signstate", "import", "--config", str(nodes.config("node-a")), "--chain-id",
-                           KEY.chain_id, "--key-id", KEY.key_id, str(state)],
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    done = subprocess.run(
+        [
+            *HIGHLANDER,
+            "signstate",
+            "import",
+            "--config",
+            str(nodes.config("node-a")),
+            "--chain-id",
+            KEY.chain_id,
+            "--key-id",
+            KEY.key_id,
+            str(state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0 and '"height": 120' in done.stdout, done.stdout + done.stderr
     try:
         nodes.start("node-b")

@@ -87,10 +87,24 @@ def test_a_key_at_the_limit_is_reset_by_root_and_signing_resumes(register: Arena
         with pytest.raises(Refused):
             a.advance(key, session.epoch, HRS(MAX_HEIGHT, MAX_ROUND, 3), digest(10))
     done = subprocess.run(
-        [*HIGHLANDER, "signstate", "reset", "--socket", str(register.socket("node-a")), "--chain-id", CHAIN,
-         "--key-id", key.key_id, "--to", "100/0/3", "--yes"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            *HIGHLANDER,
+            "signstate",
+            "reset",
+            "--socket",
+            str(register.socket("node-a")),
+            "--chain-id",
+            CHAIN,
+            "--key-id",
+            key.key_id,
+            "--to",
+            "100/0/3",
+            "--yes",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "set to 100/0/3" in done.stdout
     with register.client("node-b") as b:

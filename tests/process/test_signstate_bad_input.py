@@ -121,7 +121,9 @@ def log_text(replicas: LoopbackReplicas, node: str = TARGET) -> str:
 # --- speaking to node-a's peer port ----------------------------------------------------------
 
 
-def advance_request(marked: Marked, request_id: int = 1, sender: str = "node-b", **changes: object) -> dict[str, object]:
+def advance_request(
+    marked: Marked, request_id: int = 1, sender: str = "node-b", **changes: object
+) -> dict[str, object]:
     """A valid advance from ``sender`` one step above ``marked``'s mark, at the
     sender's ballot of the same counter: it would move the record."""
     hrs = marked.hwm._replace(step=marked.hwm.step + 1)
@@ -155,7 +157,9 @@ def assert_dropped(sock: ssl.SSLSocket | socket.socket) -> None:
     ],
     ids=["json-fragment", "malformed-json", "not-utf8", "oversized", "oversized-4g", "empty"],
 )
-def test_framing_errors_are_answered_then_dropped(replicas: LoopbackReplicas, marked: Marked, data: bytes, message: str) -> None:
+def test_framing_errors_are_answered_then_dropped(
+    replicas: LoopbackReplicas, marked: Marked, data: bytes, message: str
+) -> None:
     with as_peer(replicas) as sock:
         answer = exchange(sock, data)
         assert answer["id"] is None and answer["status"] == "ERROR" and message in str(answer["error"]), answer
@@ -174,7 +178,9 @@ def test_truncated_frame_then_close_changes_nothing(replicas: LoopbackReplicas, 
     assert_unchanged(replicas, marked)
 
 
-def test_a_complete_frame_after_a_truncated_one_on_a_new_connection_works(replicas: LoopbackReplicas, marked: Marked) -> None:
+def test_a_complete_frame_after_a_truncated_one_on_a_new_connection_works(
+    replicas: LoopbackReplicas, marked: Marked
+) -> None:
     body = json.dumps(advance_request(marked)).encode()
     with as_peer(replicas) as sock:
         sock.sendall(HEADER.pack(len(body)) + body[:-1])
@@ -346,7 +352,9 @@ def test_certificate_of_another_ca_is_rejected(replicas: LoopbackReplicas, marke
     assert "event=rejected" in log_text(replicas)
 
 
-def test_cluster_certificate_of_a_node_that_is_not_a_peer_is_rejected(replicas: LoopbackReplicas, marked: Marked) -> None:
+def test_cluster_certificate_of_a_node_that_is_not_a_peer_is_rejected(
+    replicas: LoopbackReplicas, marked: Marked
+) -> None:
     key_path, _ = pki.node_paths(replicas.pki_dir, "node-x")
     if not key_path.exists():
         pki.issue(replicas.pki_dir, "node-x", addresses=["127.0.0.1"])
@@ -445,9 +453,15 @@ class Line:
 
 def signer_advance(marked: Marked, **changes: object) -> dict[str, object]:
     document: dict[str, object] = {
-        "op": "advance", "chain_id": marked.key.chain_id, "key_id": marked.key.key_id,
-        "epoch": marked.epoch, "height": 100, "round": 0, "step": 2, "digest": "bb",
-    }  # fmt: skip
+        "op": "advance",
+        "chain_id": marked.key.chain_id,
+        "key_id": marked.key.key_id,
+        "epoch": marked.epoch,
+        "height": 100,
+        "round": 0,
+        "step": 2,
+        "digest": "bb",
+    }
     document.update(changes)
     return {k: v for k, v in document.items() if v is not DROP}
 
@@ -465,7 +479,6 @@ BAD_LINES: list[tuple[str, object, str]] = [
     ("op-missing", {"id": 1}, "op must be one of"),
     ("op-unknown", {"op": "sign", "chain_id": CHAIN, "key_id": "k"}, "got 'sign'"),
     ("op-peer", {"op": "promise", "chain_id": CHAIN, "key_id": "k", "epoch": 99}, "got 'promise'"),
-
     ("promote-no-key", {"op": "promote", "chain_id": CHAIN}, "key_id must be a string, got None"),
     ("promote-bad-key", {"op": "promote", "chain_id": CHAIN, "key_id": "../x"}, "key_id '../x' must be 1 to 64"),
     ("status-no-chain", {"op": "status", "key_id": "k"}, "chain_id must be a string, got None"),
@@ -508,7 +521,9 @@ def test_signer_api_bad_line(replicas: LoopbackReplicas, marked: Marked, data: o
 
 
 @pytest.mark.parametrize("changes, message", [b[1:] for b in BAD_ADVANCES], ids=[b[0] for b in BAD_ADVANCES])
-def test_signer_api_bad_advance(replicas: LoopbackReplicas, marked: Marked, changes: dict[str, object], message: str) -> None:
+def test_signer_api_bad_advance(
+    replicas: LoopbackReplicas, marked: Marked, changes: dict[str, object], message: str
+) -> None:
     conn = Line(replicas)
     try:
         if "__line__" in changes:

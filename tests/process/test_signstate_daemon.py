@@ -25,8 +25,10 @@ def test_sigterm_is_a_clean_shutdown(replicas: LoopbackReplicas) -> None:
 def test_a_second_daemon_on_the_same_state_is_refused(replicas: LoopbackReplicas) -> None:
     second = subprocess.run(
         [*HIGHLANDER, "signstate", "serve", "--config", str(replicas.config("node-a"))],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert second.returncode == 1
     assert "in use by another process" in second.stderr
     assert replicas.processes["node-a"].poll() is None  # the first one keeps serving

@@ -109,7 +109,9 @@ def test_a_ballot_far_above_the_promise_is_refused(replicas: LoopbackReplicas) -
         for counter in (session.epoch + BALLOT_STEP + 1, 2**53 - 1, 2**63 - 1):
             answer = exchange(sock, frame(request_document(Request(1, "promise", key, Ballot(counter, "node-b")))))
             assert answer["status"] in ("REFUSED", "ERROR"), answer
-        within = exchange(sock, frame(request_document(Request(2, "promise", key, Ballot(session.epoch + 3, "node-b")))))
+        within = exchange(
+            sock, frame(request_document(Request(2, "promise", key, Ballot(session.epoch + 3, "node-b"))))
+        )
         assert within["status"] == "OK"
     with client(replicas, "node-a") as a:  # promotions go on, above the step that was allowed
         again = a.promote(key)
@@ -123,17 +125,41 @@ def test_a_mark_at_the_limit_is_lowered_by_reset_and_signing_resumes(replicas: L
     key = KeyId(CHAIN, "at-the-limit")
     with client(replicas, "node-a") as a:
         session = a.promote(key)
-        answer = a.call({"op": "advance", "chain_id": CHAIN, "key_id": key.key_id, "epoch": session.epoch,
-                         "height": 2**63 - 1, "round": 0, "step": 1, "digest": "aa"})  # fmt: skip
+        answer = a.call(
+            {
+                "op": "advance",
+                "chain_id": CHAIN,
+                "key_id": key.key_id,
+                "epoch": session.epoch,
+                "height": 2**63 - 1,
+                "round": 0,
+                "step": 1,
+                "digest": "aa",
+            }
+        )
         assert answer["status"] == "ERROR" and f"0 to {MAX_HEIGHT}" in str(answer["error"])
         a.advance(key, session.epoch, HRS(MAX_HEIGHT, MAX_ROUND, 3), digest(9))  # nothing can follow this
         with pytest.raises(Refused):
             a.advance(key, session.epoch, HRS(MAX_HEIGHT, MAX_ROUND, 3), digest(10))
     done = subprocess.run(
-        [*HIGHLANDER, "signstate", "reset", "--socket", str(replicas.socket("node-a")), "--chain-id", CHAIN,
-         "--key-id", key.key_id, "--to", "100/0/3", "--yes"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            *HIGHLANDER,
+            "signstate",
+            "reset",
+            "--socket",
+            str(replicas.socket("node-a")),
+            "--chain-id",
+            CHAIN,
+            "--key-id",
+            key.key_id,
+            "--to",
+            "100/0/3",
+            "--yes",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "set to 100/0/3" in done.stdout and "3 of 3 replicas answered" in done.stdout
     with client(replicas, "node-b") as b:
@@ -155,7 +181,7 @@ def test_reset_and_rejoin_are_for_root_only(replicas: LoopbackReplicas) -> None:
         "import os, socket, sys\n"
         "os.setgid(65534); os.setuid(65534)\n"
         f"s = socket.socket(socket.AF_UNIX); s.connect({str(path)!r})\n"
-        "for line in (%r, b'{\"op\":\"rejoin\"}\\n'):\n"
+        'for line in (%r, b\'{"op":"rejoin"}\\n\'):\n'
         "    s.sendall(line); sys.stdout.write(s.makefile('rb').readline().decode())\n" % reset
     )
     try:
@@ -268,7 +294,9 @@ def ping(replicas: LoopbackReplicas, node: str) -> tuple[str, str]:
         return c.ping()
 
 
-def test_a_lost_state_directory_makes_the_replica_recover_instead_of_starting_at_zero(replicas: LoopbackReplicas) -> None:
+def test_a_lost_state_directory_makes_the_replica_recover_instead_of_starting_at_zero(
+    replicas: LoopbackReplicas,
+) -> None:
     """node-b's disk is lost while node-c lags and node-a is down: the first version let
     node-c be promoted at zero and sign heights node-a had signed. Now node-b is recovering,
     node-c gets no majority, and node-b rejoins only once both others are up."""
@@ -332,8 +360,12 @@ def test_a_missing_log_or_identity_is_a_lost_replica(replicas: LoopbackReplicas)
 
 def test_init_refuses_a_directory_that_holds_a_replica(replicas: LoopbackReplicas) -> None:
     replicas.stop("node-c")
-    done = subprocess.run([*HIGHLANDER, "signstate", "init", "--config", str(replicas.config("node-c"))],
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    done = subprocess.run(
+        [*HIGHLANDER, "signstate", "init", "--config", str(replicas.config("node-c"))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 1 and "is not empty" in done.stderr and "rejoin" in done.stderr
 
 
@@ -344,8 +376,12 @@ def test_a_socket_path_that_is_a_regular_file_is_refused_and_kept(replicas: Loop
     replicas.stop("node-c")
     path = replicas.socket("node-c")
     path.write_text("precious\n")
-    process = subprocess.run([*HIGHLANDER, "signstate", "serve", "--config", str(replicas.config("node-c"))],
-                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    process = subprocess.run(
+        [*HIGHLANDER, "signstate", "serve", "--config", str(replicas.config("node-c"))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert process.returncode == 1 and "exists and is not a socket" in process.stderr
     assert path.read_text() == "precious\n"
     path.unlink()

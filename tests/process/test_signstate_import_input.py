@@ -12,22 +12,22 @@ from harness import HIGHLANDER
 
 
 def highlander(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*HIGHLANDER, "signstate", *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([*HIGHLANDER, "signstate", *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
-        (b'{"height": ' + b"[" * 30_000 + b"]" * 30_000 + b', "round": 0, "step": 0}',
-         "nested deeper than 32 levels at line 1 column 43"),
+        (
+            b'{"height": ' + b"[" * 30_000 + b"]" * 30_000 + b', "round": 0, "step": 0}',
+            "nested deeper than 32 levels at line 1 column 43",
+        ),
         (b'{"height": "5", "round": 0, "step": 1, "height": "9"}', 'field "height" appears more than once'),
         (b'{"height": "5"}\xff', "not valid UTF-8: invalid start byte at byte 15"),
         (b" " * 70_000, "more than 65536 bytes; a signer's state file is a few hundred: is this the right file?"),
     ],
     ids=["deep", "duplicate", "not-utf8", "huge"],
-)  # fmt: skip
+)
 def test_import_of_a_bad_state_file_is_one_clear_line(tmp_path: Path, data: bytes, problem: str) -> None:
     state_file = tmp_path / "priv_validator_state.json"
     state_file.write_bytes(data)

@@ -60,8 +60,15 @@ class Nemesis:
     :meth:`calm`.
     """
 
-    def __init__(self, replicas: LoopbackReplicas, relays: dict[tuple[str, str], Relay], signers: Signers,
-                 filepv: FilePVSigners, rng: random.Random, workdir: Path) -> None:  # fmt: skip
+    def __init__(
+        self,
+        replicas: LoopbackReplicas,
+        relays: dict[tuple[str, str], Relay],
+        signers: Signers,
+        filepv: FilePVSigners,
+        rng: random.Random,
+        workdir: Path,
+    ) -> None:
         self.replicas = replicas
         self.relays = relays
         self.signers = signers
@@ -82,11 +89,20 @@ class Nemesis:
 
     def step(self) -> None:
         actions = [
-            (3, self.break_link), (3, self.heal_link), (2, self.kill_replica), (3, self.restart_replica),
-            (2, self.freeze_replica), (3, self.wake_replica), (1, self.backup), (1, self.lose_disk),
-            (2, self.rejoin), (3, self.failover), (1, self.second_signer), (3, self.filepv_failover),
+            (3, self.break_link),
+            (3, self.heal_link),
+            (2, self.kill_replica),
+            (3, self.restart_replica),
+            (2, self.freeze_replica),
+            (3, self.wake_replica),
+            (1, self.backup),
+            (1, self.lose_disk),
+            (2, self.rejoin),
+            (3, self.failover),
+            (1, self.second_signer),
+            (3, self.filepv_failover),
             (1, self.second_filepv_signer),
-        ]  # fmt: skip
+        ]
         action = self.rng.choices([a for _, a in actions], weights=[w for w, _ in actions])[0]
         action()
 
@@ -266,8 +282,11 @@ def run_nemesis(arena: Arena, seconds: float, workdir: Path, unguarded: bool = F
     # rolls one back at two thirds (when a backup exists by then).
     started = time.monotonic()
     deadline = started + seconds
-    scripted = [(started + seconds / 3, nemesis.lose_disk), (started + 2 * seconds / 3, nemesis.backup),
-                (started + 2 * seconds / 3 + 2, nemesis.lose_disk)]  # fmt: skip
+    scripted = [
+        (started + seconds / 3, nemesis.lose_disk),
+        (started + 2 * seconds / 3, nemesis.backup),
+        (started + 2 * seconds / 3 + 2, nemesis.lose_disk),
+    ]
     try:
         while time.monotonic() < deadline:
             if scripted and time.monotonic() >= scripted[0][0]:
@@ -294,8 +313,10 @@ def assert_no_double_sign(outcome: Outcome) -> None:
     assert outcome.filepv_double_signs == {}, outcome.filepv_double_signs
     assert signed > 100, f"only {signed} signatures through the socket: the nemesis left nothing to check"
     assert outcome.filepv_signed > 50, f"only {outcome.filepv_signed} FilePV signatures: nothing to check"
-    print(f"{signed} socket signatures by {len(report['signers'])} runs, {outcome.filepv_signed} FilePV signatures, "
-          f"{outcome.nemesis.rejoined} rejoins: no double sign")  # fmt: skip
+    print(
+        f"{signed} socket signatures by {len(report['signers'])} runs, {outcome.filepv_signed} FilePV signatures, "
+        f"{outcome.nemesis.rejoined} rejoins: no double sign"
+    )
 
 
 def test_no_double_sign_under_the_nemesis(arena: Arena, tmp_path: Path) -> None:
@@ -314,4 +335,3 @@ def test_negative_control_unguarded_signers_are_caught(arena: Arena, tmp_path: P
     outcome = run_nemesis(arena, 10.0, tmp_path, unguarded=True)
     assert outcome.report["double_signs"], "check-journals found no double sign by the unguarded socket signer"
     assert outcome.filepv_double_signs, "the FilePV checker found no double sign by the unguarded FilePV signer"
-

@@ -34,6 +34,7 @@ from highlander.signstate.register import HRS
 
 pytestmark = pytest.mark.signstate
 
+
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[LoopbackReplicas]:
     """Three sign-state daemons on loopback, stopped by PID whatever happens."""
@@ -125,8 +126,10 @@ def test_a_frozen_signer_is_superseded_and_signs_nothing_more(replicas: Loopback
     past = frozen_at + math.ceil(lateness(BLOCK_TIME) / BLOCK_TIME) + 5
     wait_until(
         lambda: second.alive() and second.entries() and second.entries()[-1].hrs.height >= past,
-        timeout=30, what=f"node-b signing height {past}", interval=0.05,
-    )  # fmt: skip
+        timeout=30,
+        what=f"node-b signing height {past}",
+        interval=0.05,
+    )
     assert len(first.entries()) == signed_before
 
     os.kill(first.pid, signal.SIGCONT)
@@ -157,9 +160,20 @@ def test_without_a_majority_nothing_is_promoted_or_signed(replicas: LoopbackRepl
     # The advance first: a promotion, even a failed one, raises the local
     # replica's promise above ``epoch``, and the advance would be STALE_EPOCH.
     advance = _highlander(
-        "signstate", "advance", *key, "--epoch", str(epoch), "--height", "5", "--round", "0", "--step", "1",
-        "--digest", "ab" * 32,
-    )  # fmt: skip
+        "signstate",
+        "advance",
+        *key,
+        "--epoch",
+        str(epoch),
+        "--height",
+        "5",
+        "--round",
+        "0",
+        "--step",
+        "1",
+        "--digest",
+        "ab" * 32,
+    )
     promote = _highlander("signstate", "promote", *key)
     for done, said in ((promote, "not promoted"), (advance, "do not sign")):
         assert done.returncode != 0
@@ -172,8 +186,9 @@ def test_without_a_majority_nothing_is_promoted_or_signed(replicas: LoopbackRepl
     waiting = signers.start("node-a", status_port=port)
     wait_until(
         lambda: waiting.alive() and waiting.log_text().count("event=no-quorum op=promote") >= 2,
-        timeout=20, what="the signer retrying its promotion",
-    )  # fmt: skip
+        timeout=20,
+        what="the signer retrying its promotion",
+    )
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as answer:
         sync = json.load(answer)["result"]["sync_info"]
     assert sync == {"latest_block_height": "0", "catching_up": True}

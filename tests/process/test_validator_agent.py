@@ -37,9 +37,7 @@ class Outcome:
     @property
     def reasons(self) -> list[str]:
         return [
-            line[len(EXIT_REASON_PREFIX) :]
-            for line in self.stderr.splitlines()
-            if line.startswith(EXIT_REASON_PREFIX)
+            line[len(EXIT_REASON_PREFIX) :] for line in self.stderr.splitlines() if line.startswith(EXIT_REASON_PREFIX)
         ]
 
     @property
@@ -178,9 +176,7 @@ def daemon_environment(pid: int) -> dict[str, str]:
 @pytest.fixture
 def chain(validator: Validator, reserved_port: int) -> int:
     """A started resource running the demo chain; returns its port."""
-    validator.params.update(
-        command=chain_command(reserved_port), health_url=f"http://127.0.0.1:{reserved_port}/status"
-    )
+    validator.params.update(command=chain_command(reserved_port), health_url=f"http://127.0.0.1:{reserved_port}/status")
     outcome = validator.run("start")
     assert outcome.code == codes.SUCCESS, outcome.stderr
     return reserved_port
@@ -216,9 +212,7 @@ def test_the_daemon_runs_detached_in_its_own_session(validator: Validator, chain
     assert os.getsid(pid) != os.getsid(0)
 
 
-def test_start_of_a_started_resource_succeeds_without_a_second_daemon(
-    validator: Validator, chain: int
-) -> None:
+def test_start_of_a_started_resource_succeeds_without_a_second_daemon(validator: Validator, chain: int) -> None:
     pid = validator.live_pid()
     again = validator.run("start")
     assert again.code == codes.SUCCESS, again.stderr
@@ -286,9 +280,7 @@ def test_monitor_depth_20_succeeds_while_the_height_advances(validator: Validato
     assert second.code == codes.SUCCESS, second.stderr
 
 
-def test_monitor_depth_20_fails_when_the_height_has_not_advanced(
-    validator: Validator, reserved_port: int
-) -> None:
+def test_monitor_depth_20_fails_when_the_height_has_not_advanced(validator: Validator, reserved_port: int) -> None:
     validator.params.update(
         command=chain_command(reserved_port, block_time=60), health_url=f"http://127.0.0.1:{reserved_port}/status"
     )
@@ -337,9 +329,7 @@ def test_a_probe_of_a_stopped_resource_is_not_running_and_logs_no_error(validato
     assert outcome.errors == []
 
 
-def test_monitor_after_the_daemon_was_killed_is_not_running_with_a_reason(
-    validator: Validator, chain: int
-) -> None:
+def test_monitor_after_the_daemon_was_killed_is_not_running_with_a_reason(validator: Validator, chain: int) -> None:
     pid = validator.live_pid()
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: validator.tagged() == [], "the daemon to die")
@@ -416,9 +406,7 @@ def test_stop_escalates_to_sigkill_for_a_daemon_that_ignores_sigterm(validator: 
         pytest.param({"pidfile": "relative.pid", "user": "no-such-user-hl"}, id="relative-pidfile"),
     ],
 )
-def test_stop_with_invalid_parameters_still_stops(
-    validator: Validator, chain: int, bad: dict[str, Any]
-) -> None:
+def test_stop_with_invalid_parameters_still_stops(validator: Validator, chain: int, bad: dict[str, Any]) -> None:
     outcome = validator.run("stop", **bad)
     assert outcome.code == codes.SUCCESS, outcome.stderr
     assert outcome.warnings
@@ -473,9 +461,7 @@ def test_depth_20_without_a_health_check_is_the_process_check(validator: Validat
 # --- environment_file -------------------------------------------------------------------------------
 
 
-def test_environment_file_reaches_the_daemon_and_the_health_command(
-    validator: Validator, tmp_path: Path
-) -> None:
+def test_environment_file_reaches_the_daemon_and_the_health_command(validator: Validator, tmp_path: Path) -> None:
     env_file = tmp_path / "daemon.env"
     env_file.write_text(
         "# chain settings\n"
@@ -563,9 +549,7 @@ BAD_CONFIGURATIONS = [
         "'no-such-check-hl'",
         id="health-program-missing",
     ),
-    pytest.param(
-        {"user": "no-such-user-hl"}, codes.ERR_CONFIGURED, "user='no-such-user-hl'", id="unknown-user"
-    ),
+    pytest.param({"user": "no-such-user-hl"}, codes.ERR_CONFIGURED, "user='no-such-user-hl'", id="unknown-user"),
     pytest.param(
         {"health_url": "http://127.0.0.1:1/status", "health_command": "true"},
         codes.ERR_CONFIGURED,
@@ -575,19 +559,13 @@ BAD_CONFIGURATIONS = [
     pytest.param({"pidfile": "run/v.pid"}, codes.ERR_CONFIGURED, "pidfile=", id="relative-pidfile"),
     pytest.param({"logfile": "v.log"}, codes.ERR_CONFIGURED, "logfile=", id="relative-logfile"),
     pytest.param({"directory": "var/lib"}, codes.ERR_CONFIGURED, "directory=", id="relative-directory"),
-    pytest.param(
-        {"directory": "/nonexistent/dir"}, codes.ERR_ARGS, "/nonexistent/dir", id="missing-directory"
-    ),
-    pytest.param(
-        {"environment_file": "daemon.env"}, codes.ERR_CONFIGURED, "environment_file=", id="relative-env-file"
-    ),
+    pytest.param({"directory": "/nonexistent/dir"}, codes.ERR_ARGS, "/nonexistent/dir", id="missing-directory"),
+    pytest.param({"environment_file": "daemon.env"}, codes.ERR_CONFIGURED, "environment_file=", id="relative-env-file"),
     pytest.param(
         {"health_url": "127.0.0.1:26657/status"}, codes.ERR_CONFIGURED, "health_url=", id="url-without-scheme"
     ),
     pytest.param({"health_timeout": "0"}, codes.ERR_CONFIGURED, "health_timeout=", id="zero-health-timeout"),
-    pytest.param(
-        {"health_timeout": "5s"}, codes.ERR_CONFIGURED, "health_timeout=", id="health-timeout-not-integer"
-    ),
+    pytest.param({"health_timeout": "5s"}, codes.ERR_CONFIGURED, "health_timeout=", id="health-timeout-not-integer"),
     pytest.param({"stop_timeout": "-1"}, codes.ERR_CONFIGURED, "stop_timeout=", id="negative-stop-timeout"),
 ]
 
@@ -605,9 +583,7 @@ def test_a_bad_configuration_is_refused_with_a_reason(
 
 
 @pytest.mark.parametrize("action", ["validate-all", "start"])
-def test_a_program_that_is_not_executable_is_not_installed(
-    validator: Validator, tmp_path: Path, action: str
-) -> None:
+def test_a_program_that_is_not_executable_is_not_installed(validator: Validator, tmp_path: Path, action: str) -> None:
     program = tmp_path / "daemon"
     program.write_text("#!/bin/sh\nexec sleep 600\n")
     program.chmod(0o644)

@@ -29,7 +29,8 @@ def modules_that_avoid_typing() -> list[str]:
 def test_the_modules_on_the_agents_path_import_no_typing(tmp_path: Path) -> None:
     names = modules_that_avoid_typing()
     assert "highlander.agents.validator" in names and "highlander.ocf.runtime" in names
-    probe = subprocess.run([sys.executable, "-c", PROBE, *names], cwd=tmp_path, capture_output=True, text=True,
-                           check=False, timeout=60)  # fmt: skip
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, *names], cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60
+    )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.split() == [], f"{' '.join(names)} pull in typing"

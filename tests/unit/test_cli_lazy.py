@@ -18,9 +18,18 @@ from click.testing import CliRunner
 from highlander.cli import LAZY_COMMANDS, main
 
 ALL_COMMANDS = [
-    "check-journals", "demo", "demo-chain", "demo-signer", "drill",
-    "fence", "install", "lab", "privval", "render", "signstate",
-]  # fmt: skip
+    "check-journals",
+    "demo",
+    "demo-chain",
+    "demo-signer",
+    "drill",
+    "fence",
+    "install",
+    "lab",
+    "privval",
+    "render",
+    "signstate",
+]
 
 # Resolve demo-signer in a fresh interpreter and print the heavy modules it pulled in:
 # of the drills only the workload itself (the drill package's face, the signer, the chain).
@@ -38,9 +47,7 @@ print(" ".join(name for name in sorted(sys.modules) if name.startswith(heavy) an
 
 def test_demo_signer_imports_neither_drills_nor_lab(tmp_path: Path) -> None:
     # cwd outside the source tree, so the probe imports the installed package.
-    probe = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=tmp_path, capture_output=True, text=True, check=False
-    )
+    probe = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.split() == []
 

@@ -75,8 +75,10 @@ def test_duplicate_vote_evidence_names_our_validator_and_its_height() -> None:
 
 
 def test_a_validator_outside_the_set_has_no_signature_and_a_misplaced_one_is_an_error() -> None:
-    signatures = [{"block_id_flag": 2, "validator_address": "AA", "timestamp": "2026-12-07T10:32:07.5Z"},
-                  {"block_id_flag": 1, "validator_address": "", "timestamp": "0001-01-01T00:00:00Z"}]  # fmt: skip
+    signatures = [
+        {"block_id_flag": 2, "validator_address": "AA", "timestamp": "2026-12-07T10:32:07.5Z"},
+        {"block_id_flag": 1, "validator_address": "", "timestamp": "0001-01-01T00:00:00Z"},
+    ]
     assert our_signature(signatures, ["AA", "BB"], "bb") == ("absent", None)
     assert our_signature(signatures, ["AA", "BB"], "CC") == ("none", None)
     assert our_signature(signatures, ["AA", "BB"], "AA") == ("committed", parse_time("2026-12-07T10:32:07.5Z"))
@@ -94,7 +96,9 @@ def test_missed_blocks_count_from_the_failure_to_our_next_committed_signature() 
 
 
 def test_rpc_answers_in_request_order_and_errors_named() -> None:
-    text = json.dumps([{"jsonrpc": "2.0", "id": 2, "result": {"b": 1}}, {"jsonrpc": "2.0", "id": 1, "result": {"a": 1}}])
+    text = json.dumps(
+        [{"jsonrpc": "2.0", "id": 2, "result": {"b": 1}}, {"jsonrpc": "2.0", "id": 1, "result": {"a": 1}}]
+    )
     assert answers(text, 2, "http://x") == [{"a": 1}, {"b": 1}]
     refused = json.dumps({"jsonrpc": "2.0", "error": {"message": "batch request exceeds maximum (10)"}})
     with pytest.raises(ChainError, match="refused the batch.*exceeds maximum"):

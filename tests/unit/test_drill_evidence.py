@@ -101,17 +101,24 @@ def steps(monkeypatch: pytest.MonkeyPatch, results: list[Any]) -> list[int]:
         result = results.pop(0)
         if isinstance(result, Exception):
             raise result
-        return {"iteration": iteration, "scenario": name, "ok": result, "double_signs": 0, "dual_active": 0,
-                "failed_expectations": [] if result else ["the validator moves to the other active node"],
-                "phases": dict.fromkeys(report.PHASES)}  # fmt: skip
+        return {
+            "iteration": iteration,
+            "scenario": name,
+            "ok": result,
+            "double_signs": 0,
+            "dual_active": 0,
+            "failed_expectations": [] if result else ["the validator moves to the other active node"],
+            "phases": dict.fromkeys(report.PHASES),
+        }
 
     for name, scenario in list(SCENARIOS.items()):
         monkeypatch.setitem(scenarios.SCENARIOS, name, replace(scenario, step=step))
     return ran
 
 
-def test_a_failed_iteration_keeps_its_evidence_and_the_drill_goes_on(site: FakeSite, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_failed_iteration_keeps_its_evidence_and_the_drill_goes_on(
+    site: FakeSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ran = steps(monkeypatch, [True, False, True])
     drill = Drill(site, say=lambda line: None, report_dir=tmp_path)  # type: ignore[arg-type]
     records = drill.run("power-cut-active", 3)
@@ -120,15 +127,17 @@ def test_a_failed_iteration_keeps_its_evidence_and_the_drill_goes_on(site: FakeS
     folder = tmp_path / records[1]["evidence"]
     assert site.collected == [folder] and (folder / "node-a" / "crm_mon.txt").read_text()
     assert json.loads((folder / "record.json").read_text())["failed_expectations"] == [
-        "the validator moves to the other active node"]
+        "the validator moves to the other active node"
+    ]
     index = json.loads((folder / "index.json").read_text())
     assert index["not_collected"] == ["node-b: powered off"]
     assert {"drill.log", "record.json", "node-a/crm_mon.txt"} <= set(index["files"])
     assert "iteration 2 (power-cut-active) failed" in index["what"]
 
 
-def test_an_error_keeps_its_evidence_and_ends_the_drill(site: FakeSite, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_an_error_keeps_its_evidence_and_ends_the_drill(
+    site: FakeSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lines: list[str] = []
     ran = steps(monkeypatch, [True, DrillError("[2] the validator did not sign elsewhere within 120 s"), True])
     drill = Drill(site, say=lines.append, report_dir=tmp_path)  # type: ignore[arg-type]
@@ -143,12 +152,14 @@ def test_an_error_keeps_its_evidence_and_ends_the_drill(site: FakeSite, tmp_path
     summary = report.summarize(records, 8760)
     assert not summary["ok"] and summary["failures"] == [
         "iteration 2 (power-cut-active) FAILED: [2] the validator did not sign elsewhere within 120 s; "
-        "evidence: evidence/02-power-cut-active"]
+        "evidence: evidence/02-power-cut-active"
+    ]
     assert "  ! iteration 2 (power-cut-active) FAILED" in report.table("power-cut-active", summary)
 
 
-def test_without_a_report_directory_the_evidence_gets_one(site: FakeSite, monkeypatch: pytest.MonkeyPatch,
-                                                          tmp_path: Path) -> None:  # fmt: skip
+def test_without_a_report_directory_the_evidence_gets_one(
+    site: FakeSite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     steps(monkeypatch, [False])
     drill = Drill(site, say=lambda line: None)  # type: ignore[arg-type]
@@ -161,7 +172,9 @@ def test_validator_operations_are_read_once_each_from_every_log() -> None:
     lines = measure.parse_log(MOVE + ALSO_ON_B, 2026)
     changes = measure.placement_changes(lines)
     assert [c.text.split("notice: ")[1].split(" |")[0] for c in changes] == [
-        "Result of stop operation for validator on node-a: ok", "Result of start operation for validator on node-b: ok"]
+        "Result of stop operation for validator on node-a: ok",
+        "Result of start operation for validator on node-b: ok",
+    ]
     assert measure.placement_changes(lines, "signstate") == []
 
 
@@ -172,8 +185,9 @@ def moved(site: FakeSite, on: tuple[str, ...], fail_counts: dict[tuple[str, str]
     site.now = status(on, fail_counts)
 
 
-def test_a_move_between_iterations_is_a_finding_with_its_evidence(site: FakeSite, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_move_between_iterations_is_a_finding_with_its_evidence(
+    site: FakeSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ran = steps(monkeypatch, [True, True])
     lines: list[str] = []
     drill = Drill(site, say=lines.append, report_dir=tmp_path)  # type: ignore[arg-type]
@@ -196,8 +210,10 @@ def test_a_move_between_iterations_is_a_finding_with_its_evidence(site: FakeSite
     assert any("UNASKED MOVE before this iteration" in line for line in lines)
     summary = report.summarize(records, 8760, findings=drill.findings)
     assert not summary["ok"] and summary["unasked_moves"] == 1
-    assert summary["failures"] == ["before iteration 2: the validator moved UNASKED (left on node-a, then on "
-                                   "node-b, 2 start/stop); evidence: evidence/before-02"]  # fmt: skip
+    assert summary["failures"] == [
+        "before iteration 2: the validator moved UNASKED (left on node-a, then on "
+        "node-b, 2 start/stop); evidence: evidence/before-02"
+    ]
     paths = report.write(tmp_path, "power-cut-active", records, summary, drill.findings)
     assert json.loads(paths[0].read_text())["findings"][0]["evidence"] == "evidence/before-02"
     page = paths[2].read_text()
@@ -205,8 +221,9 @@ def test_a_move_between_iterations_is_a_finding_with_its_evidence(site: FakeSite
     assert page.index("unasked move before iteration 2") < page.index("iteration 2</h2>")
 
 
-def test_a_move_that_bans_an_active_node_stops_the_drill(site: FakeSite, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_move_that_bans_an_active_node_stops_the_drill(
+    site: FakeSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ran = steps(monkeypatch, [True, True])
     drill = Drill(site, say=lambda line: None, report_dir=tmp_path)  # type: ignore[arg-type]
     left = drill.placement()

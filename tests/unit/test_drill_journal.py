@@ -15,12 +15,25 @@ from highlander.signstate.register import HRS
 KEY = "chain-1/validator"
 
 
-def line(height: int, step: int, digest: str, node: str = "node-a", epoch: int = 1, time: float = 0.0,
-         round_: int = 0) -> str:  # fmt: skip
-    return json.dumps({
-        "key": KEY, "height": height, "round": round_, "step": step, "digest": digest,
-        "node": node, "epoch": epoch, "time": time or height + step / 10, "signature": "c2ln",
-    }) + "\n"  # fmt: skip
+def line(
+    height: int, step: int, digest: str, node: str = "node-a", epoch: int = 1, time: float = 0.0, round_: int = 0
+) -> str:
+    return (
+        json.dumps(
+            {
+                "key": KEY,
+                "height": height,
+                "round": round_,
+                "step": step,
+                "digest": digest,
+                "node": node,
+                "epoch": epoch,
+                "time": time or height + step / 10,
+                "signature": "c2ln",
+            }
+        )
+        + "\n"
+    )
 
 
 def write(path: Path, *lines: str) -> Path:
@@ -49,8 +62,9 @@ def test_a_double_sign_across_journals_is_found(tmp_path: Path) -> None:
     [double] = report.double_signs
     assert (double.key, double.hrs) == (KEY, HRS(7, 0, 2))
     assert {(e.node, e.digest, e.where) for e in double.entries} == {
-        ("node-a", "ab", f"{a}:2"), ("node-b", "bb", f"{b}:1"),
-    }  # fmt: skip
+        ("node-a", "ab", f"{a}:2"),
+        ("node-b", "bb", f"{b}:1"),
+    }
     assert "DOUBLE SIGN" in "\n".join(report.lines())
 
 
@@ -102,18 +116,22 @@ def test_a_regression_within_one_signer_is_reported(tmp_path: Path) -> None:
 
 def test_signers_are_checked_each_on_its_own(tmp_path: Path) -> None:
     """Epoch 2 of the same node starts lower than epoch 1 ended: two signers, no regression."""
-    a = write(tmp_path / "a.jsonl", line(9, 1, "a", time=10.0), line(5, 1, "b", epoch=2, time=11.0),
-              line(6, 1, "c", epoch=2, time=12.0))  # fmt: skip
+    a = write(
+        tmp_path / "a.jsonl",
+        line(9, 1, "a", time=10.0),
+        line(5, 1, "b", epoch=2, time=11.0),
+        line(6, 1, "c", epoch=2, time=12.0),
+    )
     report = check_journals([a])
     assert not report.regressions
     assert [(s.epoch, s.count) for s in report.signers] == [(1, 1), (2, 2)]
 
 
 def test_gaps_are_the_longest_pauses_across_journals(tmp_path: Path) -> None:
-    a = write(tmp_path / "a.jsonl", line(1, 1, "a", time=100.0), line(1, 2, "b", time=100.5),
-              line(1, 3, "c", time=101.0))  # fmt: skip
-    b = write(tmp_path / "b.jsonl", line(3, 1, "d", "node-b", 2, time=105.0),
-              line(3, 2, "e", "node-b", 2, time=105.2))  # fmt: skip
+    a = write(
+        tmp_path / "a.jsonl", line(1, 1, "a", time=100.0), line(1, 2, "b", time=100.5), line(1, 3, "c", time=101.0)
+    )
+    b = write(tmp_path / "b.jsonl", line(3, 1, "d", "node-b", 2, time=105.0), line(3, 2, "e", "node-b", 2, time=105.2))
     report = check_journals([a, b], top_gaps=2)
     assert [(g.seconds, g.before.hrs, g.after.hrs, g.after.node) for g in report.gaps] == [
         (4.0, HRS(1, 0, 3), HRS(3, 0, 1), "node-b"),

@@ -100,23 +100,31 @@ def test_between_is_none_when_an_end_is_unknown() -> None:
 
 def test_unmet_lists_the_expectations_not_met_in_order() -> None:
     assert unmet({"nobody is fenced": True, "the signer signs again": False, "zero gaps": False}) == [
-        "the signer signs again", "zero gaps"]
+        "the signer signs again",
+        "zero gaps",
+    ]
     assert unmet({}) == []
 
 
 @pytest.mark.parametrize(
     ("argv", "node", "expected"),
     [
-        (["/opt/v/bin/python3", "/opt/v/bin/highlander", "demo-signer", "--node", "node-a", "--block-time", "0.5"],
-         "node-a", True),
+        (
+            ["/opt/v/bin/python3", "/opt/v/bin/highlander", "demo-signer", "--node", "node-a", "--block-time", "0.5"],
+            "node-a",
+            True,
+        ),
         (["/opt/v/bin/python3", "/opt/v/bin/highlander", "demo-signer", "--node", "node-a"], "node-b", False),
         (["/opt/v/bin/python3", "/opt/v/bin/highlander", "signstate", "--node", "node-a"], "node-a", False),
         (["/bin/sh", "-c", "exec /opt/v/bin/highlander demo-signer --node node-a"], "node-a", False),
-        (["/opt/v/bin/python3", "/opt/v/bin/highlander-demo-signer", "demo-signer", "--node", "node-a"], "node-a",
-         False),
+        (
+            ["/opt/v/bin/python3", "/opt/v/bin/highlander-demo-signer", "demo-signer", "--node", "node-a"],
+            "node-a",
+            False,
+        ),
         ([], "node-a", False),
     ],
-)  # fmt: skip
+)
 def test_only_the_signers_exact_command_line_is_the_signer(argv: list[str], node: str, expected: bool) -> None:
     assert is_signer(argv, node) is expected
 
@@ -125,9 +133,15 @@ def test_one_table_drives_the_choices_and_the_help() -> None:
     from highlander.cli.drill import drill
 
     assert list(SCENARIOS) == [
-        "power-cut-active", "freeze-active", "partition-active", "bmc-down-and-power-cut-active",
-        "kill-signer", "power-cut-standby", "power-cut-witness", "two-nodes-down",
-    ]  # fmt: skip
+        "power-cut-active",
+        "freeze-active",
+        "partition-active",
+        "bmc-down-and-power-cut-active",
+        "kill-signer",
+        "power-cut-standby",
+        "power-cut-witness",
+        "two-nodes-down",
+    ]
     (argument,) = [p for p in drill.params if isinstance(p, click.Argument)]
     assert isinstance(argument.type, click.Choice) and list(argument.type.choices) == list(SCENARIOS)
     shown = CliRunner().invoke(drill, ["--help"]).output
@@ -183,10 +197,18 @@ def test_a_power_only_site_runs_the_power_cut_scenarios_and_refuses_the_lab_ones
     from highlander.drill.scenarios import Drill, DrillError
 
     drill = Drill(PowerOnlySite(), say=lambda line: None)  # type: ignore[arg-type]
-    assert drill.runnable() == ["power-cut-active", "kill-signer", "power-cut-standby", "power-cut-witness",
-                                "two-nodes-down"]  # fmt: skip
-    with pytest.raises(DrillError, match=r"freeze-active must freeze every process .* lab only; here it can run: "
-                                         r"power-cut-active, kill-signer"):  # fmt: skip
+    assert drill.runnable() == [
+        "power-cut-active",
+        "kill-signer",
+        "power-cut-standby",
+        "power-cut-witness",
+        "two-nodes-down",
+    ]
+    with pytest.raises(
+        DrillError,
+        match=r"freeze-active must freeze every process .* lab only; here it can run: "
+        r"power-cut-active, kill-signer",
+    ):
         drill.run("freeze-active", 1)
     assert ran == []
     drill.run("kill-signer", 2)
@@ -216,8 +238,9 @@ def test_a_soak_report_sums_up_and_keeps_each_scenario() -> None:
         phases = {p: None for p in report.PHASES} | {"total": total}
         return {"scenario": scenario, "ok": not doubles, "double_signs": doubles, "dual_active": 0, "phases": phases}
 
-    summary = report.soak_summary([record("kill-signer", 2.0), record("power-cut-active", 9.0),
-                                   record("kill-signer", 4.0, doubles=1)], 8760.0)  # fmt: skip
+    summary = report.soak_summary(
+        [record("kill-signer", 2.0), record("power-cut-active", 9.0), record("kill-signer", 4.0, doubles=1)], 8760.0
+    )
     assert summary["iterations"] == 3 and summary["double_signs"] == 1 and not summary["ok"]
     assert list(summary["scenarios"]) == ["kill-signer", "power-cut-active"]
     assert summary["scenarios"]["kill-signer"]["phases"]["total"]["median"] == 3.0
@@ -249,8 +272,9 @@ def test_a_real_cluster_is_drilled_only_after_its_name_is_typed(tmp_path: Path) 
     refused = CliRunner().invoke(drill, ["freeze-active", "--inventory", str(inventory), "--yes"])
     assert refused.exit_code == 1 and "lab only" in refused.output and "will really" not in refused.output
     report = tmp_path / "report"
-    bad = CliRunner().invoke(drill, ["power-cut-active", "--inventory", str(inventory), "--journals", "~/j*",
-                                     "--report", str(report)])  # fmt: skip
+    bad = CliRunner().invoke(
+        drill, ["power-cut-active", "--inventory", str(inventory), "--journals", "~/j*", "--report", str(report)]
+    )
     assert bad.exit_code == 1 and "give an absolute path" in bad.output
 
 

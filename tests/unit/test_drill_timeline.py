@@ -40,13 +40,22 @@ class Balanced(HTMLParser):
 
 def failover(**changes: Any) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "iteration": 1, "scenario": "power-cut-active", "target": "node-a", "new_node": "node-b",
-        "cut": CUT, "fence_request": CUT + 3.1, "fenced": CUT + 4.0, "promoted": CUT + 6.5,
+        "iteration": 1,
+        "scenario": "power-cut-active",
+        "target": "node-a",
+        "new_node": "node-b",
+        "cut": CUT,
+        "fence_request": CUT + 3.1,
+        "fenced": CUT + 4.0,
+        "promoted": CUT + 6.5,
         "last_signature_before": {"node": "node-a", "time": CUT - 0.2},
         "first_signature_after": {"node": "node-b", "time": CUT + 6.2},
-        "double_signs": 0, "dual_active": 0, "ok": True, "phases": {},
+        "double_signs": 0,
+        "dual_active": 0,
+        "ok": True,
+        "phases": {},
         "signatures": [["node-a", 1, 10, CUT - 0.2], ["node-b", 2, 23, CUT + 6.2]],
-    }  # fmt: skip
+    }
     record.update(changes)
     return record
 
@@ -70,8 +79,13 @@ def test_a_failover_has_its_lanes_markers_bands_and_ticks() -> None:
     (svg,) = check(timeline.page("power-cut-active", [failover()], "the table"))
     shown = texts(svg)
     assert {"node-a", "node-b"} <= set(shown)
-    for label in ("failure +0.00 s", "fence request +3.10 s", "fence done +4.00 s",
-                  "validator promoted +6.50 s", "first signature after +6.20 s"):  # fmt: skip
+    for label in (
+        "failure +0.00 s",
+        "fence request +3.10 s",
+        "fence done +4.00 s",
+        "validator promoted +6.50 s",
+        "first signature after +6.20 s",
+    ):
         assert label in shown
     assert {"0", "2", "4", "6"} <= set(shown)  # ticks, in seconds from the failure
     bands = [t.text for t in svg.iter(f"{SVG}title") if t.text and t.text.startswith(("detection", "fencing"))]
@@ -80,8 +94,17 @@ def test_a_failover_has_its_lanes_markers_bands_and_ticks() -> None:
 
 
 def test_missing_moments_and_signatures_draw_what_is_there() -> None:
-    bare = {"iteration": 2, "target": "node-w", "cut": None, "fence_request": None, "fenced": None,
-            "promoted": None, "first_signature_after": None, "last_signature_before": None, "ok": False}  # fmt: skip
+    bare = {
+        "iteration": 2,
+        "target": "node-w",
+        "cut": None,
+        "fence_request": None,
+        "fenced": None,
+        "promoted": None,
+        "first_signature_after": None,
+        "last_signature_before": None,
+        "ok": False,
+    }
     html = timeline.page("two-nodes-down", [bare, {}, failover(signatures=None, promoted=None)], "t")
     empty, nothing, partial = check(html)
     assert "node-w" in texts(empty) and not any("failure" in t for t in texts(empty))
@@ -143,8 +166,9 @@ def test_report_write_adds_the_picture(tmp_path: Path) -> None:
 
 def test_the_chains_blocks_get_a_lane_with_our_signature_on_each() -> None:
     blocks = [[100 + i, CUT - 2 + i, "committed" if i < 2 or i > 8 else "absent"] for i in range(12)]
-    record = failover(blocks=blocks, chain={"evidence": []}, missed_blocks={"missed": 7},
-                      missed_after_detection={"missed": 4})  # fmt: skip
+    record = failover(
+        blocks=blocks, chain={"evidence": []}, missed_blocks={"missed": 7}, missed_after_detection={"missed": 4}
+    )
     html = timeline.page("power-cut-active", [record], "")
     (svg,) = check(html)
     assert "chain" in texts(svg)
@@ -154,9 +178,13 @@ def test_the_chains_blocks_get_a_lane_with_our_signature_on_each() -> None:
 
 
 def test_evidence_found_between_iterations_is_a_framed_section() -> None:
-    finding = {"kind": "evidence", "before_iteration": 1, "heights": [42],
-               "found": [{"kind": "tendermint/DuplicateVoteEvidence", "vote_height": 41, "vote_round": 0,
-                          "height": 42}], "evidence": "evidence/before-01-evidence"}  # fmt: skip
+    finding = {
+        "kind": "evidence",
+        "before_iteration": 1,
+        "heights": [42],
+        "found": [{"kind": "tendermint/DuplicateVoteEvidence", "vote_height": 41, "vote_round": 0, "height": 42}],
+        "evidence": "evidence/before-01-evidence",
+    }
     html = timeline.page("power-cut-active", [], "t", [finding])
     assert 'class="alarm"' in html and "DuplicateVoteEvidence for height 41 round 0, committed at height 42" in html
     assert "the CHAIN COMMITTED EVIDENCE" in "\n".join(report.failures([], [finding]))

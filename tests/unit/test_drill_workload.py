@@ -28,8 +28,10 @@ def status(*resources: tuple[str, str, str]) -> ClusterStatus:
 def test_privval_signatures_carry_their_node_epoch_mark_and_local_time() -> None:
     entries, epoch = privval_entries(LOG, "node-a", "node-a:/var/log/highlander/privval.log")
     assert epoch == 3
-    assert [(e.hrs, e.epoch, e.node, e.line) for e in entries] == [(HRS(8, 0, 1), 3, "node-a", 4),
-                                                                    (HRS(8, 0, 2), 3, "node-a", 6)]  # fmt: skip
+    assert [(e.hrs, e.epoch, e.node, e.line) for e in entries] == [
+        (HRS(8, 0, 1), 3, "node-a", 4),
+        (HRS(8, 0, 2), 3, "node-a", 6),
+    ]
     assert entries[0].time == datetime.datetime(2026, 12, 7, 10, 50, 2, 250000).timestamp()
 
 

@@ -79,9 +79,7 @@ class Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        self.server.seen.append(
-            (self.command, self.path, self.client_address[1], dict(self.headers), body)
-        )
+        self.server.seen.append((self.command, self.path, self.client_address[1], dict(self.headers), body))
         route = self.server.routes.get((self.command, self.path))
         if route is None:
             status, headers, data = 404, {"Content-Type": "application/json"}, b"{}"
@@ -152,9 +150,7 @@ def test_one_connection_basic_auth_and_force_off(
         drv.set_power(None, ON)
         drv.reset(None)
     assert len({port for _, _, port, _, _ in bmc.seen}) == 1, "one persistent connection"
-    posts = [
-        (json.loads(body), headers) for method, _, _, headers, body in bmc.seen if method == "POST"
-    ]
+    posts = [(json.loads(body), headers) for method, _, _, headers, body in bmc.seen if method == "POST"]
     assert [body["ResetType"] for body, _ in posts] == ["ForceOff", "On", "ForceRestart"]
     token = base64.b64encode(b"admin:s3cret").decode()
     for _, _, _, headers, _ in bmc.seen:
@@ -177,16 +173,12 @@ def test_idle_connection_dropped_by_the_bmc_is_reopened(
     assert len({port for _, _, port, _, _ in bmc.seen}) == len(bmc.seen)
 
 
-def test_reset_type_fallback_and_refusal(
-    bmc: ScriptedBMC, certificates: tuple[Path, Path, Path]
-) -> None:
+def test_reset_type_fallback_and_refusal(bmc: ScriptedBMC, certificates: tuple[Path, Path, Path]) -> None:
     bmc.routes.update(redfish_tree(allowed=["On", "PowerCycle"]))
     with driver(bmc, certificates[0]) as drv:
         drv.reset(None)
         assert json.loads(bmc.seen[-1][4]) == {"ResetType": "PowerCycle"}
-        with pytest.raises(
-            DeviceFailure, match=r"does not allow ResetType ForceOff \(it allows On, PowerCycle\)"
-        ):
+        with pytest.raises(DeviceFailure, match=r"does not allow ResetType ForceOff \(it allows On, PowerCycle\)"):
             drv.set_power(None, OFF)
 
 
@@ -205,17 +197,13 @@ def test_power_states_outside_redfish(
 
 
 @pytest.mark.parametrize("power", ["PoweringOff", "PoweringOn", "Paused"])
-def test_transitional_states_are_not_off(
-    bmc: ScriptedBMC, certificates: tuple[Path, Path, Path], power: str
-) -> None:
+def test_transitional_states_are_not_off(bmc: ScriptedBMC, certificates: tuple[Path, Path, Path], power: str) -> None:
     bmc.routes.update(redfish_tree(power=power))
     with driver(bmc, certificates[0]) as drv:
         assert drv.power_status(None) == ON
 
 
-def test_answers_that_break_the_protocol(
-    bmc: ScriptedBMC, certificates: tuple[Path, Path, Path]
-) -> None:
+def test_answers_that_break_the_protocol(bmc: ScriptedBMC, certificates: tuple[Path, Path, Path]) -> None:
     ca = certificates[0]
     bmc.routes[("GET", "/redfish/v1/Systems")] = (200, {"Content-Type": "text/html"}, b"<html>")
     with pytest.raises(DeviceFailure, match=r"not JSON \(text/html, 6 bytes\)"), driver(bmc, ca):
@@ -228,9 +216,7 @@ def test_answers_that_break_the_protocol(
             "@Message.ExtendedInfo": [{"Message": "The BMC is\nbusy."}],
         }
     }
-    bmc.routes[("GET", "/redfish/v1/Systems")] = (
-        503, {"Content-Type": "application/json"}, json.dumps(error).encode()
-    )  # fmt: skip
+    bmc.routes[("GET", "/redfish/v1/Systems")] = (503, {"Content-Type": "application/json"}, json.dumps(error).encode())
     with pytest.raises(DeviceFailure) as caught, driver(bmc, ca):
         pass
     assert str(caught.value).endswith("HTTP 503 Service Unavailable: The BMC is busy.")
@@ -286,9 +272,7 @@ def test_the_adapter_keeps_status_and_body_and_never_shows_the_credentials(
     bmc: ScriptedBMC, certificates: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("DEBUG")
-    client = https.JsonClient(
-        "127.0.0.1", bmc.port, ca_file=str(certificates[0]), username="admin", password="s3cret"
-    )
+    client = https.JsonClient("127.0.0.1", bmc.port, ca_file=str(certificates[0]), username="admin", password="s3cret")
     try:
         assert client.request("GET", "/redfish/v1") == {"Systems": {"@odata.id": "/redfish/v1/Systems"}}
         with pytest.raises(https.StatusError) as caught:

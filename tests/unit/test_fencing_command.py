@@ -23,12 +23,18 @@ SECOND = FenceDevice("redfish", "10.0.0.2", 443, "admin")
 @pytest.mark.parametrize(
     ("action", "code", "succeeded"),
     [
-        ("off", 0, True), ("off", 1, False), ("off", 2, False),
-        ("on", 0, True), ("on", 2, False),
-        ("reboot", 0, True), ("reboot", 2, False),
-        ("status", 0, True), ("status", 2, True), ("status", 1, False),
+        ("off", 0, True),
+        ("off", 1, False),
+        ("off", 2, False),
+        ("on", 0, True),
+        ("on", 2, False),
+        ("reboot", 0, True),
+        ("reboot", 2, False),
+        ("status", 0, True),
+        ("status", 2, True),
+        ("status", 1, False),
     ],
-)  # fmt: skip
+)
 def test_only_status_counts_exit_2_as_an_answer(action: str, code: int, succeeded: bool) -> None:
     assert Attempt(FIRST, action, code, "").succeeded is succeeded
 

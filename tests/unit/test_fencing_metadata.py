@@ -33,7 +33,7 @@ def _no_driver(values: object) -> object:
 def agent(multi_plug: bool = False, extra: tuple[Option, ...] = ()) -> FenceAgent:
     return FenceAgent(
         "fence_test",
-        "Test agent with <markup> & \"quotes\"",
+        'Test agent with <markup> & "quotes"',
         "Long description: <b>not markup</b> & 'apostrophes'.\n.TH not a request\n\\fBnot bold",
         vendor_url="https://example.org/?a=1&b=2",
         options=(*COMMON.values(), *extra),
@@ -44,11 +44,17 @@ def agent(multi_plug: bool = False, extra: tuple[Option, ...] = ()) -> FenceAgen
 
 EXTRA = (
     Option("lanplus", "Use Lanplus", short="P", type="boolean", default=True),
-    Option("privlvl", "Privilege level", short="L", type="select", default="administrator",
-           choices=("user", "operator", "administrator")),
+    Option(
+        "privlvl",
+        "Privilege level",
+        short="L",
+        type="select",
+        default="administrator",
+        choices=("user", "operator", "administrator"),
+    ),
     Option("ipmitool_timeout", "Timeout for an IPMI operation", type="second", default=2.5, order=201),
     Option("secure", "Use SSH", short="x", type="boolean", aliases=("ssh_old",)),
-)  # fmt: skip
+)
 
 
 def xmllint_relaxng(document: str) -> subprocess.CompletedProcess[str]:
@@ -87,7 +93,7 @@ def test_the_real_agents_metadata_validates(module: str) -> None:
 
 def test_special_characters_survive_as_text() -> None:
     root = ET.fromstring(render_fence_metadata(agent()))
-    assert root.get("shortdesc") == "Test agent with <markup> & \"quotes\""
+    assert root.get("shortdesc") == 'Test agent with <markup> & "quotes"'
     assert root.findtext("longdesc", "").startswith("Long description: <b>not markup</b> & 'apostrophes'.")
     assert root.findtext("vendor-url") == "https://example.org/?a=1&b=2"
 
@@ -110,8 +116,14 @@ def test_layout_is_fence_agents() -> None:
 
 def test_deprecated_aliases_are_their_own_parameters() -> None:
     found = parameters(render_fence_metadata(agent()))
-    for old, new in [("ipaddr", "ip"), ("login", "username"), ("passwd", "password"),
-                     ("passwd_script", "password_script"), ("port", "plug"), ("debug", "debug_file")]:  # fmt: skip
+    for old, new in [
+        ("ipaddr", "ip"),
+        ("login", "username"),
+        ("passwd", "password"),
+        ("passwd_script", "password_script"),
+        ("port", "plug"),
+        ("debug", "debug_file"),
+    ]:
         assert found[old].get("deprecated") == "1"
         assert found[old].get("obsoletes") is None
         assert found[new].get("obsoletes") == old
@@ -154,28 +166,64 @@ def test_parameters_are_sorted_like_fence_agents() -> None:
     names = [p.get("name") for p in ET.fromstring(render_fence_metadata(agent(extra=EXTRA))).iter("parameter")]
     # device options (order 1) by name, then verbose (51), debug and metrics (53), timing (200, 201).
     assert names == [
-        "action", "ip", "ipaddr", "ipport", "lanplus", "login", "method", "passwd",
-        "passwd_script", "password", "password_script", "plug", "port", "privlvl", "secure",
-        "ssh_old", "username", "verbose", "debug", "debug_file", "metrics_dir", "delay", "login_timeout",
-        "power_timeout", "power_wait", "ipmitool_timeout", "retry_on",
-    ]  # fmt: skip
+        "action",
+        "ip",
+        "ipaddr",
+        "ipport",
+        "lanplus",
+        "login",
+        "method",
+        "passwd",
+        "passwd_script",
+        "password",
+        "password_script",
+        "plug",
+        "port",
+        "privlvl",
+        "secure",
+        "ssh_old",
+        "username",
+        "verbose",
+        "debug",
+        "debug_file",
+        "metrics_dir",
+        "delay",
+        "login_timeout",
+        "power_timeout",
+        "power_wait",
+        "ipmitool_timeout",
+        "retry_on",
+    ]
 
 
 def test_actions_single_plug() -> None:
     actions = ET.fromstring(render_fence_metadata(agent())).find("actions")
     assert [a.attrib for a in actions] == [  # type: ignore[union-attr]
         {"name": "on", "automatic": "0"},
-        {"name": "off"}, {"name": "reboot"}, {"name": "status"}, {"name": "monitor"},
-        {"name": "metadata"}, {"name": "manpage"}, {"name": "validate-all"},
-    ]  # fmt: skip
+        {"name": "off"},
+        {"name": "reboot"},
+        {"name": "status"},
+        {"name": "monitor"},
+        {"name": "metadata"},
+        {"name": "manpage"},
+        {"name": "validate-all"},
+    ]
 
 
 def test_actions_multi_plug_include_list() -> None:
     actions = ET.fromstring(render_fence_metadata(agent(multi_plug=True))).find("actions")
     assert [a.get("name") for a in actions] == [  # type: ignore[union-attr]
-        "on", "off", "reboot", "status", "list", "list-status", "monitor", "metadata",
-        "manpage", "validate-all",
-    ]  # fmt: skip
+        "on",
+        "off",
+        "reboot",
+        "status",
+        "list",
+        "list-status",
+        "monitor",
+        "metadata",
+        "manpage",
+        "validate-all",
+    ]
 
 
 # --- the same names as fence-agents ------------------------------------------------------
@@ -207,9 +255,29 @@ def test_common_names_are_fence_ipmilans() -> None:
 def test_the_real_ipmi_agent_keeps_fence_ipmilans_names() -> None:
     theirs = parameters(fence_ipmilan_metadata())
     ours = parameters(render_fence_metadata(importlib.import_module("highlander.fencing.agents.ipmi").AGENT))
-    shared = {"ip", "ipaddr", "ipport", "username", "login", "password", "passwd", "password_script",
-              "passwd_script", "plug", "port", "method", "delay", "power_timeout", "power_wait",
-              "login_timeout", "retry_on", "verbose", "debug_file", "debug", "action"}  # fmt: skip
+    shared = {
+        "ip",
+        "ipaddr",
+        "ipport",
+        "username",
+        "login",
+        "password",
+        "passwd",
+        "password_script",
+        "passwd_script",
+        "plug",
+        "port",
+        "method",
+        "delay",
+        "power_timeout",
+        "power_wait",
+        "login_timeout",
+        "retry_on",
+        "verbose",
+        "debug_file",
+        "debug",
+        "action",
+    }
     assert shared <= set(ours) & set(theirs)
 
 
@@ -219,8 +287,7 @@ def test_the_real_ipmi_agent_keeps_fence_ipmilans_names() -> None:
 def test_manpage_has_the_sections_and_both_spellings() -> None:
     page = render_fence_manpage(agent(multi_plug=True, extra=EXTRA))
     assert page.startswith(".TH FENCE_TEST 8 ")
-    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "PARAMETERS", "ACTIONS", "STDIN PARAMETERS",
-                    "EXIT STATUS"):  # fmt: skip
+    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "PARAMETERS", "ACTIONS", "STDIN PARAMETERS", "EXIT STATUS"):
         assert f"\n.SH {section}\n" in page
     parameters_part = page.split("\n.SH PARAMETERS\n")[1].split("\n.SH ACTIONS\n")[0]
     stdin_part = page.split("\n.SH STDIN PARAMETERS\n")[1]
@@ -241,18 +308,25 @@ def test_manpage_escapes_text_that_groff_would_take_for_requests() -> None:
 @pytest.mark.skipif(shutil.which("groff") is None, reason="groff is not installed")
 def test_manpage_renders_without_groff_warnings() -> None:
     result = subprocess.run(
-        ["groff", "-man", "-ww", "-z"], input=render_fence_manpage(agent(True, EXTRA)), capture_output=True,
-        text=True, check=False,
-    )  # fmt: skip
+        ["groff", "-man", "-ww", "-z"],
+        input=render_fence_manpage(agent(True, EXTRA)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0 and result.stderr == ""
 
 
 @pytest.mark.skipif(shutil.which("man") is None, reason="man is not installed")
 def test_manpage_reads_with_man() -> None:
     result = subprocess.run(
-        ["man", "-l", "-"], input=render_fence_manpage(agent(extra=EXTRA)), capture_output=True, text=True,
-        check=False, env={**os.environ, "MANPAGER": "cat", "PAGER": "cat", "MANWIDTH": "100"},
-    )  # fmt: skip
+        ["man", "-l", "-"],
+        input=render_fence_manpage(agent(extra=EXTRA)),
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "MANPAGER": "cat", "PAGER": "cat", "MANWIDTH": "100"},
+    )
     assert result.returncode == 0, result.stderr
     text = result.stdout
     for heading in ("NAME", "DESCRIPTION", "PARAMETERS", "ACTIONS", "STDIN PARAMETERS"):

@@ -74,7 +74,7 @@ def test_stdin_lines_comments_whitespace_and_last_value_wins() -> None:
         "ip=10.0.0.1\n"
         "ip=10.0.0.2\n"
         "\tusername=admin  \n"
-        "password=\"s3cret\"\n"
+        'password="s3cret"\n'
     )
     assert options.action == "off"
     assert options["ip"] == "10.0.0.2"
@@ -175,8 +175,7 @@ def test_huge_stdin_is_refused() -> None:
 
 def test_values_are_typed() -> None:
     options = from_stdin(
-        "ip=h\nipport=623\npower_timeout=1.5\ndelay=3\nretry_on=0\nverbose=yes\nlanplus=off\n"
-        "method=CYCLE\n"
+        "ip=h\nipport=623\npower_timeout=1.5\ndelay=3\nretry_on=0\nverbose=yes\nlanplus=off\nmethod=CYCLE\n"
     )
     assert options["ipport"] == 623
     assert options["power_timeout"] == 1.5
@@ -208,9 +207,13 @@ def test_bad_values_fail_with_one_clear_line(line: str, expected: str) -> None:
 
 def test_a_secret_value_is_never_quoted_in_an_error() -> None:
     agent = FenceAgent(
-        "fence_t", "T", "T.", vendor_url="", driver=_no_driver,  # type: ignore[arg-type]
+        "fence_t",
+        "T",
+        "T.",
+        vendor_url="",
+        driver=_no_driver,  # type: ignore[arg-type]
         options=[*COMMON.values(), Option("pin", "PIN", type="integer", secret=True)],
-    )  # fmt: skip
+    )
     line = failure(parse, agent, [], io.StringIO("ip=h\npin=hunter2\n"))
     assert line == "Failed: option pin is not a valid integer"
 
@@ -230,9 +233,20 @@ def test_metadata_and_manpage_ignore_everything_else() -> None:
 
 def test_command_line_long_and_short_forms() -> None:
     options = from_argv(
-        "--ip=10.0.0.1", "--username", "admin", "-p", "pw", "-o", "status", "-u", "6230",
-        "--power-timeout=3", "-v", "--plug", "4",
-    )  # fmt: skip
+        "--ip=10.0.0.1",
+        "--username",
+        "admin",
+        "-p",
+        "pw",
+        "-o",
+        "status",
+        "-u",
+        "6230",
+        "--power-timeout=3",
+        "-v",
+        "--plug",
+        "4",
+    )
     assert options.source == "command line"
     assert options.action == "status"
     assert options["ip"] == "10.0.0.1"
@@ -288,9 +302,13 @@ def test_problems_are_fence_agents_messages() -> None:
 
 def test_a_required_password_is_satisfied_by_a_password_script() -> None:
     agent = FenceAgent(
-        "fence_t", "T", "T.", vendor_url="", driver=_no_driver,  # type: ignore[arg-type]
+        "fence_t",
+        "T",
+        "T.",
+        vendor_url="",
+        driver=_no_driver,  # type: ignore[arg-type]
         options=[o.replace(required=True) if o.name == "password" else o for o in COMMON.values()],
-    )  # fmt: skip
+    )
     missing = parse(agent, [], io.StringIO("ip=h\n"))
     assert problems(agent, missing) == ["You have to enter password or password script"]
     scripted = parse(agent, [], io.StringIO("ip=h\npassword_script=/bin/pw\n"))

@@ -71,7 +71,9 @@ def test_the_private_behaviour_the_shim_counts_on() -> None:
     assert "self.broken = False" in source("Session.__init__")
     # attemptedhash 256 offers suite 17 and falls back to 3; 1 offers suite 3.
     assert "self.attemptedhash = 256" in source("Session._initsession")
-    fall_back = re.search(r"if self\.attemptedhash == 256:\s+self\.attemptedhash = 1\b", source("Session._got_rmcp_response"))
+    fall_back = re.search(
+        r"if self\.attemptedhash == 256:\s+self\.attemptedhash = 1\b", source("Session._got_rmcp_response")
+    )
     assert fall_back is not None
     assert "if self.attemptedhash == 1:" in source("Session._open_rmcpplus_request")
     # The waits the shim caps take (timeout, myaddr, evq).

@@ -273,10 +273,19 @@ def test_off_is_verified_by_polling(bench: Bench, capsys: pytest.CaptureFixture[
     result = invoke(bench, capsys, stdin_text("off"))
     assert result == Result(0, "Success: Powered OFF\n", "")
     assert bench.events == [
-        ("driver",), ("connect",), ("status", None), ("set", None, OFF),
-        ("status", None), ("sleep", 0.1), ("status", None), ("sleep", 0.1), ("status", None),
-        ("sleep", 0.1), ("status", None), ("close",),
-    ]  # fmt: skip
+        ("driver",),
+        ("connect",),
+        ("status", None),
+        ("set", None, OFF),
+        ("status", None),
+        ("sleep", 0.1),
+        ("status", None),
+        ("sleep", 0.1),
+        ("status", None),
+        ("sleep", 0.1),
+        ("status", None),
+        ("close",),
+    ]
 
 
 def test_off_when_already_off(bench: Bench, capsys: pytest.CaptureFixture[str]) -> None:
@@ -369,7 +378,9 @@ def test_on_gives_up_after_its_retries(bench: Bench, capsys: pytest.CaptureFixtu
     assert bench.requests() == [("set", None, ON)] * 3
 
 
-def test_a_power_timeout_of_zero_waits_without_limit(bench: Bench, clock: Clock, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_power_timeout_of_zero_waits_without_limit(
+    bench: Bench, clock: Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
     """As fence-agents (its disable_timeout): Pacemaker's own timeout ends the agent."""
     bench.device.lag = 500  # 50 s at 0.1 s per poll
     started = clock.now
@@ -398,8 +409,7 @@ def test_reboot_succeeds_when_only_the_on_part_fails(bench: Bench, capsys: pytes
     assert result.code == 0
     assert result.out == "Success: Rebooted (the node is fenced; power ON failed)\n"
     assert result.err == (
-        "Warning: the node was powered OFF (verified), but powering it on again failed: "
-        "Timed out waiting to power ON\n"
+        "Warning: the node was powered OFF (verified), but powering it on again failed: Timed out waiting to power ON\n"
     )
     assert bench.device.states[None] == OFF
 
@@ -445,7 +455,9 @@ def test_reboot_cycle_fails_when_the_reset_is_refused(bench: Bench, capsys: pyte
     assert bench.requests() == [("reset", None)] * 2
 
 
-def test_reboot_cycle_warns_when_the_node_is_not_seen_on_again(bench: Bench, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reboot_cycle_warns_when_the_node_is_not_seen_on_again(
+    bench: Bench, capsys: pytest.CaptureFixture[str]
+) -> None:
     class Dark(FakeDriver):
         def reset(self, plug: str | None) -> None:
             self.events.append(("reset", plug))
@@ -573,7 +585,10 @@ def test_the_driver_gets_the_address_split_into_host_and_port(bench: Bench, caps
         (stdin_text("explode"), "Failed: Unrecognised action 'explode'"),
         ("action=off\nusername=admin\n", "Failed: You have to enter fence address"),
         (stdin_text("off", "ipport=abc\n"), "Failed: option ipport='abc' is not a valid integer"),
-        (stdin_text("off", "power_timeout=soon\n"), "Failed: option power_timeout='soon' is not a valid time in seconds"),
+        (
+            stdin_text("off", "power_timeout=soon\n"),
+            "Failed: option power_timeout='soon' is not a valid time in seconds",
+        ),
         (stdin_text("off", "method=yank\n"), "Failed: option method='yank' is not one of: onoff, cycle"),
     ],
 )
@@ -604,7 +619,9 @@ def test_multi_plug_off_without_a_plug(clock: Clock, capsys: pytest.CaptureFixtu
     assert b.built == []
 
 
-def test_an_unexpected_driver_error_is_one_line_not_a_traceback(bench: Bench, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unexpected_driver_error_is_one_line_not_a_traceback(
+    bench: Bench, capsys: pytest.CaptureFixture[str]
+) -> None:
     class Buggy(FakeDriver):
         def power_status(self, plug: str | None) -> str:
             raise KeyError("chassis")
@@ -827,9 +844,12 @@ def fence_runs(directory: Path) -> dict[tuple[str, str], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = (directory / "highlander_fence.prom").read_text()
-    return {(s.labels["action"], s.labels["result"]): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples
-            if s.name == "highlander_fence_runs_total"}  # fmt: skip
+    return {
+        (s.labels["action"], s.labels["result"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "highlander_fence_runs_total"
+    }
 
 
 def test_metrics_dir_counts_each_device_action_by_its_result(

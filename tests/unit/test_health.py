@@ -163,9 +163,7 @@ def test_check_url_reports_a_server_that_does_not_answer_in_time() -> None:
 
 
 def test_check_command_takes_a_last_line_number_as_the_height() -> None:
-    assert check_command(["sh", "-c", "echo syncing; echo 1234"], 5, {"PATH": "/usr/bin:/bin"}) == Health(
-        1234, False
-    )
+    assert check_command(["sh", "-c", "echo syncing; echo 1234"], 5, {"PATH": "/usr/bin:/bin"}) == Health(1234, False)
 
 
 def test_check_command_without_a_number_has_no_height() -> None:
@@ -180,9 +178,7 @@ def test_check_command_gets_the_given_environment() -> None:
 
 def test_check_command_failure_names_the_status_and_last_error_line() -> None:
     with pytest.raises(HealthError, match="exited with 3: node is stuck"):
-        check_command(
-            ["sh", "-c", "echo first >&2; echo node is stuck >&2; exit 3"], 5, {"PATH": "/usr/bin:/bin"}
-        )
+        check_command(["sh", "-c", "echo first >&2; echo node is stuck >&2; exit 3"], 5, {"PATH": "/usr/bin:/bin"})
 
 
 def test_check_command_failure_without_output_names_the_status() -> None:

@@ -135,9 +135,16 @@ def test_output_without_a_status_header_is_a_failure() -> None:
 
 @pytest.mark.parametrize(
     ("value", "state"),
-    [("enabled", ON), ("disabled", OFF), ("Enabled", ON), ("DISABLED", OFF),
-     ("Shutting Down", ON), ("Starting", ON), ("Enabled but Offline", ON)],
-)  # fmt: skip
+    [
+        ("enabled", ON),
+        ("disabled", OFF),
+        ("Enabled", ON),
+        ("DISABLED", OFF),
+        ("Shutting Down", ON),
+        ("Starting", ON),
+        ("Enabled but Offline", ON),
+    ],
+)
 def test_enabledstate_values(value: str, state: str) -> None:
     response = parse_response("show /system1", ["status=0", "status_tag=COMMAND COMPLETED", f"EnabledState={value}"])
     assert power_state(response) == state

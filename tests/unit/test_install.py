@@ -97,9 +97,7 @@ def test_install_leaves_no_temporary_file(layout: Layout, scripts: Path) -> None
     assert sorted(p.name for p in validator_path(layout).parent.iterdir()) == ["validator"]
 
 
-def test_the_manifest_records_files_with_digests_and_created_directories(
-    layout: Layout, scripts: Path
-) -> None:
+def test_the_manifest_records_files_with_digests_and_created_directories(layout: Layout, scripts: Path) -> None:
     inst.install(layout, scripts)
     data = json.loads(layout.manifest.read_text())
     target = validator_path(layout)
@@ -178,9 +176,7 @@ def test_uninstall_leaves_unrelated_files_and_their_directory_alone(layout: Layo
     assert (provider / "mine").read_text() == "someone else's agent\n"
 
 
-def test_uninstall_keeps_a_directory_it_created_that_is_no_longer_empty(
-    layout: Layout, scripts: Path
-) -> None:
+def test_uninstall_keeps_a_directory_it_created_that_is_no_longer_empty(layout: Layout, scripts: Path) -> None:
     inst.install(layout, scripts)
     other = layout.destdir / "usr/lib/ocf/resource.d/heartbeat"
     other.mkdir()
@@ -227,9 +223,7 @@ def test_uninstall_without_a_manifest_removes_nothing(layout: Layout) -> None:
     ],
 )
 @pytest.mark.parametrize("operation", ["install", "uninstall"])
-def test_a_corrupt_manifest_is_an_install_error(
-    layout: Layout, scripts: Path, text: str, operation: str
-) -> None:
+def test_a_corrupt_manifest_is_an_install_error(layout: Layout, scripts: Path, text: str, operation: str) -> None:
     layout.manifest.parent.mkdir(parents=True)
     layout.manifest.write_text(text)
     with pytest.raises(InstallError, match="not a highlander install manifest"):

@@ -55,29 +55,57 @@ def base() -> dict[str, Any]:
         "cluster": {"name": "validators", "quorum": "votequorum"},
         "nodes": [
             {
-                "name": "node-a", "role": "active", "addresses": ["10.0.0.11"],
-                "fence": [{"method": "ipmi", "address": "10.0.1.11", "username": "fence",
-                           "password_vault": "vault_bmc_a", "options": {"cipher": 17}}],
+                "name": "node-a",
+                "role": "active",
+                "addresses": ["10.0.0.11"],
+                "fence": [
+                    {
+                        "method": "ipmi",
+                        "address": "10.0.1.11",
+                        "username": "fence",
+                        "password_vault": "vault_bmc_a",
+                        "options": {"cipher": 17},
+                    }
+                ],
             },
             {
-                "name": "node-b", "role": "active", "addresses": ["10.0.0.12"],
-                "fence": [{"method": "redfish", "address": "bmc-b.example.net", "username": "fence",
-                           "password_file": "/etc/highlander/secrets/bmc-b"}],
+                "name": "node-b",
+                "role": "active",
+                "addresses": ["10.0.0.12"],
+                "fence": [
+                    {
+                        "method": "redfish",
+                        "address": "bmc-b.example.net",
+                        "username": "fence",
+                        "password_file": "/etc/highlander/secrets/bmc-b",
+                    }
+                ],
             },
             {
-                "name": "node-w", "role": "witness", "addresses": ["10.0.0.13"],
-                "fence": [{"method": "ilo_ssh", "address": "10.0.1.13", "username": "fence",
-                           "password_file": "/etc/highlander/secrets/bmc-w",
-                           "options": {"ssh_fingerprint": "SHA256:abc"}}],
+                "name": "node-w",
+                "role": "witness",
+                "addresses": ["10.0.0.13"],
+                "fence": [
+                    {
+                        "method": "ilo_ssh",
+                        "address": "10.0.1.13",
+                        "username": "fence",
+                        "password_file": "/etc/highlander/secrets/bmc-w",
+                        "options": {"ssh_fingerprint": "SHA256:abc"},
+                    }
+                ],
             },
         ],
         "signstate": {"port": 7480},
         "validator": {
-            "command": "/usr/local/bin/cometbft start", "user": "cometbft", "chain_id": "chain-1",
-            "key_id": "validator-1", "health_url": "http://127.0.0.1:26657/status",
+            "command": "/usr/local/bin/cometbft start",
+            "user": "cometbft",
+            "chain_id": "chain-1",
+            "key_id": "validator-1",
+            "health_url": "http://127.0.0.1:26657/status",
         },
         "timeouts": {"token_ms": 3000, "monitor_interval": 10, "health_interval": 30},
-    }  # fmt: skip
+    }
 
 
 def problems_of(document: object) -> tuple[Problem, ...]:
@@ -136,86 +164,191 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], object], str, str]] = [
     ("unknown role", _set(("nodes", 1, "role"), "standby"), "nodes[1].role", INVENTORY_NOT_A_CHOICE),
     ("bad address", _set(("nodes", 0, "addresses"), ["10.0.0.999"]), "nodes[0].addresses[0]", INVENTORY_NOT_A_HOST),
     ("address not text", _set(("nodes", 0, "addresses"), [10]), "nodes[0].addresses[0]", INVENTORY_WRONG_TYPE),
-    ("bad BMC address", _set(("nodes", 0, "fence", 0, "address"), "bmc_a!"), "nodes[0].fence[0].address",
-     INVENTORY_NOT_A_HOST),
-    ("three addresses", _set(("nodes", 0, "addresses"), ["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
-     "nodes[0].addresses", INVENTORY_ADDRESS_COUNT),
-    ("duplicate address", _set(("nodes", 1, "addresses"), ["10.0.0.11"]), "nodes[1].addresses[0]",
-     INVENTORY_DUPLICATE_ADDRESS),
+    (
+        "bad BMC address",
+        _set(("nodes", 0, "fence", 0, "address"), "bmc_a!"),
+        "nodes[0].fence[0].address",
+        INVENTORY_NOT_A_HOST,
+    ),
+    (
+        "three addresses",
+        _set(("nodes", 0, "addresses"), ["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
+        "nodes[0].addresses",
+        INVENTORY_ADDRESS_COUNT,
+    ),
+    (
+        "duplicate address",
+        _set(("nodes", 1, "addresses"), ["10.0.0.11"]),
+        "nodes[1].addresses[0]",
+        INVENTORY_DUPLICATE_ADDRESS,
+    ),
     ("duplicate name", _set(("nodes", 1, "name"), "node-a"), "nodes[1].name", INVENTORY_DUPLICATE_NAME),
     ("upper-case name", _set(("nodes", 1, "name"), "Node-B"), "nodes[1].name", INVENTORY_INVALID_VALUE),
     ("name not text", _set(("nodes", 1, "name"), ["node-b"]), "nodes[1].name", INVENTORY_WRONG_TYPE),
-    ("inline password", _set(("nodes", 0, "fence", 0, "password"), "hunter2"), "nodes[0].fence[0].password",
-     INVENTORY_INLINE_PASSWORD),
-    ("password among the agent options", _set(("nodes", 0, "fence", 0, "options", "password"), "hunter2"),
-     "nodes[0].fence[0].options.password", INVENTORY_INLINE_PASSWORD),
-    ("IPMI Kg key among the agent options", _set(("nodes", 0, "fence", 0, "options", "hexadecimal_kg"), "00ff"),
-     "nodes[0].fence[0].options.hexadecimal_kg", INVENTORY_SECRET_OPTION),
-    ("agent options not a mapping", _set(("nodes", 0, "fence", 0, "options"), ["cipher=17"]),
-     "nodes[0].fence[0].options", INVENTORY_WRONG_TYPE),
-    ("missing password reference", _drop(("nodes", 0, "fence", 0, "password_vault")),
-     "nodes[0].fence[0].password_file", INVENTORY_REQUIRED),
-    ("relative password file", _set(("nodes", 1, "fence", 0, "password_file"), "secrets/bmc-b"),
-     "nodes[1].fence[0].password_file", INVENTORY_NOT_ABSOLUTE_PATH),
-    ("password file with a space", _set(("nodes", 1, "fence", 0, "password_file"), "/etc/my secrets/b"),
-     "nodes[1].fence[0].password_file", INVENTORY_UNSAFE_PATH),
-    ("bad vault variable", _set(("nodes", 0, "fence", 0, "password_vault"), "vault-bmc"),
-     "nodes[0].fence[0].password_vault", INVENTORY_INVALID_VALUE),
-    ("ilo_ssh without a host key pin", _set(("nodes", 2, "fence", 0, "options"), {}),
-     "nodes[2].fence[0].options", INVENTORY_HOST_KEY_NOT_PINNED),
-    ("host_key on an ipmi device", _set(("nodes", 0, "fence", 0, "options", "host_key"), HOST_KEY),
-     "nodes[0].fence[0].options.host_key", INVENTORY_OPTION_NOT_FOR_METHOD),
-    ("host_key that is no key", _set(("nodes", 2, "fence", 0, "options"), {"host_key": "AAAA\nevil"}),
-     "nodes[2].fence[0].options.host_key", INVENTORY_INVALID_VALUE),
-    ("host_key and known_hosts", _set(("nodes", 2, "fence", 0, "options"),
-                                      {"host_key": HOST_KEY, "known_hosts": "/root/.ssh/known_hosts"}),
-     "nodes[2].fence[0].options.host_key", INVENTORY_CONFLICTING_SETTINGS),
-    ("option the inventory sets", _set(("nodes", 0, "fence", 0, "options", "ipport"), 624),
-     "nodes[0].fence[0].options.ipport", INVENTORY_RESERVED_OPTION),
-    ("option name that is no option", _set(("nodes", 0, "fence", 0, "options", "Cipher Suite"), 3),
-     "nodes[0].fence[0].options.Cipher Suite", INVENTORY_INVALID_OPTION_NAME),
-    ("unknown fence method", _set(("nodes", 0, "fence", 0, "method"), "ilo4"), "nodes[0].fence[0].method",
-     INVENTORY_NOT_A_CHOICE),
+    (
+        "inline password",
+        _set(("nodes", 0, "fence", 0, "password"), "hunter2"),
+        "nodes[0].fence[0].password",
+        INVENTORY_INLINE_PASSWORD,
+    ),
+    (
+        "password among the agent options",
+        _set(("nodes", 0, "fence", 0, "options", "password"), "hunter2"),
+        "nodes[0].fence[0].options.password",
+        INVENTORY_INLINE_PASSWORD,
+    ),
+    (
+        "IPMI Kg key among the agent options",
+        _set(("nodes", 0, "fence", 0, "options", "hexadecimal_kg"), "00ff"),
+        "nodes[0].fence[0].options.hexadecimal_kg",
+        INVENTORY_SECRET_OPTION,
+    ),
+    (
+        "agent options not a mapping",
+        _set(("nodes", 0, "fence", 0, "options"), ["cipher=17"]),
+        "nodes[0].fence[0].options",
+        INVENTORY_WRONG_TYPE,
+    ),
+    (
+        "missing password reference",
+        _drop(("nodes", 0, "fence", 0, "password_vault")),
+        "nodes[0].fence[0].password_file",
+        INVENTORY_REQUIRED,
+    ),
+    (
+        "relative password file",
+        _set(("nodes", 1, "fence", 0, "password_file"), "secrets/bmc-b"),
+        "nodes[1].fence[0].password_file",
+        INVENTORY_NOT_ABSOLUTE_PATH,
+    ),
+    (
+        "password file with a space",
+        _set(("nodes", 1, "fence", 0, "password_file"), "/etc/my secrets/b"),
+        "nodes[1].fence[0].password_file",
+        INVENTORY_UNSAFE_PATH,
+    ),
+    (
+        "bad vault variable",
+        _set(("nodes", 0, "fence", 0, "password_vault"), "vault-bmc"),
+        "nodes[0].fence[0].password_vault",
+        INVENTORY_INVALID_VALUE,
+    ),
+    (
+        "ilo_ssh without a host key pin",
+        _set(("nodes", 2, "fence", 0, "options"), {}),
+        "nodes[2].fence[0].options",
+        INVENTORY_HOST_KEY_NOT_PINNED,
+    ),
+    (
+        "host_key on an ipmi device",
+        _set(("nodes", 0, "fence", 0, "options", "host_key"), HOST_KEY),
+        "nodes[0].fence[0].options.host_key",
+        INVENTORY_OPTION_NOT_FOR_METHOD,
+    ),
+    (
+        "host_key that is no key",
+        _set(("nodes", 2, "fence", 0, "options"), {"host_key": "AAAA\nevil"}),
+        "nodes[2].fence[0].options.host_key",
+        INVENTORY_INVALID_VALUE,
+    ),
+    (
+        "host_key and known_hosts",
+        _set(("nodes", 2, "fence", 0, "options"), {"host_key": HOST_KEY, "known_hosts": "/root/.ssh/known_hosts"}),
+        "nodes[2].fence[0].options.host_key",
+        INVENTORY_CONFLICTING_SETTINGS,
+    ),
+    (
+        "option the inventory sets",
+        _set(("nodes", 0, "fence", 0, "options", "ipport"), 624),
+        "nodes[0].fence[0].options.ipport",
+        INVENTORY_RESERVED_OPTION,
+    ),
+    (
+        "option name that is no option",
+        _set(("nodes", 0, "fence", 0, "options", "Cipher Suite"), 3),
+        "nodes[0].fence[0].options.Cipher Suite",
+        INVENTORY_INVALID_OPTION_NAME,
+    ),
+    (
+        "unknown fence method",
+        _set(("nodes", 0, "fence", 0, "method"), "ilo4"),
+        "nodes[0].fence[0].method",
+        INVENTORY_NOT_A_CHOICE,
+    ),
     ("unknown top-level key", _set(("colour",), "blue"), "colour", INVENTORY_UNKNOWN_SETTING),
     ("unknown cluster key", _set(("cluster", "nmae"), "x"), "cluster.nmae", INVENTORY_UNKNOWN_SETTING),
     ("unknown node key", _set(("nodes", 0, "hostname"), "a"), "nodes[0].hostname", INVENTORY_UNKNOWN_SETTING),
-    ("unknown fence key", _set(("nodes", 1, "fence", 0, "pasword_file"), "/x"), "nodes[1].fence[0].pasword_file",
-     INVENTORY_UNKNOWN_SETTING),
-    ("unknown signstate key", _set(("signstate", "listen"), "0.0.0.0"), "signstate.listen",
-     INVENTORY_UNKNOWN_SETTING),
+    (
+        "unknown fence key",
+        _set(("nodes", 1, "fence", 0, "pasword_file"), "/x"),
+        "nodes[1].fence[0].pasword_file",
+        INVENTORY_UNKNOWN_SETTING,
+    ),
+    ("unknown signstate key", _set(("signstate", "listen"), "0.0.0.0"), "signstate.listen", INVENTORY_UNKNOWN_SETTING),
     ("unknown validator key", _set(("validator", "chain"), "x"), "validator.chain", INVENTORY_UNKNOWN_SETTING),
     ("unknown timeouts key", _set(("timeouts", "token"), 3000), "timeouts.token", INVENTORY_UNKNOWN_SETTING),
     ("section not a mapping", _set(("signstate",), [7480]), "signstate", INVENTORY_WRONG_TYPE),
-    ("fence port too big", _set(("nodes", 0, "fence", 0, "port"), 70000), "nodes[0].fence[0].port",
-     INVENTORY_OUT_OF_RANGE),
-    ("fence port as text", _set(("nodes", 0, "fence", 0, "port"), "623"), "nodes[0].fence[0].port",
-     INVENTORY_OUT_OF_RANGE),
+    (
+        "fence port too big",
+        _set(("nodes", 0, "fence", 0, "port"), 70000),
+        "nodes[0].fence[0].port",
+        INVENTORY_OUT_OF_RANGE,
+    ),
+    (
+        "fence port as text",
+        _set(("nodes", 0, "fence", 0, "port"), "623"),
+        "nodes[0].fence[0].port",
+        INVENTORY_OUT_OF_RANGE,
+    ),
     ("sign-state port zero", _set(("signstate", "port"), 0), "signstate.port", INVENTORY_OUT_OF_RANGE),
-    ("relative state directory", _set(("signstate", "state_dir"), "var/lib/x"), "signstate.state_dir",
-     INVENTORY_NOT_ABSOLUTE_PATH),
+    (
+        "relative state directory",
+        _set(("signstate", "state_dir"), "var/lib/x"),
+        "signstate.state_dir",
+        INVENTORY_NOT_ABSOLUTE_PATH,
+    ),
     ("no validator section", _drop(("validator",)), "validator.command", INVENTORY_REQUIRED),
     ("missing chain id", _drop(("validator", "chain_id")), "validator.chain_id", INVENTORY_REQUIRED),
     ("missing key id", _drop(("validator", "key_id")), "validator.key_id", INVENTORY_REQUIRED),
     ("missing health URL", _drop(("validator", "health_url")), "validator.health_url", INVENTORY_REQUIRED),
-    ("health URL without scheme", _set(("validator", "health_url"), "127.0.0.1:26657"), "validator.health_url",
-     INVENTORY_NOT_A_URL),
-    ("unknown state format", _set(("validator", "state_format"), "json"), "validator.state_format",
-     INVENTORY_NOT_A_CHOICE),
+    (
+        "health URL without scheme",
+        _set(("validator", "health_url"), "127.0.0.1:26657"),
+        "validator.health_url",
+        INVENTORY_NOT_A_URL,
+    ),
+    (
+        "unknown state format",
+        _set(("validator", "state_format"), "json"),
+        "validator.state_format",
+        INVENTORY_NOT_A_CHOICE,
+    ),
     ("token too short", _set(("timeouts", "token_ms"), 100), "timeouts.token_ms", INVENTORY_OUT_OF_RANGE),
     ("token not a number", _set(("timeouts", "token_ms"), "3s"), "timeouts.token_ms", INVENTORY_OUT_OF_RANGE),
-    ("one monitor interval for two depths", _set(("timeouts", "health_interval"), 10),
-     "timeouts.health_interval", INVENTORY_CONFLICTING_SETTINGS),
-    ("mismatched link counts", _with_addresses(["10.0.0.11", "10.1.0.11"], ["10.0.0.12"], ["10.0.0.13"]),
-     "nodes", INVENTORY_LINK_COUNT_MISMATCH),
+    (
+        "one monitor interval for two depths",
+        _set(("timeouts", "health_interval"), 10),
+        "timeouts.health_interval",
+        INVENTORY_CONFLICTING_SETTINGS,
+    ),
+    (
+        "mismatched link counts",
+        _with_addresses(["10.0.0.11", "10.1.0.11"], ["10.0.0.12"], ["10.0.0.13"]),
+        "nodes",
+        INVENTORY_LINK_COUNT_MISMATCH,
+    ),
     ("member without fence", _drop(("nodes", 2, "fence")), "nodes[2].fence", INVENTORY_MEMBER_WITHOUT_FENCE),
-    ("active node without fence in qdevice mode",
-     lambda d: (d["cluster"].update(quorum="qdevice"), d["nodes"][1].update(fence=[])), "nodes[1].fence",
-     INVENTORY_MEMBER_WITHOUT_FENCE),
+    (
+        "active node without fence in qdevice mode",
+        lambda d: (d["cluster"].update(quorum="qdevice"), d["nodes"][1].update(fence=[])),
+        "nodes[1].fence",
+        INVENTORY_MEMBER_WITHOUT_FENCE,
+    ),
     ("unknown quorum", _set(("cluster", "quorum"), "two_node"), "cluster.quorum", INVENTORY_NOT_A_CHOICE),
     ("bad cluster name", _set(("cluster", "name"), "My Cluster"), "cluster.name", INVENTORY_INVALID_VALUE),
     ("nodes not a list", _set(("nodes",), {"node-a": {}}), "nodes", INVENTORY_NODE_COUNT),
     ("fence not a list", _set(("nodes", 0, "fence"), {"method": "ipmi"}), "nodes[0].fence", INVENTORY_WRONG_TYPE),
-]  # fmt: skip
+]
 
 # What the operator reads for typical problems, whole: the path, what is wrong, the fix.
 MESSAGES = {
@@ -296,13 +429,18 @@ def test_a_duplicate_name_is_reported_at_both_places() -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     doc = base()
-    chosen = ("inline password", "unknown node key", "fence port too big", "missing chain id", "token too short",
-              "ilo_ssh without a host key pin", "unknown top-level key")  # fmt: skip
+    chosen = (
+        "inline password",
+        "unknown node key",
+        "fence port too big",
+        "missing chain id",
+        "token too short",
+        "ilo_ssh without a host key pin",
+        "unknown top-level key",
+    )
     for case in chosen:
         CASES[case][0](doc)
-    assert sorted(located(problems_of(doc))) == sorted(
-        (path, code) for case, _, path, code in BROKEN if case in chosen
-    )
+    assert sorted(located(problems_of(doc))) == sorted((path, code) for case, _, path, code in BROKEN if case in chosen)
 
 
 def test_a_document_that_is_not_a_mapping() -> None:

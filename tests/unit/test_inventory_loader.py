@@ -111,8 +111,12 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
     path = tmp_path / "inventory.yml"
     text = (EXAMPLES / "trio.yml").read_text()
     assert "    role: active\n    addresses: [10.10.0.12]\n" in text
-    path.write_text(text.replace("    role: active\n    addresses: [10.10.0.12]\n",
-                                 "    role: witness\n    addresses: [10.10.0.12]\n    role: active\n"))  # fmt: skip
+    path.write_text(
+        text.replace(
+            "    role: active\n    addresses: [10.10.0.12]\n",
+            "    role: witness\n    addresses: [10.10.0.12]\n    role: active\n",
+        )
+    )
     lines = path.read_text().splitlines()
     first = lines.index("    role: witness") + 1
     second = lines.index("    role: active", first) + 1
@@ -177,11 +181,17 @@ def test_a_yaml_error_is_reported_as_before(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "value, problem",
     [
-        ("1" * 5000, f"line 1, column 17 not valid YAML: cannot read '{'1' * 37}...' as int: Exceeds the limit "
-                     "(4300 digits) for integer string conversion: value has 5000 digits"),
-        ("2020-13-45", "line 1, column 17 not valid YAML: cannot read '2020-13-45' as timestamp: month must be in 1..12"),
+        (
+            "1" * 5000,
+            f"line 1, column 17 not valid YAML: cannot read '{'1' * 37}...' as int: Exceeds the limit "
+            "(4300 digits) for integer string conversion: value has 5000 digits",
+        ),
+        (
+            "2020-13-45",
+            "line 1, column 17 not valid YAML: cannot read '2020-13-45' as timestamp: month must be in 1..12",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_value_python_cannot_hold_is_an_error_at_its_line(tmp_path: Path, value: str, problem: str) -> None:
     path = tmp_path / "inventory.yml"
     path.write_text(f"cluster: {{name: {value}}}\n")

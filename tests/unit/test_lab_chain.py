@@ -19,8 +19,12 @@ from highlander.lab.plan import LabPlan
 
 LAB = Path(__file__).resolve().parents[2] / "examples" / "lab.yml"
 # A node key and the id `cometbft show-node-id` (0.38.26) printed for it.
-NODE_KEY = {"priv_key": {"type": "tendermint/PrivKeyEd25519",
-                         "value": "Gg4KzQRM7tMd0ylwoZygcJigqeNF+cBssHDgi3BXTZpO05Nf+RgqDmUgbpnQRCcKq5G53ds0DBDwkiJoLNfS9w=="}}  # fmt: skip
+NODE_KEY = {
+    "priv_key": {
+        "type": "tendermint/PrivKeyEd25519",
+        "value": "Gg4KzQRM7tMd0ylwoZygcJigqeNF+cBssHDgi3BXTZpO05Nf+RgqDmUgbpnQRCcKq5G53ds0DBDwkiJoLNfS9w==",
+    }
+}
 NODE_ID = "6d39ee346908f0843193c172bba28273d6166894"
 CONFIG = """\
 proxy_app = "tcp://127.0.0.1:26658"
@@ -156,8 +160,9 @@ def test_the_unguarded_chain_has_no_fencing_no_signer_and_both_nodes_signing(cha
         reconfigure(configuration, "nonsense")
 
 
-def test_the_stock_chain_is_one_filepv_node_under_anything_after_fence_ipmilan(chain_configuration: ET.Element,
-                                                                                tmp_path: Path) -> None:  # fmt: skip
+def test_the_stock_chain_is_one_filepv_node_under_anything_after_fence_ipmilan(
+    chain_configuration: ET.Element, tmp_path: Path
+) -> None:
     import shlex
 
     from highlander.lab.stacks import STOCK_IPMI, reconfigure

@@ -24,8 +24,10 @@ def configuration() -> ET.Element:
 
 
 def attributes(configuration: ET.Element, rid: str) -> dict[str, str]:
-    return {p.get("name", ""): p.get("value", "")
-            for p in configuration.iterfind(f".//primitive[@id='{rid}']/instance_attributes/nvpair")}  # fmt: skip
+    return {
+        p.get("name", ""): p.get("value", "")
+        for p in configuration.iterfind(f".//primitive[@id='{rid}']/instance_attributes/nvpair")
+    }
 
 
 def primitive(configuration: ET.Element, rid: str) -> ET.Element:
@@ -57,7 +59,11 @@ def test_stock_uses_fence_ipmilan_and_anything_without_a_password(configuration:
     assert {k: stock[k] for k in ours} == ours  # same BMC, user, cipher, password_script
     assert "password" not in stock and stock["password_script"].startswith("/bin/cat /etc/highlander/secrets/")
     validator = primitive(configuration, "validator")
-    assert (validator.get("class"), validator.get("provider"), validator.get("type")) == ("ocf", "heartbeat", "anything")
+    assert (validator.get("class"), validator.get("provider"), validator.get("type")) == (
+        "ocf",
+        "heartbeat",
+        "anything",
+    )
     params = attributes(configuration, "validator")
     assert set(params) == {"binfile", "cmdline_options", "logfile"}
     # anything runs "$binfile $cmdline_options" through a shell: the same words, plus --no-guard

@@ -135,7 +135,9 @@ def describe_cycles(graph: Graph) -> list[str]:
     lines = []
     for group in package_cycles(graph):
         lines.append(f"circle between {', '.join(group)}:")
-        lines += [f"  {where}" for source in group for target in group for where in graph.get(source, {}).get(target, [])]
+        lines += [
+            f"  {where}" for source in group for target in group for where in graph.get(source, {}).get(target, [])
+        ]
     return lines
 
 
@@ -179,12 +181,15 @@ def fake_tree(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_a_lazy_import_of_the_lab_by_a_command_is_caught(tmp_path: Path) -> None:
-    root = fake_tree(tmp_path, {
-        "commands/render.py": "def render():\n    from highlander.lab.node import system_env\n    return system_env\n",
-        "lab/node.py": "from highlander.adapters import runner\n",
-        "adapters/runner.py": "",
-        "cli/lab.py": "from highlander.lab import node\n",
-    })  # fmt: skip
+    root = fake_tree(
+        tmp_path,
+        {
+            "commands/render.py": "def render():\n    from highlander.lab.node import system_env\n    return system_env\n",
+            "lab/node.py": "from highlander.adapters import runner\n",
+            "adapters/runner.py": "",
+            "cli/lab.py": "from highlander.lab import node\n",
+        },
+    )
     assert client_imports(import_graph(root)) == [
         "highlander/commands/render.py:2: from highlander.lab.node import system_env  "
         "(commands is product code: it must not import the lab, which stands above it)"
@@ -192,22 +197,28 @@ def test_a_lazy_import_of_the_lab_by_a_command_is_caught(tmp_path: Path) -> None
 
 
 def test_the_demo_is_a_client_too_and_relative_imports_count(tmp_path: Path) -> None:
-    root = fake_tree(tmp_path, {
-        "drill/scenarios.py": "from ..demo import journals\n",
-        "demo/journals.py": "",
-    })  # fmt: skip
+    root = fake_tree(
+        tmp_path,
+        {
+            "drill/scenarios.py": "from ..demo import journals\n",
+            "demo/journals.py": "",
+        },
+    )
     (offending,) = client_imports(import_graph(root))
     assert offending.startswith("highlander/drill/scenarios.py:1: from highlander.demo import journals  (drill ")
 
 
 def test_a_cycle_between_packages_is_caught_with_its_imports(tmp_path: Path) -> None:
-    root = fake_tree(tmp_path, {
-        "commands/render.py": "from highlander.adapters.runner import CommandRunner\n",
-        "adapters/runner.py": "import os\n\n\ndef env():\n    import highlander.templates\n",
-        "templates.py": "from highlander import commands\n",
-        "signstate/store.py": "from . import wire\nfrom highlander.adapters import files\n",
-        "signstate/wire.py": "from .store import Store\n",
-    })  # fmt: skip
+    root = fake_tree(
+        tmp_path,
+        {
+            "commands/render.py": "from highlander.adapters.runner import CommandRunner\n",
+            "adapters/runner.py": "import os\n\n\ndef env():\n    import highlander.templates\n",
+            "templates.py": "from highlander import commands\n",
+            "signstate/store.py": "from . import wire\nfrom highlander.adapters import files\n",
+            "signstate/wire.py": "from .store import Store\n",
+        },
+    )
     graph = import_graph(root)
     assert package_cycles(graph) == [["adapters", "commands", "templates"]]
     assert describe_cycles(graph) == [
@@ -219,20 +230,25 @@ def test_a_cycle_between_packages_is_caught_with_its_imports(tmp_path: Path) -> 
 
 
 def test_imports_inside_one_package_and_from_above_are_no_cycle(tmp_path: Path) -> None:
-    root = fake_tree(tmp_path, {
-        "ocf/spec.py": "def run():\n    from highlander.ocf.runtime import execute\n",
-        "ocf/runtime.py": "from highlander.ocf.spec import Agent\n",
-        "lab/site.py": "from highlander.drill.site import Site\nfrom highlander.ocf import spec\n",
-        "drill/site.py": "from highlander.ocf.runtime import execute\n",
-    })  # fmt: skip
+    root = fake_tree(
+        tmp_path,
+        {
+            "ocf/spec.py": "def run():\n    from highlander.ocf.runtime import execute\n",
+            "ocf/runtime.py": "from highlander.ocf.spec import Agent\n",
+            "lab/site.py": "from highlander.drill.site import Site\nfrom highlander.ocf import spec\n",
+            "drill/site.py": "from highlander.ocf.runtime import execute\n",
+        },
+    )
     graph = import_graph(root)
     assert package_cycles(graph) == []
     assert client_imports(graph) == []
     assert graph == {
-        "lab": {"drill": ["highlander/lab/site.py:1: from highlander.drill.site import Site"],
-                "ocf": ["highlander/lab/site.py:2: from highlander.ocf import spec"]},
+        "lab": {
+            "drill": ["highlander/lab/site.py:1: from highlander.drill.site import Site"],
+            "ocf": ["highlander/lab/site.py:2: from highlander.ocf import spec"],
+        },
         "drill": {"ocf": ["highlander/drill/site.py:1: from highlander.ocf.runtime import execute"]},
-    }  # fmt: skip
+    }
 
 
 if __name__ == "__main__":

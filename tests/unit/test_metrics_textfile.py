@@ -91,9 +91,11 @@ def test_a_drill_writes_its_outcome_and_durations_and_replaces_only_its_own(tmp_
 
 def test_a_soak_writes_each_scenarios_durations(tmp_path: Path) -> None:
     soak = {
-        "ok": True, "iterations": 4, "double_signs": 0,
+        "ok": True,
+        "iterations": 4,
+        "double_signs": 0,
         "scenarios": {"power-cut-active": {"phases": phases(9.0)}, "kill-signer": {"phases": phases(2.0)}},
-    }  # fmt: skip
+    }
     found = samples(record_drill(tmp_path, "soak", soak))
     median = (("drill", "soak"), ("phase", "total"), ("scenario", "kill-signer"), ("stat", "median"))
     assert found[("highlander_drill_phase_seconds", median)] == 2.0

@@ -17,9 +17,7 @@ from highlander.ocf.spec import Action, Agent, Parameter
 
 RESOURCE_AGENTS_DTD_DIR = Path("/usr/share/resource-agents")
 
-needs_xmllint = pytest.mark.skipif(
-    shutil.which("xmllint") is None, reason="xmllint (libxml2-utils) is not installed"
-)
+needs_xmllint = pytest.mark.skipif(shutil.which("xmllint") is None, reason="xmllint (libxml2-utils) is not installed")
 
 
 def _ok(res: object) -> int:
@@ -32,9 +30,7 @@ SELECTING = Agent(
     "An agent with every kind of parameter",
     "Long description with markup-like text: <b> & \"quotes\" 'apostrophes'.",
     parameters=[
-        Parameter(
-            "mode", "Mode", "How to run.", type="select", choices=("fast", "safe", "a&b"), default="safe"
-        ),
+        Parameter("mode", "Mode", "How to run.", type="select", choices=("fast", "safe", "a&b"), default="safe"),
         Parameter("count", "Count", "How many.", type="integer", default=3),
         Parameter("enabled", "Enabled", "Whether.", type="boolean", default=False),
         Parameter("name", "Name", "Who.", required=True, unique_group="identity"),

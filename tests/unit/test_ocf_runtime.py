@@ -52,8 +52,7 @@ class Recorder:
             return self.validate_behaviour(res)
 
         monitors = [
-            Action("monitor", handle, timeout=10 + depth, interval=10 + depth, depth=depth)
-            for depth in monitor_depths
+            Action("monitor", handle, timeout=10 + depth, interval=10 + depth, depth=depth) for depth in monitor_depths
         ]
         self.agent = Agent(
             "tester",
@@ -64,9 +63,7 @@ class Recorder:
                 Parameter("name", "Name", "A required name.", required=True),
                 Parameter("count", "Count", "An integer.", type="integer", default=3),
                 Parameter("enabled", "Enabled", "A boolean.", type="boolean", default=False),
-                Parameter(
-                    "mode", "Mode", "A choice.", type="select", choices=("fast", "safe"), default="safe"
-                ),
+                Parameter("mode", "Mode", "A choice.", type="select", choices=("fast", "safe"), default="safe"),
                 Parameter(
                     "path",
                     "Path",
@@ -94,9 +91,7 @@ def env(**params: str) -> dict[str, str]:
 
 
 def exit_reasons(stderr: str) -> list[str]:
-    return [
-        line[len(EXIT_REASON_PREFIX) :] for line in stderr.splitlines() if line.startswith(EXIT_REASON_PREFIX)
-    ]
+    return [line[len(EXIT_REASON_PREFIX) :] for line in stderr.splitlines() if line.startswith(EXIT_REASON_PREFIX)]
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -116,9 +111,7 @@ def rec() -> Recorder:
 
 
 @pytest.mark.parametrize("code", ALL_CODES, ids=codes.name)
-def test_the_handlers_exit_code_is_the_actions(
-    rec: Recorder, code: int, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_handlers_exit_code_is_the_actions(rec: Recorder, code: int, capsys: pytest.CaptureFixture[str]) -> None:
     rec.behaviour = lambda res: code
     assert execute(rec.agent, ["start"], env()) == code
     assert rec.last.action == "start"
@@ -183,9 +176,7 @@ def test_the_traceback_of_an_unexpected_exception_is_logged_at_debug(
     assert exit_reasons(err) == ["internal error in monitor: KeyError: 'missing'"]
 
 
-def test_log_lines_are_tagged_with_agent_and_instance(
-    rec: Recorder, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_log_lines_are_tagged_with_agent_and_instance(rec: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
     def fail(res: Resource) -> int:
         raise OCFError(codes.ERR_GENERIC, "bad")
 
@@ -218,9 +209,7 @@ def test_usage_and_help_succeed_and_list_the_actions(
     assert out.strip() == "usage: tester {start|stop|monitor|promote|meta-data|validate-all}"
 
 
-def test_an_unknown_action_is_unimplemented_and_named(
-    rec: Recorder, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_an_unknown_action_is_unimplemented_and_named(rec: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
     assert execute(rec.agent, ["migrate_to"], env()) == codes.ERR_UNIMPLEMENTED
     reasons = exit_reasons(capsys.readouterr().err)
     assert len(reasons) == 1 and "'migrate_to'" in reasons[0]
@@ -239,12 +228,8 @@ def test_meta_data_needs_no_parameters(rec: Recorder, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.parametrize("major", ["2", "0"])
-def test_an_unsupported_api_version_is_an_error(
-    rec: Recorder, major: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = execute(
-        rec.agent, ["start"], {**env(), "OCF_RA_VERSION_MAJOR": major, "OCF_RA_VERSION_MINOR": "0"}
-    )
+def test_an_unsupported_api_version_is_an_error(rec: Recorder, major: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = execute(rec.agent, ["start"], {**env(), "OCF_RA_VERSION_MAJOR": major, "OCF_RA_VERSION_MINOR": "0"})
     assert code == codes.ERR_GENERIC
     reasons = exit_reasons(capsys.readouterr().err)
     assert len(reasons) == 1 and f"version {major}" in reasons[0]
@@ -291,9 +276,7 @@ def test_all_parameter_problems_are_in_one_reason(rec: Recorder, capsys: pytest.
     assert "'name'" in reason and "count=" in reason
 
 
-def test_a_non_strict_action_runs_with_defaults_and_warns(
-    rec: Recorder, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_non_strict_action_runs_with_defaults_and_warns(rec: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
     rec.behaviour = lambda res: codes.SUCCESS
     environ = {**QUIET, "OCF_RESKEY_count": "lots", "OCF_RESKEY_mode": "turbo"}
     assert execute(rec.agent, ["stop"], environ) == codes.SUCCESS
@@ -305,9 +288,7 @@ def test_a_non_strict_action_runs_with_defaults_and_warns(
     assert exit_reasons(err) == [] and error_lines(err) == []
 
 
-def test_a_non_strict_action_still_reports_its_own_failure(
-    rec: Recorder, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_non_strict_action_still_reports_its_own_failure(rec: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
     def fail(res: Resource) -> int:
         raise OCFError(codes.ERR_GENERIC, "could not stop")
 
@@ -334,9 +315,7 @@ def test_a_probe_is_a_monitor_with_interval_zero(rec: Recorder, capsys: pytest.C
     assert not rec.last.is_probe
 
 
-def test_a_probe_that_finds_nothing_running_logs_no_error(
-    rec: Recorder, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_probe_that_finds_nothing_running_logs_no_error(rec: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
     rec.behaviour = _not_running
     code = execute(rec.agent, ["monitor"], {**env(), "OCF_RESKEY_CRM_meta_interval": "0"})
     assert code == codes.NOT_RUNNING
@@ -355,9 +334,7 @@ def test_a_recurring_monitor_that_finds_nothing_running_logs_an_error(
     assert error_lines(err) == ["tester(tester) ERROR: not running"]
 
 
-def test_a_probe_that_fails_otherwise_logs_an_error(
-    rec: Recorder, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_probe_that_fails_otherwise_logs_an_error(rec: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
     def broken(res: Resource) -> int:
         raise OCFError(codes.ERR_GENERIC, "half alive")
 
@@ -467,9 +444,7 @@ def test_validate_all_at_level_10_or_more_runs_the_agents_validate(
     assert len(rec.validated) == 1
 
 
-def test_validate_all_at_level_0_skips_the_agents_validate(
-    rec: Recorder, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_validate_all_at_level_0_skips_the_agents_validate(rec: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
     def broken(res: Resource) -> int:
         raise OCFError(codes.ERR_INSTALLED, "the program is missing")
 
@@ -506,9 +481,7 @@ def test_resource_validate_runs_the_agents_validate_from_a_handler(
     assert exit_reasons(capsys.readouterr().err) == ["the program is missing"]
 
 
-def test_validate_all_warns_about_unknown_parameters(
-    rec: Recorder, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_validate_all_warns_about_unknown_parameters(rec: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
     environ = {
         **env(conut="4", colour="red"),
         "OCF_RESKEY_CRM_meta_timeout": "20000",
@@ -522,9 +495,7 @@ def test_validate_all_warns_about_unknown_parameters(
     assert "unknown parameter 'conut'" in warnings[1]
 
 
-def test_other_actions_do_not_warn_about_unknown_parameters(
-    rec: Recorder, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_other_actions_do_not_warn_about_unknown_parameters(rec: Recorder, capsys: pytest.CaptureFixture[str]) -> None:
     assert execute(rec.agent, ["start"], env(conut="4")) == codes.SUCCESS
     assert warning_lines(capsys.readouterr().err) == []
 
@@ -538,9 +509,7 @@ def test_validate_all_without_a_validate_hook_checks_parameters_only(
         "s",
         "l",
         parameters=[Parameter("n", "s", "l", type="integer")],
-        actions=[
-            Action(name, lambda res: codes.SUCCESS, timeout=20) for name in ("start", "stop", "monitor")
-        ],
+        actions=[Action(name, lambda res: codes.SUCCESS, timeout=20) for name in ("start", "stop", "monitor")],
     )
     assert execute(agent, ["validate-all"], {**QUIET}) == codes.SUCCESS
     assert execute(agent, ["validate-all"], {**QUIET, "OCF_RESKEY_n": "x"}) == codes.ERR_CONFIGURED

@@ -258,9 +258,7 @@ def test_a_reloadable_parameter_with_reload_agent_is_accepted() -> None:
         pytest.param([param("a"), param("a")], None, "declared twice", id="duplicate-parameter"),
         pytest.param([], None, "needs a parameter", id="no-parameter"),
         pytest.param(None, basic_actions()[1:], "'start' action is mandatory", id="no-start"),
-        pytest.param(
-            None, [basic_actions()[0], basic_actions()[2]], "'stop' action is mandatory", id="no-stop"
-        ),
+        pytest.param(None, [basic_actions()[0], basic_actions()[2]], "'stop' action is mandatory", id="no-stop"),
         pytest.param(None, basic_actions()[:2], "'monitor' action is mandatory", id="no-monitor"),
         pytest.param(
             None,

@@ -61,8 +61,9 @@ def serve(signer: DemotedWhileSigning, requests: list[Message]) -> tuple[list[Me
 
 
 def test_a_signature_keeps_the_connection_even_if_the_signer_was_demoted_meanwhile() -> None:
-    answers, yielded = serve(DemotedWhileSigning(), [support.vote_request(CHAIN, height=3),
-                                                     support.vote_request(CHAIN, height=4)])  # fmt: skip
+    answers, yielded = serve(
+        DemotedWhileSigning(), [support.vote_request(CHAIN, height=3), support.vote_request(CHAIN, height=4)]
+    )
     assert not messages.is_refusal(answers[0])
     assert "not promoted" in answers[1].signed_vote_response.error.description  # answered, not hung up on
     assert yielded  # the refusal, not the signature, gave the node up

@@ -155,7 +155,10 @@ def test_proposal_is_signed(signer: Signer) -> None:
 
 
 def test_other_chain_id_is_refused_for_every_request(signer: Signer) -> None:
-    assert "serves 'test-chain' only" in signer.handle(vote_request(chain="other"), "n").signed_vote_response.error.description
+    assert (
+        "serves 'test-chain' only"
+        in signer.handle(vote_request(chain="other"), "n").signed_vote_response.error.description
+    )
     pub = messages.wrap("pub_key_request", schema.PubKeyRequest(chain_id="other"))
     assert signer.handle(pub, "n").pub_key_response.error.description
     assert signer.last.hrs == HRS(0, 0, 0)
@@ -192,8 +195,9 @@ def test_superseded_signer_stops_for_good(signer: Signer, replica: OneReplica) -
     assert signer.last.hrs == HRS(10, 0, 2)
 
 
-def test_register_conflict_is_refused_with_an_alarm(signer: Signer, replica: OneReplica,
-                                                    caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_register_conflict_is_refused_with_an_alarm(
+    signer: Signer, replica: OneReplica, caplog: pytest.LogCaptureFixture
+) -> None:
     # Another signer got a different vote at 10/0/2 into the register.
     replica.hwm, replica.digest = HRS(10, 0, 2), "ab" * 32
     assert "different signature" in signer.handle(vote_request(), "n").signed_vote_response.error.description
@@ -232,8 +236,9 @@ def test_unreachable_register_refuses_and_reconnects_later(tmp_path: Path, repli
     assert not made.handle(vote_request(), "n").signed_vote_response.HasField("error")
 
 
-def test_a_restart_before_the_save_signs_nothing_at_that_mark(tmp_path: Path, signer: Signer,
-                                                               replica: OneReplica) -> None:  # fmt: skip
+def test_a_restart_before_the_save_signs_nothing_at_that_mark(
+    tmp_path: Path, signer: Signer, replica: OneReplica
+) -> None:
     """A crash between the answer and the save: the file is behind, the register is not.
     The restarted signer is promoted above the register's mark, which holds that signature:
     it signs nothing more at that mark (a missed vote at worst), and goes on above it."""
@@ -270,12 +275,16 @@ def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
 
 def test_key_address_matches_cometbft(tmp_path: Path) -> None:
     # A key written by 'cometbft init' (v0.38.26) and the address it wrote.
-    text = json.dumps({
-        "address": "755C7EA5A8663DEDA7E677B7B62827D9464CC789",
-        "pub_key": {"type": "tendermint/PubKeyEd25519", "value": "UKFr6R1veka1FKjbiO/ZNp1OrqzvMfVXxkHAkxJzvsI="},
-        "priv_key": {"type": "tendermint/PrivKeyEd25519",
-                     "value": "WBZ5k4Xtpo08epyPcY+qN8GvctoyenujSEvKaTDEDQJQoWvpHW96RrUUqNuI79k2nU6urO8x9VfGQcCTEnO+wg=="},
-    })  # fmt: skip
+    text = json.dumps(
+        {
+            "address": "755C7EA5A8663DEDA7E677B7B62827D9464CC789",
+            "pub_key": {"type": "tendermint/PubKeyEd25519", "value": "UKFr6R1veka1FKjbiO/ZNp1OrqzvMfVXxkHAkxJzvsI="},
+            "priv_key": {
+                "type": "tendermint/PrivKeyEd25519",
+                "value": "WBZ5k4Xtpo08epyPcY+qN8GvctoyenujSEvKaTDEDQJQoWvpHW96RrUUqNuI79k2nU6urO8x9VfGQcCTEnO+wg==",
+            },
+        }
+    )
     assert parse_key(text, "k").address == "755C7EA5A8663DEDA7E677B7B62827D9464CC789"
 
 
@@ -285,11 +294,16 @@ def test_key_address_matches_cometbft(tmp_path: Path) -> None:
         ({}, "not a CometBFT"),
         ({"priv_key": {"type": "tendermint/PrivKeySecp256k1", "value": "AA=="}}, "not supported"),
         ({"priv_key": {"type": "tendermint/PrivKeyEd25519", "value": "!!"}}, "not base64"),
-        ({"priv_key": {"type": "tendermint/PrivKeyEd25519", "value": base64.b64encode(bytes(32)).decode()}}, "64 bytes"),
-        ({"priv_key": {"type": "tendermint/PrivKeyEd25519", "value": base64.b64encode(bytes(64)).decode()}},
-         "does not match"),
+        (
+            {"priv_key": {"type": "tendermint/PrivKeyEd25519", "value": base64.b64encode(bytes(32)).decode()}},
+            "64 bytes",
+        ),
+        (
+            {"priv_key": {"type": "tendermint/PrivKeyEd25519", "value": base64.b64encode(bytes(64)).decode()}},
+            "does not match",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_key_files(document: dict[str, object], complaint: str) -> None:
     with pytest.raises(KeyFileError, match=complaint):
         parse_key(json.dumps(document), "k")
@@ -306,10 +320,9 @@ def test_state_is_never_lowered_and_a_damaged_file_is_an_error(tmp_path: Path) -
     with pytest.raises(StateError, match="refusing to lower"):
         state.save(high, LastSigned(HRS(9, 0, 3), b"x", b"y"))
     assert os.stat(state.path).st_mode & 0o777 == 0o600
-    state.path.write_text("{\"height\": ")
+    state.path.write_text('{"height": ')
     with pytest.raises(StateError, match="never delete it"):
         state.load()
-
 
 
 class GatedState(StateFile):
@@ -365,15 +378,21 @@ def test_saver_logs_a_failed_save_and_the_next_one_lands(tmp_path: Path, caplog:
 # -- the configuration -----------------------------------------------------
 
 BASE = {
-    "chain_id": CHAIN, "key_file": "/k.json", "state_file": "/s.json", "register": "/r.sock",
+    "chain_id": CHAIN,
+    "key_file": "/k.json",
+    "state_file": "/s.json",
+    "register": "/r.sock",
     "nodes": ["tcp://127.0.0.1:26659", "unix:///run/p.sock", "tcp://[::1]:1"],
-}  # fmt: skip
+}
 
 
 def test_config_parses_nodes() -> None:
     config = parse_config(BASE)
-    assert config.nodes == (NodeAddress("tcp", "127.0.0.1", 26659), NodeAddress("unix", path="/run/p.sock"),
-                            NodeAddress("tcp", "::1", 1))  # fmt: skip
+    assert config.nodes == (
+        NodeAddress("tcp", "127.0.0.1", 26659),
+        NodeAddress("unix", path="/run/p.sock"),
+        NodeAddress("tcp", "::1", 1),
+    )
     assert [str(node) for node in config.nodes] == ["tcp://127.0.0.1:26659", "unix:///run/p.sock", "tcp://[::1]:1"]
     assert config.key("ABC") == KeyId(CHAIN, "ABC") and config.max_height_gap == 100_000
     assert config.control is None and parse_config({**BASE, "control": "/run/p.sock"}).control == Path("/run/p.sock")

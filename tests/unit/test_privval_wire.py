@@ -70,20 +70,27 @@ PRIVVAL_VECTORS = [
     ("ping_request", lambda: schema.PingRequest(), "3a00"),
     ("ping_response", lambda: schema.PingResponse(), "4200"),
     ("pub_key_request", lambda: schema.PubKeyRequest(), "0a00"),
-    ("pub_key_response", pub_key_only,
-     "12240a220a20556a436f1218d30942efe798420f51dc9b6a311b929c578257457d05c5fcf230"),
-    ("pub_key_response", lambda: schema.PubKeyResponse(error=error()),
-     "12140a0012100801120c697427732061206572726f72"),
+    ("pub_key_response", pub_key_only, "12240a220a20556a436f1218d30942efe798420f51dc9b6a311b929c578257457d05c5fcf230"),
+    ("pub_key_response", lambda: schema.PubKeyResponse(error=error()), "12140a0012100801120c697427732061206572726f72"),
     ("sign_vote_request", lambda: schema.SignVoteRequest(vote=example_vote()), "1a8101" + VOTE_HEX),
     ("signed_vote_response", lambda: schema.SignedVoteResponse(vote=example_vote()), "228101" + VOTE_HEX),
-    ("signed_vote_response", lambda: schema.SignedVoteResponse(error=error()),
-     "22250a11220212002a0b088092b8c398feffffff0112100801120c697427732061206572726f72"),
+    (
+        "signed_vote_response",
+        lambda: schema.SignedVoteResponse(error=error()),
+        "22250a11220212002a0b088092b8c398feffffff0112100801120c697427732061206572726f72",
+    ),
     ("sign_proposal_request", lambda: schema.SignProposalRequest(proposal=example_proposal()), "2a70" + PROPOSAL_HEX),
-    ("signed_proposal_response", lambda: schema.SignedProposalResponse(proposal=example_proposal()),
-     "3270" + PROPOSAL_HEX),
-    ("signed_proposal_response", lambda: schema.SignedProposalResponse(error=error()),
-     "32250a112a021200320b088092b8c398feffffff0112100801120c697427732061206572726f72"),
-]  # fmt: skip
+    (
+        "signed_proposal_response",
+        lambda: schema.SignedProposalResponse(proposal=example_proposal()),
+        "3270" + PROPOSAL_HEX,
+    ),
+    (
+        "signed_proposal_response",
+        lambda: schema.SignedProposalResponse(error=error()),
+        "32250a112a021200320b088092b8c398feffffff0112100801120c697427732061206572726f72",
+    ),
+]
 
 
 @pytest.mark.parametrize(("field", "build", "expected"), PRIVVAL_VECTORS)
@@ -99,7 +106,9 @@ def test_privval_vectors_parse_back(field: str, build, expected: str) -> None:  
 
 
 def test_pub_key_response_carries_both_spellings() -> None:
-    message = messages.parse(schema.PrivvalMessage, messages.split(messages.encode(messages.pub_key_response(b"k" * 32))))
+    message = messages.parse(
+        schema.PrivvalMessage, messages.split(messages.encode(messages.pub_key_response(b"k" * 32)))
+    )
     response = message.pub_key_response
     assert response.pub_key.ed25519 == response.pub_key_bytes == b"k" * 32
     assert response.pub_key_type == "ed25519"
@@ -114,9 +123,12 @@ VOTE_SIGN_BYTES = [  # types/vote_test.go TestVoteSignBytesTestVectors
     ("", {"height": 1, "round": 1, "type": 1}, bytes([0x21, 0x8, 0x1]) + HEIGHT_1_ROUND_1 + ZERO_TIME),
     ("", {"height": 1, "round": 1}, bytes([0x1F]) + HEIGHT_1_ROUND_1 + ZERO_TIME),
     ("test_chain_id", {"height": 1, "round": 1}, bytes([0x2E]) + HEIGHT_1_ROUND_1 + ZERO_TIME + CHAIN),
-    ("test_chain_id", {"height": 1, "round": 1, "extension": b"extension"},
-     bytes([0x2E]) + HEIGHT_1_ROUND_1 + ZERO_TIME + CHAIN),
-]  # fmt: skip
+    (
+        "test_chain_id",
+        {"height": 1, "round": 1, "extension": b"extension"},
+        bytes([0x2E]) + HEIGHT_1_ROUND_1 + ZERO_TIME + CHAIN,
+    ),
+]
 
 
 @pytest.mark.parametrize(("chain_id", "fields", "expected"), VOTE_SIGN_BYTES)
@@ -146,9 +158,13 @@ def test_nil_vote_leaves_the_block_id_out_and_needs_no_extension_signature() -> 
 def test_vote_extension_sign_bytes() -> None:
     encoded = signbytes.vote_extension_sign_bytes("test_chain_id", example_vote())
     expected_body = (
-        b"\x0a\x09extension" + b"\x11" + (3).to_bytes(8, "little") + b"\x19" + (2).to_bytes(8, "little")
+        b"\x0a\x09extension"
+        + b"\x11"
+        + (3).to_bytes(8, "little")
+        + b"\x19"
+        + (2).to_bytes(8, "little")
         + b"\x22\x0dtest_chain_id"
-    )  # fmt: skip
+    )
     assert encoded == bytes([len(expected_body)]) + expected_body
 
 

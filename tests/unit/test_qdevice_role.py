@@ -44,9 +44,15 @@ def shell_assignments(script: Path) -> dict[str, str]:
 
 def test_qnetd_gets_the_rendered_options_when_started_without_systemd(tmp_path: Path) -> None:
     settings = tmp_path / "corosync-qnetd"
-    settings.write_text(templates.render_template("corosync-qnetd.j2", cluster_name="validators", port=5403,
-                                         witness={"name": "qnetd", "addresses": ["192.0.2.13"]},
-                                         members=[{"name": "node-a"}, {"name": "node-b"}]))  # fmt: skip
+    settings.write_text(
+        templates.render_template(
+            "corosync-qnetd.j2",
+            cluster_name="validators",
+            port=5403,
+            witness={"name": "qnetd", "addresses": ["192.0.2.13"]},
+            members=[{"name": "node-a"}, {"name": "node-b"}],
+        )
+    )
     start = role_vars()["qdevice_qnetd_start"]
     assert isinstance(start, list)
     script = start[-1]

@@ -15,10 +15,19 @@ from highlander.signstate.backends.settings import EtcdSettings, PostgresSetting
 from highlander.signstate.config import ConfigError, parse_config
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "trio.yml"
-ETCD = {"endpoints": ["https://10.0.0.5:2379", "https://[fd00::6]:2379"], "ca_file": "/etc/etcd/ca.crt",
-        "user": "highlander", "password_file": "/etc/highlander/etcd-password"}  # fmt: skip
-POSTGRESQL = {"host": "db.example.net", "dbname": "highlander", "user": "highlander", "ca_file": "/etc/pg/root.crt",
-              "password_file": "/etc/highlander/pg-password"}  # fmt: skip
+ETCD = {
+    "endpoints": ["https://10.0.0.5:2379", "https://[fd00::6]:2379"],
+    "ca_file": "/etc/etcd/ca.crt",
+    "user": "highlander",
+    "password_file": "/etc/highlander/etcd-password",
+}
+POSTGRESQL = {
+    "host": "db.example.net",
+    "dbname": "highlander",
+    "user": "highlander",
+    "ca_file": "/etc/pg/root.crt",
+    "password_file": "/etc/highlander/pg-password",
+}
 
 
 def document(backend: str, section: dict[str, object], **extra: object) -> dict[str, object]:
@@ -26,39 +35,59 @@ def document(backend: str, section: dict[str, object], **extra: object) -> dict[
 
 
 def test_the_trio_is_the_default() -> None:
-    config = parse_config({"node": "a", "listen": "127.0.0.1:1", "state_dir": "/s", "pki_dir": "/p",
-                           "socket": "/run/s.sock", "peers": {"b": "127.0.0.1:2", "c": "127.0.0.1:3"}})  # fmt: skip
+    config = parse_config(
+        {
+            "node": "a",
+            "listen": "127.0.0.1:1",
+            "state_dir": "/s",
+            "pki_dir": "/p",
+            "socket": "/run/s.sock",
+            "peers": {"b": "127.0.0.1:2", "c": "127.0.0.1:3"},
+        }
+    )
     assert config.backend == "trio" and config.store is None
 
 
 def test_etcd_and_postgresql_need_no_trio_fields() -> None:
     etcd = parse_config(document("etcd", ETCD))
     assert etcd.backend == "etcd" and etcd.listen is None and etcd.peers == {}
-    assert etcd.store == EtcdSettings((("10.0.0.5", 2379), ("fd00::6", 2379)), Path("/etc/etcd/ca.crt"),
-                                      user="highlander", password_file=Path("/etc/highlander/etcd-password"))  # fmt: skip
+    assert etcd.store == EtcdSettings(
+        (("10.0.0.5", 2379), ("fd00::6", 2379)),
+        Path("/etc/etcd/ca.crt"),
+        user="highlander",
+        password_file=Path("/etc/highlander/etcd-password"),
+    )
     postgresql = parse_config(document("postgresql", POSTGRESQL)).store
     assert isinstance(postgresql, PostgresSettings) and postgresql.port == 5432 and postgresql.host == "db.example.net"
 
 
-@pytest.mark.parametrize(("doc", "words"), [
-    ({"backend": "consul", "node": "a", "socket": "/run/s.sock"}, "backend must be one of trio, etcd, postgresql, got 'consul'"),
-    ({"backend": "etcd", "node": "a", "socket": "/run/s.sock"}, "backend 'etcd' needs a [etcd] section"),
-    (document("etcd", ETCD, listen="127.0.0.1:1"), "listen is a setting of the trio backend, not of etcd"),
-    (document("etcd", ETCD, postgresql=POSTGRESQL), "[postgresql] is set but backend is 'etcd'"),
-    (document("etcd", {**ETCD, "endpoints": ["http://10.0.0.5:2379"]}), "is not https://HOST:PORT"),
-    (document("etcd", {**ETCD, "endpoints": []}), "etcd.endpoints must list"),
-    (document("etcd", {k: v for k, v in ETCD.items() if k != "ca_file"}), "etcd.ca_file is required"),
-    (document("etcd", {**ETCD, "password": "x"}), "a password is never written here"),
-    (document("etcd", {k: v for k, v in ETCD.items() if k != "user"}), "user and password_file go together"),
-    (document("etcd", {**ETCD, "cert_file": "/c.crt"}), "cert_file and key_file go together"),
-    (document("etcd", {**ETCD, "prefix": "highlander"}), "etcd.prefix must start and end with '/'"),
-    (document("postgresql", {**POSTGRESQL, "sslmode": "require"}), "sslmode must be \"verify-full\""),
-    (document("postgresql", {**POSTGRESQL, "port": 0}), "postgresql.port must be a port from 1 to 65535"),
-    (document("postgresql", {k: v for k, v in POSTGRESQL.items() if k != "host"}), "postgresql.host is required"),
-    (document("postgresql", {k: v for k, v in POSTGRESQL.items() if k != "password_file"}),
-     "set password_file or cert_file and key_file"),
-    (document("postgresql", {**POSTGRESQL, "password_file": "secret"}), "password_file must be an absolute path"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("doc", "words"),
+    [
+        (
+            {"backend": "consul", "node": "a", "socket": "/run/s.sock"},
+            "backend must be one of trio, etcd, postgresql, got 'consul'",
+        ),
+        ({"backend": "etcd", "node": "a", "socket": "/run/s.sock"}, "backend 'etcd' needs a [etcd] section"),
+        (document("etcd", ETCD, listen="127.0.0.1:1"), "listen is a setting of the trio backend, not of etcd"),
+        (document("etcd", ETCD, postgresql=POSTGRESQL), "[postgresql] is set but backend is 'etcd'"),
+        (document("etcd", {**ETCD, "endpoints": ["http://10.0.0.5:2379"]}), "is not https://HOST:PORT"),
+        (document("etcd", {**ETCD, "endpoints": []}), "etcd.endpoints must list"),
+        (document("etcd", {k: v for k, v in ETCD.items() if k != "ca_file"}), "etcd.ca_file is required"),
+        (document("etcd", {**ETCD, "password": "x"}), "a password is never written here"),
+        (document("etcd", {k: v for k, v in ETCD.items() if k != "user"}), "user and password_file go together"),
+        (document("etcd", {**ETCD, "cert_file": "/c.crt"}), "cert_file and key_file go together"),
+        (document("etcd", {**ETCD, "prefix": "highlander"}), "etcd.prefix must start and end with '/'"),
+        (document("postgresql", {**POSTGRESQL, "sslmode": "require"}), 'sslmode must be "verify-full"'),
+        (document("postgresql", {**POSTGRESQL, "port": 0}), "postgresql.port must be a port from 1 to 65535"),
+        (document("postgresql", {k: v for k, v in POSTGRESQL.items() if k != "host"}), "postgresql.host is required"),
+        (
+            document("postgresql", {k: v for k, v in POSTGRESQL.items() if k != "password_file"}),
+            "set password_file or cert_file and key_file",
+        ),
+        (document("postgresql", {**POSTGRESQL, "password_file": "secret"}), "password_file must be an absolute path"),
+    ],
+)
 def test_a_bad_backend_setting_is_named(doc: dict[str, object], words: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse_config(doc, "cfg.toml")

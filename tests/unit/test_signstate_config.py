@@ -130,10 +130,22 @@ def test_peers_must_not_list_this_node() -> None:
 
 @pytest.mark.parametrize(
     "address",
-    [DROP, 7480, "", "10.0.0.1", "10.0.0.1:", ":7480", "10.0.0.1:0", "10.0.0.1:65536", "10.0.0.1:http",
-     "10.0.0.1:-1", "10.0.0.1: 7480", "[]:7480"],
+    [
+        DROP,
+        7480,
+        "",
+        "10.0.0.1",
+        "10.0.0.1:",
+        ":7480",
+        "10.0.0.1:0",
+        "10.0.0.1:65536",
+        "10.0.0.1:http",
+        "10.0.0.1:-1",
+        "10.0.0.1: 7480",
+        "[]:7480",
+    ],
     ids=repr,
-)  # fmt: skip
+)
 def test_listen(address: object) -> None:
     refused(document(listen=address), CONFIG_INVALID_ADDRESS, "listen")
 

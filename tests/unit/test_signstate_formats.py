@@ -41,9 +41,7 @@ PRECOMMIT_SIGNBYTES = (
     "C988D87356C685DEDBF2122408011220CD287645BEE39CC0928B6619D19BBA48934084E1ABD8"
     "921D07739D70B7EA5A162A0C08BFC2BDAE0610AB8BBBF902320B636F736D6F736875622D34"
 )
-PRECOMMIT_SIGNATURE = (
-    "AHPsJm1PtK2/PRBKpxT58RAy/Yq22IKfxAtSyG9khdeSjMLr1GRvP+PzdL4R2QW/S+J1+obziJ2CqffcXkHdMg=="
-)
+PRECOMMIT_SIGNATURE = "AHPsJm1PtK2/PRBKpxT58RAy/Yq22IKfxAtSyG9khdeSjMLr1GRvP+PzdL4R2QW/S+J1+obziJ2CqffcXkHdMg=="
 COMET_PRECOMMIT = (
     "{\n"
     '  "height": "1234567",\n'
@@ -61,9 +59,7 @@ PROPOSAL_SIGNBYTES = (
     "9BBA48934084E1ABD8921D07739D70B7EA5A16320C08BFC2BDAE0610AB8BBBF9023A0B636F73"
     "6D6F736875622D34"
 )
-PROPOSAL_SIGNATURE = (
-    "Ruwuz0MFQWcfKTFN6uR7ixvNeiptEgBFt1hhW/BG+wbr/u/z+t1runnQtql1pNgDr7eJB6V7MesHtlM+hmFBmg=="
-)
+PROPOSAL_SIGNATURE = "Ruwuz0MFQWcfKTFN6uR7ixvNeiptEgBFt1hhW/BG+wbr/u/z+t1runnQtql1pNgDr7eJB6V7MesHtlM+hmFBmg=="
 COMET_PROPOSAL = (
     "{\n"
     '  "height": "1234568",\n'
@@ -94,9 +90,7 @@ PARTS = "CD287645BEE39CC0928B6619D19BBA48934084E1ABD8921D07739D70B7EA5A16"
 OTHER = "2470A41F3243C6BCD7AD2DFF8A8D83A71D29D307B5326C227F734A1A512FE47D"
 
 # write_initial_state: height 0, everything else default.
-TMKMS_INITIAL = (
-    '{"height":"0","round":"0","step":0,"block_id":{"hash":"","parts":{"total":0,"hash":""}}}'
-)
+TMKMS_INITIAL = '{"height":"0","round":"0","step":0,"block_id":{"hash":"","parts":{"total":0,"hash":""}}}'
 TMKMS_PREVOTE = (
     '{"height":"7296635","round":"0","step":1,'
     f'"block_id":{{"hash":"{BLOCK}","parts":{{"total":1,"hash":"{PARTS}"}}}}}}'
@@ -106,9 +100,7 @@ TMKMS_PROPOSAL = (
     f'"block_id":{{"hash":"{OTHER}","parts":{{"total":12,"hash":"{PARTS}"}}}}}}'
 )
 # A nil precommit: no block, so the default id is written.
-TMKMS_NIL_PRECOMMIT = (
-    '{"height":"7296637","round":"1","step":2,"block_id":{"hash":"","parts":{"total":0,"hash":""}}}'
-)
+TMKMS_NIL_PRECOMMIT = '{"height":"7296637","round":"1","step":2,"block_id":{"hash":"","parts":{"total":0,"hash":""}}}'
 # tendermint-rs before the "parts" rename wrote "part_set_header" (the shape
 # in iqlusioninc/tmkms issue #358).
 TMKMS_PART_SET_HEADER = (
@@ -117,8 +109,7 @@ TMKMS_PART_SET_HEADER = (
 )
 # Still read upstream: a quoted total (pre-0.34) and a null block id.
 TMKMS_QUOTED_TOTAL = (
-    '{"height":"5","round":"1","step":1,'
-    f'"block_id":{{"hash":"{BLOCK}","parts":{{"total":"1","hash":"{PARTS}"}}}}}}'
+    f'{{"height":"5","round":"1","step":1,"block_id":{{"hash":"{BLOCK}","parts":{{"total":"1","hash":"{PARTS}"}}}}}}'
 )
 TMKMS_NULL_BLOCK = '{"height":"5","round":"1","step":2,"block_id":null}'
 
@@ -191,9 +182,7 @@ def test_cometbft_reader_tolerates_what_go_tolerates() -> None:
 
 def test_cometbft_empty_byte_fields_are_kept() -> None:
     # Go writes a non-nil empty slice as "" (omitempty only drops nil).
-    text = (
-        '{\n  "height": "7",\n  "round": 0,\n  "step": 2,\n  "signature": "",\n  "signbytes": ""\n}'
-    )
+    text = '{\n  "height": "7",\n  "round": 0,\n  "step": 2,\n  "signature": "",\n  "signbytes": ""\n}'
     state = parse_cometbft(text)
     assert state.signature == b"" and state.signbytes == b""
     assert dump_cometbft(state) == text
@@ -297,9 +286,7 @@ def test_cometbft_errors(text: str, message: str) -> None:
 
 
 def test_error_names_the_given_source() -> None:
-    with pytest.raises(
-        StateFileError, match=r'^/var/lib/x/state\.json: height "x" is not a number$'
-    ):
+    with pytest.raises(StateFileError, match=r'^/var/lib/x/state\.json: height "x" is not a number$'):
         parse_cometbft(comet(height="x"), source="/var/lib/x/state.json")
 
 
@@ -377,14 +364,8 @@ def test_tmkms_digest_is_the_block_id() -> None:
     spelled = {"hash": BLOCK.lower(), "part_set_header": {"total": "1", "hash": PARTS.lower()}}
     assert digest_of(prevote._replace(block_id=spelled)) == digest
     # ... another block, another part set or nil is not (a conflict).
-    assert (
-        digest_of(prevote._replace(block_id={"hash": OTHER, "parts": {"total": 1, "hash": PARTS}}))
-        != digest
-    )
-    assert (
-        digest_of(prevote._replace(block_id={"hash": BLOCK, "parts": {"total": 2, "hash": PARTS}}))
-        != digest
-    )
+    assert digest_of(prevote._replace(block_id={"hash": OTHER, "parts": {"total": 1, "hash": PARTS}})) != digest
+    assert digest_of(prevote._replace(block_id={"hash": BLOCK, "parts": {"total": 2, "hash": PARTS}})) != digest
     nil = digest_of(parse_tmkms(TMKMS_NIL_PRECOMMIT))
     assert nil not in ("", digest)
     assert check_mark(HRS(7296637, 1, 3), nil) is None
@@ -570,9 +551,7 @@ def test_a_nested_duplicate_names_its_path(block_id: str, field: str) -> None:
 
 def test_written_file_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "priv_validator_state.json"
-    state = SignState(
-        HRS(1234568, 2, 1), base64.b64decode(PROPOSAL_SIGNATURE), bytes.fromhex(PROPOSAL_SIGNBYTES)
-    )
+    state = SignState(HRS(1234568, 2, 1), base64.b64decode(PROPOSAL_SIGNATURE), bytes.fromhex(PROPOSAL_SIGNBYTES))
     write_file(path, dump_cometbft(state), mode=0o600)
     assert path.read_text() == COMET_PROPOSAL
     assert parse_cometbft(path.read_text()) == state

@@ -240,8 +240,21 @@ class Rogue(NamedTuple):
 
 
 Action = (
-    Deliver | Drop | Duplicate | Flush | Promote | Sign | Retry | GiveUp | Crash | Restart | Reboot
-    | Backup | LoseDisk | Rejoin | Rogue
+    Deliver
+    | Drop
+    | Duplicate
+    | Flush
+    | Promote
+    | Sign
+    | Retry
+    | GiveUp
+    | Crash
+    | Restart
+    | Reboot
+    | Backup
+    | LoseDisk
+    | Rejoin
+    | Rogue
 )
 
 
@@ -350,9 +363,7 @@ class Checker:
         if ev.purpose == SIGN:
             seen.setdefault(ev.digest, ev)
         if len(seen) > 1:
-            who = ", ".join(
-                f"{d[:6]} by {e.node} b{e.ballot} ({e.purpose} @{e.clock})" for d, e in seen.items()
-            )
+            who = ", ".join(f"{d[:6]} by {e.node} b{e.ballot} ({e.purpose} @{e.clock})" for d, e in seen.items())
             why = f"{ev.key} {ev.hrs} reached OK with {len(seen)} digests: {who}"
             return Broken("I1", why, tuple(seen.values()))
         if ev.purpose == SIGN and ev.ballot.owner != ev.node:
@@ -1023,15 +1034,27 @@ def test_a_lost_disk_story_with_the_real_register() -> None:
     r1 rejoins from r2 and r3, and b's promotion repairs 1/0/2.
     """
     story = (
-        Promote(0, 0), Flush(),  # a at 1@a
-        Sign(0, 0), Flush(),  # 1/0/1 everywhere
-        Crash(2), Sign(0, 0), Flush(), Restart(2),  # 1/0/2 on r1 and r2 only
-        LoseDisk(0, 0), Crash(1),
-        Promote(1, 0), Flush(), GiveUp(0),  # r1 RECOVERING, r3 promises: no majority
-        Rejoin(0), Rejoin(0),  # r2 is down: nothing to read
-        Restart(1), Rejoin(0), Rejoin(0),  # r2 then r3: rejoined
-        Promote(1, 0), Flush(),
-    )  # fmt: skip
+        Promote(0, 0),
+        Flush(),  # a at 1@a
+        Sign(0, 0),
+        Flush(),  # 1/0/1 everywhere
+        Crash(2),
+        Sign(0, 0),
+        Flush(),
+        Restart(2),  # 1/0/2 on r1 and r2 only
+        LoseDisk(0, 0),
+        Crash(1),
+        Promote(1, 0),
+        Flush(),
+        GiveUp(0),  # r1 RECOVERING, r3 promises: no majority
+        Rejoin(0),
+        Rejoin(0),  # r2 is down: nothing to read
+        Restart(1),
+        Rejoin(0),
+        Rejoin(0),  # r2 then r3: rejoined
+        Promote(1, 0),
+        Flush(),
+    )
     sim = simulate(History(2, 1, False, story))
     key = KEYS[0]
     b = sim.nodes[1]
@@ -1097,12 +1120,19 @@ def test_a_rejoin_from_one_replica_loses_a_signature() -> None:
     reads r1 and r2, neither of which holds 1/0/2.
     """
     story = (
-        Promote(0, 0), Flush(),  # a at 1@a
-        Sign(0, 0), Flush(),  # 1/0/1 everywhere
-        Crash(1), Sign(0, 0), Flush(), Restart(1),  # 1/0/2 on r1 and r3; r2 lags
-        LoseDisk(0, 0), Rejoin(0),  # r1 reads r2 first ...
-        Promote(1, 0), Flush(),  # ... and b reads r1 and r2
-    )  # fmt: skip
+        Promote(0, 0),
+        Flush(),  # a at 1@a
+        Sign(0, 0),
+        Flush(),  # 1/0/1 everywhere
+        Crash(1),
+        Sign(0, 0),
+        Flush(),
+        Restart(1),  # 1/0/2 on r1 and r3; r2 lags
+        LoseDisk(0, 0),
+        Rejoin(0),  # r1 reads r2 first ...
+        Promote(1, 0),
+        Flush(),  # ... and b reads r1 and r2
+    )
     history = History(2, 1, False, story)
     broken = violation(history, Variant(rejoin_reads=1))
     assert broken is not None and broken.invariant == "I3", broken

@@ -216,8 +216,9 @@ def test_the_group_commit_makes_many_changes_durable_with_one_sync(
     assert again.seq == 200
 
 
-def test_changes_put_during_a_flush_wait_for_the_next(directory: Path, opened: Callable[[Store], Store],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_changes_put_during_a_flush_wait_for_the_next(
+    directory: Path, opened: Callable[[Store], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The daemon flushes off its event loop while requests keep arriving.
     store = opened(create(directory, NODE))
     store.put(KEY, mark(1))
@@ -583,8 +584,11 @@ def test_an_interrupted_last_line_with_its_newline_is_dropped(directory: Path) -
 
 def test_temporary_files_of_interrupted_writes_are_removed_at_open(directory: Path) -> None:
     written(directory, [(KEY, RECORD)])
-    leftovers = [".log.0123456789ab.highlander-tmp", ".identity.00000000abcd.highlander-tmp",
-                 ".seal.ffffffffffff.highlander-tmp"]  # fmt: skip
+    leftovers = [
+        ".log.0123456789ab.highlander-tmp",
+        ".identity.00000000abcd.highlander-tmp",
+        ".seal.ffffffffffff.highlander-tmp",
+    ]
     for name in leftovers:
         (directory / name).write_bytes(b"half a write")
     (directory / "notes.tmp").write_text("not ours: kept")
@@ -776,8 +780,11 @@ except StoreError as e:
 def open_elsewhere(directory: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", OPEN_IN_ANOTHER_PROCESS, str(directory), NODE],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_the_directory_is_exclusive_across_processes(directory: Path) -> None:

@@ -36,10 +36,16 @@ def test_reads_what_json_writes_as_json_reads_it(document: Any) -> None:
         ("[-Infinity]", "not valid JSON: -Infinity is not allowed"),
         ('{"a": 1', "not valid JSON: Expecting ',' delimiter at line 1 column 8"),
         ("", "not valid JSON: Expecting value at line 1 column 1"),
-        ("1" * 5000, "not valid JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits"),
-        ("\n  " + "[" * 100_000 + "]" * 100_000, f"nested deeper than {MAX_DEPTH} levels at line 2 column {MAX_DEPTH + 3}"),
+        (
+            "1" * 5000,
+            "not valid JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits",
+        ),
+        (
+            "\n  " + "[" * 100_000 + "]" * 100_000,
+            f"nested deeper than {MAX_DEPTH} levels at line 2 column {MAX_DEPTH + 3}",
+        ),
     ],
-)  # fmt: skip
+)
 def test_refusals_say_what_and_where(text: str, message: str) -> None:
     with pytest.raises(JSONInputError) as caught:
         loads(text)

@@ -81,9 +81,15 @@ EOL = "\r"  # what iLO's CLI takes as the end of a command line (fence_ilo_ssh s
 # only Disabled means the power is off; the transitional and degraded states
 # all still have power. Anything else is not understood, so not guessed.
 ENABLED_STATES = {
-    "enabled": ON, "disabled": OFF, "enabled but offline": ON, "shutting down": ON,
-    "starting": ON, "in test": ON, "deferred": ON, "quiesce": ON,
-}  # fmt: skip
+    "enabled": ON,
+    "disabled": OFF,
+    "enabled but offline": ON,
+    "shutting down": ON,
+    "starting": ON,
+    "in test": ON,
+    "deferred": ON,
+    "quiesce": ON,
+}
 
 DATE_LINE = re.compile(r"^[A-Z][a-z]{2} [A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d \d{4}$")
 ALREADY = re.compile(r"already (on|off)\b", re.IGNORECASE)
@@ -231,9 +237,12 @@ class IloSshDriver(PowerDriver):
         self._password = password
         self.identity_file = identity_file
         self.host_keys = HostKeyPolicy(
-            host, port, fingerprint=ssh_fingerprint, known_hosts=(known_hosts,) if known_hosts else (),
+            host,
+            port,
+            fingerprint=ssh_fingerprint,
+            known_hosts=(known_hosts,) if known_hosts else (),
             pin_option="ssh_fingerprint",
-        )  # fmt: skip
+        )
         try:
             self.prompt = re.compile(prompt)
         except re.error as error:
@@ -308,7 +317,9 @@ class IloSshDriver(PowerDriver):
                 raise Unreachable(f"{self.where}: no SSH answer within {self.login_timeout:g} s ({text})") from None
             raise DeviceFailure(f"{self.where}: SSH negotiation failed: {text}") from None
         except (EOFError, OSError) as error:
-            raise Unreachable(f"{self.where}: the connection closed during the SSH handshake ({error or 'EOF'})") from None
+            raise Unreachable(
+                f"{self.where}: the connection closed during the SSH handshake ({error or 'EOF'})"
+            ) from None
         if not (transport.is_active() and transport.initial_kex_done):
             # start_client's timeout ends the wait without an error of its own.
             raise Unreachable(f"{self.where}: no SSH answer within {self.login_timeout:g} s")
@@ -488,32 +499,52 @@ class IloSshDriver(PowerDriver):
 
 
 OPTIONS = (
-    *(
-        option.replace(default=DEFAULT_PORT) if name == "ipport" else option
-        for name, option in COMMON.items()
+    *(option.replace(default=DEFAULT_PORT) if name == "ipport" else option for name, option in COMMON.items()),
+    Option(
+        "ssh",
+        "Use SSH connection",
+        short="x",
+        aliases=("secure",),
+        type="boolean",
+        default=True,
+        longdesc="Always on: this agent only speaks SSH (accepted for fence_ilo_ssh's "
+        "configurations; 0 changes nothing).",
     ),
-    Option("ssh", "Use SSH connection", short="x", aliases=("secure",), type="boolean", default=True,
-           longdesc="Always on: this agent only speaks SSH (accepted for fence_ilo_ssh's "
-                    "configurations; 0 changes nothing)."),
-    Option("identity_file", "Identity file (private key) for SSH", short="k", metavar="filename",
-           longdesc="Log in with this private key instead of a password; password is then the "
-                    "key's passphrase, if it has one."),
-    Option("known_hosts", "OpenSSH known_hosts file to check the iLO's host key against",
-           default=DEFAULT_KNOWN_HOSTS, metavar="file",
-           longdesc="The host key must be listed there for the ip (as [ip]:port for a port other "
-                    "than 22); an unknown or different key is refused, never added. Not used when "
-                    "ssh_fingerprint is set."),
-    Option("ssh_fingerprint", "Pinned SHA256 fingerprint of the iLO's SSH host key",
-           metavar="SHA256:...",
-           longdesc="The host key's fingerprint as 'ssh-keygen -lf' prints it (SHA256:...). When "
-                    "set, the host key must match it and known_hosts is not consulted."),
-    Option("command_prompt", "Force Python regex for command prompt", short="c",
-           aliases=("cmd_prompt",), default=DEFAULT_PROMPT, metavar="prompt",
-           longdesc="Regular expression for the CLI prompt, matched against the last, "
-                    "unterminated line of output."),
-    Option("shell_timeout", "Wait X seconds for cmd prompt after issuing command", type="second",
-           default=3, order=200),
-)  # fmt: skip
+    Option(
+        "identity_file",
+        "Identity file (private key) for SSH",
+        short="k",
+        metavar="filename",
+        longdesc="Log in with this private key instead of a password; password is then the "
+        "key's passphrase, if it has one.",
+    ),
+    Option(
+        "known_hosts",
+        "OpenSSH known_hosts file to check the iLO's host key against",
+        default=DEFAULT_KNOWN_HOSTS,
+        metavar="file",
+        longdesc="The host key must be listed there for the ip (as [ip]:port for a port other "
+        "than 22); an unknown or different key is refused, never added. Not used when "
+        "ssh_fingerprint is set.",
+    ),
+    Option(
+        "ssh_fingerprint",
+        "Pinned SHA256 fingerprint of the iLO's SSH host key",
+        metavar="SHA256:...",
+        longdesc="The host key's fingerprint as 'ssh-keygen -lf' prints it (SHA256:...). When "
+        "set, the host key must match it and known_hosts is not consulted.",
+    ),
+    Option(
+        "command_prompt",
+        "Force Python regex for command prompt",
+        short="c",
+        aliases=("cmd_prompt",),
+        default=DEFAULT_PROMPT,
+        metavar="prompt",
+        longdesc="Regular expression for the CLI prompt, matched against the last, unterminated line of output.",
+    ),
+    Option("shell_timeout", "Wait X seconds for cmd prompt after issuing command", type="second", default=3, order=200),
+)
 
 AGENT = FenceAgent(
     "fence_highlander_ilo_ssh",

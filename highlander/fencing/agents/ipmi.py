@@ -65,26 +65,47 @@ def _options() -> list[Option]:
         "fails the action."
     )
     own = [
-        Option("lanplus", "Use Lanplus (IPMI 2.0), the default; IPMI 1.5 is not supported", short="P",
-               type="boolean", default=True,
-               longdesc="IPMI 2.0 (RMCP+), on by default (fence_ipmilan defaults to off). "
-                        "IPMI 1.5 (lanplus=0) is refused: this agent speaks IPMI 2.0 only, "
-                        "so it has no 'auth' option either."),
-        Option("cipher", "Ciphersuite to use (same as ipmitool -C parameter)", short="C",
-               type="select", choices=CIPHER_SUITES,
-               longdesc="RMCP+ cipher suite: 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128) or "
-                        "17 (RAKP-HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128), used exactly as "
-                        "given. Unset: 17, or 3 if the BMC refuses 17. Suites without "
-                        "authentication or encryption are never used."),
-        Option("privlvl", "Privilege level on IPMI device", short="L", type="select",
-               choices=tuple(PRIVILEGE_LEVELS), default="administrator", metavar="level",
-               longdesc="Privilege level of the session. Power control needs operator or "
-                        "administrator."),
-        Option("hexadecimal_kg", "Hexadecimal-encoded Kg key for IPMIv2 authentication",
-               long="hexadecimal-kg", secret=True, metavar="key",
-               longdesc="The BMC key (Kg), hexadecimal, at most 20 bytes. Unset: the password "
-                        "is used as Kg, as IPMI 2.0 specifies. Never logged."),
-    ]  # fmt: skip
+        Option(
+            "lanplus",
+            "Use Lanplus (IPMI 2.0), the default; IPMI 1.5 is not supported",
+            short="P",
+            type="boolean",
+            default=True,
+            longdesc="IPMI 2.0 (RMCP+), on by default (fence_ipmilan defaults to off). "
+            "IPMI 1.5 (lanplus=0) is refused: this agent speaks IPMI 2.0 only, "
+            "so it has no 'auth' option either.",
+        ),
+        Option(
+            "cipher",
+            "Ciphersuite to use (same as ipmitool -C parameter)",
+            short="C",
+            type="select",
+            choices=CIPHER_SUITES,
+            longdesc="RMCP+ cipher suite: 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128) or "
+            "17 (RAKP-HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128), used exactly as "
+            "given. Unset: 17, or 3 if the BMC refuses 17. Suites without "
+            "authentication or encryption are never used.",
+        ),
+        Option(
+            "privlvl",
+            "Privilege level on IPMI device",
+            short="L",
+            type="select",
+            choices=tuple(PRIVILEGE_LEVELS),
+            default="administrator",
+            metavar="level",
+            longdesc="Privilege level of the session. Power control needs operator or administrator.",
+        ),
+        Option(
+            "hexadecimal_kg",
+            "Hexadecimal-encoded Kg key for IPMIv2 authentication",
+            long="hexadecimal-kg",
+            secret=True,
+            metavar="key",
+            longdesc="The BMC key (Kg), hexadecimal, at most 20 bytes. Unset: the password "
+            "is used as Kg, as IPMI 2.0 specifies. Never logged.",
+        ),
+    ]
     order = ("action", "ip", "ipport", "username", "password", "password_script")
     head = [common.pop(name) for name in order]
     return head + own + list(common.values())
@@ -289,9 +310,7 @@ def make_driver(options: Mapping[str, object]) -> IpmiDriver:
     """The driver for the parsed options; refuses what it cannot do before any traffic
     (an unproven pyghmi included)."""
     if options.get("lanplus") is False:
-        raise FenceError(
-            "lanplus=0 (IPMI 1.5) is not supported: this agent speaks IPMI 2.0 (RMCP+) only"
-        )
+        raise FenceError("lanplus=0 (IPMI 1.5) is not supported: this agent speaks IPMI 2.0 (RMCP+) only")
     kg = None
     hexadecimal_kg = options.get("hexadecimal_kg")
     if hexadecimal_kg:

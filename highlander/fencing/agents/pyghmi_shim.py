@@ -50,9 +50,7 @@ PRIVATE = (
 # pyghmi waits for a reply in slices of at most this long (see _bound_waits).
 WAIT_SLICE = 0.005
 
-_METADATA_DIRECTORY = re.compile(
-    r"pyghmi-([0-9][0-9a-z.+!]*?)(?:-py[0-9.]+)?\.(?:dist|egg)-info", re.IGNORECASE
-)
+_METADATA_DIRECTORY = re.compile(r"pyghmi-([0-9][0-9a-z.+!]*?)(?:-py[0-9.]+)?\.(?:dist|egg)-info", re.IGNORECASE)
 
 
 class UnsupportedPyghmi(FenceError):
@@ -181,13 +179,15 @@ def session_class(cipher: str | None) -> Any:
     return _SESSION_CLASSES[cipher]
 
 
-def login(cipher: str | None, *, host: str, port: int, username: str, password: str, kg: bytes | None,
-          privilege_level: int) -> Any:  # fmt: skip
+def login(
+    cipher: str | None, *, host: str, port: int, username: str, password: str, kg: bytes | None, privilege_level: int
+) -> Any:
     """A logged-in session (pyghmi logs in while constructing it); raises what pyghmi raises."""
     cls = session_class(cipher)
     forget_broken_sessions(cls)
-    return cls(bmc=host, userid=username, password=password, port=port, kg=kg, privlevel=privilege_level,
-               keepalive=False)  # fmt: skip
+    return cls(
+        bmc=host, userid=username, password=password, port=port, kg=kg, privlevel=privilege_level, keepalive=False
+    )
 
 
 def forget_broken_sessions(cls: Any) -> None:

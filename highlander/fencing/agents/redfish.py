@@ -156,13 +156,10 @@ class RedfishDriver(PowerDriver):
         system = self._get(uri)
         state = system.get("PowerState")
         if state is None:
-            raise DeviceFailure(
-                f"the system at {uri} reports no PowerState: its power cannot be read through Redfish"
-            )
+            raise DeviceFailure(f"the system at {uri} reports no PowerState: its power cannot be read through Redfish")
         if state not in POWER_STATES:
             raise DeviceFailure(
-                f"the system at {uri} reports PowerState {state!r}, not one of "
-                f"{', '.join(POWER_STATES)}"
+                f"the system at {uri} reports PowerState {state!r}, not one of {', '.join(POWER_STATES)}"
             )
         log.debug("%s: PowerState %s", uri, state)
         return POWER_STATES[state]
@@ -202,8 +199,7 @@ class RedfishDriver(PowerDriver):
         root = self._get(self.redfish_uri)
         collection_uri = _odata_id(
             root.get("Systems"),
-            f"the service root {self.redfish_uri} has no Systems/@odata.id: is redfish_uri "
-            "the service root?",
+            f"the service root {self.redfish_uri} has no Systems/@odata.id: is redfish_uri the service root?",
         )
         collection = self._get(collection_uri)
         members = collection.get("Members")
@@ -236,8 +232,7 @@ class RedfishDriver(PowerDriver):
             return matches[0]
         if matches:
             raise DeviceFailure(
-                f"plug {plug!r} names {len(matches)} systems ({', '.join(matches)}): choose one "
-                "with systems_uri=<URI>"
+                f"plug {plug!r} names {len(matches)} systems ({', '.join(matches)}): choose one with systems_uri=<URI>"
             )
         if len(uris) == 1:
             # Pacemaker passes the node's name as plug to every agent that has one; a
@@ -351,25 +346,36 @@ def _path(uri: str, option: str) -> str:
 
 
 OPTIONS = (
-    *(
-        option.replace(default=DEFAULT_PORT) if name == "ipport" else option
-        for name, option in COMMON.items()
+    *(option.replace(default=DEFAULT_PORT) if name == "ipport" else option for name, option in COMMON.items()),
+    Option(
+        "redfish_uri",
+        "Base or starting Redfish URI",
+        default=DEFAULT_ROOT,
+        longdesc="Path of the Redfish service root on the BMC.",
     ),
-    Option("redfish_uri", "Base or starting Redfish URI", default=DEFAULT_ROOT,
-           longdesc="Path of the Redfish service root on the BMC."),
-    Option("systems_uri", "Redfish Systems resource URI, i.e. /redfish/v1/Systems/System.Embedded.1",
-           longdesc="Path of the ComputerSystem to fence. Without it the agent finds the system "
-                    "under the service root: the only one, or the one whose Id (or Name) is plug; "
-                    "on a BMC with several systems and neither option it names them and fails."),
-    Option("ssl_insecure", "Use SSL connection without verifying certificate", type="boolean",
-           default=False,
-           longdesc="Do not verify the BMC's TLS certificate (anyone on the path can then read "
-                    "the password and fake the answers). Prefer ssl_ca_file."),
-    Option("ssl_ca_file", "PEM file of the CA certificates to verify the BMC with",
-           longdesc="Verify the BMC's TLS certificate against the CA certificate(s) in this PEM "
-                    "file instead of the system's trust store (for a BMC with a certificate from "
-                    "an in-house CA, or its own self-signed certificate)."),
-)  # fmt: skip
+    Option(
+        "systems_uri",
+        "Redfish Systems resource URI, i.e. /redfish/v1/Systems/System.Embedded.1",
+        longdesc="Path of the ComputerSystem to fence. Without it the agent finds the system "
+        "under the service root: the only one, or the one whose Id (or Name) is plug; "
+        "on a BMC with several systems and neither option it names them and fails.",
+    ),
+    Option(
+        "ssl_insecure",
+        "Use SSL connection without verifying certificate",
+        type="boolean",
+        default=False,
+        longdesc="Do not verify the BMC's TLS certificate (anyone on the path can then read "
+        "the password and fake the answers). Prefer ssl_ca_file.",
+    ),
+    Option(
+        "ssl_ca_file",
+        "PEM file of the CA certificates to verify the BMC with",
+        longdesc="Verify the BMC's TLS certificate against the CA certificate(s) in this PEM "
+        "file instead of the system's trust store (for a BMC with a certificate from "
+        "an in-house CA, or its own self-signed certificate).",
+    ),
+)
 
 AGENT = FenceAgent(
     "fence_highlander_redfish",

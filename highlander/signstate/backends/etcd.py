@@ -110,8 +110,10 @@ class EtcdBackend(ExternalBackend):
         try:
             return parse_record(loads(base64.b64decode(kvs[0]["value"]))), int(kvs[0]["mod_revision"])
         except (WireError, KeyError, ValueError) as exc:
-            raise BackendError(f"etcd key {self._key(key).decode()} does not hold a sign-state record ({exc}); "
-                               "nothing else may write under the prefix") from None  # fmt: skip
+            raise BackendError(
+                f"etcd key {self._key(key).decode()} does not hold a sign-state record ({exc}); "
+                "nothing else may write under the prefix"
+            ) from None
 
     # --- calls, in the thread pool ---
 
@@ -156,8 +158,9 @@ class EtcdBackend(ExternalBackend):
             session.verify = str(s.ca_file)
             if s.cert_file is not None:
                 session.cert = (str(s.cert_file), str(s.key_file))
-            client = etcd3gw.Etcd3Client(host=host, port=port, protocol="https", timeout=self.timeout,
-                                         api_path="/v3/", session=session)  # fmt: skip
+            client = etcd3gw.Etcd3Client(
+                host=host, port=port, protocol="https", timeout=self.timeout, api_path="/v3/", session=session
+            )
             self._local.client, self._local.endpoint = client, endpoint
         if self.settings.user and self._token is None:
             self._authenticate(client, stale=None)
@@ -180,14 +183,17 @@ class EtcdBackend(ExternalBackend):
                 return  # another thread got a new one
             client.session.headers.pop("Authorization", None)  # etcd refuses a login that carries a stale token
             try:
-                answer = client.post(client.get_url("/auth/authenticate"),
-                                     json={"name": self.settings.user, "password": self._password})  # fmt: skip
+                answer = client.post(
+                    client.get_url("/auth/authenticate"), json={"name": self.settings.user, "password": self._password}
+                )
             except (exceptions.ConnectionFailedError, exceptions.ConnectionTimeoutError) as exc:
                 _refuse_tls(exc, client)
                 raise Unavailable(_reason(exc, client)) from None
             except exceptions.Etcd3Exception as exc:
-                raise BackendError(f"etcd refused user {self.settings.user!r} ({_reason(exc, client)}); check "
-                                   f"user and {self.settings.password_file}") from None  # fmt: skip
+                raise BackendError(
+                    f"etcd refused user {self.settings.user!r} ({_reason(exc, client)}); check "
+                    f"user and {self.settings.password_file}"
+                ) from None
             self._token = answer["token"]
         client.session.headers["Authorization"] = self._token
 

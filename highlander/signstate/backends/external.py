@@ -103,8 +103,14 @@ class ExternalBackend(Backend):
         outcome = await self._run(key, Ballot(0, self.node), promise, "promote")
         if chosen:
             outcome = outcome._replace(ballot=chosen[-1])
-        log.info("event=promote key=%s ballot=%s outcome=%s hwm=%s %s", key, outcome.ballot, outcome.status,
-                 outcome.record.hwm, outcome.detail)  # fmt: skip
+        log.info(
+            "event=promote key=%s ballot=%s outcome=%s hwm=%s %s",
+            key,
+            outcome.ballot,
+            outcome.status,
+            outcome.record.hwm,
+            outcome.detail,
+        )
         return outcome
 
     async def _advance(self, key: KeyId, ballot: Ballot, hrs: HRS, digest: str) -> Outcome:
@@ -112,8 +118,9 @@ class ExternalBackend(Backend):
         if outcome.status == OK:
             log.debug("event=advance key=%s ballot=%s hrs=%s outcome=OK", key, ballot, hrs)
         elif outcome.status != NO_QUORUM:
-            log.info("event=advance key=%s ballot=%s hrs=%s outcome=%s %s", key, ballot, hrs, outcome.status,
-                     outcome.detail)  # fmt: skip
+            log.info(
+                "event=advance key=%s ballot=%s hrs=%s outcome=%s %s", key, ballot, hrs, outcome.status, outcome.detail
+            )
         if outcome.status == CONFLICT:
             log.error("event=conflict key=%s hrs=%s: another digest was accepted at this mark", key, hrs)
         return outcome
@@ -125,8 +132,9 @@ class ExternalBackend(Backend):
             return promoted._replace(detail=f"not reset: the promotion failed: {promoted.detail}")
         ballot = promoted.ballot
         outcome = await self._run(key, ballot, lambda record: register.reset(record, ballot, hrs), "reset")
-        log.warning("event=reset key=%s ballot=%s hrs=%s outcome=%s %s", key, ballot, hrs, outcome.status,
-                    outcome.detail)  # fmt: skip
+        log.warning(
+            "event=reset key=%s ballot=%s hrs=%s outcome=%s %s", key, ballot, hrs, outcome.status, outcome.detail
+        )
         return outcome
 
     async def raise_mark(self, key: KeyId, hwm: HRS, digest: str) -> Record:
@@ -141,8 +149,10 @@ class ExternalBackend(Backend):
 
         outcome = await self._run(key, register.NO_BALLOT, raised, "import")
         if outcome.status == CONFLICT:
-            raise BackendError(f"the mark {hwm} of {key} has another digest in {self.store_name}: two different "
-                               "signatures at one height/round/step; investigate before importing")  # fmt: skip
+            raise BackendError(
+                f"the mark {hwm} of {key} has another digest in {self.store_name}: two different "
+                "signatures at one height/round/step; investigate before importing"
+            )
         if outcome.status != OK:
             raise BackendError(outcome.detail)
         return outcome.record

@@ -52,10 +52,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
-SELECT = ("SELECT counter, owner, height, round, step, digest FROM highlander_signstate "
-          "WHERE chain_id = %s AND key_id = %s")  # fmt: skip
-UPDATE = ("UPDATE highlander_signstate SET counter = %s, owner = %s, height = %s, round = %s, step = %s, digest = %s "
-          "WHERE chain_id = %s AND key_id = %s")  # fmt: skip
+SELECT = (
+    "SELECT counter, owner, height, round, step, digest FROM highlander_signstate WHERE chain_id = %s AND key_id = %s"
+)
+UPDATE = (
+    "UPDATE highlander_signstate SET counter = %s, owner = %s, height = %s, round = %s, step = %s, digest = %s "
+    "WHERE chain_id = %s AND key_id = %s"
+)
 INSERT = "INSERT INTO highlander_signstate (chain_id, key_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
 
 
@@ -100,12 +103,21 @@ class PostgresBackend(ExternalBackend):
 
         s = self.settings
         options: dict[str, Any] = {
-            "host": s.host, "port": s.port, "dbname": s.dbname, "user": s.user, "sslmode": "verify-full",
-            "sslrootcert": str(s.ca_file), "connect_timeout": max(1, round(self.timeout)),
-            "options": "-c synchronous_commit=on", "application_name": f"highlander-signstate {self.node}",
-            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
+            "host": s.host,
+            "port": s.port,
+            "dbname": s.dbname,
+            "user": s.user,
+            "sslmode": "verify-full",
+            "sslrootcert": str(s.ca_file),
+            "connect_timeout": max(1, round(self.timeout)),
+            "options": "-c synchronous_commit=on",
+            "application_name": f"highlander-signstate {self.node}",
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 2,
             "tcp_user_timeout": int(self.timeout * 1000),
-        }  # fmt: skip
+        }
         if self._password is not None:
             options["password"] = self._password
         if s.cert_file is not None:
@@ -117,8 +129,10 @@ class PostgresBackend(ExternalBackend):
         except psycopg.OperationalError as exc:
             text = " ".join(str(exc).split())
             if "authentication failed" in text or "certificate" in text or "does not exist" in text:
-                raise BackendError(f"postgresql {self.where}: {text} (check user, password_file and ca_file, and "
-                                   "that the database exists)") from None  # fmt: skip
+                raise BackendError(
+                    f"postgresql {self.where}: {text} (check user, password_file and ca_file, and "
+                    "that the database exists)"
+                ) from None
             raise Unavailable(f"{self.where}: {text}") from None
 
     @asynccontextmanager
@@ -219,18 +233,24 @@ async def check_schema(connection: Any) -> None:
         version = await _version(connection)
         fsync = (await (await connection.execute("SELECT current_setting('fsync')")).fetchone())[0]
     if version is None:
-        raise BackendError("the database has no sign-state schema: create it once with "
-                           "'highlander signstate init --backend postgresql'")  # fmt: skip
+        raise BackendError(
+            "the database has no sign-state schema: create it once with "
+            "'highlander signstate init --backend postgresql'"
+        )
     if version != SCHEMA_VERSION:
         newer = version > SCHEMA_VERSION
         raise BackendError(
             f"the database's sign-state schema is version {version}, this highlander uses {SCHEMA_VERSION}: "
-            + ("upgrade highlander on this node" if newer else "migrate it with 'highlander signstate init "
-               "--backend postgresql'")
-        )  # fmt: skip
+            + (
+                "upgrade highlander on this node"
+                if newer
+                else "migrate it with 'highlander signstate init --backend postgresql'"
+            )
+        )
     if fsync != "on":
-        raise BackendError("the PostgreSQL server runs with fsync off: an acknowledged advance could be lost in a "
-                           "crash; turn fsync on")  # fmt: skip
+        raise BackendError(
+            "the PostgreSQL server runs with fsync off: an acknowledged advance could be lost in a crash; turn fsync on"
+        )
 
 
 async def migrate(backend: PostgresBackend) -> str:
@@ -242,8 +262,10 @@ async def migrate(backend: PostgresBackend) -> str:
             await connection.execute("SELECT pg_advisory_xact_lock(hashtext('highlander_signstate_schema'))")
             version = await _version(connection)
             if version is not None and version > SCHEMA_VERSION:
-                raise BackendError(f"the database's sign-state schema is version {version}, newer than this "
-                                   f"highlander's {SCHEMA_VERSION}: upgrade highlander")  # fmt: skip
+                raise BackendError(
+                    f"the database's sign-state schema is version {version}, newer than this "
+                    f"highlander's {SCHEMA_VERSION}: upgrade highlander"
+                )
             if version == SCHEMA_VERSION:
                 return f"the sign-state schema is at version {SCHEMA_VERSION}; nothing to do"
             if version is None:
@@ -253,7 +275,10 @@ async def migrate(backend: PostgresBackend) -> str:
                 for statement in MIGRATIONS[step]:
                     await connection.execute(statement)
             await connection.execute("UPDATE highlander_signstate_schema SET version = %s", (SCHEMA_VERSION,))
-        return (f"created the sign-state schema, version {SCHEMA_VERSION}" if version is None
-                else f"migrated the sign-state schema from version {version} to {SCHEMA_VERSION}")  # fmt: skip
+        return (
+            f"created the sign-state schema, version {SCHEMA_VERSION}"
+            if version is None
+            else f"migrated the sign-state schema from version {version} to {SCHEMA_VERSION}"
+        )
     finally:
         await connection.close()

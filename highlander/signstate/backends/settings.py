@@ -77,8 +77,9 @@ def parse_backend(document: dict[str, object], source: str) -> tuple[str, Settin
         raise SettingsError(f"{source}: backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     for other in BACKENDS[1:]:
         if other != name and other in document:
-            raise SettingsError(f"{source}: [{other}] is set but backend is {name!r}; remove the section or "
-                                f"set backend = {other!r}")  # fmt: skip
+            raise SettingsError(
+                f"{source}: [{other}] is set but backend is {name!r}; remove the section or set backend = {other!r}"
+            )
     if name == "trio":
         return "trio", None
     section = document.get(name)
@@ -90,8 +91,10 @@ def parse_backend(document: dict[str, object], source: str) -> tuple[str, Settin
 
 def _known(section: dict[str, object], known: tuple[str, ...], where: str) -> None:
     if "password" in section:
-        raise SettingsError(f"{where}: a password is never written here; put it in a file readable by root "
-                            "only and name that file with password_file")  # fmt: skip
+        raise SettingsError(
+            f"{where}: a password is never written here; put it in a file readable by root "
+            "only and name that file with password_file"
+        )
     unknown = sorted(set(section) - set(known))
     if unknown:
         raise SettingsError(f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -133,7 +136,7 @@ def _etcd(section: dict[str, object], where: str) -> EtcdSettings:
     _known(section, ("endpoints", "ca_file", "cert_file", "key_file", "user", "password_file", "prefix"), where)
     endpoints = section.get("endpoints")
     if not isinstance(endpoints, list) or not endpoints:
-        raise SettingsError(f"{where}.endpoints must list the cluster's client URLs, e.g. [\"https://10.0.0.5:2379\"]")
+        raise SettingsError(f'{where}.endpoints must list the cluster\'s client URLs, e.g. ["https://10.0.0.5:2379"]')
     parsed = tuple(_endpoint(url, f"{where}.endpoints") for url in endpoints)
     ca_file = _file(section, "ca_file", where)
     if ca_file is None:
@@ -150,7 +153,7 @@ def _etcd(section: dict[str, object], where: str) -> EtcdSettings:
 
 def _endpoint(url: object, where: str) -> tuple[str, int]:
     if not isinstance(url, str):
-        raise SettingsError(f"{where}: expected \"https://HOST:PORT\", got {url!r}")
+        raise SettingsError(f'{where}: expected "https://HOST:PORT", got {url!r}')
     parts = urlsplit(url)
     try:
         port = parts.port
@@ -162,12 +165,16 @@ def _endpoint(url: object, where: str) -> tuple[str, int]:
 
 
 def _postgresql(section: dict[str, object], where: str) -> PostgresSettings:
-    _known(section, ("host", "port", "dbname", "user", "password_file", "ca_file", "cert_file", "key_file", "sslmode"),
-           where)  # fmt: skip
+    _known(
+        section,
+        ("host", "port", "dbname", "user", "password_file", "ca_file", "cert_file", "key_file", "sslmode"),
+        where,
+    )
     sslmode = section.get("sslmode", "verify-full")
     if sslmode != "verify-full":
-        raise SettingsError(f"{where}.sslmode must be \"verify-full\" (TLS with the server's name verified), "
-                            f"got {sslmode!r}")  # fmt: skip
+        raise SettingsError(
+            f'{where}.sslmode must be "verify-full" (TLS with the server\'s name verified), got {sslmode!r}'
+        )
     port = section.get("port", 5432)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise SettingsError(f"{where}.port must be a port from 1 to 65535, got {port!r}")
@@ -179,14 +186,14 @@ def _postgresql(section: dict[str, object], where: str) -> PostgresSettings:
         raise SettingsError(f"{where}.user is required")
     if password is None and cert is None:
         raise SettingsError(f"{where}: set password_file or cert_file and key_file (how the server knows us)")
-    return PostgresSettings(_required(section, "host", where), _required(section, "dbname", where), user, ca_file,
-                            port, password, cert, key)  # fmt: skip
+    return PostgresSettings(
+        _required(section, "host", where), _required(section, "dbname", where), user, ca_file, port, password, cert, key
+    )
 
 
 def _check_mode(path: Path, mode: int, what: str) -> None:
     if mode & (stat.S_IRWXO | stat.S_IWGRP):
-        raise SettingsError(f"{what} {path} is accessible to others (mode {stat.S_IMODE(mode):04o}); "
-                            f"chmod 600 {path}")  # fmt: skip
+        raise SettingsError(f"{what} {path} is accessible to others (mode {stat.S_IMODE(mode):04o}); chmod 600 {path}")
 
 
 def read_secret(path: Path, what: str) -> str:

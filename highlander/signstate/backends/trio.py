@@ -74,7 +74,9 @@ class TrioBackend(Backend):
         self.replica.open()
         client = pki.client_context(config.pki_dir, config.node)
         self.server_context = pki.server_context(config.pki_dir, config.node)
-        self.links = {name: PeerLink(name, address, client, config.timeout) for name, address in sorted(config.peers.items())}
+        self.links = {
+            name: PeerLink(name, address, client, config.timeout) for name, address in sorted(config.peers.items())
+        }
         self.replicas = (config.node, *self.links)
         # Per key, the highest ballot any replica reported: advances below it
         # are refused at once, so a superseded signer never signs again.
@@ -85,8 +87,9 @@ class TrioBackend(Backend):
 
     async def start(self) -> None:
         listen = self.config.listen
-        self._listener = await asyncio.start_server(self._peer_connected, listen.host, listen.port, backlog=BACKLOG,
-                                                    reuse_address=True)  # fmt: skip
+        self._listener = await asyncio.start_server(
+            self._peer_connected, listen.host, listen.port, backlog=BACKLOG, reuse_address=True
+        )
         if self.replica.lost:
             log.error("event=recovering reason=%r", self.replica.lost)
 
@@ -102,8 +105,10 @@ class TrioBackend(Backend):
 
     def peers(self) -> list[tuple[str, bool, float]]:
         now = time.monotonic()
-        return [(name, link.reachable, now - link.last_answer if link.last_answer else now) for name, link in
-                self.links.items()]  # fmt: skip
+        return [
+            (name, link.reachable, now - link.last_answer if link.last_answer else now)
+            for name, link in self.links.items()
+        ]
 
     # --- sending ---
 
@@ -113,9 +118,7 @@ class TrioBackend(Backend):
             return self.replica.submit(request, self.node)  # type: ignore[return-value]
         return self.links[replica].send(request_document(request))
 
-    async def _fan_out(
-        self, request: Request, on_reply: Callable[[str, Reply], object]
-    ) -> dict[str, str]:
+    async def _fan_out(self, request: Request, on_reply: Callable[[str, Reply], object]) -> dict[str, str]:
         """Send to every replica until ``on_reply`` decides (returns something other
         than None) or the time is up; what went wrong with those that did not answer."""
         decided = asyncio.get_running_loop().create_future()
@@ -182,8 +185,9 @@ class TrioBackend(Backend):
             log.debug("event=advance key=%s ballot=%s hrs=%s outcome=OK", tally.key, tally.ballot, tally.hrs)
             return Outcome(OK, tally.ballot, _best_record(tally.replies))
         detail = self._explain(tally.replies, problems, status)
-        log.info("event=%s key=%s ballot=%s hrs=%s outcome=%s %s", event, tally.key, tally.ballot, tally.hrs, status,
-                 detail)  # fmt: skip
+        log.info(
+            "event=%s key=%s ballot=%s hrs=%s outcome=%s %s", event, tally.key, tally.ballot, tally.hrs, status, detail
+        )
         if status == register.CONFLICT:
             log.error("event=conflict key=%s hrs=%s: another digest was accepted at this mark", tally.key, tally.hrs)
         return Outcome(status, tally.ballot, _best_record(tally.replies), detail)
@@ -263,8 +267,10 @@ class TrioBackend(Backend):
                 for key, record in await self._dump(link):
                     merged.setdefault(key, []).append(record)
             except (PeerError, WireError, asyncio.TimeoutError) as exc:
-                raise BackendError(f"cannot rejoin: {name} did not give its records ({str(exc) or type(exc).__name__}); "
-                                  "both other replicas must be up and healthy") from None  # fmt: skip
+                raise BackendError(
+                    f"cannot rejoin: {name} did not give its records ({str(exc) or type(exc).__name__}); "
+                    "both other replicas must be up and healthy"
+                ) from None
         records = [(key, register.merge(found)) for key, found in merged.items()]
         await self.replica.install(records)
         log.warning("event=rejoined node=%s keys=%d from=%s", self.node, len(records), ",".join(self.links))
@@ -362,7 +368,9 @@ class TrioBackend(Backend):
         def send(answer: asyncio.Future[object]) -> None:
             try:
                 reply = answer.result()
-                frame = page_document(request.id, reply) if isinstance(reply, Page) else reply_document(request.id, reply)  # type: ignore[arg-type]
+                frame = (
+                    page_document(request.id, reply) if isinstance(reply, Page) else reply_document(request.id, reply)
+                )  # type: ignore[arg-type]
             except WireError as exc:
                 log.warning("event=bad-request peer=%s reason=%r", name, str(exc))
                 frame = error_document(request.id, str(exc))

@@ -65,8 +65,9 @@ def wanted_cib(live_text, rendered_text):
 def run(module, argv, ok=(0,)):
     result = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, LC_ALL="C"))
     if result.returncode not in ok:
-        module.fail_json(msg="%s exited with %d: %s" % (" ".join(argv), result.returncode,
-                                                         (result.stderr or result.stdout).strip()))
+        module.fail_json(
+            msg="%s exited with %d: %s" % (" ".join(argv), result.returncode, (result.stderr or result.stdout).strip())
+        )
     return result
 
 
@@ -77,8 +78,9 @@ def query(module, wait):
         if result.returncode == 0:
             return result.stdout
         if time.monotonic() > deadline:
-            module.fail_json(msg="the CIB did not answer within %ds: cibadmin --query: %s"
-                             % (wait, result.stderr.strip()))
+            module.fail_json(
+                msg="the CIB did not answer within %ds: cibadmin --query: %s" % (wait, result.stderr.strip())
+            )
         time.sleep(2)
 
 

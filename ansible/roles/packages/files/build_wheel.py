@@ -19,8 +19,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-IGNORE = shutil.ignore_patterns("build", "dist", "*.egg-info", ".git", "__pycache__", ".pytest_cache",
-                                ".hypothesis", ".tox", ".venv", "*.pyc")
+IGNORE = shutil.ignore_patterns(
+    "build", "dist", "*.egg-info", ".git", "__pycache__", ".pytest_cache", ".hypothesis", ".tox", ".venv", "*.pyc"
+)
 
 
 def main(source: str, out: str) -> int:
@@ -31,9 +32,20 @@ def main(source: str, out: str) -> int:
         shutil.copytree(source, tree, ignore=IGNORE, symlinks=True)
         built = Path(scratch, "dist")
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
-             "--wheel-dir", str(built), str(tree)],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--wheel-dir",
+                str(built),
+                str(tree),
+            ],
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             sys.stderr.write(result.stdout + result.stderr)
