@@ -49,7 +49,7 @@ def _reexec() -> None:
 
 
 try:
-    from highlander.commands.render import SECRETS_DIR, SIGNSTATE_CONFIG, nodeids
+    from highlander.commands.render import SECRETS_DIR, SIGNSTATE_CONFIG, fence_device_variables, nodeids
     from highlander.inventory import InventoryError, load
     from highlander.inventory.model import KNOWN_HOSTS
 except ImportError:
@@ -73,13 +73,7 @@ def build(path: Path) -> dict[str, object]:
                 "fence": [
                     {
                         "level": level,
-                        "method": d.method,
-                        "agent": d.agent,
-                        "address": d.address,
-                        "port": d.port,
-                        "username": d.username,
-                        "password_file": d.password_file,
-                        "password_vault": d.password_vault,
+                        **fence_device_variables(d),
                         # where the agent reads the password (the CIB's password_script)
                         "secret_path": d.password_file or f"{SECRETS_DIR}/{node.name}-fence-{level}",
                     }

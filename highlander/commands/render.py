@@ -117,7 +117,8 @@ def nodeids(inventory: Inventory) -> dict[str, int]:
     return {node.name: i for i, node in enumerate(inventory.members, start=1)}
 
 
-def _device(d: FenceDevice) -> dict[str, object]:
+def fence_device_variables(d: FenceDevice) -> dict[str, object]:
+    """A fence device as the templates and the Ansible inventory see it: references to its password, never one."""
     return {
         "method": d.method,
         "agent": d.agent,
@@ -136,7 +137,7 @@ def _node(node: Node, nodeid: int | None) -> dict[str, object]:
         "role": node.role,
         "nodeid": nodeid,
         "addresses": list(node.addresses),
-        "fence": [_device(d) for d in node.fence],
+        "fence": [fence_device_variables(d) for d in node.fence],
     }
 
 

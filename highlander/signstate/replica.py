@@ -25,7 +25,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -131,9 +131,10 @@ class Replica:
         self._syncing = True
         loop = asyncio.get_running_loop()
         if self._inline:
-            loop.call_soon(self._sync_here)
+            loop.call_soon(self._after_sync, self._timed_flush)
         else:
-            loop.run_in_executor(self._executor, self._timed_flush).add_done_callback(self._synced_there)
+            future = loop.run_in_executor(self._executor, self._timed_flush)
+            future.add_done_callback(lambda done: self._after_sync(done.result))
 
     def _timed_flush(self) -> int:
         """Flush the store; note whether the next sync may run on the loop."""
@@ -144,29 +145,15 @@ class Replica:
         finally:
             self._inline = time.monotonic() - started < INLINE_SYNC_LIMIT
 
-    def _sync_here(self) -> None:
-        try:
-            durable = self._timed_flush()
-        except StoreError as exc:
-            self._failed(exc)
-        else:
-            self._synced(durable)
-
-    def _synced_there(self, done: asyncio.Future[int]) -> None:
-        try:
-            durable = done.result()
-        except StoreError as exc:
-            self._failed(exc)
-        else:
-            self._synced(durable)
-
-    def _failed(self, exc: StoreError) -> None:
+    def _after_sync(self, flushed: Callable[[], int]) -> None:
+        """Release what ``flushed()`` (the flush, or its result from the thread) made durable."""
         self._syncing = False
-        log.error("event=write-failed reason=%r (retrying; nothing is answered meanwhile)", str(exc))
-        asyncio.get_running_loop().call_later(RETRY_FAILED_SYNC, self._sync)
-
-    def _synced(self, durable: int) -> None:
-        self._syncing = False
+        try:
+            durable = flushed()
+        except StoreError as exc:
+            log.error("event=write-failed reason=%r (retrying; nothing is answered meanwhile)", str(exc))
+            asyncio.get_running_loop().call_later(RETRY_FAILED_SYNC, self._sync)
+            return
         while self._waiters and self._waiters[0][0] <= durable:
             future = heapq.heappop(self._waiters)[2]
             if not future.done():
