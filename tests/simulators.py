@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 from fence_agents import debian
 
 from highlander.lab.ilosim import ILOSimulator
+from highlander.lab.ipmisim import IpmiSim
 
 
 class Simulator(Protocol):
@@ -96,3 +97,9 @@ def debian_options(sim: ILOSimulator, known_hosts: Path, **extra: object) -> dic
     }
     options.update(extra)
     return options
+
+
+def ipmi_options(bmc: IpmiSim, password_file: Path) -> list[str]:
+    """``highlander fence``'s options for a device-less fence of ``bmc`` (its password in ``password_file``)."""
+    where = ["--ip", "127.0.0.1", "--ipport", str(bmc.port)]
+    return ["--method", "ipmi", *where, "--username", "admin", "--password-file", str(password_file)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -27,8 +28,9 @@ from harness import HIGHLANDER
 from highlander.adapters.waiting import wait_until
 from highlander.drill.journal import Entry, parse_journal
 from highlander.drill.signer import chain_height
-from highlander.lab.replicas import LoopbackReplicas
+from highlander.lab.replicas import NODES, LoopbackReplicas
 from highlander.signstate import pki
+from highlander.signstate.register import KeyId
 from highlander.signstate.wire import HEADER
 
 TIMEOUT = 10.0
@@ -202,6 +204,47 @@ class Signers:
 
     def logs(self) -> str:
         return "\n".join(f"--- {s.name} (exit {s.process.poll()})\n{s.log_text()[-3000:]}" for s in self.started)
+
+
+def reset_key(socket_path: Path, key: KeyId, to: str) -> subprocess.CompletedProcess[str]:
+    """``highlander signstate reset`` of ``key`` to the mark ``to`` through the daemon at ``socket_path``."""
+    where = ["--socket", str(socket_path), "--chain-id", key.chain_id, "--key-id", key.key_id]
+    return subprocess.run(
+        [*HIGHLANDER, "signstate", "reset", *where, "--to", to, "--yes"], capture_output=True, text=True, timeout=60
+    )
+
+
+def nemesis_seed() -> int:
+    """HIGHLANDER_NEMESIS_SEED repeats a nemesis run; otherwise a new seed (each test prints it)."""
+    return int(os.environ.get("HIGHLANDER_NEMESIS_SEED") or time.time_ns() % 1_000_000)
+
+
+class SignerChurn:
+    """What both nemeses do to demo-signers: fail over (kill every running
+    signer but the kept ones, start one on a random node) and start a second
+    one; every step is noted with its time."""
+
+    def __init__(self, signers: Signers, rng: random.Random) -> None:
+        self.signers = signers
+        self.rng = rng
+        self.kept: set[str] = set()  # signers no failover stops (the negative control's)
+        self.log: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.log.append(f"{time.monotonic():.2f} {text}")
+
+    def failover(self) -> None:
+        running = [s for s in self.signers.started if s.process.poll() is None and s.name not in self.kept]
+        for signer in running:
+            signer.kill()
+        node = self.rng.choice(NODES)
+        self.signers.start(node)
+        self.note(f"failover: killed {len(running)} signer(s), started one on {node}")
+
+    def second_signer(self) -> None:
+        node = self.rng.choice(NODES)
+        self.signers.start(node)
+        self.note(f"a second signer on {node}")
 
 
 def check_journals(journals: list[Path]) -> tuple[int, dict]:  # type: ignore[type-arg]

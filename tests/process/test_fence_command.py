@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from harness import HIGHLANDER
+from simulators import ipmi_options
 
 from highlander.lab.ipmisim import IpmiSim
 
@@ -84,16 +85,7 @@ def test_a_device_given_by_options_with_a_password_file(tmp_path: Path, ipmi_bmc
         "--action",
         "reboot",
         "--yes",
-        "--method",
-        "ipmi",
-        "--ip",
-        "127.0.0.1",
-        "--ipport",
-        str(ipmi_bmc.port),
-        "--username",
-        "admin",
-        "--password-file",
-        str(secret),
+        *ipmi_options(ipmi_bmc, secret),
         "--option",
         "cipher=3",
     )
@@ -110,16 +102,7 @@ def test_a_wrong_password_fails_with_one_clear_line(tmp_path: Path, ipmi_bmc: Ip
         "--action",
         "off",
         "--yes",
-        "--method",
-        "ipmi",
-        "--ip",
-        "127.0.0.1",
-        "--ipport",
-        str(ipmi_bmc.port),
-        "--username",
-        "admin",
-        "--password-file",
-        str(secret),
+        *ipmi_options(ipmi_bmc, secret),
     )
     assert done.returncode == 1
     assert "failed (exit 1)" in done.stdout and "no fence device of peer could off it" in done.stderr

@@ -17,6 +17,7 @@ from fence_agents import run, ours
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import HIGHLANDER
+from simulators import ipmi_options
 
 from highlander.adapters.metrics import FENCE_TEXTFILE
 from highlander.lab.ipmisim import IpmiSim
@@ -109,16 +110,7 @@ def test_highlander_fence_counts_its_attempts(ipmi_bmc: IpmiSim, tmp_path: Path)
             "--action",
             "off",
             "--yes",
-            "--method",
-            "ipmi",
-            "--ip",
-            "127.0.0.1",
-            "--ipport",
-            str(ipmi_bmc.port),
-            "--username",
-            "admin",
-            "--password-file",
-            str(secret),
+            *ipmi_options(ipmi_bmc, secret),
             "--option",
             "cipher=3",
             "--metrics-dir",

@@ -19,7 +19,6 @@ signs.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from backends_support import Arena, arena
-from signstate_support import Signers, check_journals
+from signstate_support import SignerChurn, Signers, check_journals, nemesis_seed
 
 from highlander.lab.stores import LocalEtcd, LocalPostgres
 from highlander.lab.replicas import NODES
@@ -38,22 +37,12 @@ pytestmark = pytest.mark.signstate
 SHORT = 30.0
 
 
-def seed() -> int:
-    return int(os.environ.get("HIGHLANDER_NEMESIS_SEED") or time.time_ns() % 1_000_000)
-
-
-class StoreNemesis:
+class StoreNemesis(SignerChurn):
     """Faults of the store and of the daemons, and churn of signers."""
 
     def __init__(self, register: Arena, signers: Signers, rng: random.Random) -> None:
         self.register = register
-        self.signers = signers
-        self.rng = rng
-        self.kept: set[str] = set()  # signers no failover stops (the negative control's)
-        self.log: list[str] = []
-
-    def note(self, text: str) -> None:
-        self.log.append(f"{time.monotonic():.2f} {text}")
+        super().__init__(signers, rng)
 
     def step(self) -> None:
         store = self.register.store
@@ -107,19 +96,6 @@ class StoreNemesis:
         self.register.nodes.start(node)
         self.note(f"daemon {node} killed and restarted")
 
-    def failover(self) -> None:
-        running = [s for s in self.signers.started if s.process.poll() is None and s.name not in self.kept]
-        for signer in running:
-            signer.kill()
-        node = self.rng.choice(NODES)
-        self.signers.start(node)
-        self.note(f"failover: killed {len(running)} signer(s), started one on {node}")
-
-    def second_signer(self) -> None:
-        node = self.rng.choice(NODES)
-        self.signers.start(node)
-        self.note(f"a second signer on {node}")
-
     def calm(self) -> None:
         if isinstance(self.register.store, LocalEtcd):
             self.heal_members()
@@ -139,7 +115,7 @@ def register(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Arena]:
 
 
 def run_nemesis(register: Arena, workdir: Path, seconds: float, unguarded: bool = False) -> dict:  # type: ignore[type-arg]
-    chosen = seed()
+    chosen = nemesis_seed()
     print(f"nemesis seed {chosen} (HIGHLANDER_NEMESIS_SEED={chosen} repeats it)")
     signers = Signers(workdir, register.nodes)
     nemesis = StoreNemesis(register, signers, random.Random(chosen))

@@ -9,13 +9,12 @@ a restart of its daemon, restarts of the store and lost connections.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from backends_support import BACKENDS, Arena, arena
-from harness import HIGHLANDER
+from signstate_support import reset_key
 
 from highlander.adapters.waiting import wait_until
 from highlander.signstate.client import Conflict, Refused, Superseded
@@ -86,25 +85,7 @@ def test_a_key_at_the_limit_is_reset_by_root_and_signing_resumes(register: Arena
         a.advance(key, session.epoch, HRS(MAX_HEIGHT, MAX_ROUND, 3), digest(9))  # nothing can follow this
         with pytest.raises(Refused):
             a.advance(key, session.epoch, HRS(MAX_HEIGHT, MAX_ROUND, 3), digest(10))
-    done = subprocess.run(
-        [
-            *HIGHLANDER,
-            "signstate",
-            "reset",
-            "--socket",
-            str(register.socket("node-a")),
-            "--chain-id",
-            CHAIN,
-            "--key-id",
-            key.key_id,
-            "--to",
-            "100/0/3",
-            "--yes",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = reset_key(register.socket("node-a"), key, "100/0/3")
     assert done.returncode == 0, done.stderr
     assert "set to 100/0/3" in done.stdout
     with register.client("node-b") as b:

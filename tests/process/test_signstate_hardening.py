@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from harness import HIGHLANDER
-from signstate_support import TIMEOUT, as_peer, exchange, frame, tcp
+from signstate_support import TIMEOUT, as_peer, exchange, frame, reset_key, tcp
 
 from highlander.adapters.waiting import wait_until
 from highlander.lab.replicas import LoopbackReplicas
@@ -141,25 +141,7 @@ def test_a_mark_at_the_limit_is_lowered_by_reset_and_signing_resumes(replicas: L
         a.advance(key, session.epoch, HRS(MAX_HEIGHT, MAX_ROUND, 3), digest(9))  # nothing can follow this
         with pytest.raises(Refused):
             a.advance(key, session.epoch, HRS(MAX_HEIGHT, MAX_ROUND, 3), digest(10))
-    done = subprocess.run(
-        [
-            *HIGHLANDER,
-            "signstate",
-            "reset",
-            "--socket",
-            str(replicas.socket("node-a")),
-            "--chain-id",
-            CHAIN,
-            "--key-id",
-            key.key_id,
-            "--to",
-            "100/0/3",
-            "--yes",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = reset_key(replicas.socket("node-a"), key, "100/0/3")
     assert done.returncode == 0, done.stderr
     assert "set to 100/0/3" in done.stdout and "3 of 3 replicas answered" in done.stdout
     with client(replicas, "node-b") as b:

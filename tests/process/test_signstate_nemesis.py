@@ -27,7 +27,6 @@ long one.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
@@ -37,7 +36,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from signstate_support import FilePVSigners, Relay, Signers, check_journals, filepv_double_signs, relayed
+from signstate_support import (
+    FilePVSigners,
+    Relay,
+    SignerChurn,
+    Signers,
+    check_journals,
+    filepv_double_signs,
+    nemesis_seed,
+    relayed,
+)
 
 from highlander.lab.replicas import NODES, LoopbackReplicas
 from highlander.signstate.client import SignerClient
@@ -48,11 +56,7 @@ SHORT = 45.0  # seconds of nemesis in the default run
 LONG = 600.0  # with -m soak
 
 
-def seed() -> int:
-    return int(os.environ.get("HIGHLANDER_NEMESIS_SEED") or time.time_ns() % 1_000_000)
-
-
-class Nemesis:
+class Nemesis(SignerChurn):
     """Faults on a relayed trio and churn of signers, one random step at a time.
 
     At most one replica's disk is lost or rolled back at a time (the register
@@ -69,23 +73,17 @@ class Nemesis:
         rng: random.Random,
         workdir: Path,
     ) -> None:
+        super().__init__(signers, rng)
         self.replicas = replicas
         self.relays = relays
-        self.signers = signers
         self.filepv = filepv
-        self.rng = rng
         self.workdir = workdir
         self.down: set[str] = set()  # killed
         self.frozen: set[str] = set()
         self.lost: str | None = None  # the replica whose disk is lost or rolled back
         self.backups: dict[str, Path] = {}
-        self.log: list[str] = []
         self.rejoined = 0
-        self.kept: set[str] = set()  # signers no failover stops (the negative control's)
         self.kept_filepv: set[int] = set()  # the same for FilePV signers, by PID
-
-    def note(self, text: str) -> None:
-        self.log.append(f"{time.monotonic():.2f} {text}")
 
     def step(self) -> None:
         actions = [
@@ -193,19 +191,6 @@ class Nemesis:
 
     # --- signers ---
 
-    def failover(self) -> None:
-        running = [s for s in self.signers.started if s.process.poll() is None and s.name not in self.kept]
-        for signer in running:
-            signer.kill()
-        node = self.rng.choice(NODES)
-        self.signers.start(node)
-        self.note(f"failover: killed {len(running)} signer(s), started one on {node}")
-
-    def second_signer(self) -> None:
-        node = self.rng.choice(NODES)
-        self.signers.start(node)
-        self.note(f"a second signer on {node}")
-
     def filepv_failover(self) -> None:
         running = [p for p in self.filepv.started if p.poll() is None and p.pid not in self.kept_filepv]
         for follower in running:  # its signer dies with it
@@ -268,7 +253,7 @@ class Outcome(NamedTuple):
 
 def run_nemesis(arena: Arena, seconds: float, workdir: Path, unguarded: bool = False) -> Outcome:
     replicas, relays, signers, filepv = arena
-    chosen = seed()
+    chosen = nemesis_seed()
     print(f"nemesis seed {chosen} (HIGHLANDER_NEMESIS_SEED={chosen} repeats it)")
     nemesis = Nemesis(replicas, relays, signers, filepv, random.Random(chosen), workdir)
     signers.start("node-a")
