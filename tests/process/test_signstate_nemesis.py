@@ -54,6 +54,9 @@ pytestmark = pytest.mark.signstate
 
 SHORT = 45.0  # seconds of nemesis in the default run
 LONG = 600.0  # with -m soak
+# Signatures of each kind a run must have made for its check to mean something.
+ENOUGH_SOCKET = 100
+ENOUGH_FILEPV = 50
 
 
 class Nemesis(SignerChurn):
@@ -220,6 +223,28 @@ class Nemesis(SignerChurn):
             self.rejoin()
             time.sleep(0.5)
 
+    def sign_enough(self, timeout: float = 60) -> None:
+        """On the healed trio, keep a guarded signer of each kind signing until the
+        checkers have enough to check: a schedule that kept a majority away for
+        most of the run (all three replicas lost, down or frozen at once) leaves
+        few signatures, and one that never recovers fails the test below."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            socket_signed, filepv_signed = signed(self.signers, self.filepv)
+            if socket_signed > ENOUGH_SOCKET and filepv_signed > ENOUGH_FILEPV:
+                return
+            if not any(s.process.poll() is None and s.name not in self.kept for s in self.signers.started):
+                self.signers.start("node-a")
+            if not any(p.poll() is None and p.pid not in self.kept_filepv for p in self.filepv.started):
+                self.filepv.start("node-b")
+            time.sleep(1.0)
+
+
+def signed(signers: Signers, filepv: FilePVSigners) -> tuple[int, int]:
+    """Signatures handed out so far: through the socket, and by FilePV signers."""
+    _, report = check_journals(signers.journals())
+    return sum(s["count"] for s in report["signers"]), sum(len(j.read_text().splitlines()) for j in filepv.journals())
+
 
 Arena = tuple[LoopbackReplicas, dict[tuple[str, str], Relay], Signers, FilePVSigners]
 
@@ -280,15 +305,14 @@ def run_nemesis(arena: Arena, seconds: float, workdir: Path, unguarded: bool = F
                 nemesis.step()
             time.sleep(nemesis.rng.uniform(0.1, 1.5))
         nemesis.calm()
-        time.sleep(1.0)
+        nemesis.sign_enough()
     finally:
         signers.stop_all()
         filepv.stop_all()
         print("\n".join(nemesis.log))
     _, report = check_journals(signers.journals())
     journals = filepv.journals()
-    signed = sum(len(j.read_text().splitlines()) for j in journals)
-    return Outcome(nemesis, report, filepv_double_signs(journals), signed)
+    return Outcome(nemesis, report, filepv_double_signs(journals), signed(signers, filepv)[1])
 
 
 def assert_no_double_sign(outcome: Outcome) -> None:
@@ -296,8 +320,8 @@ def assert_no_double_sign(outcome: Outcome) -> None:
     signed = sum(s["count"] for s in report["signers"])
     assert report["double_signs"] == [], report["double_signs"]
     assert outcome.filepv_double_signs == {}, outcome.filepv_double_signs
-    assert signed > 100, f"only {signed} signatures through the socket: the nemesis left nothing to check"
-    assert outcome.filepv_signed > 50, f"only {outcome.filepv_signed} FilePV signatures: nothing to check"
+    assert signed > ENOUGH_SOCKET, f"only {signed} signatures through the socket: the nemesis left nothing to check"
+    assert outcome.filepv_signed > ENOUGH_FILEPV, f"only {outcome.filepv_signed} FilePV signatures: nothing to check"
     print(
         f"{signed} socket signatures by {len(report['signers'])} runs, {outcome.filepv_signed} FilePV signatures, "
         f"{outcome.nemesis.rejoined} rejoins: no double sign"
