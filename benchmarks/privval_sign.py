@@ -22,16 +22,18 @@ up. ``--build DIR`` builds both peers from their registries into DIR once
 module, because the module proxy here refuses the version list that ``go
 install`` reads).
 
-Measured on this two-core virtual machine (500 votes each, two runs; its
-neighbours made every number vary by a third from one run to the next):
-highlander p50 1.28-1.79 ms (p99 2.5-2.8), tmkms 0.35-0.44 ms, Horcrux
-5.6-5.7 ms: ratio vs tmkms 3.66-4.07, ratio vs horcrux 0.22-0.32. The goals
-(3 and 0.2) are not met. Most of highlander's time is the register's
-advance, a majority round over three replicas that each sync to disk
-before answering, through Python daemons that share the two cores with the
-signer and this harness; tmkms neither replicates nor syncs. Syncing a fast
-disk on the daemon's loop instead of a thread took a quarter off the CPU
-each advance costs (ratio vs tmkms 5.43-6.02 before, in the same runs).
+Measured on this two-core virtual machine, whose neighbours made every
+number vary by a third from one run to the next (500 or 1000 votes each,
+five runs alternating with the code before the change below): highlander
+p50 1.28-1.79 ms, tmkms 0.30-0.44 ms, Horcrux 3.7-5.7 ms; ratio vs tmkms
+median 4.07 (3.66-4.16, once 7.72 in a burst of noise), ratio vs horcrux
+median 0.35 (0.22-0.37). The goals (3 and 0.2) are not met. Most of
+highlander's time is the register's advance, a majority round over three
+replicas that each sync to disk before answering, through Python daemons
+that share the two cores with the signer and this harness; tmkms neither
+replicates nor syncs. Syncing a fast disk on the daemon's loop instead of
+a thread took a quarter off the CPU each advance costs; the ratio vs tmkms
+was median 6.02 (5.43-7.16) and vs horcrux 0.44 before it, in the same runs.
 The last lines are ``ratio vs tmkms X`` and ``ratio vs horcrux Y``
 (highlander p50 / peer p50; goals <= 3 and <= 0.2).
 """
