@@ -6,6 +6,7 @@ records (should the CLI have failed), also when a test fails.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -93,3 +94,16 @@ def chain_lab(factory: pytest.TempPathFactory, name: str, *options: str) -> Iter
     with running_lab(directory, *options, workload="chain", timeout=400) as up:
         print(up.stdout)
         yield directory, up.stdout
+
+
+def chain_drill(lab: Path, report: Path, scenario: str, timeout: float = 120) -> dict[str, object]:
+    """One iteration of ``scenario`` on a chain lab, which must pass: no double sign,
+    no evidence against our validator, our signatures committed; the iteration's record."""
+    result = run("drill", scenario, "--dir", str(lab), "--report", str(report), "--timeout", str(timeout), timeout=600)
+    print(result.stdout[-4000:], result.stderr[-3000:])
+    assert result.returncode == 0, f"{scenario} failed on the chain"
+    (iteration,) = json.loads((report / f"{scenario}.json").read_text())["iterations"]
+    assert iteration["ok"] and iteration["double_signs"] == 0 and iteration["chain"]["evidence"] == []
+    assert iteration["chain"]["committed"] > 0 and iteration["blocks"]
+    assert "our signature" in (report / f"{scenario}.html").read_text()
+    return dict(iteration)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab_support import chain_lab, run
+from lab_support import chain_drill, chain_lab, run
 
 from highlander.adapters.waiting import wait_until
 from highlander.drill.chain_check import ChainReader, CurlRpc
@@ -26,7 +26,6 @@ from highlander.lab.node import same_process
 from highlander.lab.plan import load_plan
 
 DRILL_TIMEOUT = 120
-DRILL_BOUND = 600
 
 
 @pytest.fixture(scope="module")
@@ -60,27 +59,6 @@ def test_lab_up_runs_the_chain_and_our_validator_signs_on_it(lab: Path) -> None:
         assert os.stat(key).st_mode & 0o077 == 0
 
 
-def drill(lab: Path, report: Path, scenario: str) -> dict[str, object]:
-    result = run(
-        "drill",
-        scenario,
-        "--dir",
-        str(lab),
-        "--report",
-        str(report),
-        "--timeout",
-        str(DRILL_TIMEOUT),
-        timeout=DRILL_BOUND,
-    )
-    print(result.stdout[-4000:], result.stderr[-3000:])
-    assert result.returncode == 0, f"{scenario} failed on the chain"
-    (iteration,) = json.loads((report / f"{scenario}.json").read_text())["iterations"]
-    assert iteration["ok"] and iteration["double_signs"] == 0 and iteration["chain"]["evidence"] == []
-    assert iteration["chain"]["committed"] > 0 and iteration["blocks"]
-    assert "our signature" in (report / f"{scenario}.html").read_text()
-    return dict(iteration)
-
-
 @pytest.mark.lab
 @pytest.mark.parametrize(
     "scenario", ["power-cut-active", "freeze-active", "partition-active", "bmc-down-and-power-cut-active"]
@@ -88,7 +66,7 @@ def drill(lab: Path, report: Path, scenario: str) -> dict[str, object]:
 def test_a_failover_on_the_chain_leaves_no_evidence_and_counts_its_missed_blocks(
     lab: Path, tmp_path: Path, scenario: str
 ) -> None:
-    iteration = drill(lab, tmp_path, scenario)
+    iteration = chain_drill(lab, tmp_path, scenario, DRILL_TIMEOUT)
     missed = iteration["missed_blocks"]
     assert isinstance(missed, dict) and missed["missed"] is not None and missed["missed"] >= 1
     assert iteration["new_node"] != iteration["target"]
@@ -98,7 +76,7 @@ def test_a_failover_on_the_chain_leaves_no_evidence_and_counts_its_missed_blocks
 
 @pytest.mark.lab
 def test_kill_signer_on_the_chain_restarts_privval_without_evidence(lab: Path, tmp_path: Path) -> None:
-    iteration = drill(lab, tmp_path, "kill-signer")
+    iteration = chain_drill(lab, tmp_path, "kill-signer", DRILL_TIMEOUT)
     assert iteration["fence_request"] is None
 
 
