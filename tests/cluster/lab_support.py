@@ -18,6 +18,9 @@ import pytest
 from harness import HIGHLANDER
 
 from highlander.adapters.runner import system_env
+from highlander.drill.chain_check import ChainReader, CurlRpc
+from highlander.lab.chain_run import rpc_runner
+from highlander.lab.plan import load_plan
 from highlander.lab.cleanup import cleanup
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,3 +110,9 @@ def chain_drill(lab: Path, report: Path, scenario: str, timeout: float = 120) ->
     assert iteration["chain"]["committed"] > 0 and iteration["blocks"]
     assert "our signature" in (report / f"{scenario}.html").read_text()
     return dict(iteration)
+
+
+def chain_reader(lab: Path) -> tuple[ChainReader, str]:
+    """The lab chain's RPC reader and our validator's address."""
+    plan, state = load_plan(lab)
+    return ChainReader(CurlRpc(rpc_runner(plan))), state["chain"]["address"]

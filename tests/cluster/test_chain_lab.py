@@ -16,11 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab_support import chain_drill, chain_lab, run
+from lab_support import chain_drill, chain_lab, chain_reader, run
 
 from highlander.adapters.waiting import wait_until
-from highlander.drill.chain_check import ChainReader, CurlRpc
-from highlander.lab.chain_run import rpc_runner
 from highlander.lab.cleanup import leftovers
 from highlander.lab.node import same_process
 from highlander.lab.plan import load_plan
@@ -34,11 +32,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield directory
 
 
-def reader(lab: Path) -> tuple[ChainReader, str]:
-    plan, state = load_plan(lab)
-    return ChainReader(CurlRpc(rpc_runner(plan))), state["chain"]["address"]
-
-
 @pytest.mark.lab
 def test_lab_up_runs_the_chain_and_our_validator_signs_on_it(lab: Path) -> None:
     events = [json.loads(line)["message"] for line in (lab / "events.jsonl").read_text().splitlines()]
@@ -48,7 +41,7 @@ def test_lab_up_runs_the_chain_and_our_validator_signs_on_it(lab: Path) -> None:
     assert len(plan.validators) == 3 and state["workload"] == "chain"
     for name, process in state["chain"]["processes"].items():
         assert same_process(process["pid"], process["start_time"]), f"validator {name} is not running"
-    chain, address = reader(lab)
+    chain, address = chain_reader(lab)
     start = chain.latest()
     latest = wait_until(lambda: (h := chain.latest()) >= start + 9 and h, timeout=60, what="nine more blocks")
     verdict = chain.verdict(address, start, latest - 1)

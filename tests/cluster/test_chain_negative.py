@@ -5,9 +5,9 @@ commit evidence of the double sign, and the drill must fail saying so.
 (so no register), both full nodes signing with the validator's key (FilePV).
 Two nodes with one key propose and vote for different blocks at the same
 height and round; the other validators see both votes and the chain commits
-``DuplicateVoteEvidence`` naming our validator. ``highlander drill`` must
-fail on it, naming the heights, and keep its evidence. A checker that
-cannot fail proves nothing.
+``DuplicateVoteEvidence`` naming our validator. Once it is on the chain
+(waited for, bounded), ``highlander drill`` must fail on it, naming the
+heights, and keep its evidence. A checker that cannot fail proves nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab_support import chain_lab, run
+from lab_support import chain_lab, chain_reader, run
 
+from highlander.adapters.waiting import wait_until
 from highlander.drill.chain_check import DUPLICATE_VOTE
 from highlander.lab.cleanup import leftovers
 from highlander.lab.plan import load_plan
@@ -34,8 +35,26 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield directory
 
 
+EVIDENCE_BOUND = 300  # seconds for the unguarded chain to commit evidence against our validator
+
+
+def committed_evidence(lab: Path) -> list[object]:
+    """Wait until the chain holds evidence against our validator: both full nodes
+    sign, so it comes when our validator proposes and each node votes for its
+    own block; the drill may only be asked to find what is there."""
+    chain, address = chain_reader(lab)
+
+    def evidence() -> list[object]:
+        latest = chain.latest()
+        return chain.verdict(address, 1, latest - 1).evidence if latest > 1 else []
+
+    what = "the unguarded chain committing evidence against our validator"
+    return wait_until(evidence, timeout=EVIDENCE_BOUND, what=what, interval=2.0)
+
+
 @pytest.mark.lab
 def test_the_drill_on_the_unguarded_chain_fails_on_the_chains_evidence(lab: Path, tmp_path: Path) -> None:
+    assert committed_evidence(lab)
     result = run(
         "drill",
         "freeze-active",
