@@ -2,8 +2,8 @@
 
 The settings (line length, the rules) are in ``pyproject.toml``; ruff is
 pinned in the ``test`` extra, because a formatter's output may change
-between releases. To fix a failure: ``ruff format . && ruff check --fix .``
-from the checkout's root.
+between releases. To fix a failure, from the checkout's root:
+``/opt/highlander/venv/bin/ruff format . && /opt/highlander/venv/bin/ruff check --fix .``
 """
 
 from __future__ import annotations
