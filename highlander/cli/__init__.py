@@ -23,7 +23,6 @@ LAZY_COMMANDS = {
     "check-journals": "highlander.cli.demo:check_journals",
     "render": "highlander.cli.render:render_command",
     "fence": "highlander.cli.fence:fence",
-    "lab": "highlander.cli.lab:lab",
     "drill": "highlander.cli.drill:drill",
 }
 
@@ -35,7 +34,9 @@ class LazyGroup(click.Group):
     promotes a node, and the OCF and fence agents call single commands: each
     should import only what it needs, not the drills, the lab and every other
     command's dependencies. ``--help`` still lists every command (it resolves
-    each one to show its short help).
+    each one to show its short help), also those installed above the product
+    (:mod:`highlander.cli.plugins`); a plug-in never shadows a command of the
+    product's.
     """
 
     def __init__(self, *args: Any, lazy_commands: dict[str, str], **kwargs: Any) -> None:
@@ -43,12 +44,19 @@ class LazyGroup(click.Group):
         self.lazy_commands = lazy_commands
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+        from highlander.cli import plugins  # reads the installed metadata: only when asked
+
+        return sorted({*super().list_commands(ctx), *self.lazy_commands, *plugins.installed(plugins.COMMANDS)})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = self.lazy_commands.get(cmd_name)
         if target is None:
-            return super().get_command(ctx, cmd_name)
+            command = super().get_command(ctx, cmd_name)
+            if command is None:
+                from highlander.cli import plugins
+
+                command = plugins.load(plugins.COMMANDS, cmd_name)
+            return command
         module_name, attribute = target.split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attribute)
         return command
@@ -139,23 +147,3 @@ def demo_chain_command(listen: str, block_time: float, catch_up: float, network:
         serve(host or "127.0.0.1", int(port), block_time, catch_up, network)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen}: {exc.strerror}") from None
-
-
-@main.command("demo")
-def demo_command() -> None:
-    """Show Pacemaker recovering a crashed validator on a one-node cluster (root)."""
-    import os
-    import signal
-
-    from highlander.lab import demo
-
-    if os.geteuid() != 0:
-        raise click.ClickException("the demo creates namespaces and starts Pacemaker: run it as root")
-    # SIGTERM unwinds like Ctrl-C, so the cluster is stopped either way.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        demo.run(click.echo)
-    except KeyboardInterrupt:
-        raise click.ClickException("interrupted; everything the demo started is stopped") from None
-    except Exception as exc:
-        raise click.ClickException(str(exc)) from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import tempfile
 from contextlib import ExitStack
@@ -13,18 +12,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from highlander.adapters.ssh import SshError
-from highlander.cli.lab import _directory, dir_option
-from highlander.drill.remote import RemoteError
 from highlander.drill.scenarios import SCENARIOS, Drill, DrillError
-from highlander.drill.site import Site
+from highlander.drill.site import Site, SiteError
 from highlander.inventory.model import Inventory, InventoryError
-from highlander.lab.records import LabError
 
 if TYPE_CHECKING:
     from highlander.drill.evidence import Progress
 
 # What stops a drill with one clear line (the cluster, the lab or the SSH set-up).
-ERRORS = (DrillError, LabError, RemoteError, SshError, InventoryError, TimeoutError)
+ERRORS = (DrillError, SiteError, SshError, InventoryError, TimeoutError)
 
 HELP = (
     "Run SCENARIO on a running lab (highlander lab up), or on a real cluster with --inventory, and check its "
@@ -65,7 +61,13 @@ HELP = (
     "each round shuffled) instead of SCENARIO.",
 )
 @click.option("--seed", type=int, default=None, help="The soak's shuffle seed, to repeat a soak.  [default: random]")
-@dir_option
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The lab's directory, as given to highlander lab up --dir.  [default: the lab's own]",
+)
 @click.option("--iterations", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
     "--report",
@@ -202,11 +204,17 @@ def drill(
 
 
 def _lab(directory: Path | None, say: Progress) -> Site:
-    from highlander.lab.site import LabSite
+    """The lab, which stands above the product and registers itself as a site (:mod:`highlander.cli.plugins`)."""
+    from highlander.cli import plugins
 
-    if os.geteuid() != 0:
-        raise click.ClickException("the drill powers lab nodes off and enters their namespaces: run it as root")
-    return LabSite(_directory(directory), say)
+    open_site = plugins.load(plugins.SITES, "lab")
+    if open_site is None:
+        raise click.ClickException(
+            f"no lab is installed here (no entry point 'lab' in {plugins.SITES}): "
+            "give the real cluster's --inventory, or install highlander with its lab"
+        )
+    site: Site = open_site(directory, say)
+    return site
 
 
 def _remote(

@@ -35,7 +35,7 @@ from highlander.adapters.ssh import SshRunner
 from highlander.commands.fence import stdin_for
 from highlander.drill import evidence
 from highlander.drill.chain_check import ChainView
-from highlander.drill.site import Undo, at_once
+from highlander.drill.site import SiteError, Undo, at_once
 from highlander.drill.workload import DEMO
 from highlander.inventory.model import FenceDevice, Inventory
 
@@ -50,7 +50,7 @@ POWER_TIMEOUT = 120.0  # one fence agent run: its own login retries and power wa
 UNITS = ("corosync", "pacemaker", "highlander-signstate")
 
 
-class RemoteError(RuntimeError):
+class RemoteError(SiteError):
     """The cluster cannot be driven as asked; the message says why."""
 
 

@@ -31,6 +31,15 @@ FAILURES: dict[str, str] = {
     "bmc": "silence its BMC and cut its power without it",
 }
 
+
+class SiteError(RuntimeError):
+    """The site cannot be reached or driven as asked; the message says why.
+
+    Each site has its own kind (the lab's, a real cluster's): the drill stops
+    on any of them with its one line.
+    """
+
+
 # Undoes a failure (thaws a frozen node, puts a cable back) and returns what it
 # recorded on the way, for the iteration's record.
 Undo = Callable[[], dict[str, Any]]

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from highlander.drill.site import SiteError
 from highlander.lab.node import RECORD_FILE
 
 DEFAULT_DIR = Path(os.environ.get("HIGHLANDER_LAB_DIR", "/var/lib/highlander-lab"))
@@ -24,8 +25,13 @@ EVENTS_FILE = "events.jsonl"
 SUPERVISOR_LOG = "supervisor.log"
 
 
-class LabError(RuntimeError):
+class LabError(SiteError):
     """The lab could not be built, reached or taken down; the message says why."""
+
+
+def lab_directory(given: Path | None) -> Path:
+    """The lab's directory: ``given`` (--dir), else $HIGHLANDER_LAB_DIR or the default, absolute."""
+    return (given or DEFAULT_DIR).absolute()
 
 
 def _read(path: Path) -> dict[str, Any] | None:

@@ -27,11 +27,19 @@ from highlander.inventory import load
 from highlander.lab import controls, stacks
 from highlander.lab.node import NODE_LOG, RECORD_FILE, init_alive, processes_in, same_process, start_time
 from highlander.lab.plan import load_plan
-from highlander.lab.records import EVENTS_FILE, STATE_FILE, SUPERVISOR_LOG, LabError
+from highlander.lab.records import EVENTS_FILE, STATE_FILE, SUPERVISOR_LOG, LabError, lab_directory
 
 # The lab's own account, kept with a failure's evidence: its events (power cuts
 # and boots as the BMC hooks saw them), its supervisor's log, every BMC's power events.
 LAB_FILES = (EVENTS_FILE, SUPERVISOR_LOG, STATE_FILE, "bmc/*/events.log", "chain/val-*/cometbft.log")
+
+
+def open_site(directory: Path | None, say: Callable[[str], None]) -> LabSite:
+    """The lab in ``directory`` (the default lab's when None) for ``highlander drill``,
+    which finds this through the entry point ``lab`` of ``highlander.sites``."""
+    if os.geteuid() != 0:
+        raise LabError("the drill powers lab nodes off and enters their namespaces: run it as root")
+    return LabSite(lab_directory(directory), say)
 
 
 class LabSite:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import click
+import pytest
 from click.testing import CliRunner
 
-from highlander.cli import LAZY_COMMANDS, main
+from highlander.cli import LAZY_COMMANDS, main, plugins
 
 ALL_COMMANDS = [
     "check-journals",
@@ -65,3 +67,51 @@ def test_help_lists_every_command() -> None:
     assert result.exit_code == 0, result.output
     listing = result.output.split("Commands:\n", 1)[1]
     assert [line.split()[0] for line in listing.splitlines() if line.strip()] == ALL_COMMANDS
+
+
+# --- the lab joins the CLI through entry points (highlander.cli.plugins) -------------------
+
+
+def test_the_lab_commands_come_from_the_lab_package() -> None:
+    from highlander.lab import cli as lab_cli
+
+    context = click.Context(main)
+    assert main.get_command(context, "lab") is lab_cli.lab
+    assert main.get_command(context, "demo") is lab_cli.demo_command
+
+
+def fake_entry_points(monkeypatch: pytest.MonkeyPatch, points: list[EntryPoint]) -> None:
+    """Installed metadata that holds exactly ``points``."""
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [p for p in points if p.group == group])
+
+
+def test_without_the_lab_there_is_no_lab_command_and_the_drill_says_what_to_give(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_entry_points(monkeypatch, [])
+    listing = CliRunner().invoke(main, ["--help"]).output.split("Commands:\n", 1)[1]
+    assert [line.split()[0] for line in listing.splitlines() if line.strip()] == [
+        name for name in ALL_COMMANDS if name not in ("lab", "demo")
+    ]
+    assert "No such command 'lab'" in CliRunner().invoke(main, ["lab", "status"]).output
+    result = CliRunner().invoke(main, ["drill", "power-cut-active"])
+    assert result.exit_code == 1
+    assert (
+        "no lab is installed here (no entry point 'lab' in highlander.sites): give the real cluster's --inventory"
+        in (result.output)
+    )
+
+
+def test_a_plug_in_never_shadows_a_command_of_the_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    from highlander.cli.fence import fence
+
+    fake_entry_points(
+        monkeypatch,
+        [
+            EntryPoint(name="fence", value="highlander.lab.cli:lab", group=plugins.COMMANDS),
+            EntryPoint(name="install", value="highlander.lab.cli:lab", group=plugins.COMMANDS),
+        ],
+    )
+    context = click.Context(main)
+    assert main.get_command(context, "fence") is fence
+    assert main.get_command(context, "install").name == "install"

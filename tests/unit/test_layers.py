@@ -6,9 +6,10 @@ run without it. Every module under ``highlander/`` is parsed (nothing is
 imported or run) and each import, also one inside a function, becomes an
 arrow between the packages right below ``highlander`` (``commands``,
 ``lab``, ``templates``...). An arrow into the lab from anywhere but the
-CLI, or a circle of arrows between packages, fails with the imports that
+lab itself, or a circle of arrows between packages, fails with the imports that
 make it. Imports by name at run time (``importlib.import_module``, the
-CLI's lazy table) and ``python -m`` commands are not seen.
+CLI's lazy table, the entry points through which the lab joins the CLI) and
+``python -m`` commands are not seen.
 
 ``python tests/unit/test_layers.py`` prints the package graph.
 """
@@ -23,9 +24,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "highlander"
-# What stands above the product and uses it; only the CLI (and these among themselves) may import them.
+# What stands above the product and uses it; only these (among themselves) may import them.
+# The CLI is product too: the lab joins it through entry points (highlander.cli.plugins).
 CLIENTS = ("lab", "demo")
-MAY_IMPORT_CLIENTS = ("cli", "__main__", *CLIENTS)
 
 # package -> imported package -> the imports that make the arrow ("path:line: from module import name")
 Graph = dict[str, dict[str, list[str]]]
@@ -87,7 +88,7 @@ def client_imports(graph: Graph) -> list[str]:
     return [
         f"{where}  ({source} is product code: it must not import the {target}, which stands above it)"
         for source, targets in sorted(graph.items())
-        if source not in MAY_IMPORT_CLIENTS
+        if source not in CLIENTS
         for target, wheres in sorted(targets.items())
         if target in CLIENTS
         for where in wheres
@@ -153,7 +154,7 @@ def test_the_whole_package_is_read(graph: Graph) -> None:
     # an empty or partial graph would pass the checks below for nothing
     packages = set(graph) | {target for targets in graph.values() for target in targets}
     assert {"cli", "agents", "commands", "lab", "drill", "signstate", "privval", "adapters"} <= packages
-    assert "lab" in graph["cli"] and "commands" in graph["lab"] and "adapters" in graph["commands"]
+    assert "drill" in graph["cli"] and "commands" in graph["lab"] and "adapters" in graph["commands"]
 
 
 def test_the_product_never_imports_the_lab_or_the_demo(graph: Graph) -> None:
@@ -180,19 +181,22 @@ def fake_tree(tmp_path: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def test_a_lazy_import_of_the_lab_by_a_command_is_caught(tmp_path: Path) -> None:
+def test_a_lazy_import_of_the_lab_by_a_command_or_the_cli_is_caught(tmp_path: Path) -> None:
     root = fake_tree(
         tmp_path,
         {
             "commands/render.py": "def render():\n    from highlander.lab.node import system_env\n    return system_env\n",
             "lab/node.py": "from highlander.adapters import runner\n",
             "adapters/runner.py": "",
-            "cli/lab.py": "from highlander.lab import node\n",
+            "cli/drill.py": "from highlander.lab import node\n",
+            "lab/cli.py": "from highlander.cli import main\nfrom highlander.lab import node\n",
         },
     )
     assert client_imports(import_graph(root)) == [
+        "highlander/cli/drill.py:1: from highlander.lab import node  "
+        "(cli is product code: it must not import the lab, which stands above it)",
         "highlander/commands/render.py:2: from highlander.lab.node import system_env  "
-        "(commands is product code: it must not import the lab, which stands above it)"
+        "(commands is product code: it must not import the lab, which stands above it)",
     ]
 
 

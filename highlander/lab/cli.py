@@ -1,4 +1,10 @@
-"""``highlander lab up|status|exec|down``: the three-node trio on this machine."""
+"""``highlander lab up|status|exec|down`` and ``highlander demo``: the lab's commands.
+
+The lab stands above the product, so the product's CLI does not import it:
+these commands join ``highlander`` through the entry point group
+``highlander.commands`` (see setup.cfg), like a plug-in would, and the drill
+reaches the lab through ``highlander.sites`` (:func:`highlander.lab.site.open_site`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from highlander.lab.records import lab_directory
 from highlander.lab.stacks import DEFAULT as DEFAULT_STACK
 from highlander.lab.stacks import STACKS
 
@@ -20,12 +27,6 @@ dir_option = click.option(
     default=None,
     help="The lab's directory (state, logs, node disks).  [default: $HIGHLANDER_LAB_DIR or /var/lib/highlander-lab]",
 )
-
-
-def _directory(directory: Path | None) -> Path:
-    from highlander.lab.records import DEFAULT_DIR
-
-    return (directory or DEFAULT_DIR).absolute()
 
 
 def _root() -> None:
@@ -93,14 +94,14 @@ def up(
         raise click.UsageError("--stack needs the lab's configuration: drop --no-configure")
     try:
         state = lifecycle.up(
-            _directory(directory), inventory, click.echo, timeout=timeout, configure=configure, workload=workload
+            lab_directory(directory), inventory, click.echo, timeout=timeout, configure=configure, workload=workload
         )
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; the lab was taken down") from None
     except (LabError, InventoryError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        stacks.apply(_directory(directory), stack, click.echo, timeout=timeout)
+        stacks.apply(lab_directory(directory), stack, click.echo, timeout=timeout)
     except (LabError, stacks.StackError, CommandError, TimeoutError) as exc:
         raise click.ClickException(
             f"the {stack} stack did not settle: {exc}; the lab is still up, in an "
@@ -130,7 +131,7 @@ def status(directory: Path | None, as_json: bool) -> None:
 
     _root()
     try:
-        report = {**controls.status(_directory(directory)), "stack": stacks.current(_directory(directory))}
+        report = {**controls.status(lab_directory(directory)), "stack": stacks.current(lab_directory(directory))}
     except LabError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -161,7 +162,7 @@ def exec_(directory: Path | None, node: str, command: tuple[str, ...]) -> None:
     if not command:
         raise click.UsageError("give the command to run after --")
     try:
-        runner = node_runner(_directory(directory), node)
+        runner = node_runner(lab_directory(directory), node)
     except LabError as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -178,9 +179,28 @@ def down(directory: Path | None) -> None:
     from highlander.lab import lifecycle
 
     _root()
-    done, left = lifecycle.down(_directory(directory))
+    done, left = lifecycle.down(lab_directory(directory))
     for line in done:
         click.echo(line)
     if left:
         raise click.ClickException("left behind: " + "; ".join(left))
     click.echo("the lab is down: nothing of it is left" if done else "no lab was running")
+
+
+@click.command("demo")
+def demo_command() -> None:
+    """Show Pacemaker recovering a crashed validator on a one-node cluster (root)."""
+    import signal
+
+    from highlander.lab import demo
+
+    if os.geteuid() != 0:
+        raise click.ClickException("the demo creates namespaces and starts Pacemaker: run it as root")
+    # SIGTERM unwinds like Ctrl-C, so the cluster is stopped either way.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        demo.run(click.echo)
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; everything the demo started is stopped") from None
+    except Exception as exc:
+        raise click.ClickException(str(exc)) from None
