@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from highlander.lab.ports import free_ports
 
 AGENT = "/usr/lib/ocf/resource.d/highlander/validator"
 
@@ -32,12 +33,6 @@ def interpreter_of(agent: str) -> str:
     if not first.startswith("#!"):
         sys.exit(f"{agent} has no #! line")
     return first[2:].split()[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed_run(argv: list[str], env: dict[str, str]) -> tuple[float, int, int]:
@@ -58,7 +53,7 @@ def main() -> int:
     python = interpreter_of(args.agent)
     highlander = str(Path(python).parent / "highlander")
     work = tempfile.mkdtemp(prefix="hl-bench-")
-    port = free_port()
+    [port] = free_ports(1)
     # What pacemaker-execd passes to a recurring monitor, minus what is irrelevant here.
     env = {
         "OCF_ROOT": "/usr/lib/ocf",

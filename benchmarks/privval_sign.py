@@ -58,7 +58,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from signstate_advance import percentile
 
-from highlander.lab.replicas import LoopbackReplicas, free_ports
+from highlander.lab.ports import free_ports
+from highlander.lab.replicas import LoopbackReplicas
 from highlander.privval import messages, schema, signbytes
 from highlander.privval.secretconn import raw_public
 from highlander.privval.transport import Connection, secure

@@ -27,7 +27,7 @@ from google.protobuf.message import Message
 from harness import HIGHLANDER
 
 from highlander.adapters.waiting import wait_until
-from highlander.lab.replicas import free_ports
+from highlander.lab.ports import free_ports
 from highlander.privval import messages, schema
 from highlander.privval.transport import Connection, secure
 

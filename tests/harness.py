@@ -41,14 +41,6 @@ def reserved_port() -> Iterator[int]:
         yield int(held.getsockname()[1])
 
 
-def unused_port() -> int:
-    """A loopback port free right now, for a daemon that binds it without SO_REUSEPORT
-    (Prometheus's HTTP server): the small window before it does is accepted there."""
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from highlander.adapters.waiting import wait_until
+from highlander.lab.ports import free_ports
 
 LOOPBACK = "127.0.0.1"
 ROOT = "/redfish/v1"
@@ -100,14 +101,6 @@ def emulator_program() -> str:
     if found is None:
         raise SimulatorError("sushy-emulator is not installed; install the test extra: pip install '.[test]'")
     return found
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 # -- TLS ---------------------------------------------------------------------
@@ -259,7 +252,7 @@ class RedfishSimulator:
         self.systems = tuple(systems)
         self.username = username
         self.password = password if password is not None else secrets.token_urlsafe(18)
-        self.port = port or free_port()
+        self.port = port or free_ports(1)[0]
         self.host = LOOPBACK
         self.ca_file = self.workdir / "ca.crt"
         self.config_file = self.workdir / "emulator.conf"

@@ -18,21 +18,10 @@ from functools import partial
 from pathlib import Path
 
 from highlander.adapters.waiting import wait_until
+from highlander.lab.ports import free_ports
 from highlander.signstate import pki, store
 
 NODES = ("node-a", "node-b", "node-c")
-
-
-def free_ports(count: int) -> list[int]:
-    """Loopback ports nobody listens on right now."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class LoopbackReplicas:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from highlander.adapters.waiting import wait_until
 from highlander.signstate import pki
-from highlander.lab.replicas import NODES, LoopbackReplicas, free_ports
+from highlander.lab.ports import free_ports
+from highlander.lab.replicas import NODES, LoopbackReplicas
 
 PASSWORD = "signstate-password"
 USER = "highlander"

@@ -112,6 +112,19 @@ def chain_drill(lab: Path, report: Path, scenario: str, timeout: float = 120) ->
     return dict(iteration)
 
 
+def failing_drill(
+    lab: Path, report: Path, scenario: str, timeout: float, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``scenario`` on an unguarded lab, which must fail (the negative controls); the finished drill.
+    The drill itself is bounded by ``timeout`` s per wait; the whole of it by ten minutes."""
+    result = run(
+        "drill", scenario, "--dir", str(lab), "--report", str(report), "--timeout", str(timeout), *extra, timeout=600
+    )
+    print(result.stdout[-4000:], result.stderr[-3000:])
+    assert result.returncode != 0, f"the drill passed {scenario} on a lab where nothing guarded the signer"
+    return result
+
+
 def chain_reader(lab: Path) -> tuple[ChainReader, str]:
     """The lab chain's RPC reader and our validator's address."""
     plan, state = load_plan(lab)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab_support import chain_lab, chain_reader, run
+from lab_support import chain_lab, chain_reader, failing_drill, run
 
 from highlander.adapters.waiting import wait_until
 from highlander.drill.chain_check import DUPLICATE_VOTE
@@ -25,7 +25,6 @@ from highlander.lab.cleanup import leftovers
 from highlander.lab.plan import load_plan
 
 DRILL_TIMEOUT = 60
-DRILL_BOUND = 600
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +54,7 @@ def committed_evidence(lab: Path) -> list[object]:
 @pytest.mark.lab
 def test_the_drill_on_the_unguarded_chain_fails_on_the_chains_evidence(lab: Path, tmp_path: Path) -> None:
     assert committed_evidence(lab)
-    result = run(
-        "drill",
-        "freeze-active",
-        "--dir",
-        str(lab),
-        "--report",
-        str(tmp_path),
-        "--timeout",
-        str(DRILL_TIMEOUT),
-        timeout=DRILL_BOUND,
-    )
-    print(result.stdout[-4000:], result.stderr[-3000:])
-    assert result.returncode != 0, "the drill passed a chain on which our validator signed on two nodes"
+    result = failing_drill(lab, tmp_path, "freeze-active", DRILL_TIMEOUT)
     assert "evidence of a double sign by our validator at heights" in result.stderr
     document = json.loads((tmp_path / "freeze-active.json").read_text())
     found = [e for f in document["findings"] for e in f.get("found", [])]

@@ -19,16 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab_support import journals, run, running_lab
+from lab_support import failing_drill, journals, run, running_lab
 
 from highlander.lab.cleanup import leftovers
 from highlander.lab.controls import node_runner
 
-# Seconds the drill may wait for the validator to sign elsewhere, and the
-# bound on the whole drill: nothing is fenced in this stack, and the drill's
-# wait for a fence confirmation that never comes is bounded by the drill itself.
+# Seconds the drill may wait for the validator to sign elsewhere: nothing is
+# fenced in this stack, and the drill's wait for a fence confirmation that
+# never comes is bounded by the drill itself.
 DRILL_TIMEOUT = 90
-DRILL_BOUND = 600
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +51,7 @@ def test_the_lab_says_it_runs_unguarded(lab: Path) -> None:
 @pytest.mark.lab
 def test_freeze_active_unguarded_fails_with_a_double_sign(lab: Path, tmp_path: Path) -> None:
     assert run("check-journals", *map(str, journals(lab))).returncode == 0  # nothing double-signed before the drill
-    result = run(
-        "drill",
-        "freeze-active",
-        "--dir",
-        str(lab),
-        "--report",
-        str(tmp_path),
-        "--json",
-        "--timeout",
-        str(DRILL_TIMEOUT),
-        timeout=DRILL_BOUND,
-    )
-    print(result.stdout[-3000:], result.stderr[-3000:])
-    assert result.returncode != 0, "the drill passed a run in which nothing guarded the signer"
+    result = failing_drill(lab, tmp_path, "freeze-active", DRILL_TIMEOUT, "--json")
     assert "FAILED" in result.stderr
     (it,) = json.loads((tmp_path / "freeze-active.json").read_text())["iterations"]
     assert it["double_signs"] >= 1 and not it["ok"]

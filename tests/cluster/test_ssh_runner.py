@@ -22,7 +22,7 @@ import pytest
 from highlander.adapters.runner import CommandError
 from highlander.adapters.ssh import SshError, SshRunner
 from highlander.adapters.waiting import wait_until
-from highlander.lab.replicas import free_ports
+from highlander.lab.ports import free_ports
 
 SSHD = "/usr/sbin/sshd"
 
@@ -71,7 +71,7 @@ def sshd(tmp_path: Path) -> Iterator[Sshd]:
     host_key = keygen(tmp_path / "host_key")
     client_key = tmp_path / "client_key"
     (tmp_path / "authorized_keys").write_text(keygen(client_key) + "\n")
-    [port] = free_ports(1)  # sshd cannot share a reserved port: the short race remains
+    [port] = free_ports(1)
     (tmp_path / "sshd_config").write_text(
         f"ListenAddress 127.0.0.1:{port}\nHostKey {tmp_path / 'host_key'}\nPermitRootLogin prohibit-password\n"
         f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"

@@ -20,6 +20,7 @@ from harness import Samples, sample
 
 from highlander.adapters.waiting import wait_until
 from highlander.signstate.client import Conflict, SignerClient
+from highlander.lab.ports import free_ports
 from highlander.lab.replicas import LoopbackReplicas
 from highlander.signstate.register import HRS, KeyId
 
@@ -31,7 +32,7 @@ KEY = KeyId("metrics-1", "validator")
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[LoopbackReplicas]:
     replicas = LoopbackReplicas(tmp_path / "trio", timeout=0.5)
-    replicas.metrics_ports["node-a"] = harness.unused_port()
+    [replicas.metrics_ports["node-a"]] = free_ports(1)
     try:
         replicas.start()
         yield replicas

@@ -19,6 +19,7 @@ from cometbft_support import CometNode, PrivvalProcess, cometbft
 from harness import HIGHLANDER, sample
 
 from highlander.adapters.waiting import wait_until
+from highlander.lab.ports import free_ports
 from highlander.lab.replicas import LoopbackReplicas
 
 pytestmark = pytest.mark.signstate
@@ -78,7 +79,7 @@ def test_blocks_are_signed_through_highlander_privval(
 def test_the_signer_serves_its_metrics(tmp_path: Path, replicas: LoopbackReplicas, processes: list) -> None:  # type: ignore[type-arg]
     """What the chain did, as Prometheus reads it from the signer: its votes signed, its
     heights (asked for and signed, values and never labels), promoted, one node connected."""
-    port = harness.unused_port()
+    [port] = free_ports(1)
     node, _ = chain(tmp_path, replicas, processes, metrics=f"127.0.0.1:{port}")
     height = node.wait_for_height(6)
     samples = harness.scrape(port)

@@ -19,7 +19,7 @@ from harness import HIGHLANDER
 from highlander.adapters.waiting import wait_until
 from highlander.signstate.client import Refused, Session, SignerClient
 from highlander.lab.stores import LocalEtcd, LocalPostgres, LocalStoreNodes
-from highlander.lab.replicas import free_ports
+from highlander.lab.ports import free_ports
 from highlander.signstate.register import HRS, KeyId
 
 pytestmark = pytest.mark.signstate

@@ -29,7 +29,8 @@ from signstate_support import BLOCK_TIME, CHAIN_ID, KEY_ID, Signers, check_journ
 
 from highlander.adapters.waiting import wait_until
 from highlander.drill.signer import lateness
-from highlander.lab.replicas import NODES, LoopbackReplicas, free_ports
+from highlander.lab.ports import free_ports
+from highlander.lab.replicas import NODES, LoopbackReplicas
 from highlander.signstate.register import HRS
 
 pytestmark = pytest.mark.signstate
