@@ -66,7 +66,7 @@ HELP = (
     "directory",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="The lab's directory, as given to highlander lab up --dir.  [default: the lab's own]",
+    help="The lab's directory, as given to highlander lab up --dir.  [default: $HIGHLANDER_LAB_DIR or /var/lib/highlander-lab]",
 )
 @click.option("--iterations", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
