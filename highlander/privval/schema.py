@@ -23,9 +23,11 @@ make a message read and encode exactly as the node's Go structs do.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 F = descriptor_pb2.FieldDescriptorProto
@@ -281,13 +283,38 @@ def fill_non_nullable(message: Message) -> Message:
     """Make every nullable=false field present, recursively, as CometBFT's Go
     structs always are: an absent timestamp reads as Go's zero time (year 1),
     an absent block id as the empty one. Returns ``message``."""
-    for name in NON_NULLABLE.get(message.DESCRIPTOR.full_name, ()):
-        field = getattr(message, name)
+    fill, inside = _fill_plan(message.DESCRIPTOR)
+    for name in fill:
         if not message.HasField(name):
+            field = getattr(message, name)
             field.SetInParent()
             if field.DESCRIPTOR.full_name == "google.protobuf.Timestamp":
                 field.seconds = ZERO_TIME_SECONDS
-    for descriptor, value in message.ListFields():
-        if descriptor.type == MESSAGE:
-            fill_non_nullable(value)
+    for name in inside:
+        if message.HasField(name):
+            fill_non_nullable(getattr(message, name))
     return message
+
+
+@functools.cache
+def _fill_plan(descriptor: Descriptor) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What :func:`fill_non_nullable` does to one message type, worked out once:
+    the fields it makes present, and the message fields it looks into (only
+    those whose type can hold a non-nullable field: every signature fills its
+    request and its answer, so the walk is kept short). Every field here is
+    singular (:func:`_file_proto` declares no repeated one)."""
+    return NON_NULLABLE.get(descriptor.full_name, ()), tuple(
+        f.name for f in descriptor.fields if f.message_type is not None and _holds_non_nullable(f.message_type, set())
+    )
+
+
+def _holds_non_nullable(descriptor: Descriptor, seen: set[str]) -> bool:
+    if descriptor.full_name in NON_NULLABLE:
+        return True
+    seen.add(descriptor.full_name)
+    return any(
+        f.message_type is not None
+        and f.message_type.full_name not in seen
+        and _holds_non_nullable(f.message_type, seen)
+        for f in descriptor.fields
+    )

@@ -136,6 +136,21 @@ def test_vote_sign_bytes_vectors(chain_id: str, fields: dict[str, object], expec
     assert signbytes.vote_sign_bytes(chain_id, schema.Vote(**fields)) == expected
 
 
+def test_non_nullable_fields_are_filled_at_every_depth_and_nothing_else_is_touched() -> None:
+    answer = messages.wrap("signed_vote_response", schema.SignedVoteResponse())
+    schema.fill_non_nullable(answer)
+    vote = answer.signed_vote_response.vote
+    assert answer.signed_vote_response.HasField("vote") and vote.HasField("block_id")
+    assert vote.block_id.HasField("part_set_header") and vote.timestamp.seconds == schema.ZERO_TIME_SECONDS
+    assert not answer.signed_vote_response.HasField("error")  # nullable: left out
+    ping = messages.wrap("ping_request", schema.PingRequest())
+    assert schema.fill_non_nullable(ping).SerializeToString() == ping.SerializeToString()
+    # a present field keeps its value
+    vote = schema.Vote(height=3)
+    vote.timestamp.seconds = 7
+    assert schema.fill_non_nullable(vote).timestamp.seconds == 7
+
+
 def test_vote_sign_bytes_with_a_block_id_keep_the_canonical_layout() -> None:
     vote = example_vote()
     encoded = signbytes.vote_sign_bytes("test_chain_id", vote)
