@@ -7,9 +7,11 @@ the daemon binds, in which anyone the kernel gives an ephemeral port (a bind
 to port 0, an outgoing connection) can take it. Third-party daemons (etcd,
 PostgreSQL, CometBFT, sshd) have the same need and cannot be handed a socket.
 
-So the ports come from below ``net.ipv4.ip_local_port_range``, where the
+So the ports come from outside ``net.ipv4.ip_local_port_range``, where the
 kernel never hands out a port on its own: only a process that binds that
-exact number can take it. Among the harness's own processes (the test run,
+exact number can take it. Above the range first (61000-65535 with Linux's
+default 32768-60999), far from the well-known ports the lab's own daemons
+bind (CometBFT's 26656-26660); below it when too few are left above. Among the harness's own processes (the test run,
 the lab's supervisor, a benchmark) a claim file decides: each port given out
 is recorded with the claiming process, under a lock, until that process
 ends. A port something already listens on is skipped.
@@ -27,7 +29,8 @@ import tempfile
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
-# How many ports below the ephemeral range are used (the range's bottom is 32768 by default).
+# The fewest ports a side of the ephemeral range must have to be used, and how many below it are.
+ENOUGH = 1000
 SPAN = 10000
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
@@ -36,11 +39,19 @@ class PortsExhausted(RuntimeError):
     """Every port of the span is claimed by a running process or in use."""
 
 
-def _ephemeral_bottom() -> int:
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        return int(EPHEMERAL_RANGE.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+        low, high = (int(word) for word in EPHEMERAL_RANGE.read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _span() -> range:
+    """The ports to choose from: above the ephemeral range, or else below it."""
+    low, high = _ephemeral_range()
+    above = range(high + 1, 65536)
+    return above if len(above) >= ENOUGH else range(max(1024, low - SPAN), low)
 
 
 def _registry() -> Path:
@@ -73,8 +84,7 @@ def _bindable(port: int) -> bool:
 
 def free_ports(count: int) -> list[int]:
     """``count`` loopback ports nobody listens on, claimed for this process until it ends."""
-    bottom = _ephemeral_bottom()
-    span = range(max(1024, bottom - SPAN), bottom)
+    span = _span()
     registry = _registry()
     me = {"pid": os.getpid(), "started": _start_time(os.getpid())}
     with open(registry.with_suffix(".lock"), "a") as lock:

@@ -15,21 +15,30 @@ from highlander.lab import ports
 
 @pytest.fixture
 def small_span(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> range:
-    """Five ports just below a made-up ephemeral range, and a registry of the test's own."""
-    monkeypatch.setattr(ports, "_ephemeral_bottom", lambda: 23005)
+    """Five ports just below a made-up ephemeral range (too few above it), and a registry of the test's own."""
+    monkeypatch.setattr(ports, "_ephemeral_range", lambda: (23005, 65530))
     monkeypatch.setattr(ports, "SPAN", 5)
     monkeypatch.setattr(ports, "_registry", lambda: tmp_path / "claims.json")
     return range(23000, 23005)
 
 
-def test_ports_come_from_below_the_ephemeral_range_and_are_free() -> None:
+def test_ports_come_from_outside_the_ephemeral_range_and_are_free() -> None:
     chosen = ports.free_ports(4)
-    bottom = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    low, high = (int(word) for word in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     assert len(set(chosen)) == 4
-    assert all(bottom - ports.SPAN <= port < bottom for port in chosen)
+    assert all(not low <= port <= high for port in chosen)
     for port in chosen:
         with socket.socket() as s:
             s.bind((ports.LOOPBACK, port))
+
+
+def test_above_the_range_first_below_it_when_too_few_are_left_above(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ports, "_ephemeral_range", lambda: (32768, 60999))
+    assert ports._span() == range(61000, 65536)
+    monkeypatch.setattr(ports, "_ephemeral_range", lambda: (32768, 65000))
+    assert ports._span() == range(32768 - ports.SPAN, 32768)
+    monkeypatch.setattr(ports, "_ephemeral_range", lambda: (1024, 65535))
+    assert ports._span() == range(1024, 1024)  # nothing free of the kernel: free_ports says so
 
 
 def test_a_claimed_port_is_not_given_again_until_its_claimant_ends(small_span: range, tmp_path: Path) -> None:
