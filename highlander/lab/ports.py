@@ -11,10 +11,12 @@ So the ports come from outside ``net.ipv4.ip_local_port_range``, where the
 kernel never hands out a port on its own: only a process that binds that
 exact number can take it. Above the range first (61000-65535 with Linux's
 default 32768-60999), far from the well-known ports the lab's own daemons
-bind (CometBFT's 26656-26660); below it when too few are left above. Among the harness's own processes (the test run,
-the lab's supervisor, a benchmark) a claim file decides: each port given out
-is recorded with the claiming process, under a lock, until that process
-ends. A port something already listens on is skipped.
+bind (CometBFT's 26656-26660); below it when too few are left above.
+
+Among the harness's own processes (the test run, the lab's supervisor, a
+benchmark) a claim file decides: each port given out is recorded with the
+claiming process, under a lock, until that process ends. A port something
+already listens on is skipped.
 """
 
 from __future__ import annotations
