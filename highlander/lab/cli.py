@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from highlander.lab.records import lab_directory
+from highlander.lab.records import LabError, lab_directory
 from highlander.lab.stacks import DEFAULT as DEFAULT_STACK
 from highlander.lab.stacks import STACKS
 
@@ -87,21 +87,19 @@ def up(
     from highlander.adapters.runner import CommandError
     from highlander.inventory import InventoryError
     from highlander.lab import lifecycle, stacks
-    from highlander.lab.records import LabError
 
     _root()
     if stack != DEFAULT_STACK and not configure:
         raise click.UsageError("--stack needs the lab's configuration: drop --no-configure")
+    directory = lab_directory(directory)
     try:
-        state = lifecycle.up(
-            lab_directory(directory), inventory, click.echo, timeout=timeout, configure=configure, workload=workload
-        )
+        state = lifecycle.up(directory, inventory, click.echo, timeout=timeout, configure=configure, workload=workload)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; the lab was taken down") from None
     except (LabError, InventoryError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        stacks.apply(lab_directory(directory), stack, click.echo, timeout=timeout)
+        stacks.apply(directory, stack, click.echo, timeout=timeout)
     except (LabError, stacks.StackError, CommandError, TimeoutError) as exc:
         raise click.ClickException(
             f"the {stack} stack did not settle: {exc}; the lab is still up, in an "
@@ -127,11 +125,11 @@ def up(
 def status(directory: Path | None, as_json: bool) -> None:
     """crm_mon from a running node, the stack it runs, each node's power and each BMC's."""
     from highlander.lab import controls, stacks
-    from highlander.lab.records import LabError
 
     _root()
     try:
-        report = {**controls.status(lab_directory(directory)), "stack": stacks.current(lab_directory(directory))}
+        directory = lab_directory(directory)
+        report = {**controls.status(directory), "stack": stacks.current(directory)}
     except LabError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -154,7 +152,6 @@ def status(directory: Path | None, as_json: bool) -> None:
 def exec_(directory: Path | None, node: str, command: tuple[str, ...]) -> None:
     """Run COMMAND inside NODE (its network, mounts, host name and PIDs): lab exec node-a -- crm_mon -1"""
     from highlander.lab.controls import node_runner
-    from highlander.lab.records import LabError
 
     _root()
     if command and command[0] == "--":  # click keeps the separator with ignore_unknown_options

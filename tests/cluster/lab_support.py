@@ -21,7 +21,8 @@ from highlander.adapters.runner import system_env
 from highlander.drill.chain_check import ChainReader, CurlRpc
 from highlander.lab.chain_run import rpc_runner
 from highlander.lab.plan import load_plan
-from highlander.lab.cleanup import cleanup
+from highlander.lab.cleanup import cleanup, leftovers
+from highlander.lab.node import same_process
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "examples" / "lab.yml"
@@ -99,11 +100,20 @@ def chain_lab(factory: pytest.TempPathFactory, name: str, *options: str) -> Iter
         yield directory, up.stdout
 
 
+def drill(lab: Path, report: Path, scenario: str, timeout: float, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``highlander drill scenario`` on the lab, its report in ``report``, its output shown.
+    The drill bounds each wait by ``timeout`` s; the whole of it is bounded by ten minutes."""
+    result = run(
+        "drill", scenario, "--dir", str(lab), "--report", str(report), "--timeout", str(timeout), *extra, timeout=600
+    )
+    print(result.stdout[-4000:], result.stderr[-3000:])
+    return result
+
+
 def chain_drill(lab: Path, report: Path, scenario: str, timeout: float = 120) -> dict[str, object]:
     """One iteration of ``scenario`` on a chain lab, which must pass: no double sign,
     no evidence against our validator, our signatures committed; the iteration's record."""
-    result = run("drill", scenario, "--dir", str(lab), "--report", str(report), "--timeout", str(timeout), timeout=600)
-    print(result.stdout[-4000:], result.stderr[-3000:])
+    result = drill(lab, report, scenario, timeout)
     assert result.returncode == 0, f"{scenario} failed on the chain"
     (iteration,) = json.loads((report / f"{scenario}.json").read_text())["iterations"]
     assert iteration["ok"] and iteration["double_signs"] == 0 and iteration["chain"]["evidence"] == []
@@ -115,14 +125,20 @@ def chain_drill(lab: Path, report: Path, scenario: str, timeout: float = 120) ->
 def failing_drill(
     lab: Path, report: Path, scenario: str, timeout: float, *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    """``scenario`` on an unguarded lab, which must fail (the negative controls); the finished drill.
-    The drill itself is bounded by ``timeout`` s per wait; the whole of it by ten minutes."""
-    result = run(
-        "drill", scenario, "--dir", str(lab), "--report", str(report), "--timeout", str(timeout), *extra, timeout=600
-    )
-    print(result.stdout[-4000:], result.stderr[-3000:])
+    """``scenario`` on an unguarded lab, which must fail (the negative controls); the finished drill."""
+    result = drill(lab, report, scenario, timeout, *extra)
     assert result.returncode != 0, f"the drill passed {scenario} on a lab where nothing guarded the signer"
     return result
+
+
+def chain_lab_down(lab: Path) -> None:
+    """``lab down`` of a chain lab, which must leave nothing: no record of the lab, and
+    none of the chain's processes (the ordinary validators' hosts run them)."""
+    _, state = load_plan(lab)
+    result = run("lab", "down", "--dir", str(lab), timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert leftovers(lab) == []
+    assert not any(same_process(p["pid"], p["start_time"]) for p in state["chain"]["processes"].values())
 
 
 def chain_reader(lab: Path) -> tuple[ChainReader, str]:

@@ -16,10 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab_support import chain_drill, chain_lab, chain_reader, run
+from lab_support import chain_drill, chain_lab, chain_lab_down, chain_reader
 
 from highlander.adapters.waiting import wait_until
-from highlander.lab.cleanup import leftovers
 from highlander.lab.node import same_process
 from highlander.lab.plan import load_plan
 
@@ -75,8 +74,4 @@ def test_kill_signer_on_the_chain_restarts_privval_without_evidence(lab: Path, t
 
 @pytest.mark.lab
 def test_lab_down_after_the_chain_drills_leaves_nothing(lab: Path) -> None:
-    _, state = load_plan(lab)
-    result = run("lab", "down", "--dir", str(lab), timeout=180)
-    assert result.returncode == 0, result.stderr
-    assert leftovers(lab) == []
-    assert not any(same_process(p["pid"], p["start_time"]) for p in state["chain"]["processes"].values())
+    chain_lab_down(lab)

@@ -14,11 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab_support import chain_drill, chain_lab, run
-
-from highlander.lab.cleanup import leftovers
-from highlander.lab.node import same_process
-from highlander.lab.plan import load_plan
+from lab_support import chain_drill, chain_lab, chain_lab_down
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +35,4 @@ def test_a_power_cut_on_the_stock_chain_is_fenced_and_the_cold_standby_signs(lab
 
 @pytest.mark.lab
 def test_lab_down_after_the_stock_chain_leaves_nothing(lab: Path) -> None:
-    _, state = load_plan(lab)
-    result = run("lab", "down", "--dir", str(lab), timeout=180)
-    assert result.returncode == 0, result.stderr
-    assert leftovers(lab) == []
-    assert not any(same_process(p["pid"], p["start_time"]) for p in state["chain"]["processes"].values())
+    chain_lab_down(lab)
