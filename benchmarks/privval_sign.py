@@ -22,18 +22,24 @@ up. ``--build DIR`` builds both peers from their registries into DIR once
 module, because the module proxy here refuses the version list that ``go
 install`` reads).
 
-Measured on this two-core virtual machine, whose neighbours moved every
-number by a third from one run to the next (500 or 1000 votes each, eight
-runs alternating with the code before the change below): highlander p50
-1.17-1.79 ms, tmkms 0.18-0.44 ms, Horcrux 3.1-5.7 ms; ratio vs tmkms median
-4.24 (3.66-7.72), ratio vs horcrux median 0.32 (0.22-0.70). The goals (3
-and 0.2) are not met. Most of highlander's time is the register's advance,
-a majority round over three replicas that each sync to disk before
-answering, through Python daemons that share the two cores with the
-signer and this harness; tmkms neither replicates nor syncs. Syncing a
-fast disk on the daemon's loop instead of a thread took a quarter off the
-CPU each advance costs; before it, in the same runs, the ratio vs tmkms
-was median 5.66 (5.19-7.16) and vs horcrux 0.43 (0.36-0.53). Horcrux
+``--breakdown`` times the two parts of highlander's number alone, in the
+same run: ``signer only`` is ``highlander privval`` in front of a sign-state
+daemon whose register answers at once (``instant_register.py``: the daemon's
+own socket and checks, no replication, no write), and ``advance only`` is
+the register's advance through the client the signer uses, one at a time,
+on a trio of its own. ``signer only vs tmkms`` is the first against tmkms.
+
+Measured on this two-core virtual machine, three runs of 2000 votes with
+``--breakdown``, the machine otherwise idle: highlander p50 1.23-1.33 ms,
+tmkms 0.23-0.24 ms, Horcrux 3.5-4.6 ms; ratio vs tmkms 5.2-5.6, ratio vs
+horcrux 0.27-0.37. The goals (3 and 0.2) are not met, and the parts show
+why: the signer alone took 0.45-0.57 ms (2.0-2.4 x tmkms), and the advance
+alone 0.60-0.99 ms, more than the whole 3 x tmkms (0.69-0.72 ms). tmkms
+signs in one Rust process and neither replicates nor syncs; a highlander
+signature also waits for a majority round over three replicas that each
+sync to disk before answering, through Python daemons sharing the two
+cores with the signer and this harness. On a loaded hour the ratios spread
+wider: 3.7-7.7 vs tmkms and 0.22-0.70 vs horcrux in earlier runs. Horcrux
 v3.3.2 refuses a vote now and then ("ephemeral public keys do not match",
 about one in a thousand here; "signature is invalid" among its first):
 refused votes are printed and not timed.
@@ -58,11 +64,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from signstate_advance import percentile
 
+from highlander.adapters.waiting import wait_until
 from highlander.lab.ports import free_ports
 from highlander.lab.replicas import LoopbackReplicas
 from highlander.privval import messages, schema, signbytes
 from highlander.privval.secretconn import raw_public
 from highlander.privval.transport import Connection, secure
+from highlander.signstate.client import SignerClient
+from highlander.signstate.register import HRS, KeyId
 
 CHAIN = "bench-chain"
 MAX_REFUSALS = 50  # refused votes a signer may give in one measurement
@@ -172,24 +181,59 @@ def write_key(path: Path, private: Ed25519PrivateKey) -> None:
     write(path, private)
 
 
-def bench_highlander(work: Path, private: Ed25519PrivateKey, count: int, warmup: int) -> list[float]:
-    replicas = LoopbackReplicas(work / "trio")
+def bench_signer(work: Path, private: Ed25519PrivateKey, count: int, warmup: int, register: Path) -> list[float]:
+    """``highlander privval`` with the sign-state daemon at ``register``."""
     harness = Harness()
     key_file = work / "priv_validator_key.json"
     write_key(key_file, private)
     config = work / "privval.toml"
     config.write_text(
         f'chain_id = "{CHAIN}"\nkey_file = "{key_file}"\nstate_file = "{work / "state.json"}"\n'
-        f'register = "{replicas.socket("node-a")}"\nnodes = ["tcp://127.0.0.1:{harness.port}"]\n'
+        f'register = "{register}"\nnodes = ["tcp://127.0.0.1:{harness.port}"]\n'
     )
     try:
-        replicas.start()
         command = [sys.executable, "-m", "highlander", "privval", "--config", str(config), "--promote"]
         with process(command, work / "privval.log"):
             return harness.measure("highlander", raw_public(private), count, warmup)
     finally:
         harness.close()
+
+
+def bench_highlander(work: Path, private: Ed25519PrivateKey, count: int, warmup: int) -> list[float]:
+    replicas = LoopbackReplicas(work / "trio")
+    try:
+        replicas.start()
+        return bench_signer(work, private, count, warmup, replicas.socket("node-a"))
+    finally:
         replicas.stop()
+
+
+def bench_signer_only(work: Path, private: Ed25519PrivateKey, count: int, warmup: int) -> list[float]:
+    """The signer in front of a register that answers at once: its own share."""
+    socket = work / "instant.sock"
+    with process([sys.executable, str(HERE / "instant_register.py"), str(socket)], work / "instant.log"):
+        wait_until(socket.exists, timeout=15, what=f"the instant register at {socket}")
+        return bench_signer(work, private, count, warmup, socket)
+
+
+def bench_advance_only(work: Path, count: int, warmup: int) -> list[float]:
+    """The register's advance alone, one at a time, through the client the signer uses."""
+    replicas = LoopbackReplicas(work / "trio")
+    key = KeyId(CHAIN, "advance-only")
+    samples: list[float] = []
+    try:
+        replicas.start()
+        with SignerClient(replicas.socket("node-a")) as client:
+            epoch = client.promote(key).epoch
+            for height in range(1, warmup + count + 1):
+                digest = hashlib.sha256(b"sign bytes %d" % height).hexdigest()
+                started = time.perf_counter()
+                client.advance(key, epoch, HRS(height, 0, 2), digest)
+                if height > warmup:
+                    samples.append(time.perf_counter() - started)
+    finally:
+        replicas.stop()
+    return samples
 
 
 def bench_tmkms(binary: str, work: Path, private: Ed25519PrivateKey, count: int, warmup: int) -> list[float]:
@@ -281,12 +325,12 @@ def bench_horcrux(binary: str, work: Path, private: Ed25519PrivateKey, count: in
         harness.close()
 
 
-def report(name: str, samples: list[float] | str) -> float | None:
+def report(name: str, samples: list[float] | str, unit: str = "votes") -> float | None:
     if isinstance(samples, str):
-        print(f"{name:<11} unavailable: {samples}")
+        print(f"{name:<12} unavailable: {samples}")
         return None
     p50, p99 = statistics.median(samples) * 1000, percentile(samples, 99) * 1000
-    print(f"{name:<11} p50 {p50:.3f} ms  p99 {p99:.3f} ms  ({len(samples)} votes)")
+    print(f"{name:<12} p50 {p50:.3f} ms  p99 {p99:.3f} ms  ({len(samples)} {unit})")
     return p50
 
 
@@ -358,6 +402,11 @@ def main() -> int:
         metavar="DIR",
         help="build tmkms and Horcrux from their registries into DIR (once) and use them",
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the signer alone (a register that answers at once) and the register's advance alone",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) for inspection")
     args = parser.parse_args()
     if args.build:
@@ -367,9 +416,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="hl-bench-privval-"))
     private = Ed25519PrivateKey.generate()
     try:
-        for name in ("highlander", "tmkms", "horcrux"):
+        for name in ("highlander", "signer-only", "advance-only", "tmkms", "horcrux"):
             (work / name).mkdir()
         ours = bench_highlander(work / "highlander", private, args.count, args.warmup)
+        if args.breakdown:
+            signer_only = bench_signer_only(work / "signer-only", private, args.count, args.warmup)
+            advance_only = bench_advance_only(work / "advance-only", args.count, args.warmup)
         tmkms = (
             attempt(lambda: bench_tmkms(args.tmkms, work / "tmkms", private, args.count, args.warmup))
             if args.tmkms
@@ -387,8 +439,13 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     ours_p50 = report("highlander", ours)
-    for name, samples in (("tmkms", tmkms), ("horcrux", horcrux)):
-        peer = report(name, samples)
+    if args.breakdown:
+        report("signer only", signer_only)
+        report("advance only", advance_only, "advances")
+    peers = {name: report(name, samples) for name, samples in (("tmkms", tmkms), ("horcrux", horcrux))}
+    if args.breakdown and peers["tmkms"]:
+        print(f"signer only vs tmkms {statistics.median(signer_only) * 1000 / peers['tmkms']:.2f}")
+    for name, peer in peers.items():
         ratio = f"{ours_p50 / peer:.2f}" if peer and ours_p50 else "unavailable"
         print(f"ratio vs {name} {ratio}")
     return 0

@@ -8,7 +8,6 @@ height of a CometBFT or tmkms signer is how it comes to sign twice.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,8 +80,6 @@ def quorum_mark(socket_path: Path, key: KeyId) -> HRS:
 
 def serve(config_path: Path) -> None:
     """Run one node's replica and coordinator until SIGTERM or SIGINT."""
-    import asyncio
-
     from highlander.signstate.backends.configured import configured
     from highlander.signstate.server import SignStateNode
 
@@ -101,14 +98,7 @@ def serve(config_path: Path) -> None:
     if config.metrics is not None:
         registry.register(exporter.Scraped(node.scraped))
         exporter.serve(registry, config.metrics.host, config.metrics.port)
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, node.stop)
-        await node.serve()
-
-    asyncio.run(run())
+    node.run()
 
 
 def init(config_path: Path, backend: str | None = None) -> str:

@@ -35,6 +35,7 @@ import asyncio
 import grp
 import logging
 import os
+import signal
 import socket
 import stat
 import struct
@@ -200,6 +201,17 @@ class SignStateNode:
         )
 
     # --- running ---
+
+    def run(self) -> None:
+        """Serve until SIGTERM or SIGINT: a daemon's main loop."""
+
+        async def serve_until_signalled() -> None:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.stop)
+            await self.serve()
+
+        asyncio.run(serve_until_signalled())
 
     async def serve(self) -> None:
         """Serve until :meth:`stop`; everything is closed on the way out."""
