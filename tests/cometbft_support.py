@@ -17,7 +17,7 @@ import socket
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +33,21 @@ from highlander.privval.transport import Connection, secure
 
 COMETBFT = Path(os.environ.get("HIGHLANDER_COMETBFT", "/opt/highlander/bin/cometbft"))
 COMETBFT_VERSION = "0.38.26"
+# Short rounds, so that a test chain makes a block about every 0.2 s.
+CONSENSUS_TIMEOUTS = {
+    "timeout_propose": "1s",
+    "timeout_prevote": "300ms",
+    "timeout_precommit": "300ms",
+    "timeout_commit": "200ms",
+}
+# For a test that hands the signing over on a chain of one validator.
+# CometBFT skips a vote its signer refuses, and with nobody else to move the
+# round on, a refused prevote or precommit stalls a lone validator for good
+# (on a real chain the others go on and the vote is only missed). With 2 s
+# between blocks, a handover asked for just after a block lands between
+# heights; a proposal refused meanwhile leaves 5 s (the propose timeout) for
+# the new signer before the node asks for its nil prevote.
+QUIET_BETWEEN_HEIGHTS = {"timeout_commit": "2s", "timeout_propose": "5s"}
 
 
 def cometbft() -> Path:
@@ -99,9 +114,11 @@ class CometNode:
         genesis_from: CometNode | None = None,
         peer: CometNode | None = None,
         remote_signer: bool = True,
+        timeouts: Mapping[str, str] | None = None,
     ) -> None:
         """``cometbft init``, then this test's chain id, ports and short timeouts
-        (``remote_signer=False``: the node signs itself with FilePV)."""
+        (``remote_signer=False``: the node signs itself with FilePV; ``timeouts``
+        replaces some of the [consensus] timeouts, e.g. ``{"timeout_commit": "2s"}``)."""
         subprocess.run([self.binary, "init", "--home", self.home], check=True, capture_output=True)
         genesis_path = self.home / "config" / "genesis.json"
         if genesis_from is not None:
@@ -126,10 +143,7 @@ class CometNode:
             ("p2p", "addr_book_strict", "false"),
             ("p2p", "allow_duplicate_ip", "true"),
             ("p2p", "persistent_peers", f'"{peer.node_id()}@127.0.0.1:{peer.p2p_port}"' if peer else '""'),
-            ("consensus", "timeout_propose", '"1s"'),
-            ("consensus", "timeout_prevote", '"300ms"'),
-            ("consensus", "timeout_precommit", '"300ms"'),
-            ("consensus", "timeout_commit", '"200ms"'),
+            *(("consensus", key, f'"{value}"') for key, value in {**CONSENSUS_TIMEOUTS, **(timeouts or {})}.items()),
         ]:
             text = _set(text, section, key, value)
         config.write_text(text)

@@ -1,7 +1,8 @@
 """``ocf:highlander:privval`` as a promotable clone under a real Pacemaker,
 signing for a real CometBFT chain: Pacemaker promotes the instance, the
 instance promotes itself in the register, and the chain advances; demoted,
-it stops signing and the chain stalls; promoted again, it goes on."""
+it stops signing; promoted again, it goes on. The chain has one validator:
+the demotion is asked for just after a block (see QUIET_BETWEEN_HEIGHTS)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cometbft_support import CometNode, cometbft
+from cometbft_support import QUIET_BETWEEN_HEIGHTS, CometNode, cometbft
 
 from highlander.adapters.waiting import wait_until
 from highlander.lab.one_node import OneNodeCluster
@@ -31,7 +32,7 @@ def test_pacemaker_promotes_the_signer_and_the_chain_advances(
 ) -> None:
     cometbft()
     node = CometNode(tmp_path, "node-a", scheme="unix")  # a Unix socket reaches into the node's namespace
-    node.init(CHAIN)
+    node.init(CHAIN, timeouts=QUIET_BETWEEN_HEIGHTS)
     signer_dir = tmp_path / "signer"
     signer_dir.mkdir()
     key = signer_dir / "priv_validator_key.json"
@@ -62,6 +63,7 @@ def test_pacemaker_promotes_the_signer_and_the_chain_advances(
         wait_until(lambda: role(one_node_cluster) == "Promoted", timeout=90, what="Pacemaker to promote privval")
         node.start()
         height = node.wait_for_height(5)
+        node.wait_for_height(node.height() + 1)  # just after a block: the next one is 2 s away
 
         runner.run(["pcs", "resource", "ban", "privval-clone", "node1", "--promoted"], check=True)
         wait_until(lambda: role(one_node_cluster) == "Unpromoted", timeout=60, what="Pacemaker to demote privval")

@@ -10,12 +10,12 @@ proof of a double sign.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import harness
 import pytest
-from cometbft_support import CometNode, PrivvalProcess, cometbft
+from cometbft_support import QUIET_BETWEEN_HEIGHTS, CometNode, PrivvalProcess, cometbft
 from harness import HIGHLANDER, sample
 
 from highlander.adapters.waiting import wait_until
@@ -50,11 +50,12 @@ def chain(
     *,
     scheme: str = "tcp",
     extensions_height: int = 0,
+    timeouts: Mapping[str, str] | None = None,
     **settings: object,
 ) -> tuple[CometNode, PrivvalProcess]:
     """A node and a promoted signer for it (``settings`` added to its privval.toml), both started, the signer first."""
     node = CometNode(tmp_path, "node-a", scheme=scheme)
-    node.init(CHAIN, extensions_height=extensions_height)
+    node.init(CHAIN, extensions_height=extensions_height, timeouts=timeouts)
     signer = PrivvalProcess(
         tmp_path / "signer-a", CHAIN, node.key_file, replicas.socket("node-a"), [node.privval_laddr], **settings
     )
@@ -183,8 +184,9 @@ def test_two_nodes_of_one_validator_share_one_signer(
 def test_another_signer_promoted_takes_over_the_chain(
     tmp_path: Path, replicas: LoopbackReplicas, processes: list
 ) -> None:  # type: ignore[type-arg]
-    node, first = chain(tmp_path, replicas, processes)
+    node, first = chain(tmp_path, replicas, processes, timeouts=QUIET_BETWEEN_HEIGHTS)
     node.wait_for_height(4)
+    node.wait_for_height(node.height() + 1)  # just after a block (one validator: see QUIET_BETWEEN_HEIGHTS)
     second = PrivvalProcess(
         tmp_path / "signer-b", CHAIN, node.key_file, replicas.socket("node-b"), [node.privval_laddr]
     )
