@@ -34,7 +34,7 @@ Measured on this two-core virtual machine, three runs of 2000 votes with
 tmkms 0.23-0.24 ms, Horcrux 3.5-4.6 ms; ratio vs tmkms 5.2-5.6, ratio vs
 horcrux 0.27-0.37. The goals (3 and 0.2) are not met, and the parts show
 why: the signer alone took 0.45-0.57 ms (2.0-2.4 x tmkms), and the advance
-alone 0.60-0.99 ms, more than the whole 3 x tmkms (0.69-0.72 ms). tmkms
+alone 0.60-0.99 ms, more than the whole 3 x tmkms (0.69-0.71 ms). tmkms
 signs in one Rust process and neither replicates nor syncs; a highlander
 signature also waits for a majority round over three replicas that each
 sync to disk before answering, through Python daemons sharing the two
