@@ -439,12 +439,12 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     ours_p50 = report("highlander", ours)
+    signer_p50 = report("signer only", signer_only) if args.breakdown else None
     if args.breakdown:
-        report("signer only", signer_only)
         report("advance only", advance_only, "advances")
     peers = {name: report(name, samples) for name, samples in (("tmkms", tmkms), ("horcrux", horcrux))}
-    if args.breakdown and peers["tmkms"]:
-        print(f"signer only vs tmkms {statistics.median(signer_only) * 1000 / peers['tmkms']:.2f}")
+    if signer_p50 and peers["tmkms"]:
+        print(f"signer only vs tmkms {signer_p50 / peers['tmkms']:.2f}")
     for name, peer in peers.items():
         ratio = f"{ours_p50 / peer:.2f}" if peer and ours_p50 else "unavailable"
         print(f"ratio vs {name} {ratio}")
